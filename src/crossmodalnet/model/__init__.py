@@ -1,0 +1,3 @@
+from ._crossmodalnet import CrossmodalNet
+
+__all__ = ["CrossmodalNet"]

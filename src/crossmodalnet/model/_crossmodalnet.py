@@ -1,0 +1,671 @@
+"""The CrossmodalNet model class: MuData registry, training, getters, save/load."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from mudata import MuData
+from scipy import sparse
+from scvi import settings
+from scvi.data import AnnDataManager, fields
+from scvi.dataloaders import DataSplitter
+from scvi.model.base import BaseModelClass
+from scvi.train import TrainRunner
+
+from .._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
+from .._utils import check_finite, get_layer, get_modality
+from ..module import CrossmodalModule
+from ..train import FaderGradNormPlan, RestoreBestWeights
+from ._split import holdout_split, stratified_split
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+_MONITORS = ("pearson_cell_validation", "pearson_protein_validation")
+
+
+class CrossmodalNet(BaseModelClass):
+    """Predict surface proteins from RNA with a time-aware Fader network :cite:p:`Yang2023`.
+
+    MLP1 encodes genes into a basal latent ``z``; a learnable embedding of the time point
+    (and of the batch, if registered) is added to ``z``; MLP2 decodes the sum into proteins.
+    Discriminators predict time (and batch) from ``z`` and the encoder is trained against them,
+    so ``z`` carries no time information. The loss is ``w1·NLC + w2·(MSE − λ·CE)`` with ``w1, w2``
+    balanced by GradNorm. Unseen time points between two trained ones are predicted from the
+    linear interpolation of their embeddings.
+
+    Parameters
+    ----------
+    mdata
+        MuData registered with :meth:`setup_mudata`.
+    n_latent
+        Dimension of the basal latent and of the time embedding (Table S1: 512).
+    dropout_rate
+        Dropout in MLP1 (Table S1: 0.05).
+    use_batch_norm
+        Batch normalisation in the MLP blocks (Table S1: True).
+    n_hidden_discriminator
+        Hidden units of each discriminator (Table S1: 128).
+    lambda_dis
+        Weight of the adversarial term (Table S1 "regularization": 0.5).
+    registry
+        Used by :meth:`load` to build a model without data; leave unset.
+
+    Examples
+    --------
+    >>> import crossmodalnet as cmn
+    >>> mdata = cmn.datasets.synthetic_cite(n_obs=500, n_genes=200, n_proteins=10)
+    >>> cmn.pp.log_normalize(mdata)
+    >>> cmn.pp.clr(mdata)
+    >>> cmn.model.CrossmodalNet.setup_mudata(mdata, time_key="time")
+    >>> model = cmn.model.CrossmodalNet(mdata, n_latent=64)
+    >>> model.train(max_epochs=20)
+    >>> proteins = model.predict_protein()
+    >>> z = model.get_latent_representation()
+
+    Notes
+    -----
+    See the getting-started tutorial for a complete workflow. Inputs are used as registered:
+    register log-normalised RNA and normalised (CLR or DSB) proteins, e.g. with
+    :func:`crossmodalnet.pp.log_normalize` and :func:`crossmodalnet.pp.clr`.
+    """
+
+    _module_cls = CrossmodalModule
+    _training_plan_cls = FaderGradNormPlan
+    _data_splitter_cls = DataSplitter
+    _train_runner_cls = TrainRunner
+
+    def __init__(
+        self,
+        mdata: MuData | None = None,
+        *,
+        n_latent: int = 512,
+        dropout_rate: float = 0.05,
+        use_batch_norm: bool = True,
+        n_hidden_discriminator: int = 128,
+        lambda_dis: float = 0.5,
+        registry: dict | None = None,
+    ):
+        super().__init__(mdata, registry=registry)
+        n_time = self.summary_stats[f"n_{REGISTRY_KEYS.TIME_KEY}"]
+        n_batch = self.summary_stats[f"n_{REGISTRY_KEYS.BATCH_KEY}"]
+        self.module = self._module_cls(
+            n_input=self.summary_stats["n_vars"],
+            n_output=self.summary_stats[f"n_{REGISTRY_KEYS.PROTEIN_KEY}"],
+            n_cats_per_cov=[n_time, n_batch],
+            n_latent=n_latent,
+            dropout_rate=dropout_rate,
+            use_batch_norm=use_batch_norm,
+            n_hidden_discriminator=n_hidden_discriminator,
+            lambda_dis=lambda_dis,
+        )
+        self.split_: dict = {}
+        self.trained_time_codes_: np.ndarray | None = None
+        self._model_summary_string = (
+            f"CrossmodalNet: {self.n_genes} genes → {self.n_proteins} proteins, n_latent={n_latent}, "
+            f"{n_time} time point(s), {n_batch} batch(es)"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    # --- registration ------------------------------------------------------------------------
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata: MuData,
+        *,
+        rna_key: str = DEFAULT_RNA_KEY,
+        protein_key: str = DEFAULT_PROTEIN_KEY,
+        rna_layer: str | None = None,
+        protein_layer: str | None = None,
+        time_key: str | None = None,
+        batch_key: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Register the RNA and protein modalities and the time (and batch) covariates.
+
+        Nothing is computed into ``mdata.obs``; scvi-tools' :class:`~scvi.data.AnnDataManager`
+        records its registry (its usual ``_scvi_*`` bookkeeping entries).
+
+        Parameters
+        ----------
+        mdata
+            CITE-seq MuData with RNA and protein modalities over the same cells.
+        rna_key
+            Modality holding RNA (the model input), e.g. log-normalised expression.
+        protein_key
+            Modality holding proteins (the target), e.g. CLR- or DSB-normalised.
+        rna_layer
+            Layer of the RNA modality; ``None`` uses ``.X``.
+        protein_layer
+            Layer of the protein modality; ``None`` uses ``.X``.
+        time_key
+            Column of ``mdata.obs`` with the time point. Numeric values (or an ordered
+            categorical) define the time order used for interpolation. ``None``: one time point,
+            no discriminator.
+        batch_key
+            Optional column of ``mdata.obs`` with a second covariate (donor, batch); it gets its
+            own embedding and its own discriminator.
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+        """
+        rna = get_modality(mdata, rna_key, "CrossmodalNet.setup_mudata", role="RNA")
+        prot = get_modality(mdata, protein_key, "CrossmodalNet.setup_mudata", role="protein")
+        check_finite(get_layer(rna, rna_layer, rna_key), f"mdata[{rna_key!r}]", rna_layer)
+        check_finite(get_layer(prot, protein_layer, protein_key), f"mdata[{protein_key!r}]", protein_layer)
+        for key, what in ((time_key, "time_key"), (batch_key, "batch_key")):
+            if key is None:
+                continue
+            if key not in mdata.obs:
+                raise KeyError(
+                    f"`{what}={key!r}` is not a column of `mdata.obs`; columns are {list(mdata.obs.columns)}. "
+                    "Add it to `mdata.obs` (or run `mdata.update()` after adding it to a modality)."
+                )
+            if mdata.obs[key].isna().any():
+                n = int(mdata.obs[key].isna().sum())
+                raise ValueError(f"`mdata.obs[{key!r}]` has {n} missing value(s); fill or drop those cells first.")
+
+        setup_method_args = cls._get_setup_method_args(**locals())
+        mudata_fields = [
+            fields.MuDataLayerField(
+                REGISTRY_KEYS.X_KEY, rna_layer, mod_key=rna_key, is_count_data=False, mod_required=True
+            ),
+            fields.MuDataLayerField(
+                REGISTRY_KEYS.PROTEIN_KEY, protein_layer, mod_key=protein_key, is_count_data=False, mod_required=True
+            ),
+            fields.MuDataCategoricalObsField(REGISTRY_KEYS.TIME_KEY, time_key, mod_key=None),
+            fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=None),
+        ]
+        adata_manager = AnnDataManager(fields=mudata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(mdata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @classmethod
+    def setup_anndata(cls, *args, **kwargs) -> None:
+        """Not supported: CrossmodalNet needs RNA and protein modalities; use :meth:`setup_mudata`."""
+        raise TypeError(
+            "CrossmodalNet trains on a MuData with RNA and protein modalities: use `CrossmodalNet.setup_mudata`."
+        )
+
+    # --- names and registry state --------------------------------------------------------------
+    def _setup_arg(self, name: str):
+        return self.registry_["setup_args"][name]
+
+    def _field_state(self, key: str) -> dict:
+        return self.registry_["field_registries"][key]["state_registry"]
+
+    @property
+    def gene_names(self) -> pd.Index:
+        """Genes the model takes as input, in order."""
+        return pd.Index(np.asarray(self._field_state(REGISTRY_KEYS.X_KEY)["column_names"]).astype(str))
+
+    @property
+    def protein_names(self) -> pd.Index:
+        """Proteins the model predicts, in order."""
+        return pd.Index(np.asarray(self._field_state(REGISTRY_KEYS.PROTEIN_KEY)["column_names"]).astype(str))
+
+    @property
+    def n_genes(self) -> int:
+        """Number of input genes."""
+        return len(self.gene_names)
+
+    @property
+    def n_proteins(self) -> int:
+        """Number of predicted proteins."""
+        return len(self.protein_names)
+
+    @property
+    def time_categories(self) -> np.ndarray:
+        """Registered time points in model order (numeric order for numeric times)."""
+        return np.asarray(self._field_state(REGISTRY_KEYS.TIME_KEY)["categorical_mapping"])
+
+    @property
+    def batch_categories(self) -> np.ndarray:
+        """Registered batch categories."""
+        return np.asarray(self._field_state(REGISTRY_KEYS.BATCH_KEY)["categorical_mapping"])
+
+    @property
+    def time_values(self) -> np.ndarray | None:
+        """Numeric value of each time category, or ``None`` if the time points are not numeric."""
+        values = pd.to_numeric(pd.Series(self.time_categories), errors="coerce").to_numpy(dtype=float)
+        return None if np.isnan(values).any() else values
+
+    # --- training --------------------------------------------------------------------------------
+    def _make_split(
+        self,
+        split: Literal["random", "holdout_time"],
+        holdout_time: object,
+        train_size: float,
+        validation_size: float,
+        seed: int,
+    ) -> list[np.ndarray]:
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1)
+        if split == "random":
+            parts = stratified_split(codes, train_size=train_size, validation_size=validation_size, rng=seed)
+        elif split == "holdout_time":
+            if holdout_time is None:
+                raise ValueError("`split='holdout_time'` needs `holdout_time`, the time point to hold out.")
+            code = self._time_code(holdout_time)
+            parts = holdout_split(codes, code, train_size=train_size, validation_size=validation_size, rng=seed)
+        else:
+            raise ValueError(f"`split` must be 'random' or 'holdout_time', got {split!r}.")
+        return list(parts)
+
+    def train(
+        self,
+        max_epochs: int = 500,
+        *,
+        split: Literal["random", "holdout_time"] = "random",
+        holdout_time: object = None,
+        train_size: float = 0.8,
+        validation_size: float = 0.05,
+        split_seed: int | None = None,
+        batch_size: int = 256,
+        early_stopping: bool = True,
+        early_stopping_patience: int = 10,
+        early_stopping_monitor: Literal["pearson_cell_validation", "pearson_protein_validation"] = (
+            "pearson_cell_validation"
+        ),
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        lr: float = 1e-3,
+        weight_decay: float = 5e-6,
+        lr_discriminator: float = 0.0087,
+        weight_decay_discriminator: float = 5e-5,
+        learning_step: int = 3,
+        gradient_penalty: float = 0.4,
+        lr_gradnorm: float = 0.01475,
+        gradnorm_alpha: float = 0.5,
+        **trainer_kwargs,
+    ) -> None:
+        """Train with the Fader/GradNorm objective (paper Algorithm 1, Table S1 defaults).
+
+        Parameters
+        ----------
+        max_epochs
+            Maximum number of passes over the training cells.
+        split
+            ``"random"``: train/validation/test stratified by time point (the paper's
+            in-distribution setting). ``"holdout_time"``: every cell of ``holdout_time`` is the
+            test set; its time embedding is never trained and is interpolated at prediction.
+        holdout_time
+            Time point to hold out with ``split="holdout_time"``.
+        train_size, validation_size
+            Fractions of cells for training and validation (test gets the rest).
+        split_seed
+            Seed of the split; defaults to :attr:`scvi.settings.seed`.
+        batch_size
+            Mini-batch size.
+        early_stopping
+            Stop when ``early_stopping_monitor`` has not improved for ``early_stopping_patience``
+            epochs. Whether or not it stops early, the weights of the best validation epoch are
+            restored at the end.
+        early_stopping_patience
+            Epochs without improvement before stopping.
+        early_stopping_monitor
+            Validation Pearson to monitor: per cell (the paper's) or per protein.
+        accelerator, devices
+            Lightning accelerator and devices (``"gpu"`` uses CUDA).
+        lr, weight_decay
+            Adam settings of MLP1, MLP2 and the embeddings.
+        lr_discriminator, weight_decay_discriminator
+            Adam settings of the discriminators.
+        learning_step
+            Every ``learning_step``-th mini-batch trains the discriminators instead of the network.
+        gradient_penalty
+            Discriminator gradient penalty.
+        lr_gradnorm, gradnorm_alpha
+            GradNorm weight learning rate and restoring force.
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer` (a Lightning trainer).
+        """
+        if early_stopping_monitor not in _MONITORS:
+            raise ValueError(f"`early_stopping_monitor` must be one of {_MONITORS}, got {early_stopping_monitor!r}.")
+        if self.adata_manager is None:
+            raise ValueError(
+                "This model was loaded without data. Load it with the training MuData "
+                "(`CrossmodalNet.load(dir_path, mdata)`) to continue training."
+            )
+        seed = settings.seed if split_seed is None else split_seed
+        train_idx, val_idx, test_idx = self._make_split(split, holdout_time, train_size, validation_size, seed)
+        self.split_ = {
+            "kind": split,
+            "seed": int(seed),
+            "train_size": float(train_size),
+            "validation_size": float(validation_size),
+            "n_train": int(train_idx.size),
+            "n_validation": int(val_idx.size),
+            "n_test": int(test_idx.size),
+        }
+        if split == "holdout_time":
+            self.split_["holdout_time"] = str(holdout_time)
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1)
+        self.trained_time_codes_ = np.unique(codes[train_idx]).astype(np.int64)
+
+        data_splitter = self._data_splitter_cls(
+            self.adata_manager, external_indexing=[train_idx, val_idx, test_idx], batch_size=batch_size
+        )
+        plan = self._training_plan_cls(
+            self.module,
+            lr=lr,
+            weight_decay=weight_decay,
+            lr_discriminator=lr_discriminator,
+            weight_decay_discriminator=weight_decay_discriminator,
+            learning_step=learning_step,
+            gradient_penalty=gradient_penalty,
+            lr_gradnorm=lr_gradnorm,
+            gradnorm_alpha=gradnorm_alpha,
+        )
+        callbacks = list(trainer_kwargs.pop("callbacks", []))
+        has_validation = val_idx.size > 0
+        restore = RestoreBestWeights(monitor=early_stopping_monitor, mode="max")
+        if has_validation:
+            callbacks.append(restore)
+        elif early_stopping:
+            warnings.warn(
+                "No validation cells: early stopping and best-epoch restoration are off.", UserWarning, stacklevel=2
+            )
+        runner = self._train_runner_cls(
+            self,
+            training_plan=plan,
+            data_splitter=data_splitter,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            early_stopping=early_stopping and has_validation,
+            early_stopping_monitor=early_stopping_monitor,
+            early_stopping_patience=early_stopping_patience,
+            early_stopping_mode="max",
+            check_val_every_n_epoch=1,
+            callbacks=callbacks,
+            **trainer_kwargs,
+        )
+        runner()
+        if restore.best_epoch is not None:
+            self.split_["best_epoch"] = int(restore.best_epoch)
+            self.split_["best_" + early_stopping_monitor] = float(restore.best_score)
+        self.module.eval()
+
+    # --- time handling ---------------------------------------------------------------------------
+    def _time_code(self, value: object) -> int:
+        """Code of a registered time category (exact match, numeric-aware)."""
+        cats = self.time_categories
+        hit = np.flatnonzero(cats.astype(str) == str(value))
+        if hit.size == 0 and self.time_values is not None:
+            try:
+                hit = np.flatnonzero(np.isclose(self.time_values, float(value)))
+            except (TypeError, ValueError):
+                hit = np.array([], dtype=int)
+        if hit.size == 0:
+            raise ValueError(f"Time point {value!r} is not one of the registered time points {cats.tolist()}.")
+        return int(hit[0])
+
+    def _trained_codes(self) -> np.ndarray:
+        if self.trained_time_codes_ is None:
+            return np.arange(len(self.time_categories))
+        return np.asarray(self.trained_time_codes_, dtype=np.int64)
+
+    def _time_embedding_of(self, value: object, *, allow_extrapolation: bool = False) -> torch.Tensor:
+        """Embedding of one time value: learned, or interpolated between the two nearest trained points."""
+        table = self.module.covariate_embeddings[0].weight.detach()
+        trained = self._trained_codes()
+        try:
+            code = self._time_code(value)
+        except ValueError:
+            code = None
+        if code is not None and code in trained:
+            return table[code]
+        values = self.time_values
+        if values is None:
+            raise ValueError(
+                f"Time point {value!r} was not seen in training and the registered time points "
+                f"{self.time_categories.tolist()} are not numeric, so it cannot be interpolated."
+            )
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"Time point {value!r} is neither a registered time point nor a number.") from None
+        tv = values[trained]
+        order = np.argsort(tv)
+        tv, trained = tv[order], trained[order]
+        if v < tv[0] or v > tv[-1]:
+            if not allow_extrapolation:
+                raise ValueError(
+                    f"Time point {v} lies outside the trained range [{tv[0]}, {tv[-1]}]; extrapolating a time "
+                    "embedding is unreliable. Pass `allow_extrapolation=True` to extrapolate linearly anyway."
+                )
+            if tv.size == 1:
+                return table[trained[0]]
+            hi = 1 if v < tv[0] else tv.size - 1
+        else:
+            hi = int(np.searchsorted(tv, v, side="left"))
+            if tv[hi] == v:
+                return table[trained[hi]]
+        lo = hi - 1
+        a = (v - tv[lo]) / (tv[hi] - tv[lo])
+        return (1 - a) * table[trained[lo]] + a * table[trained[hi]]
+
+    def get_time_embedding(self, *, include_untrained: bool = False) -> pd.DataFrame:
+        """Return the learned time embedding.
+
+        Parameters
+        ----------
+        include_untrained
+            Also list registered time points never seen in training (e.g. a held-out one), with
+            their interpolated embedding.
+
+        Returns
+        -------
+        Time points × ``n_latent`` DataFrame, index = time points as registered (in time order).
+        """
+        codes = np.arange(len(self.time_categories)) if include_untrained else self._trained_codes()
+        rows = [self._time_embedding_of(self.time_categories[c]).cpu().numpy() for c in codes]
+        return pd.DataFrame(
+            np.vstack(rows), index=pd.Index(self.time_categories[codes].astype(str), name="time"),
+            columns=[f"dim_{i}" for i in range(self.module.n_latent)],
+        )
+
+    # --- inference helpers -----------------------------------------------------------------------
+    def _resolve_mdata(self, mdata: MuData | None) -> MuData:
+        if mdata is None:
+            if self.adata is None:
+                raise ValueError("This model was loaded without data: pass `mdata` to predict on.")
+            return self.adata
+        if not isinstance(mdata, MuData):
+            raise TypeError(
+                f"Expected a MuData, got {type(mdata).__name__}. Wrap an RNA-only AnnData with "
+                "`cmn.pp.to_mudata(adata)`."
+            )
+        return mdata
+
+    def _rna_rows(self, mdata: MuData) -> tuple[AnnData | object, np.ndarray]:
+        """RNA matrix of ``mdata`` with the model's genes, and the row of each ``mdata`` cell (-1 if none)."""
+        rna_key, layer = self._setup_arg("rna_key"), self._setup_arg("rna_layer")
+        rna = get_modality(mdata, rna_key, "CrossmodalNet.predict_protein", role="RNA")
+        genes = pd.Index(rna.var_names.astype(str))
+        if not genes.equals(self.gene_names):
+            missing = self.gene_names.difference(genes)
+            raise ValueError(
+                f"The genes of `mdata[{rna_key!r}]` differ from the model's {self.n_genes} genes "
+                f"({len(missing)} missing, or in another order). Align them first with "
+                "`cmn.pp.harmonize_genes(mdata, model)`."
+            )
+        X = get_layer(rna, layer, rna_key)
+        rows = rna.obs_names.get_indexer(mdata.obs_names)
+        return X, rows
+
+    def _iter_batches(self, X, rows: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """Yield (positions in ``rows``, dense float32 tensor) for cells that have RNA."""
+        have = np.flatnonzero(rows >= 0)
+        device = self.device
+        for start in range(0, have.size, batch_size):
+            pos = have[start : start + batch_size]
+            idx = rows[pos]
+            order = np.argsort(idx)  # backed HDF5 matrices need increasing row indices
+            block = X[idx[order]]
+            block = block.toarray() if sparse.issparse(block) else np.asarray(block)
+            dense = np.empty_like(block, dtype=np.float32)
+            dense[order] = block
+            yield pos, torch.from_numpy(dense).to(device)
+
+    def _covariate_embedding(
+        self,
+        mdata: MuData,
+        *,
+        time: object = None,
+        batch: object = None,
+        allow_extrapolation: bool = False,
+    ) -> torch.Tensor:
+        """Per-cell sum of the time and batch embeddings (cells × d)."""
+        n = mdata.n_obs
+        time_key, batch_key = self._setup_arg("time_key"), self._setup_arg("batch_key")
+        if time is not None:
+            t_values = np.full(n, time, dtype=object)
+        elif time_key is None:
+            t_values = np.full(n, self.time_categories[0], dtype=object)
+        elif time_key in mdata.obs:
+            t_values = mdata.obs[time_key].to_numpy(dtype=object)
+        else:
+            raise KeyError(
+                f"`mdata.obs` has no time column {time_key!r}; pass `time=` to predict every cell at one time point."
+            )
+        if pd.isna(pd.Series(t_values)).any():
+            raise ValueError(f"`mdata.obs[{time_key!r}]` has missing values; pass `time=` or fill them.")
+        uniq, inv = np.unique(np.asarray(t_values).astype(str), return_inverse=True)
+        first = {u: t_values[np.flatnonzero(inv == i)[0]] for i, u in enumerate(uniq)}
+        t_table = torch.stack([self._time_embedding_of(first[u], allow_extrapolation=allow_extrapolation) for u in uniq])
+        emb = t_table[torch.from_numpy(inv.reshape(-1).astype(np.int64))]
+
+        b_table = self.module.covariate_embeddings[1].weight.detach()
+        b_cats = self.batch_categories.astype(str)
+        if batch is not None:
+            b_values = np.full(n, str(batch), dtype=object)
+        elif batch_key is None:
+            b_values = np.full(n, b_cats[0], dtype=object)
+        elif batch_key in mdata.obs:
+            b_values = mdata.obs[batch_key].astype(str).to_numpy(dtype=object)
+        else:
+            raise KeyError(f"`mdata.obs` has no batch column {batch_key!r}; pass `batch=` with one of {b_cats.tolist()}.")
+        b_codes = pd.Index(b_cats).get_indexer(b_values)
+        if (b_codes < 0).any():
+            unknown = sorted(set(np.asarray(b_values)[b_codes < 0]))
+            raise ValueError(f"Unknown batch categories {unknown[:5]}; pass `batch=` with one of {b_cats.tolist()}.")
+        return emb + b_table[torch.from_numpy(b_codes.astype(np.int64))]
+
+    def _check_trained(self) -> None:
+        if not self.is_trained_:
+            raise ValueError("The model is not trained yet: call `model.train()` first.")
+
+    @torch.inference_mode()
+    def predict_protein(
+        self,
+        mdata: MuData | None = None,
+        *,
+        time: object = None,
+        batch: object = None,
+        batch_size: int = 1024,
+        allow_extrapolation: bool = False,
+    ) -> pd.DataFrame:
+        """Predict protein abundance of every cell from its RNA.
+
+        Parameters
+        ----------
+        mdata
+            MuData whose RNA modality has the model's genes (same names and order); defaults to
+            the registered MuData. A protein modality is not needed.
+        time
+            Predict every cell at this time point instead of its own (counterfactual time). A
+            numeric value between two trained time points uses the linear interpolation of their
+            embeddings; a held-out time point of the registered data is interpolated the same way.
+        batch
+            Predict every cell as this batch category instead of its own.
+        batch_size
+            Cells per forward pass; memory is bounded by it.
+        allow_extrapolation
+            Allow numeric time points outside the trained range (linear extrapolation).
+
+        Returns
+        -------
+        Cells × proteins DataFrame on the scale of the registered protein layer; cells without RNA
+        get NaN rows.
+        """
+        self._check_trained()
+        mdata = self._resolve_mdata(mdata)
+        X, rows = self._rna_rows(mdata)
+        cov = self._covariate_embedding(mdata, time=time, batch=batch, allow_extrapolation=allow_extrapolation)
+        self.module.eval()
+        out = np.full((mdata.n_obs, self.n_proteins), np.nan, dtype=np.float32)
+        for pos, x in self._iter_batches(X, rows, batch_size):
+            z = self.module.inference(x)["z"]
+            out[pos] = self.module.generative(z, cov[pos].to(z.device))["protein"].cpu().numpy()
+        return pd.DataFrame(out, index=mdata.obs_names.copy(), columns=self.protein_names.copy())
+
+    @torch.inference_mode()
+    def get_latent_representation(self, mdata: MuData | None = None, *, batch_size: int = 1024) -> np.ndarray:
+        """Return the basal latent ``z`` of every cell (free of time information by design).
+
+        Parameters
+        ----------
+        mdata
+            MuData whose RNA modality has the model's genes; defaults to the registered MuData.
+        batch_size
+            Cells per forward pass.
+
+        Returns
+        -------
+        Array of shape (cells, ``n_latent``); cells without RNA get NaN rows.
+        """
+        self._check_trained()
+        mdata = self._resolve_mdata(mdata)
+        X, rows = self._rna_rows(mdata)
+        self.module.eval()
+        out = np.full((mdata.n_obs, self.module.n_latent), np.nan, dtype=np.float32)
+        for pos, x in self._iter_batches(X, rows, batch_size):
+            out[pos] = self.module.inference(x)["z"].cpu().numpy()
+        return out
+
+    # --- persistence -----------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        dir_path: str,
+        mdata: MuData | None = None,
+        *,
+        accelerator: str = "cpu",
+        device: int | str = "auto",
+        prefix: str | None = None,
+    ) -> CrossmodalNet:
+        """Load a model saved with :meth:`save`.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        mdata
+            MuData laid out like the training data (same modalities, layers, genes and covariate
+            columns), for continued training or default predictions. ``None`` loads the model
+            without data: pass a MuData to each getter.
+        accelerator, device
+            Where to put the model.
+        prefix
+            File-name prefix used at save time.
+
+        Returns
+        -------
+        The model, in evaluation mode.
+        """
+        return super().load(
+            dir_path, adata=mdata if mdata is not None else False, accelerator=accelerator, device=device, prefix=prefix
+        )
+
+    def __repr__(self) -> str:
+        state = "trained" if self.is_trained_ else "untrained"
+        return f"{self._model_summary_string} ({state})"
+

@@ -1,0 +1,4 @@
+from ._components import BatchNorm1d, Decoder, Discriminator, Encoder
+from ._module import CrossmodalModule
+
+__all__ = ["BatchNorm1d", "CrossmodalModule", "Decoder", "Discriminator", "Encoder"]

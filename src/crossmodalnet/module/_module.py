@@ -1,0 +1,144 @@
+"""The CrossmodalNet torch module: encoder, time embedding, decoder and discriminators."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from torch import nn
+
+from .._constants import REGISTRY_KEYS
+from ..train._losses import fader_loss, nlc_loss
+from ._components import Decoder, Discriminator, Encoder
+
+
+class CrossmodalModule(BaseModuleClass):
+    """Fader-network module of CrossmodalNet :cite:p:`Yang2023`.
+
+    MLP1 encodes genes into a basal latent ``z``; one learnable embedding per covariate
+    (the time point first, then an optional batch) is added to ``z``; MLP2 decodes the sum into
+    proteins. One discriminator per covariate predicts that covariate from ``z``; the
+    encoder is trained against them so ``z`` carries no time (or batch) information. The
+    discriminators are registered submodules so they are saved and restored with the module.
+
+    Parameters
+    ----------
+    n_input
+        Number of genes.
+    n_output
+        Number of proteins.
+    n_cats_per_cov
+        Number of categories of each covariate, time first.
+    n_latent
+        Latent dimension ``d``.
+    dropout_rate
+        Dropout in MLP1.
+    use_batch_norm
+        Batch normalisation in the MLP blocks.
+    n_hidden_discriminator
+        Hidden units of each discriminator.
+    lambda_dis
+        Weight of the adversarial term in the Fader loss.
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        n_output: int,
+        n_cats_per_cov: Sequence[int],
+        *,
+        n_latent: int = 512,
+        dropout_rate: float = 0.05,
+        use_batch_norm: bool = True,
+        n_hidden_discriminator: int = 128,
+        lambda_dis: float = 0.5,
+    ):
+        super().__init__()
+        self.n_input = n_input
+        self.n_output = n_output
+        self.n_latent = n_latent
+        self.n_cats_per_cov = list(n_cats_per_cov)
+        self.lambda_dis = lambda_dis
+        self.encoder = Encoder(n_input, n_latent, dropout_rate=dropout_rate, use_batch_norm=use_batch_norm)
+        self.decoder = Decoder(n_latent, n_output, use_batch_norm=use_batch_norm)
+        self.covariate_embeddings = nn.ModuleList(nn.Embedding(n, n_latent) for n in self.n_cats_per_cov)
+        # A covariate with a single category has nothing to disentangle: its discriminator is
+        # never trained or used (see `adversarial_covariates`).
+        self.discriminators = nn.ModuleList(
+            Discriminator(n_latent, n, n_hidden=n_hidden_discriminator) for n in self.n_cats_per_cov
+        )
+        # GradNorm state is part of the module so training can continue after save/load.
+        self.loss_weights = nn.Parameter(torch.ones(2))
+        self.register_buffer("initial_losses", torch.zeros(2))
+
+    @property
+    def adversarial_covariates(self) -> list[int]:
+        """Indices of covariates with more than one category (those that get a discriminator)."""
+        return [i for i, n in enumerate(self.n_cats_per_cov) if n > 1]
+
+    def network_parameters(self) -> list[nn.Parameter]:
+        """Parameters of MLP1, MLP2 and the covariate embeddings."""
+        return [
+            *self.encoder.parameters(),
+            *self.decoder.parameters(),
+            *self.covariate_embeddings.parameters(),
+        ]
+
+    # --- scvi-tools module protocol -------------------------------------------------------
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"x": tensors[REGISTRY_KEYS.X_KEY]}
+
+    def _get_generative_input(
+        self, tensors: dict[str, torch.Tensor], inference_outputs: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        return {"z": inference_outputs["z"], "cov_embedding": self.covariate_embedding_from_tensors(tensors)}
+
+    @auto_move_data
+    def inference(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Encode expression into the basal latent ``z``."""
+        return {"z": self.encoder(x)}
+
+    @auto_move_data
+    def generative(self, z: torch.Tensor, cov_embedding: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Decode ``z`` plus the covariate embedding into proteins."""
+        return {"protein": self.decoder(z + cov_embedding)}
+
+    def covariate_codes(self, tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Integer codes of each covariate, time first, as 1-d long tensors."""
+        codes = [tensors[REGISTRY_KEYS.TIME_KEY]]
+        if REGISTRY_KEYS.BATCH_KEY in tensors and len(self.n_cats_per_cov) > 1:
+            codes.append(tensors[REGISTRY_KEYS.BATCH_KEY])
+        return [c.reshape(-1).long() for c in codes]
+
+    def covariate_embedding_from_tensors(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Sum of the covariate embeddings of each cell (cells × d)."""
+        codes = self.covariate_codes(tensors)
+        return sum(emb(c) for emb, c in zip(self.covariate_embeddings, codes, strict=True))
+
+    def loss(
+        self,
+        tensors: dict[str, torch.Tensor],
+        inference_outputs: dict[str, torch.Tensor],
+        generative_outputs: dict[str, torch.Tensor],
+    ) -> LossOutput:
+        """Weighted NLC + Fader loss of one mini-batch, with the current GradNorm weights."""
+        target = tensors[REGISTRY_KEYS.PROTEIN_KEY]
+        pred = generative_outputs["protein"]
+        z = inference_outputs["z"]
+        codes = self.covariate_codes(tensors)
+        adv = self.adversarial_covariates
+        fader, mse, ce = fader_loss(
+            pred,
+            target,
+            disc_logits=[self.discriminators[i](z) for i in adv],
+            disc_targets=[codes[i] for i in adv],
+            lambda_dis=self.lambda_dis,
+        )
+        nlc = nlc_loss(pred, target)
+        w = self.loss_weights.detach()
+        return LossOutput(
+            loss=w[0] * nlc + w[1] * fader,
+            reconstruction_loss=mse,
+            extra_metrics={"nlc": nlc, "mse": mse, "discriminator_ce": ce},
+        )

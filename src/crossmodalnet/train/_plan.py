@@ -1,0 +1,234 @@
+"""Lightning training plan: Fader adversarial training balanced by GradNorm (paper Algorithm 1)."""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from scvi.train import TrainingPlan
+
+from .._constants import REGISTRY_KEYS
+from ._gradnorm import gradnorm_loss, renormalize_weights
+from ._losses import discriminator_loss, fader_loss, nlc_loss
+from .._metrics import pearson_per_cell, pearson_per_protein
+
+if TYPE_CHECKING:
+    from ..module import CrossmodalModule
+
+
+def is_discriminator_step(batch_count: int, learning_step: int) -> bool:
+    """Whether mini-batch number ``batch_count`` (counted from 1) updates the discriminators.
+
+    As in Algorithm 1 of :cite:t:`Yang2023`, every ``learning_step``-th batch trains the
+    discriminators and all other batches train the encoder and decoder.
+    """
+    return learning_step > 0 and batch_count % learning_step == 0
+
+
+class FaderGradNormPlan(TrainingPlan):
+    """Manual-optimisation plan alternating discriminator and GradNorm-weighted generator steps.
+
+    Parameters
+    ----------
+    module
+        A :class:`~crossmodalnet.module.CrossmodalModule`.
+    lr, weight_decay
+        Adam settings of MLP1, MLP2 and the covariate embeddings.
+    lr_discriminator, weight_decay_discriminator
+        Adam settings of the discriminators.
+    learning_step
+        The discriminators are updated on every ``learning_step``-th mini-batch.
+    gradient_penalty
+        Weight of the discriminator gradient penalty.
+    lr_gradnorm
+        Adam learning rate of the GradNorm task weights.
+    gradnorm_alpha
+        GradNorm restoring force.
+    """
+
+    def __init__(
+        self,
+        module: CrossmodalModule,
+        *,
+        lr: float = 1e-3,
+        weight_decay: float = 5e-6,
+        lr_discriminator: float = 0.0087,
+        weight_decay_discriminator: float = 5e-5,
+        learning_step: int = 3,
+        gradient_penalty: float = 0.4,
+        lr_gradnorm: float = 0.01475,
+        gradnorm_alpha: float = 0.5,
+    ):
+        super().__init__(module, lr=lr, weight_decay=weight_decay, eps=1e-8)
+        self.automatic_optimization = False
+        self.lr_discriminator = lr_discriminator
+        self.weight_decay_discriminator = weight_decay_discriminator
+        self.learning_step = learning_step
+        self.gradient_penalty = gradient_penalty
+        self.lr_gradnorm = lr_gradnorm
+        self.gradnorm_alpha = gradnorm_alpha
+        self.batch_count = 0
+        self._val_pred: list[torch.Tensor] = []
+        self._val_true: list[torch.Tensor] = []
+
+    # --- optimisers ------------------------------------------------------------------------
+    def configure_optimizers(self):
+        """Adam for the network, the discriminators and the GradNorm weights."""
+        module = self.module
+        opt_net = torch.optim.Adam(module.network_parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt_dis = torch.optim.Adam(
+            module.discriminators.parameters(), lr=self.lr_discriminator, weight_decay=self.weight_decay_discriminator
+        )
+        opt_w = torch.optim.Adam([module.loss_weights], lr=self.lr_gradnorm)
+        return [opt_net, opt_dis, opt_w]
+
+    # --- steps -----------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Run one discriminator step or one generator step, depending on the batch count."""
+        self.batch_count += 1
+        adv = self.module.adversarial_covariates
+        if adv and is_discriminator_step(self.batch_count, self.learning_step):
+            self._discriminator_step(batch, adv)
+        else:
+            self._generator_step(batch, adv)
+
+    def _discriminator_step(self, batch: dict[str, torch.Tensor], adv: list[int]) -> None:
+        _, opt_dis, _ = self.optimizers()
+        module = self.module
+        with torch.no_grad():
+            z = module.inference(batch[REGISTRY_KEYS.X_KEY])["z"]
+        z = z.detach().requires_grad_(self.gradient_penalty > 0)
+        codes = module.covariate_codes(batch)
+        logits = [module.discriminators[i](z) for i in adv]
+        loss, ce = discriminator_loss(logits, [codes[i] for i in adv], z, gradient_penalty=self.gradient_penalty)
+        opt_dis.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt_dis.step()
+        acc = torch.stack(
+            [(lg.argmax(1) == codes[i]).float().mean() for lg, i in zip(logits, adv, strict=True)]
+        ).mean()
+        n = z.shape[0]
+        self.log("discriminator_loss_train", ce.detach(), on_step=False, on_epoch=True, batch_size=n)
+        self.log("discriminator_accuracy_train", acc, on_step=False, on_epoch=True, batch_size=n)
+
+    def _generator_step(self, batch: dict[str, torch.Tensor], adv: list[int]) -> None:
+        opt_net, _, opt_w = self.optimizers()
+        module = self.module
+        target = batch[REGISTRY_KEYS.PROTEIN_KEY]
+        z = module.inference(batch[REGISTRY_KEYS.X_KEY])["z"]
+        pred = module.generative(z, module.covariate_embedding_from_tensors(batch))["protein"]
+        codes = module.covariate_codes(batch)
+        nlc = nlc_loss(pred, target)
+        fader, mse, ce = fader_loss(
+            pred,
+            target,
+            disc_logits=[module.discriminators[i](z) for i in adv],
+            disc_targets=[codes[i] for i in adv],
+            lambda_dis=module.lambda_dis,
+        )
+        # Per-task gradients on every network parameter (two backward passes); the weighted sum
+        # is the gradient of L_total, and their first-layer norms feed GradNorm.
+        params = module.network_parameters()
+        grads_nlc = torch.autograd.grad(nlc, params, retain_graph=True, allow_unused=True)
+        grads_fader = torch.autograd.grad(fader, params, allow_unused=True)
+        shared = module.encoder.first_layer.weight
+        i_shared = next(i for i, p in enumerate(params) if p is shared)
+        grad_norms = torch.stack([grads_nlc[i_shared].norm(), grads_fader[i_shared].norm()])
+        # GradNorm's loss ratios use the positive reconstruction terms (NLC and MSE): the Fader loss
+        # itself can be negative through its adversarial term, which makes its ratio meaningless.
+        task_losses = torch.stack([nlc.detach(), mse.detach()])
+        if not bool(module.initial_losses.gt(0).all()):
+            module.initial_losses.copy_(task_losses.clamp_min(1e-8))
+
+        w = module.loss_weights
+        w_now = w.detach().clone()
+        opt_net.zero_grad(set_to_none=True)
+        for p, g1, g2 in zip(params, grads_nlc, grads_fader, strict=True):
+            if g1 is None and g2 is None:
+                continue
+            g = torch.zeros_like(p) if g1 is None else w_now[0] * g1
+            p.grad = g if g2 is None else g + w_now[1] * g2
+
+        opt_w.zero_grad(set_to_none=True)
+        lg = gradnorm_loss(w, grad_norms, task_losses, module.initial_losses, alpha=self.gradnorm_alpha)
+        (w.grad,) = torch.autograd.grad(lg, w)
+        opt_net.step()
+        opt_w.step()
+        renormalize_weights(w)
+
+        n = target.shape[0]
+        total = w_now[0] * nlc.detach() + w_now[1] * fader.detach()
+        for name, value in {
+            "loss_train": total,
+            "nlc_train": nlc.detach(),
+            "mse_train": mse.detach(),
+            "adversarial_ce_train": ce.detach(),
+            "gradnorm_loss_train": lg.detach(),
+            "w_nlc": w[0].detach(),
+            "w_fader": w[1].detach(),
+        }.items():
+            self.log(name, value, on_step=False, on_epoch=True, batch_size=n)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Compute validation losses and collect predictions for epoch-level Pearson."""
+        module = self.module
+        target = batch[REGISTRY_KEYS.PROTEIN_KEY]
+        z = module.inference(batch[REGISTRY_KEYS.X_KEY])["z"]
+        pred = module.generative(z, module.covariate_embedding_from_tensors(batch))["protein"]
+        n = target.shape[0]
+        self.log("nlc_validation", nlc_loss(pred, target), on_step=False, on_epoch=True, batch_size=n)
+        self.log("mse_validation", torch.mean((pred - target) ** 2), on_step=False, on_epoch=True, batch_size=n)
+        self._val_pred.append(pred.detach().cpu())
+        self._val_true.append(target.detach().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        """Log per-cell and per-protein validation Pearson over the whole validation set."""
+        if not self._val_pred:
+            return
+        pred = torch.cat(self._val_pred).double().numpy()
+        true = torch.cat(self._val_true).double().numpy()
+        self._val_pred.clear()
+        self._val_true.clear()
+        self.log("pearson_cell_validation", float(np.nanmean(pearson_per_cell(pred, true))))
+        self.log("pearson_protein_validation", float(np.nanmean(pearson_per_protein(pred, true))))
+
+
+class RestoreBestWeights(pl.Callback):
+    """Keep the module weights of the best epoch in memory and restore them when training ends.
+
+    Parameters
+    ----------
+    monitor
+        Logged metric to track.
+    mode
+        ``"max"`` if larger is better.
+    """
+
+    def __init__(self, monitor: str = "pearson_cell_validation", mode: str = "max"):
+        super().__init__()
+        self.monitor = monitor
+        self.mode = mode
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Snapshot the weights if the monitored metric improved."""
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        score = float(trainer.callback_metrics[self.monitor])
+        if not np.isfinite(score):
+            return
+        better = self.best_score is None or (score > self.best_score if self.mode == "max" else score < self.best_score)
+        if better:
+            self.best_score = score
+            self.best_epoch = trainer.current_epoch
+            self._best_state = copy.deepcopy(pl_module.module.state_dict())
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Load the best weights back into the module."""
+        if self._best_state is not None:
+            pl_module.module.load_state_dict(self._best_state)
