@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -18,13 +17,16 @@ from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
-from .._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
-from .._utils import check_finite, get_layer, get_modality
-from ..module import CrossmodalModule
-from ..train import FaderGradNormPlan, RestoreBestWeights
+from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
+from crossmodalnet._utils import check_finite, get_layer, get_modality
+from crossmodalnet.module import CrossmodalModule
+from crossmodalnet.train import FaderGradNormPlan, RestoreBestWeights
+
 from ._split import holdout_split, stratified_split
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from anndata import AnnData
 
 logger = logging.getLogger(__name__)
@@ -300,7 +302,7 @@ class CrossmodalNet(BaseModelClass):
         train_size, validation_size
             Fractions of cells for training and validation (test gets the rest).
         split_seed
-            Seed of the split; defaults to :attr:`scvi.settings.seed`.
+            Seed of the split; defaults to ``scvi.settings.seed`` (0 if that is unset).
         batch_size
             Mini-batch size.
         early_stopping
@@ -333,7 +335,7 @@ class CrossmodalNet(BaseModelClass):
                 "This model was loaded without data. Load it with the training MuData "
                 "(`CrossmodalNet.load(dir_path, mdata)`) to continue training."
             )
-        seed = settings.seed if split_seed is None else split_seed
+        seed = split_seed if split_seed is not None else (settings.seed if settings.seed is not None else 0)
         train_idx, val_idx, test_idx = self._make_split(split, holdout_time, train_size, validation_size, seed)
         self.split_ = {
             "kind": split,
@@ -388,6 +390,8 @@ class CrossmodalNet(BaseModelClass):
             **trainer_kwargs,
         )
         runner()
+        # scvi-tools' logger keeps object columns; numeric ones are what users plot and compare.
+        self.history_ = {k: v.astype(float) for k, v in (self.history_ or {}).items()}
         if restore.best_epoch is not None:
             self.split_["best_epoch"] = int(restore.best_epoch)
             self.split_["best_" + early_stopping_monitor] = float(restore.best_score)
@@ -468,7 +472,8 @@ class CrossmodalNet(BaseModelClass):
         codes = np.arange(len(self.time_categories)) if include_untrained else self._trained_codes()
         rows = [self._time_embedding_of(self.time_categories[c]).cpu().numpy() for c in codes]
         return pd.DataFrame(
-            np.vstack(rows), index=pd.Index(self.time_categories[codes].astype(str), name="time"),
+            np.vstack(rows),
+            index=pd.Index(self.time_categories[codes].astype(str), name="time"),
             columns=[f"dim_{i}" for i in range(self.module.n_latent)],
         )
 
@@ -540,7 +545,9 @@ class CrossmodalNet(BaseModelClass):
             raise ValueError(f"`mdata.obs[{time_key!r}]` has missing values; pass `time=` or fill them.")
         uniq, inv = np.unique(np.asarray(t_values).astype(str), return_inverse=True)
         first = {u: t_values[np.flatnonzero(inv == i)[0]] for i, u in enumerate(uniq)}
-        t_table = torch.stack([self._time_embedding_of(first[u], allow_extrapolation=allow_extrapolation) for u in uniq])
+        t_table = torch.stack(
+            [self._time_embedding_of(first[u], allow_extrapolation=allow_extrapolation) for u in uniq]
+        )
         emb = t_table[torch.from_numpy(inv.reshape(-1).astype(np.int64))]
 
         b_table = self.module.covariate_embeddings[1].weight.detach()
@@ -552,7 +559,9 @@ class CrossmodalNet(BaseModelClass):
         elif batch_key in mdata.obs:
             b_values = mdata.obs[batch_key].astype(str).to_numpy(dtype=object)
         else:
-            raise KeyError(f"`mdata.obs` has no batch column {batch_key!r}; pass `batch=` with one of {b_cats.tolist()}.")
+            raise KeyError(
+                f"`mdata.obs` has no batch column {batch_key!r}; pass `batch=` with one of {b_cats.tolist()}."
+            )
         b_codes = pd.Index(b_cats).get_indexer(b_values)
         if (b_codes < 0).any():
             unknown = sorted(set(np.asarray(b_values)[b_codes < 0]))
@@ -668,4 +677,3 @@ class CrossmodalNet(BaseModelClass):
     def __repr__(self) -> str:
         state = "trained" if self.is_trained_ else "untrained"
         return f"{self._model_summary_string} ({state})"
-

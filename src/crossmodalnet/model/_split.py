@@ -11,9 +11,7 @@ def _validate_sizes(train_size: float, validation_size: float) -> None:
     if not 0 <= validation_size < 1:
         raise ValueError(f"`validation_size` must be in [0, 1), got {validation_size}.")
     if train_size + validation_size > 1 + 1e-9:
-        raise ValueError(
-            f"`train_size + validation_size` must be at most 1, got {train_size} + {validation_size}."
-        )
+        raise ValueError(f"`train_size + validation_size` must be at most 1, got {train_size} + {validation_size}.")
 
 
 def stratified_split(

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
-from .._constants import REGISTRY_KEYS
-from ..train._losses import fader_loss, nlc_loss
+from crossmodalnet._constants import REGISTRY_KEYS
+from crossmodalnet.train._losses import fader_loss, nlc_loss
+
 from ._components import Decoder, Discriminator, Encoder
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class CrossmodalModule(BaseModuleClass):

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from scipy import sparse
 
-from .._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY
-from .._utils import get_modality
+from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY
+from crossmodalnet._utils import get_modality
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -90,7 +90,9 @@ def log_normalize(
     sc.pp.normalize_total(rna, target_sum=target_sum)
     sc.pp.log1p(rna)
     rna.uns[PREPROCESSING_KEY] = {"method": "log1p_normalize_total", "target_sum": float(target_sum)}
-    logger.info("normalised mdata[%r].X (log1p, target_sum=%g); raw counts in layer %r", rna_key, target_sum, counts_layer)
+    logger.info(
+        "normalised mdata[%r].X (log1p, target_sum=%g); raw counts in layer %r", rna_key, target_sum, counts_layer
+    )
     return mdata if copy else None
 
 

@@ -10,13 +10,14 @@ import numpy as np
 import torch
 from scvi.train import TrainingPlan
 
-from .._constants import REGISTRY_KEYS
+from crossmodalnet._constants import REGISTRY_KEYS
+from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein
+
 from ._gradnorm import gradnorm_loss, renormalize_weights
 from ._losses import discriminator_loss, fader_loss, nlc_loss
-from .._metrics import pearson_per_cell, pearson_per_protein
 
 if TYPE_CHECKING:
-    from ..module import CrossmodalModule
+    from crossmodalnet.module import CrossmodalModule
 
 
 def is_discriminator_step(batch_count: int, learning_step: int) -> bool:
@@ -107,9 +108,7 @@ class FaderGradNormPlan(TrainingPlan):
         opt_dis.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt_dis.step()
-        acc = torch.stack(
-            [(lg.argmax(1) == codes[i]).float().mean() for lg, i in zip(logits, adv, strict=True)]
-        ).mean()
+        acc = torch.stack([(lg.argmax(1) == codes[i]).float().mean() for lg, i in zip(logits, adv, strict=True)]).mean()
         n = z.shape[0]
         self.log("discriminator_loss_train", ce.detach(), on_step=False, on_epoch=True, batch_size=n)
         self.log("discriminator_accuracy_train", acc, on_step=False, on_epoch=True, batch_size=n)

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+    parser.addoption("--internet-tests", action="store_true", default=False, help="run tests that need the network")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    skip_slow = pytest.mark.skip(reason="slow: pass --runslow to run")
+    skip_net = pytest.mark.skip(reason="needs internet: pass --internet-tests to run")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--runslow"):
+            item.add_marker(skip_slow)
+        if "internet" in item.keywords and not config.getoption("--internet-tests"):
+            item.add_marker(skip_net)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import scvi
+    import torch
+
+    scvi.settings.seed = 0
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def raw_mdata():
+    """Small offline CITE-seq MuData with raw counts, 3 time points and 2 batches."""
+    import crossmodalnet as cmn
+
+    return cmn.datasets.synthetic_cite(n_obs=200, n_genes=60, n_proteins=8, n_time_points=3, n_batches=2, rng=0)
+
+
+@pytest.fixture(scope="session")
+def norm_mdata(raw_mdata):
+    """``raw_mdata`` with log-normalised RNA and CLR proteins (do not mutate: take a copy)."""
+    import crossmodalnet as cmn
+
+    mdata = raw_mdata.copy()
+    cmn.pp.log_normalize(mdata)
+    cmn.pp.clr(mdata)
+    return mdata
+
+
+@pytest.fixture(scope="session")
+def trained_model(norm_mdata):
+    """A CrossmodalNet trained for a few epochs on a copy of ``norm_mdata`` (CPU)."""
+    import scvi
+
+    from crossmodalnet.model import CrossmodalNet
+
+    scvi.settings.seed = 0
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=16)
+    model.train(max_epochs=5, batch_size=64, accelerator="cpu", enable_progress_bar=False)
+    return model

@@ -1,0 +1,297 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+import torch
+
+import crossmodalnet as cmn
+from crossmodalnet.model import CrossmodalNet
+
+TRAIN = {"batch_size": 64, "accelerator": "cpu", "enable_progress_bar": False}
+
+
+def _fit(mdata, *, max_epochs=3, n_latent=16, seed=0, **kwargs):
+    scvi.settings.seed = seed
+    model = CrossmodalNet(mdata, n_latent=n_latent)
+    model.train(max_epochs=max_epochs, **TRAIN, **kwargs)
+    return model
+
+
+def test_setup_adds_no_user_columns(norm_mdata):
+    mdata = norm_mdata.copy()
+    before_obs = set(mdata.obs.columns)
+    before_mod = {k: (set(a.obs.columns), set(a.var.columns), set(a.layers)) for k, a in mdata.mod.items()}
+    CrossmodalNet.setup_mudata(mdata, time_key="time", batch_key="batch")
+    added = set(mdata.obs.columns) - before_obs
+    assert all(c.startswith("_scvi_") for c in added), added
+    after_mod = {k: (set(a.obs.columns), set(a.var.columns), set(a.layers)) for k, a in mdata.mod.items()}
+    assert after_mod == before_mod
+
+
+def test_setup_errors(norm_mdata):
+    mdata = norm_mdata.copy()
+    with pytest.raises(KeyError, match="no RNA modality 'gex'"):
+        CrossmodalNet.setup_mudata(mdata, rna_key="gex")
+    with pytest.raises(KeyError, match="no layer 'nope'"):
+        CrossmodalNet.setup_mudata(mdata, rna_layer="nope")
+    with pytest.raises(KeyError, match="day"):
+        CrossmodalNet.setup_mudata(mdata, time_key="day")
+    with pytest.raises(TypeError, match="setup_mudata"):
+        CrossmodalNet.setup_anndata(mdata["rna"])
+
+
+def test_module_shapes_and_discriminators(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time", batch_key="batch")
+    model = CrossmodalNet(mdata, n_latent=8)
+    m = model.module
+    assert m.n_input == 60
+    assert m.n_output == 8
+    assert m.n_latent == 8
+    assert m.n_cats_per_cov == [3, 2]
+    assert m.adversarial_covariates == [0, 1]
+    assert [e.weight.shape for e in m.covariate_embeddings] == [torch.Size([3, 8]), torch.Size([2, 8])]
+    # discriminators are module submodules so they are saved with it
+    assert any(k.startswith("discriminators.0.") for k in m.state_dict())
+    assert model.time_categories.tolist() == sorted(mdata.obs["time"].unique().tolist())
+
+
+def test_train_history_and_getters(trained_model, norm_mdata):
+    model = trained_model
+    hist = model.history
+    for key in (
+        "loss_train",
+        "nlc_train",
+        "mse_train",
+        "w_nlc",
+        "w_fader",
+        "discriminator_accuracy_train",
+        "pearson_cell_validation",
+        "pearson_protein_validation",
+    ):
+        assert key in hist, key
+    w = hist["w_nlc"].to_numpy().ravel() + hist["w_fader"].to_numpy().ravel()
+    np.testing.assert_allclose(w, 2.0, rtol=1e-5)
+    pred = model.predict_protein()
+    assert isinstance(pred, pd.DataFrame)
+    assert pred.shape == (200, 8)
+    assert list(pred.columns) == list(norm_mdata["prot"].var_names)
+    assert list(pred.index) == list(norm_mdata.obs_names)
+    assert np.isfinite(pred.to_numpy()).all()
+    z = model.get_latent_representation()
+    assert z.shape == (200, 16)
+    emb = model.get_time_embedding()
+    assert emb.shape == (3, 16)
+    assert list(emb.index) == ["2", "3", "4"] or len(emb.index) == 3
+
+
+def test_split_recorded(trained_model):
+    model = trained_model
+    s = model.split_
+    assert s["kind"] == "random"
+    assert s["n_train"] + s["n_validation"] + s["n_test"] == 200
+    assert len(model.train_indices) == s["n_train"]
+    assert len(model.test_indices) == s["n_test"]
+    assert not set(model.train_indices) & set(model.test_indices)
+    assert "best_epoch" in s
+
+
+def test_getters_do_not_write(trained_model):
+    mdata = trained_model.adata
+    obs, obsm, uns = list(mdata.obs.columns), list(mdata.obsm), list(mdata.uns)
+    trained_model.predict_protein()
+    trained_model.get_latent_representation()
+    trained_model.get_time_embedding()
+    assert (list(mdata.obs.columns), list(mdata.obsm), list(mdata.uns)) == (obs, obsm, uns)
+
+
+def test_untrained_model_refuses_to_predict(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=8)
+    with pytest.raises(ValueError, match="not trained"):
+        model.predict_protein()
+
+
+def test_time_interpolation_and_counterfactual(trained_model):
+    model = trained_model
+    table = model.module.covariate_embeddings[0].weight.detach()
+    t = model.time_values
+    mid = (t[0] + t[1]) / 2
+    np.testing.assert_allclose(
+        model._time_embedding_of(mid).numpy(), ((table[0] + table[1]) / 2).numpy(), rtol=1e-6, atol=1e-7
+    )
+    # a registered time point returns its own embedding exactly
+    np.testing.assert_array_equal(model._time_embedding_of(t[2]).numpy(), table[2].numpy())
+    p_mid = model.predict_protein(time=mid).to_numpy()
+    p0 = model.predict_protein(time=t[0]).to_numpy()
+    p1 = model.predict_protein(time=t[1]).to_numpy()
+    assert p_mid.shape == p0.shape
+    assert not np.allclose(p0, p1)
+    # prediction is linear in the embedding only up to the decoder; it must lie between on average
+    lo, hi = np.minimum(p0, p1).mean(), np.maximum(p0, p1).mean()
+    assert lo - 1e-3 <= p_mid.mean() <= hi + 1e-3
+    with pytest.raises(ValueError, match="outside the trained range"):
+        model.predict_protein(time=t[-1] + 5)
+    extrap = model.predict_protein(time=t[-1] + 1, allow_extrapolation=True)
+    assert np.isfinite(extrap.to_numpy()).all()
+    with pytest.raises(ValueError, match="neither a registered time point nor a number"):
+        model.predict_protein(time="late")
+
+
+def test_holdout_time_is_interpolated(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    t = np.sort(mdata.obs["time"].unique())
+    model = _fit(mdata, max_epochs=2, split="holdout_time", holdout_time=t[1])
+    assert model.split_["kind"] == "holdout_time"
+    test = model.test_indices
+    assert set(mdata.obs["time"].to_numpy()[test]) == {t[1]}
+    assert model.trained_time_codes_.tolist() == [0, 2]
+    emb = model.get_time_embedding()
+    assert list(emb.index) == [str(t[0]), str(t[2])]
+    full = model.get_time_embedding(include_untrained=True)
+    np.testing.assert_allclose(
+        full.iloc[1].to_numpy(), (full.iloc[0].to_numpy() + full.iloc[2].to_numpy()) / 2, rtol=1e-5
+    )
+    # cells of the held-out time point are predicted with the interpolated embedding
+    own = model.predict_protein().to_numpy()[test]
+    forced = model.predict_protein(time=(t[0] + t[2]) / 2).to_numpy()[test]
+    np.testing.assert_allclose(own, forced, rtol=1e-5, atol=1e-6)
+
+
+def test_holdout_end_point_needs_extrapolation(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    t = np.sort(mdata.obs["time"].unique())
+    model = _fit(mdata, max_epochs=1, split="holdout_time", holdout_time=t[-1])
+    with pytest.raises(ValueError, match="outside the trained range"):
+        model.predict_protein()
+    assert np.isfinite(model.predict_protein(allow_extrapolation=True).to_numpy()).all()
+
+
+def test_no_time_key_trains_without_discriminator(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata)
+    model = _fit(mdata, max_epochs=2)
+    assert model.module.adversarial_covariates == []
+    assert "discriminator_accuracy_train" not in model.history
+    assert model.predict_protein().shape == (200, 8)
+
+
+def test_batch_covariate(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time", batch_key="batch")
+    model = _fit(mdata, max_epochs=2)
+    p = model.predict_protein()
+    pb = model.predict_protein(batch=model.batch_categories[0])
+    assert p.shape == pb.shape
+    with pytest.raises(ValueError, match="Unknown batch"):
+        model.predict_protein(batch="nope")
+
+
+def test_batch_of_one_cell_does_not_crash(norm_mdata):
+    from crossmodalnet.model._split import stratified_split
+
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    n_train = len(stratified_split(mdata.obs["time"].to_numpy(), rng=0)[0])
+    scvi.settings.seed = 0
+    model = CrossmodalNet(mdata, n_latent=8)
+    # a batch size of n_train - 1 leaves a last training batch of exactly one cell
+    model.train(max_epochs=2, batch_size=n_train - 1, accelerator="cpu", enable_progress_bar=False, split_seed=0)
+    assert model.split_["n_train"] == n_train
+    assert model.is_trained_
+    assert np.isfinite(model.predict_protein().to_numpy()).all()
+
+
+def test_determinism(norm_mdata):
+    preds = []
+    states = []
+    for _ in range(2):
+        mdata = norm_mdata.copy()
+        CrossmodalNet.setup_mudata(mdata, time_key="time")
+        model = _fit(mdata, max_epochs=2, seed=42)
+        preds.append(model.predict_protein().to_numpy())
+        states.append({k: v.clone() for k, v in model.module.state_dict().items()})
+    np.testing.assert_array_equal(preds[0], preds[1])
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    other = _fit(mdata, max_epochs=2, seed=7).predict_protein().to_numpy()
+    assert not np.array_equal(preds[0], other)
+
+
+def test_save_load_roundtrip(trained_model, norm_mdata, tmp_path):
+    model = trained_model
+    pred = model.predict_protein()
+    model.save(tmp_path / "m")
+    with pytest.raises(ValueError, match="already exists"):
+        model.save(tmp_path / "m")
+    loaded = CrossmodalNet.load(tmp_path / "m", norm_mdata.copy())
+    pd.testing.assert_frame_equal(loaded.predict_protein(), pred)
+    assert loaded.time_categories.tolist() == model.time_categories.tolist()
+    assert list(loaded.gene_names) == list(model.gene_names)
+    assert list(loaded.protein_names) == list(model.protein_names)
+    assert loaded.split_ == model.split_
+    np.testing.assert_array_equal(loaded.train_indices, model.train_indices)
+    for k, v in model.module.state_dict().items():
+        assert torch.equal(v, loaded.module.state_dict()[k]), k
+    # loaded without data: predictions on a MuData passed explicitly
+    bare = CrossmodalNet.load(tmp_path / "m")
+    pd.testing.assert_frame_equal(bare.predict_protein(norm_mdata), pred)
+    with pytest.raises(ValueError, match="loaded without data"):
+        bare.predict_protein()
+    # continued training after load
+    loaded.train(max_epochs=1, **TRAIN)
+    assert loaded.is_trained_
+
+
+def test_predict_on_rna_only_query(trained_model, norm_mdata):
+    import mudata as md
+
+    query = md.MuData({"rna": norm_mdata["rna"].copy()})
+    query.obs["time"] = norm_mdata.obs["time"].to_numpy()
+    pred = trained_model.predict_protein(query)
+    np.testing.assert_allclose(pred.to_numpy(), trained_model.predict_protein().to_numpy(), rtol=1e-5)
+    no_time = md.MuData({"rna": norm_mdata["rna"].copy()})
+    with pytest.raises(KeyError, match="pass `time=`"):
+        trained_model.predict_protein(no_time)
+    assert trained_model.predict_protein(no_time, time=3).shape == (200, 8)
+    shuffled = md.MuData({"rna": norm_mdata["rna"][:, ::-1].copy()})
+    with pytest.raises(ValueError, match="harmonize_genes"):
+        trained_model.predict_protein(shuffled, time=3)
+    with pytest.raises(TypeError, match="to_mudata"):
+        trained_model.predict_protein(norm_mdata["rna"])
+
+
+def test_sparse_rna_input_matches_dense(trained_model, norm_mdata):
+    import mudata as md
+    from scipy import sparse
+
+    rna = norm_mdata["rna"].copy()
+    rna.X = sparse.csr_matrix(np.asarray(rna.X.todense() if sparse.issparse(rna.X) else rna.X))
+    dense = norm_mdata["rna"].copy()
+    dense.X = np.asarray(rna.X.todense())
+    p_sparse = trained_model.predict_protein(md.MuData({"rna": rna}), time=2)
+    p_dense = trained_model.predict_protein(md.MuData({"rna": dense}), time=2)
+    np.testing.assert_allclose(p_sparse.to_numpy(), p_dense.to_numpy(), rtol=1e-6)
+
+
+def test_end_to_end_learns_planted_signal():
+    """Train on synthetic_cite and beat a per-time mean predictor on per-protein Pearson."""
+    scvi.settings.seed = 0
+    mdata = cmn.datasets.synthetic_cite(n_obs=600, n_genes=150, n_proteins=10, n_time_points=3, rng=1)
+    cmn.pp.log_normalize(mdata)
+    cmn.pp.clr(mdata)
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=64)
+    model.train(max_epochs=60, **TRAIN)
+    test = model.test_indices
+    pred = model.predict_protein().to_numpy()[test]
+    true = np.asarray(mdata["prot"].X)[test]
+    r = [np.corrcoef(pred[:, j], true[:, j])[0, 1] for j in range(true.shape[1])]
+    assert np.nanmean(r) > 0.4

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from crossmodalnet.train import discriminator_loss, fader_loss, nlc_loss, pearson_per_row
+
+
+def test_pearson_per_row_matches_numpy():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(5, 7, generator=gen, dtype=torch.float64)
+    b = torch.randn(5, 7, generator=gen, dtype=torch.float64)
+    expected = [np.corrcoef(a[i].numpy(), b[i].numpy())[0, 1] for i in range(5)]
+    np.testing.assert_allclose(pearson_per_row(a, b).numpy(), expected, rtol=1e-6)
+
+
+def test_nlc_perfect_and_anti_correlation():
+    y = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    assert nlc_loss(y, y).item() == pytest.approx(0.0, abs=1e-6)
+    # r = -1 → (r+1)/2 = 0 → clamped at eps → -log(eps)
+    assert nlc_loss(-y, y, eps=1e-6).item() == pytest.approx(-math.log(1e-6), rel=1e-4)
+    # uncorrelated (r = 0) → log 2
+    a = torch.tensor([[1.0, -1.0, 1.0, -1.0]])
+    b = torch.tensor([[1.0, 1.0, -1.0, -1.0]])
+    assert nlc_loss(a, b).item() == pytest.approx(math.log(2), rel=1e-6)
+
+
+def test_nlc_constant_row_is_finite_with_finite_gradient():
+    pred = torch.ones(3, 5, requires_grad=True)
+    target = torch.randn(3, 5)
+    loss = nlc_loss(pred, target)
+    loss.backward()
+    assert loss.item() == pytest.approx(math.log(2), rel=1e-6)
+    assert torch.isfinite(pred.grad).all()
+
+
+def test_nlc_is_mean_over_cells():
+    y = torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    p = torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
+    expected = (0.0 + -math.log(1e-6)) / 2
+    assert nlc_loss(p, y, eps=1e-6).item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_fader_loss_subtracts_lambda_ce():
+    pred = torch.zeros(4, 3)
+    target = torch.ones(4, 3)
+    logits = [torch.zeros(4, 2)]  # uniform → CE = log 2
+    codes = [torch.tensor([0, 1, 0, 1])]
+    fader, mse, ce = fader_loss(pred, target, disc_logits=logits, disc_targets=codes, lambda_dis=0.5)
+    assert mse.item() == pytest.approx(1.0)
+    assert ce.item() == pytest.approx(math.log(2))
+    assert fader.item() == pytest.approx(1.0 - 0.5 * math.log(2))
+    # no discriminator → the Fader loss is the MSE
+    fader2, _, ce2 = fader_loss(pred, target)
+    assert fader2.item() == pytest.approx(1.0)
+    assert ce2.item() == 0.0
+
+
+def test_discriminator_loss_penalty():
+    z = torch.randn(6, 4, requires_grad=True)
+    w = torch.randn(4, 3)
+    logits = [z @ w]
+    codes = [torch.tensor([0, 1, 2, 0, 1, 2])]
+    total, ce = discriminator_loss(logits, codes, z, gradient_penalty=0.4)
+    # d(sum logits)/dz = w.sum(1) for every cell → penalty = ||w.sum(1)||²
+    penalty = w.sum(1).square().sum()
+    assert total.item() == pytest.approx(ce.item() + 0.4 * penalty.item(), rel=1e-5)
+    no_pen, ce0 = discriminator_loss(logits, codes, z, gradient_penalty=0.0)
+    assert no_pen.item() == pytest.approx(ce0.item())
