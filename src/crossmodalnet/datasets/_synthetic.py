@@ -23,7 +23,7 @@ UNS_KEY = "cmn_synthetic"
 """Key of the ground-truth dictionary in ``mdata.uns``."""
 
 DRIVER_KINDS = ("own_gene", "other", "interaction")
-"""Kinds of protein regulation planted by :func:`synthetic_cite` (isotype controls get ``"isotype"``)."""
+"""Kinds of protein regulation planted by :func:`~crossmodalnet.datasets.synthetic_cite` (isotype controls get ``"isotype"``)."""
 
 _FIRST_DAY = 2  # time_values = _FIRST_DAY + arange(n_time_points), in days
 _N_PROGRAMS = 10  # latent gene programs spanned by the cell states
@@ -472,7 +472,7 @@ def synthetic_empty_droplets(
     n_obs: int = 1000,
     rng: int | np.random.Generator | None = 0,
 ) -> ad.AnnData:
-    """Simulate protein counts of empty droplets that match a :func:`synthetic_cite` dataset.
+    """Simulate protein counts of empty droplets that match a :func:`~crossmodalnet.datasets.synthetic_cite` dataset.
 
     Empty droplets contain only the ambient background: for droplet :math:`e` and feature :math:`j` the
     counts are Poisson with rate ``protein_background[j]`` times a log-normal technical factor drawn like
@@ -481,7 +481,7 @@ def synthetic_empty_droplets(
     Parameters
     ----------
     mdata
-        Output of :func:`synthetic_cite`; must hold ``mdata["prot"]`` and ``mdata.uns["cmn_synthetic"]``.
+        Output of :func:`~crossmodalnet.datasets.synthetic_cite`; must hold ``mdata["prot"]`` and ``mdata.uns["cmn_synthetic"]``.
     n_obs
         Number of empty droplets.
     rng
