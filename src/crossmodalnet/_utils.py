@@ -43,3 +43,59 @@ def check_finite(X, where: str, layer: str | None = None) -> None:
         n = int((~np.isfinite(values)).sum())
         slot = f"layer {layer!r}" if layer else "`.X`"
         raise ValueError(f"{where} {slot} has {n} NaN or infinite value(s); remove or impute them first.")
+
+
+def check_unique_names(names, what: str, mod_key: str) -> None:
+    """Raise a :class:`ValueError` naming duplicated feature names."""
+    import pandas as pd
+
+    idx = pd.Index(names)
+    if not idx.is_unique:
+        dups = idx[idx.duplicated()].unique().tolist()
+        raise ValueError(
+            f"{len(dups)} duplicated {what} name(s) in modality {mod_key!r}, e.g. {dups[:5]}; "
+            f"make them unique first (`mdata[{mod_key!r}].var_names_make_unique()`)."
+        )
+
+
+def check_aligned_cells(mdata: MuData, mod_keys: list[str]) -> None:
+    """Require the modalities to hold the same cells in the same order as ``mdata.obs_names``.
+
+    scvi-tools reads modality matrices by row position, so cells in another order would be
+    silently paired with the wrong rows.
+    """
+    for key in mod_keys:
+        mod_names = mdata.mod[key].obs_names
+        if mod_names.equals(mdata.obs_names):
+            continue
+        missing = mdata.obs_names.difference(mod_names)
+        if len(missing) or len(mod_names) != mdata.n_obs:
+            raise ValueError(
+                f"Modality {key!r} holds {len(mod_names)} cells but the MuData has {mdata.n_obs} "
+                f"({len(missing)} cells have no {key!r} data, e.g. {missing[:3].tolist()}). Keep the cells "
+                "measured in every modality first, e.g. `muon.pp.intersect_obs(mdata)`."
+            )
+        raise ValueError(
+            f"Modality {key!r} lists the cells in another order than `mdata.obs_names`. Reorder it first: "
+            f"`mdata.mod[{key!r}] = mdata[{key!r}][mdata.obs_names].copy(); mdata.update()`."
+        )
+
+
+def zero_variance_columns(X) -> np.ndarray:
+    """Boolean mask of constant columns of a dense or sparse matrix."""
+    if sparse.issparse(X):
+        X = sparse.csc_matrix(X)
+        mean = np.asarray(X.mean(axis=0)).ravel()
+        sq = np.asarray(X.multiply(X).mean(axis=0)).ravel()
+        return (sq - mean**2) <= 1e-12 * np.maximum(1.0, sq)
+    X = np.asarray(X)
+    return np.ptp(X, axis=0) == 0
+
+
+def looks_like_counts(X, *, n_check: int = 100_000) -> bool:
+    """Heuristic: non-negative integer values with some value above 20 (log-normalised data rarely exceeds ~10)."""
+    values = X.data if sparse.issparse(X) else np.asarray(X).ravel()
+    values = values[:n_check]
+    if values.size == 0:
+        return False
+    return bool(np.all(values >= 0) and np.allclose(values, np.round(values)) and values.max() > 20)

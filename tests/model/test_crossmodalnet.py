@@ -229,7 +229,7 @@ def test_save_load_roundtrip(trained_model, norm_mdata, tmp_path):
     model = trained_model
     pred = model.predict_protein()
     model.save(tmp_path / "m")
-    with pytest.raises(ValueError, match="already exists"):
+    with pytest.raises(FileExistsError, match="already exists"):
         model.save(tmp_path / "m")
     loaded = CrossmodalNet.load(tmp_path / "m", norm_mdata.copy())
     pd.testing.assert_frame_equal(loaded.predict_protein(), pred)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
+import tempfile
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -18,7 +24,15 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
-from crossmodalnet._utils import check_finite, get_layer, get_modality
+from crossmodalnet._utils import (
+    check_aligned_cells,
+    check_finite,
+    check_unique_names,
+    get_layer,
+    get_modality,
+    looks_like_counts,
+    zero_variance_columns,
+)
 from crossmodalnet.module import CrossmodalModule
 from crossmodalnet.train import FaderGradNormPlan, RestoreBestWeights
 
@@ -32,6 +46,54 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _MONITORS = ("pearson_cell_validation", "pearson_protein_validation")
+_MANIFEST = "crossmodalnet.json"
+_FORMAT_NAME = "crossmodalnet-model"
+_FORMAT_VERSION = 1
+
+
+def _package_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify_model_dir(path: Path, prefix: str | None) -> None:
+    """Check a saved-model folder before loading; name what is wrong and how to fix it."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"No saved model at {path}: the folder does not exist.")
+    manifest_path = path / _MANIFEST
+    if not manifest_path.is_file():
+        raise ValueError(
+            f"{path} is not a complete crossmodalnet model folder: {_MANIFEST} is missing "
+            "(an interrupted save, or a folder written by another tool). Save the model again."
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{manifest_path} is corrupted ({err}); save the model again.") from None
+    if manifest.get("format") != _FORMAT_NAME or manifest.get("format_version") != _FORMAT_VERSION:
+        raise ValueError(
+            f"{path} holds model format {manifest.get('format')!r} version {manifest.get('format_version')!r}, "
+            f"written by crossmodalnet {manifest.get('crossmodalnet_version')!r}; this crossmodalnet "
+            f"({_package_version()}) reads {_FORMAT_NAME!r} version {_FORMAT_VERSION}. Load it with the version that "
+            "saved it and retrain, or save it again."
+        )
+    if (prefix or "") != manifest.get("prefix", ""):
+        raise ValueError(f"{path} was saved with prefix {manifest.get('prefix')!r}, not {prefix!r}.")
+    for name, expected in manifest.get("sha256", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise ValueError(f"{path} is incomplete: {name} is missing. Save the model again.")
+        if _sha256(file) != expected:
+            raise ValueError(f"{path / name} does not match its checksum: the file is corrupted or was modified.")
 
 
 class CrossmodalNet(BaseModelClass):
@@ -58,6 +120,10 @@ class CrossmodalNet(BaseModelClass):
         Hidden units of each discriminator (Table S1: 128).
     lambda_dis
         Weight of the adversarial term (Table S1 "regularization": 0.5).
+    standardize_input
+        Centre and scale every gene by its mean and standard deviation over the training cells
+        before MLP1. The statistics are fitted at the first :meth:`train` call (training cells
+        only, never validation or test cells) and saved with the model.
     registry
         Used by :meth:`load` to build a model without data; leave unset.
 
@@ -94,6 +160,7 @@ class CrossmodalNet(BaseModelClass):
         use_batch_norm: bool = True,
         n_hidden_discriminator: int = 128,
         lambda_dis: float = 0.5,
+        standardize_input: bool = True,
         registry: dict | None = None,
     ):
         super().__init__(mdata, registry=registry)
@@ -108,6 +175,7 @@ class CrossmodalNet(BaseModelClass):
             use_batch_norm=use_batch_norm,
             n_hidden_discriminator=n_hidden_discriminator,
             lambda_dis=lambda_dis,
+            standardize_input=standardize_input,
         )
         self.split_: dict = {}
         self.trained_time_codes_: np.ndarray | None = None
@@ -158,10 +226,40 @@ class CrossmodalNet(BaseModelClass):
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
-        rna = get_modality(mdata, rna_key, "CrossmodalNet.setup_mudata", role="RNA")
-        prot = get_modality(mdata, protein_key, "CrossmodalNet.setup_mudata", role="protein")
-        check_finite(get_layer(rna, rna_layer, rna_key), f"mdata[{rna_key!r}]", rna_layer)
-        check_finite(get_layer(prot, protein_layer, protein_key), f"mdata[{protein_key!r}]", protein_layer)
+        caller = "CrossmodalNet.setup_mudata"
+        if not isinstance(mdata, MuData):
+            raise TypeError(f"{caller} expects a MuData with RNA and protein modalities, got {type(mdata).__name__}.")
+        rna = get_modality(mdata, rna_key, caller, role="RNA")
+        prot = get_modality(mdata, protein_key, caller, role="protein")
+        check_aligned_cells(mdata, [rna_key, protein_key])
+        check_unique_names(rna.var_names, "gene", rna_key)
+        check_unique_names(prot.var_names, "protein", protein_key)
+        X_rna = get_layer(rna, rna_layer, rna_key)
+        X_prot = get_layer(prot, protein_layer, protein_key)
+        check_finite(X_rna, f"mdata[{rna_key!r}]", rna_layer)
+        check_finite(X_prot, f"mdata[{protein_key!r}]", protein_layer)
+        if looks_like_counts(X_rna):
+            warnings.warn(
+                f"mdata[{rna_key!r}] {'layer ' + repr(rna_layer) if rna_layer else '.X'} looks like raw counts; "
+                "CrossmodalNet expects log-normalised RNA (run `cmn.pp.log_normalize(mdata)` first).",
+                UserWarning,
+                stacklevel=2,
+            )
+        if looks_like_counts(X_prot):
+            warnings.warn(
+                f"mdata[{protein_key!r}] {'layer ' + repr(protein_layer) if protein_layer else '.X'} looks like raw "
+                "ADT counts; CrossmodalNet expects normalised proteins (run `cmn.pp.clr(mdata)` or `cmn.pp.dsb`).",
+                UserWarning,
+                stacklevel=2,
+            )
+        constant = zero_variance_columns(X_prot)
+        if constant.any():
+            warnings.warn(
+                f"{int(constant.sum())} protein(s) are constant across cells ({prot.var_names[constant][:5].tolist()}); "
+                "their Pearson correlation is undefined and they are left out of the per-protein means.",
+                UserWarning,
+                stacklevel=2,
+            )
         for key, what in ((time_key, "time_key"), (batch_key, "batch_key")):
             if key is None:
                 continue
@@ -170,9 +268,15 @@ class CrossmodalNet(BaseModelClass):
                     f"`{what}={key!r}` is not a column of `mdata.obs`; columns are {list(mdata.obs.columns)}. "
                     "Add it to `mdata.obs` (or run `mdata.update()` after adding it to a modality)."
                 )
-            if mdata.obs[key].isna().any():
-                n = int(mdata.obs[key].isna().sum())
-                raise ValueError(f"`mdata.obs[{key!r}]` has {n} missing value(s); fill or drop those cells first.")
+            n_missing = int(mdata.obs[key].isna().sum())
+            if n_missing:
+                raise ValueError(
+                    f"`mdata.obs[{key!r}]` has {n_missing} missing value(s) of {mdata.n_obs}; fill or drop those cells first."
+                )
+        if time_key is not None and mdata.obs[time_key].nunique() < 2:
+            logger.warning(
+                "`mdata.obs[%r]` has a single time point: CrossmodalNet trains without a time discriminator.", time_key
+            )
 
         setup_method_args = cls._get_setup_method_args(**locals())
         mudata_fields = [
@@ -351,6 +455,8 @@ class CrossmodalNet(BaseModelClass):
         codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1)
         self.trained_time_codes_ = np.unique(codes[train_idx]).astype(np.int64)
 
+        if self.module.standardize_input and not bool(self.module.input_scaling_fitted):
+            self._fit_input_scaling(train_idx)
         data_splitter = self._data_splitter_cls(
             self.adata_manager, external_indexing=[train_idx, val_idx, test_idx], batch_size=batch_size
         )
@@ -396,6 +502,27 @@ class CrossmodalNet(BaseModelClass):
             self.split_["best_epoch"] = int(restore.best_epoch)
             self.split_["best_" + early_stopping_monitor] = float(restore.best_score)
         self.module.eval()
+
+    def _fit_input_scaling(self, train_idx: np.ndarray, chunk: int = 4096) -> None:
+        """Per-gene mean and standard deviation over the training cells, streamed over row chunks."""
+        X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        total = np.zeros(self.n_genes)
+        total_sq = np.zeros(self.n_genes)
+        rows = np.sort(train_idx)
+        for start in range(0, rows.size, chunk):
+            block = X[rows[start : start + chunk]]
+            if sparse.issparse(block):
+                total += np.asarray(block.sum(axis=0)).ravel()
+                total_sq += np.asarray(block.multiply(block).sum(axis=0)).ravel()
+            else:
+                block = np.asarray(block, dtype=np.float64)
+                total += block.sum(axis=0)
+                total_sq += (block**2).sum(axis=0)
+        mean = total / rows.size
+        std = np.sqrt(np.maximum(total_sq / rows.size - mean**2, 0.0))
+        self.module.fit_input_scaling(
+            torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+        )
 
     # --- time handling ---------------------------------------------------------------------------
     def _time_code(self, value: object) -> int:
@@ -742,6 +869,60 @@ class CrossmodalNet(BaseModelClass):
         return pd.DataFrame(total.T.numpy(), index=self.gene_names.copy(), columns=pd.Index(names, name="protein"))
 
     # --- persistence -----------------------------------------------------------------------------
+    def save(
+        self,
+        dir_path: str | os.PathLike,
+        *,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        prefix: str | None = None,
+    ) -> None:
+        """Save the model atomically: everything is written to a temporary folder, then renamed.
+
+        A crash or full disk part-way leaves ``dir_path`` either absent or as it was, never half
+        written. The folder holds scvi-tools' ``model.pt`` (weights, registry, split, GradNorm and
+        input-scaling state, discriminators) and ``crossmodalnet.json`` (format version, package
+        version, SHA-256 checksum of each file), which :meth:`~crossmodalnet.model.CrossmodalNet.load`
+        verifies.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to create.
+        overwrite
+            Replace an existing folder; otherwise an existing ``dir_path`` raises.
+        save_anndata
+            Also write the registered MuData into the folder.
+        prefix
+            File-name prefix.
+        """
+        target = Path(dir_path)
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} already exists; pass `overwrite=True` to replace it.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            super().save(str(tmp), prefix=prefix, overwrite=True, save_anndata=save_anndata)
+            files = sorted(f.name for f in tmp.iterdir())
+            manifest = {
+                "format": _FORMAT_NAME,
+                "format_version": _FORMAT_VERSION,
+                "crossmodalnet_version": _package_version(),
+                "prefix": prefix or "",
+                "sha256": {name: _sha256(tmp / name) for name in files},
+            }
+            (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2))
+            if target.exists():
+                backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+                target.rename(backup)
+                tmp.rename(target)
+                shutil.rmtree(backup, ignore_errors=True)
+            else:
+                tmp.rename(target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
     @classmethod
     def load(
         cls,
@@ -771,8 +952,13 @@ class CrossmodalNet(BaseModelClass):
         -------
         The model, in evaluation mode.
         """
+        _verify_model_dir(Path(dir_path), prefix)
         return super().load(
-            dir_path, adata=mdata if mdata is not None else False, accelerator=accelerator, device=device, prefix=prefix
+            str(dir_path),
+            adata=mdata if mdata is not None else False,
+            accelerator=accelerator,
+            device=device,
+            prefix=prefix,
         )
 
     def __repr__(self) -> str:

@@ -44,6 +44,9 @@ class CrossmodalModule(BaseModuleClass):
         Hidden units of each discriminator.
     lambda_dis
         Weight of the adversarial term in the Fader loss.
+    standardize_input
+        Centre and scale each gene with statistics fitted on the training cells
+        (:meth:`fit_input_scaling`) before MLP1. The statistics are buffers, saved with the module.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class CrossmodalModule(BaseModuleClass):
         use_batch_norm: bool = True,
         n_hidden_discriminator: int = 128,
         lambda_dis: float = 0.5,
+        standardize_input: bool = True,
     ):
         super().__init__()
         self.n_input = n_input
@@ -75,6 +79,23 @@ class CrossmodalModule(BaseModuleClass):
         # GradNorm state is part of the module so training can continue after save/load.
         self.loss_weights = nn.Parameter(torch.ones(2))
         self.register_buffer("initial_losses", torch.zeros(2))
+        self.standardize_input = standardize_input
+        self.register_buffer("input_mean", torch.zeros(n_input))
+        self.register_buffer("input_scale", torch.ones(n_input))
+        self.register_buffer("input_scaling_fitted", torch.tensor(False))
+
+    @torch.no_grad()
+    def fit_input_scaling(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Set the per-gene centring and scaling of the input (genes with ~zero spread are only centred)."""
+        self.input_mean.copy_(mean)
+        self.input_scale.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+        self.input_scaling_fitted.fill_(True)
+
+    def scale_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the fitted per-gene standardisation (identity if disabled)."""
+        if not self.standardize_input:
+            return x
+        return (x - self.input_mean) / self.input_scale
 
     @property
     def adversarial_covariates(self) -> list[int]:
@@ -101,7 +122,7 @@ class CrossmodalModule(BaseModuleClass):
     @auto_move_data
     def inference(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Encode expression into the basal latent ``z``."""
-        return {"z": self.encoder(x)}
+        return {"z": self.encoder(self.scale_input(x))}
 
     @auto_move_data
     def generative(self, z: torch.Tensor, cov_embedding: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scvi.model.base import BaseModelClass
+
+from crossmodalnet.model import CrossmodalNet
+
+
+def test_overwrite_replaces_atomically(trained_model, tmp_path):
+    target = tmp_path / "m"
+    trained_model.save(target)
+    (target / "stale.txt").write_text("old")
+    trained_model.save(target, overwrite=True)
+    assert not (target / "stale.txt").exists()
+    assert sorted(p.name for p in target.iterdir()) == ["crossmodalnet.json", "model.pt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary or backup folder left
+
+
+def test_failed_save_leaves_nothing(trained_model, tmp_path, monkeypatch):
+    def boom(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(BaseModelClass, "save", boom)
+    with pytest.raises(OSError, match="disk full"):
+        trained_model.save(tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_overwrite_keeps_previous_model(trained_model, tmp_path, monkeypatch):
+    trained_model.save(tmp_path / "m")
+    before = (tmp_path / "m" / "model.pt").read_bytes()
+    monkeypatch.setattr(BaseModelClass, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        trained_model.save(tmp_path / "m", overwrite=True)
+    assert (tmp_path / "m" / "model.pt").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_load_missing_dir(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        CrossmodalNet.load(tmp_path / "nope")
+
+
+def test_load_partial_dir(trained_model, tmp_path):
+    trained_model.save(tmp_path / "m")
+    (tmp_path / "m" / "crossmodalnet.json").unlink()
+    with pytest.raises(ValueError, match="crossmodalnet.json is missing"):
+        CrossmodalNet.load(tmp_path / "m")
+    trained_model.save(tmp_path / "m2")
+    (tmp_path / "m2" / "model.pt").unlink()
+    with pytest.raises(ValueError, match="model.pt is missing"):
+        CrossmodalNet.load(tmp_path / "m2")
+
+
+def test_load_corrupted_file(trained_model, tmp_path):
+    trained_model.save(tmp_path / "m")
+    with (tmp_path / "m" / "model.pt").open("ab") as fh:
+        fh.write(b"garbage")
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        CrossmodalNet.load(tmp_path / "m")
+
+
+def test_load_other_format_version(trained_model, tmp_path):
+    trained_model.save(tmp_path / "m")
+    path = tmp_path / "m" / "crossmodalnet.json"
+    manifest = json.loads(path.read_text())
+    manifest["format_version"] = 99
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="version 99"):
+        CrossmodalNet.load(tmp_path / "m")
+
+
+def test_reload_is_bit_identical_including_preprocessing_state(trained_model, norm_mdata, tmp_path):
+    trained_model.save(tmp_path / "m")
+    loaded = CrossmodalNet.load(tmp_path / "m", norm_mdata.copy())
+    for key in ("input_mean", "input_scale", "input_scaling_fitted", "loss_weights", "initial_losses"):
+        assert key in loaded.module.state_dict()
+    for k, v in trained_model.module.state_dict().items():
+        assert torch.equal(v, loaded.module.state_dict()[k]), k
+    assert bool(loaded.module.input_scaling_fitted)
+    np.testing.assert_array_equal(loaded.get_latent_representation(), trained_model.get_latent_representation())

@@ -1,0 +1,158 @@
+"""Bad input gets a clear, early error (or a documented warning) and leaves the MuData untouched."""
+
+from __future__ import annotations
+
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+from crossmodalnet.model import CrossmodalNet
+
+
+def snapshot(mdata: md.MuData) -> dict:
+    """Everything a failing call must not change."""
+
+    def dense(x):
+        return x.toarray() if sparse.issparse(x) else np.asarray(x)
+
+    return {
+        "obs": mdata.obs.copy(),
+        "uns": sorted(mdata.uns),
+        "obsm": sorted(mdata.obsm),
+        "mods": {
+            k: (a.obs.copy(), a.var.copy(), dense(a.X).copy(), sorted(a.layers), sorted(a.obsm), sorted(a.uns))
+            for k, a in mdata.mod.items()
+        },
+    }
+
+
+def assert_unchanged(before: dict, after: dict) -> None:
+    pd.testing.assert_frame_equal(before["obs"], after["obs"])
+    assert before["uns"] == after["uns"]
+    assert before["obsm"] == after["obsm"]
+    for k, (obs, var, X, layers, obsm, uns) in before["mods"].items():
+        obs2, var2, X2, layers2, obsm2, uns2 = after["mods"][k]
+        pd.testing.assert_frame_equal(obs, obs2)
+        pd.testing.assert_frame_equal(var, var2)
+        np.testing.assert_array_equal(X, X2)
+        assert (layers, obsm, uns) == (layers2, obsm2, uns2)
+
+
+def _setup_fails(mdata, exc, match, **kwargs):
+    before = snapshot(mdata)
+    with pytest.raises(exc, match=match):
+        CrossmodalNet.setup_mudata(mdata, **kwargs)
+    assert_unchanged(before, snapshot(mdata))
+
+
+@pytest.fixture
+def mdata(norm_mdata):
+    return norm_mdata.copy()
+
+
+def test_missing_modality(mdata):
+    _setup_fails(mdata, KeyError, "no protein modality 'adt'", protein_key="adt")
+
+
+def test_missing_layer(mdata):
+    _setup_fails(mdata, KeyError, "no layer 'lognorm'", rna_layer="lognorm")
+
+
+def test_missing_time_key(mdata):
+    _setup_fails(mdata, KeyError, "`time_key='day'` is not a column", time_key="day")
+
+
+def test_nan_time(mdata):
+    mdata.obs["t_nan"] = np.where(np.arange(mdata.n_obs) < 3, np.nan, 1.0)
+    _setup_fails(mdata, ValueError, "3 missing value", time_key="t_nan")
+    mdata.obs["t_all_nan"] = np.nan
+    _setup_fails(mdata, ValueError, "200 missing value", time_key="t_all_nan")
+
+
+def test_single_time_point_trains_without_discriminator(mdata, caplog):
+    mdata.obs["one_day"] = 3
+    CrossmodalNet.setup_mudata(mdata, time_key="one_day")
+    assert "single time point" in caplog.text
+    model = CrossmodalNet(mdata, n_latent=4)
+    assert model.module.adversarial_covariates == []
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_inf_in_rna_and_protein(mdata, bad):
+    X = mdata["rna"].X.toarray() if sparse.issparse(mdata["rna"].X) else mdata["rna"].X.copy()
+    X[0, 0] = bad
+    mdata["rna"].X = X
+    _setup_fails(mdata, ValueError, "NaN or infinite")
+    m2 = mdata.copy()
+    m2["rna"].X = np.nan_to_num(X, nan=0.0, posinf=0.0)
+    P = np.asarray(m2["prot"].X).copy()
+    P[1, 1] = bad
+    m2["prot"].X = P
+    _setup_fails(m2, ValueError, r"mdata\['prot'\] `.X` has 1 NaN")
+
+
+def test_raw_counts_where_normalised_expected_warns(raw_mdata):
+    mdata = raw_mdata.copy()
+    with pytest.warns(UserWarning, match="looks like raw counts"):
+        CrossmodalNet.setup_mudata(mdata)
+
+
+def test_cells_differ_between_modalities(mdata):
+    m = md.MuData({"rna": mdata["rna"].copy(), "prot": mdata["prot"][:150].copy()})
+    _setup_fails(m, ValueError, "no 'prot' data")
+
+
+def test_cells_in_different_order(mdata):
+    m = md.MuData({"rna": mdata["rna"].copy(), "prot": mdata["prot"][::-1].copy()})
+    _setup_fails(m, ValueError, "another order")
+
+
+def test_duplicated_names(mdata):
+    names = mdata["prot"].var_names.tolist()
+    names[1] = names[0]
+    mdata["prot"].var_names = names
+    _setup_fails(mdata, ValueError, "duplicated protein name")
+    m2 = mdata.copy()
+    m2["prot"].var_names_make_unique()
+    genes = m2["rna"].var_names.tolist()
+    genes[2] = genes[3]
+    m2["rna"].var_names = genes
+    _setup_fails(m2, ValueError, "duplicated gene name")
+
+
+def test_zero_variance_protein_warns_and_trains(mdata):
+    P = np.asarray(mdata["prot"].X).copy()
+    P[:, 0] = 1.5
+    mdata["prot"].X = P
+    with pytest.warns(UserWarning, match="constant across cells"):
+        CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=8)
+    model.train(max_epochs=2, accelerator="cpu", enable_progress_bar=False)
+    assert np.isfinite(model.history["loss_train"].to_numpy()).all()
+    assert np.isfinite(model.history["pearson_protein_validation"].to_numpy()).all()
+
+
+def test_empty_cells_and_tiny_data(mdata):
+    X = mdata["rna"].X.toarray() if sparse.issparse(mdata["rna"].X) else mdata["rna"].X.copy()
+    X[:5] = 0
+    mdata["rna"].X = X
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=8)
+    model.train(max_epochs=1, batch_size=1024, accelerator="cpu", enable_progress_bar=False)
+    assert np.isfinite(model.predict_protein().to_numpy()).all()
+
+
+def test_predict_errors(trained_model):
+    with pytest.raises(ValueError, match="outside the trained range"):
+        trained_model.predict_protein(time=100)
+    with pytest.raises(ValueError, match="not a number|neither a registered"):
+        trained_model.predict_protein(time="day 9")
+    with pytest.raises(TypeError, match="Expected a MuData"):
+        trained_model.predict_protein(pd.DataFrame())
+
+
+def test_setup_rejects_anndata(mdata):
+    with pytest.raises(TypeError, match="expects a MuData"):
+        CrossmodalNet.setup_mudata(mdata["rna"])
