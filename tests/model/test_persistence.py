@@ -81,5 +81,28 @@ def test_reload_is_bit_identical_including_preprocessing_state(trained_model, no
         assert key in loaded.module.state_dict()
     for k, v in trained_model.module.state_dict().items():
         assert torch.equal(v, loaded.module.state_dict()[k]), k
-    assert bool(loaded.module.input_scaling_fitted)
     np.testing.assert_array_equal(loaded.get_latent_representation(), trained_model.get_latent_representation())
+
+
+def test_input_standardisation_fitted_on_training_cells_only(norm_mdata, tmp_path):
+    import scvi
+    from scipy import sparse
+
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    scvi.settings.seed = 0
+    model = CrossmodalNet(mdata, n_latent=8, standardize_input=True)
+    model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
+    X = mdata["rna"].X
+    X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+    train = X[model.train_indices]
+    np.testing.assert_allclose(model.module.input_mean.numpy(), train.mean(0), rtol=1e-4, atol=1e-5)
+    std = train.std(0)
+    np.testing.assert_allclose(model.module.input_scale.numpy(), np.where(std > 1e-6, std, 1.0), rtol=1e-3, atol=1e-5)
+    assert not np.allclose(model.module.input_mean.numpy(), X.mean(0))  # not fitted on all cells
+    model.save(tmp_path / "m")
+    loaded = CrossmodalNet.load(tmp_path / "m", mdata)
+    assert bool(loaded.module.input_scaling_fitted)
+    np.testing.assert_array_equal(loaded.module.input_mean.numpy(), model.module.input_mean.numpy())
+    loaded.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)  # continued training keeps the stats
+    np.testing.assert_array_equal(loaded.module.input_mean.numpy(), model.module.input_mean.numpy())

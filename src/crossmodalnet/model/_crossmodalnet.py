@@ -52,7 +52,7 @@ _FORMAT_VERSION = 1
 
 
 def _package_version() -> str:
-    from .. import __version__
+    from crossmodalnet import __version__
 
     return __version__
 
@@ -122,8 +122,10 @@ class CrossmodalNet(BaseModelClass):
         Weight of the adversarial term (Table S1 "regularization": 0.5).
     standardize_input
         Centre and scale every gene by its mean and standard deviation over the training cells
-        before MLP1. The statistics are fitted at the first :meth:`train` call (training cells
-        only, never validation or test cells) and saved with the model.
+        before MLP1. The statistics are fitted at the first ``train`` call (training cells
+        only, never validation or test cells) and saved with the model. Off by default: on
+        ``synthetic_cite`` it lowered validation per-protein Pearson (it amplifies barely expressed,
+        noisy genes).
     registry
         Used by :meth:`load` to build a model without data; leave unset.
 
@@ -160,7 +162,7 @@ class CrossmodalNet(BaseModelClass):
         use_batch_norm: bool = True,
         n_hidden_discriminator: int = 128,
         lambda_dis: float = 0.5,
-        standardize_input: bool = True,
+        standardize_input: bool = False,
         registry: dict | None = None,
     ):
         super().__init__(mdata, registry=registry)

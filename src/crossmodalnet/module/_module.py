@@ -60,7 +60,7 @@ class CrossmodalModule(BaseModuleClass):
         use_batch_norm: bool = True,
         n_hidden_discriminator: int = 128,
         lambda_dis: float = 0.5,
-        standardize_input: bool = True,
+        standardize_input: bool = False,
     ):
         super().__init__()
         self.n_input = n_input
@@ -82,14 +82,14 @@ class CrossmodalModule(BaseModuleClass):
         self.standardize_input = standardize_input
         self.register_buffer("input_mean", torch.zeros(n_input))
         self.register_buffer("input_scale", torch.ones(n_input))
-        self.register_buffer("input_scaling_fitted", torch.tensor(False))
+        self.register_buffer("input_scaling_fitted", torch.zeros((), dtype=torch.bool))
 
     @torch.no_grad()
     def fit_input_scaling(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Set the per-gene centring and scaling of the input (genes with ~zero spread are only centred)."""
         self.input_mean.copy_(mean)
         self.input_scale.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
-        self.input_scaling_fitted.fill_(True)
+        self.input_scaling_fitted.fill_(1)
 
     def scale_input(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the fitted per-gene standardisation (identity if disabled)."""

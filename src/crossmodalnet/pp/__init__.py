@@ -1,3 +1,7 @@
-from ._normalize import clr, log_normalize
+"""Preprocessing: normalisation (scanpy, muon), gene harmonisation for query data, AnnData → MuData."""
 
-__all__ = ["clr", "log_normalize"]
+from ._genes import harmonize_genes
+from ._mudata import to_mudata
+from ._normalize import clr, dsb, log_normalize, normalize_protein
+
+__all__ = ["clr", "dsb", "harmonize_genes", "log_normalize", "normalize_protein", "to_mudata"]

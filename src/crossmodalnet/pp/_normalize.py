@@ -1,29 +1,47 @@
-"""Normalisation of RNA and protein modalities, as thin wrappers over scanpy and muon."""
+"""Normalisation of RNA and protein modalities, as thin wrappers over scanpy and muon.
+
+Leakage: the paper normalises "after data split" (its §3.2). Library-size normalisation, log1p and
+per-cell CLR use each cell alone. CLR across cells and DSB's technical-noise regression use statistics
+shared across cells; with ``train_mask`` these are fitted on the training cells only and then applied
+to every cell, so neither validation, test nor query cells change the values of a training cell.
+"""
 
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from scipy import sparse
 
+from crossmodalnet import _keys
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY
+from crossmodalnet._docs import docs
 from crossmodalnet._utils import get_modality
 
+from ._utils import obs_mask, resolve_seed
+
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from anndata import AnnData
     from mudata import MuData
 
 logger = logging.getLogger(__name__)
-
-PREPROCESSING_KEY = "cmn_preprocessing"
 
 
 def _looks_like_counts(X) -> bool:
     values = X.data if sparse.issparse(X) else np.asarray(X)
     values = values[: min(values.size, 100_000)] if values.ndim == 1 else values.ravel()[:100_000]
     return bool(values.size == 0 or (np.all(values >= 0) and np.allclose(values, np.round(values))))
+
+
+def _check_counts(X, what: str, caller: str) -> None:
+    if not _looks_like_counts(X):
+        raise ValueError(
+            f"{caller}: {what} does not hold raw counts (negative or non-integer values); it looks normalised already."
+        )
 
 
 def _keep_counts(adata: AnnData, counts_layer: str | None, caller: str) -> None:
@@ -37,6 +55,24 @@ def _keep_counts(adata: AnnData, counts_layer: str | None, caller: str) -> None:
     adata.layers[counts_layer] = adata.X.copy()
 
 
+def _added(caller: str, mod_key: str, counts_layer: str | None, what: str) -> None:
+    layer = f"mdata[{mod_key!r}].layers[{counts_layer!r}] (raw counts), " if counts_layer else ""
+    logger.info(
+        "%s: normalised mdata[%r].X (%s); added %smdata[%r].uns[%r]",
+        caller,
+        mod_key,
+        what,
+        layer,
+        mod_key,
+        _keys.PREPROCESSING,
+    )
+
+
+def _fit_record(mask: np.ndarray | None, n_obs: int) -> dict:
+    return {"fit_on": "all" if mask is None else "train_mask", "n_fit_cells": int(n_obs if mask is None else mask.sum())}
+
+
+@docs.dedent
 def log_normalize(
     mdata: MuData,
     *,
@@ -48,21 +84,19 @@ def log_normalize(
     """Library-size normalise and log1p-transform the RNA modality with scanpy.
 
     Each cell is scaled to ``target_sum`` total counts (:func:`scanpy.pp.normalize_total`) and
-    log1p-transformed (:func:`scanpy.pp.log1p`). Both steps act on each cell alone, so no statistic
-    fitted on other cells leaks into a cell's values.
+    log1p-transformed (:func:`scanpy.pp.log1p`), Seurat's ``NormalizeData`` as used in the paper.
+    Both steps act on each cell alone, so no statistic of other cells (training or test) enters a
+    cell's values: there is nothing to fit on training cells only.
 
     Parameters
     ----------
-    mdata
-        MuData with raw RNA counts in ``mdata[rna_key].X``.
-    rna_key
-        RNA modality.
+    %(mdata)s Raw RNA counts in ``mdata[rna_key].X``.
+    %(rna_key)s
     target_sum
         Total counts per cell after normalisation.
     counts_layer
         Layer to keep the raw counts in; ``None`` keeps no copy.
-    copy
-        Return a modified copy instead of writing in place.
+    %(copy)s
 
     Returns
     -------
@@ -77,78 +111,297 @@ def log_normalize(
     """
     import scanpy as sc
 
-    rna = get_modality(mdata, rna_key, "cmn.pp.log_normalize", role="RNA")
-    if not _looks_like_counts(rna.X):
-        raise ValueError(
-            f"cmn.pp.log_normalize: `mdata[{rna_key!r}].X` does not hold raw counts (negative or non-integer "
-            "values); it looks normalised already."
-        )
+    caller = "cmn.pp.log_normalize"
+    rna = get_modality(mdata, rna_key, caller, role="RNA")
+    _check_counts(rna.X, f"`mdata[{rna_key!r}].X`", caller)
     if copy:
         mdata = mdata.copy()
         rna = mdata.mod[rna_key]
-    _keep_counts(rna, counts_layer, "cmn.pp.log_normalize")
+    _keep_counts(rna, counts_layer, caller)
     sc.pp.normalize_total(rna, target_sum=target_sum)
     sc.pp.log1p(rna)
-    rna.uns[PREPROCESSING_KEY] = {"method": "log1p_normalize_total", "target_sum": float(target_sum)}
-    logger.info(
-        "normalised mdata[%r].X (log1p, target_sum=%g); raw counts in layer %r", rna_key, target_sum, counts_layer
-    )
+    rna.uns[_keys.PREPROCESSING] = {"method": "log1p_normalize_total", "target_sum": float(target_sum)}
+    _added(caller, rna_key, counts_layer, f"log1p, target_sum={target_sum:g}")
     return mdata if copy else None
 
 
+@docs.dedent
 def clr(
     mdata: MuData,
     *,
     protein_key: str = DEFAULT_PROTEIN_KEY,
     axis: Literal[0, 1] = 1,
+    train_mask: str | Sequence[bool] | np.ndarray | None = None,
     counts_layer: str | None = "counts",
     copy: bool = False,
 ) -> MuData | None:
-    """Centred-log-ratio normalise the protein modality with :func:`muon.prot.pp.clr`.
+    """Centred-log-ratio normalise the protein modality, Seurat's flavour of :func:`muon.prot.pp.clr`.
+
+    ``axis=1`` runs :func:`muon.prot.pp.clr` across the proteins of each cell, which uses no
+    statistic of other cells. ``axis=0`` normalises each protein by its geometric mean across cells,
+    ``log1p(x / exp(mean(log1p(x))))``, the same formula as muon; the mean is taken over the
+    training cells only (``train_mask``) and applied to every cell.
 
     Parameters
     ----------
-    mdata
-        MuData with raw protein (ADT) counts in ``mdata[protein_key].X``.
-    protein_key
-        Protein modality.
+    %(mdata)s Raw protein (ADT) counts in ``mdata[protein_key].X``.
+    %(protein_key)s
     axis
-        ``1`` (default): across proteins within each cell, which uses no statistic of other
-        cells and so cannot leak between train and test cells. ``0``: across cells for each
-        protein (Seurat's ``margin=2``).
+        ``1`` (default): across proteins within each cell. ``0``: across cells for each protein
+        (Seurat's ``margin=2``).
+    %(train_mask)s Only used with ``axis=0``.
     counts_layer
         Layer to keep the raw counts in; ``None`` keeps no copy.
-    copy
-        Return a modified copy instead of writing in place.
+    %(copy)s
 
     Returns
     -------
     ``None``, or a copy if ``copy=True``. Sets:
 
     ``mdata[protein_key].X``
-        CLR-normalised abundance (dense).
+        CLR-normalised abundance (dense ``float32``).
     ``mdata[protein_key].layers[counts_layer]``
         The raw counts.
     ``mdata[protein_key].uns['cmn_preprocessing']``
-        ``{'method': 'clr', 'axis': ...}``.
+        ``{'method': 'clr', 'axis': ..., 'flavor': 'seurat'}``; with ``axis=0`` also the fitted
+        per-protein ``log_mean``, ``fit_on`` and ``n_fit_cells``.
     """
     import muon as mu
 
-    prot = get_modality(mdata, protein_key, "cmn.pp.clr", role="protein")
-    if not _looks_like_counts(prot.X):
-        raise ValueError(
-            f"cmn.pp.clr: `mdata[{protein_key!r}].X` does not hold raw counts (negative or non-integer values)."
-        )
+    caller = "cmn.pp.clr"
+    if axis not in (0, 1):
+        raise ValueError(f"{caller}: `axis` must be 0 or 1, got {axis!r}.")
+    prot = get_modality(mdata, protein_key, caller, role="protein")
+    _check_counts(prot.X, f"`mdata[{protein_key!r}].X`", caller)
+    mask = obs_mask(mdata, train_mask, "train_mask", caller, obs_names=prot.obs_names) if axis == 0 else None
     if copy:
         mdata = mdata.copy()
         prot = mdata.mod[protein_key]
-    _keep_counts(prot, counts_layer, "cmn.pp.clr")
-    if sparse.issparse(prot.X):
-        prot.X = prot.X.tocsc() if axis == 0 else prot.X.tocsr()
-    mu.prot.pp.clr(prot, axis=axis)
-    if sparse.issparse(prot.X):
-        prot.X = prot.X.toarray()
-    prot.X = np.asarray(prot.X, dtype=np.float32)
-    prot.uns[PREPROCESSING_KEY] = {"method": "clr", "axis": int(axis)}
-    logger.info("normalised mdata[%r].X (CLR, axis=%d); raw counts in layer %r", protein_key, axis, counts_layer)
+    _keep_counts(prot, counts_layer, caller)
+    record: dict = {"method": "clr", "axis": int(axis), "flavor": "seurat"}
+    if axis == 1:
+        X = prot.X.tocsr() if sparse.issparse(prot.X) else prot.X
+        prot.X = X
+        mu.prot.pp.clr(prot, axis=1)
+        X = prot.X.toarray() if sparse.issparse(prot.X) else prot.X
+    else:
+        counts = prot.X.toarray() if sparse.issparse(prot.X) else np.asarray(prot.X)
+        counts = counts.astype(np.float64)
+        fit = counts if mask is None else counts[mask]
+        log_mean = np.log1p(fit).mean(axis=0)
+        X = np.log1p(counts / np.exp(log_mean))
+        record |= {"log_mean": log_mean, **_fit_record(mask, prot.n_obs)}
+    prot.X = np.asarray(X, dtype=np.float32)
+    prot.uns[_keys.PREPROCESSING] = record
+    _added(caller, protein_key, counts_layer, f"CLR, axis={axis}")
     return mdata if copy else None
+
+
+def _background_means(scaled: np.ndarray, seed: int | None) -> np.ndarray:
+    """Per-cell background level: the lower mean of a 2-component Gaussian mixture over the cell's proteins.
+
+    The same procedure as :func:`muon.prot.pp.dsb` (tied vs full covariance, chosen by BIC); each cell
+    is fitted alone, so the result of a cell does not depend on other cells.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    shared = GaussianMixture(n_components=2, covariance_type="tied", init_params="random", random_state=seed)
+    separate = GaussianMixture(n_components=2, covariance_type="full", init_params="random", random_state=seed)
+    out = np.empty(scaled.shape[0], scaled.dtype)
+    for c in range(scaled.shape[0]):
+        x = scaled[c, :, np.newaxis]
+        shared.fit(x)
+        separate.fit(x)
+        out[c] = np.min(shared.means_) if shared.bic(x) < separate.bic(x) else np.min(separate.means_)
+    return out
+
+
+@docs.dedent
+def dsb(
+    mdata: MuData,
+    *,
+    empty: AnnData,
+    protein_key: str = DEFAULT_PROTEIN_KEY,
+    isotype_controls: Sequence[str] | None = None,
+    pseudocount: int = 10,
+    denoise_counts: bool = True,
+    train_mask: str | Sequence[bool] | np.ndarray | None = None,
+    counts_layer: str | None = "counts",
+    rng: int | np.random.Generator | None = 0,
+    copy: bool = False,
+) -> MuData | None:
+    """Normalise the protein modality with DSB, denoised and scaled by background :cite:p:`Mule2022`.
+
+    Step I, with :func:`muon.prot.pp.dsb`: ``log(x + pseudocount)`` of every cell is centred and
+    scaled by the mean and standard deviation of each protein in the empty droplets. Step II
+    (``denoise_counts=True``), as in muon: each cell's background level (the lower component of a
+    two-component Gaussian mixture over its proteins), combined with the isotype controls by a
+    one-component PCA when they are given, is the technical covariate, and its linear effect on each
+    protein is regressed out. Step I and the per-cell mixtures use no statistic of other cells; the
+    PCA and the regression are fitted on the training cells (``train_mask``) and applied to every
+    cell. With ``train_mask=None`` the result equals :func:`muon.prot.pp.dsb` on all cells.
+
+    Parameters
+    ----------
+    %(mdata)s Raw protein (ADT) counts of the cells in ``mdata[protein_key].X``.
+    empty
+        Raw protein counts of empty droplets, with the same proteins (``var_names``) as
+        ``mdata[protein_key]``. Droplets whose barcode is also a cell's are ignored, as in muon.
+    %(protein_key)s
+    isotype_controls
+        Names of isotype-control proteins, used with the background level as the technical covariate.
+    pseudocount
+        Added to the counts before the log.
+    denoise_counts
+        Run step II; ``False`` only centres and scales by the background.
+    %(train_mask)s
+    counts_layer
+        Layer to keep the raw counts in; ``None`` keeps no copy.
+    %(rng)s Seeds the Gaussian mixtures.
+    %(copy)s
+
+    Returns
+    -------
+    ``None``, or a copy if ``copy=True``. Sets:
+
+    ``mdata[protein_key].X``
+        DSB-normalised abundance (dense).
+    ``mdata[protein_key].layers[counts_layer]``
+        The raw counts.
+    ``mdata[protein_key].uns['cmn_preprocessing']``
+        ``{'method': 'dsb', 'pseudocount', 'denoise_counts', 'n_empty_droplets', 'fit_on',
+        'n_fit_cells'}`` and ``isotype_controls`` when given.
+
+    Examples
+    --------
+    >>> mdata = cmn.datasets.synthetic_cite(n_isotypes=2)
+    >>> empty = cmn.datasets.synthetic_empty_droplets(mdata)
+    >>> cmn.pp.dsb(mdata, empty=empty, isotype_controls=["Isotype_1", "Isotype_2"])
+    """
+    import anndata as ad
+    import muon as mu
+    import pandas as pd
+
+    caller = "cmn.pp.dsb"
+    prot = get_modality(mdata, protein_key, caller, role="protein")
+    _check_counts(prot.X, f"`mdata[{protein_key!r}].X`", caller)
+    if not isinstance(empty, ad.AnnData):
+        raise TypeError(f"{caller}: `empty` must be an AnnData of empty-droplet protein counts, got {type(empty)}.")
+    missing = prot.var_names.difference(empty.var_names)
+    if len(missing):
+        raise ValueError(f"{caller}: `empty` lacks {len(missing)} protein(s) of the cells, e.g. {list(missing[:5])}.")
+    _check_counts(empty.X, "`empty.X`", caller)
+    ctrl: list[str] = [] if isotype_controls is None else [str(c) for c in isotype_controls]
+    unknown = [c for c in ctrl if c not in prot.var_names]
+    if unknown:
+        raise KeyError(f"{caller}: isotype control(s) {unknown} are not proteins of `mdata[{protein_key!r}]`.")
+    if pseudocount < 0:
+        raise ValueError(f"{caller}: `pseudocount` must be non-negative, got {pseudocount}.")
+    mask = obs_mask(mdata, train_mask, "train_mask", caller, obs_names=prot.obs_names)
+    seed = resolve_seed(rng)
+
+    # Step I with muon, on throw-away objects (muon writes into its inputs).
+    cells = ad.AnnData(X=prot.X.copy(), obs=pd.DataFrame(index=prot.obs_names), var=pd.DataFrame(index=prot.var_names))
+    background = ad.AnnData(
+        X=empty[:, prot.var_names].X.copy(),
+        obs=pd.DataFrame(index=empty.obs_names),
+        var=pd.DataFrame(index=prot.var_names),
+    )
+    with warnings.catch_warnings():
+        # muon announces that it treats every non-cell droplet as empty, which is what `empty` means here.
+        warnings.filterwarnings("ignore", message="empty_counts_range values are not provided", category=UserWarning)
+        mu.prot.pp.dsb(cells, background, pseudocount=pseudocount, denoise_counts=False)
+    n_empty = int((~background.obs_names.isin(prot.obs_names)).sum())
+    scaled = np.asarray(cells.X)
+
+    if denoise_counts:
+        from sklearn.decomposition import PCA
+        from sklearn.linear_model import LinearRegression
+
+        fit = slice(None) if mask is None else mask
+        bg = _background_means(scaled, seed)
+        if ctrl:
+            pca = PCA(n_components=1, whiten=True)
+            tech = np.hstack((scaled[:, prot.var_names.get_indexer(ctrl)], bg[:, np.newaxis]))
+            pca.fit(tech[fit])
+            covar = pca.transform(tech)
+        else:
+            covar = bg[:, np.newaxis]
+        # The covariate is centred on the (training) cells before its effect is removed: muon's
+        # `LinearRegression(copy_X=False)` centres it in place; the PCA output is centred already.
+        covar = covar - covar[fit].mean(axis=0)
+        reg = LinearRegression(fit_intercept=True).fit(covar[fit], scaled[fit])
+        scaled = scaled - (covar @ reg.coef_.T).astype(scaled.dtype, copy=False)
+
+    if copy:
+        mdata = mdata.copy()
+        prot = mdata.mod[protein_key]
+    _keep_counts(prot, counts_layer, caller)
+    prot.X = scaled
+    record = {
+        "method": "dsb",
+        "pseudocount": int(pseudocount),
+        "denoise_counts": bool(denoise_counts),
+        "n_empty_droplets": n_empty,
+        **_fit_record(mask, prot.n_obs),
+    }
+    if ctrl:
+        record["isotype_controls"] = np.asarray(ctrl, dtype=str)
+    prot.uns[_keys.PREPROCESSING] = record
+    _added(caller, protein_key, counts_layer, "DSB" + (", denoised" if denoise_counts else ""))
+    return mdata if copy else None
+
+
+@docs.dedent
+def normalize_protein(
+    mdata: MuData,
+    *,
+    empty: AnnData | None = None,
+    isotype_controls: Sequence[str] | None = None,
+    protein_key: str = DEFAULT_PROTEIN_KEY,
+    train_mask: str | Sequence[bool] | np.ndarray | None = None,
+    counts_layer: str | None = "counts",
+    rng: int | np.random.Generator | None = 0,
+    copy: bool = False,
+) -> MuData | None:
+    """Normalise the protein modality: DSB when empty droplets are given, per-cell CLR otherwise.
+
+    The paper uses DSB (:func:`crossmodalnet.pp.dsb`), which needs empty droplets; without them,
+    :func:`crossmodalnet.pp.clr` across the proteins of each cell is the standard alternative. The
+    transform used is recorded in ``mdata[protein_key].uns['cmn_preprocessing']['method']``.
+
+    Parameters
+    ----------
+    %(mdata)s Raw protein (ADT) counts in ``mdata[protein_key].X``.
+    empty
+        Raw protein counts of empty droplets; selects DSB.
+    isotype_controls
+        Isotype-control proteins for DSB's denoising; needs ``empty``.
+    %(protein_key)s
+    %(train_mask)s Used by DSB; per-cell CLR fits nothing across cells.
+    counts_layer
+        Layer to keep the raw counts in; ``None`` keeps no copy.
+    %(rng)s Used by DSB.
+    %(copy)s
+
+    Returns
+    -------
+    ``None``, or a copy if ``copy=True``. Sets what :func:`crossmodalnet.pp.dsb` or
+    :func:`crossmodalnet.pp.clr` (``axis=1``) sets.
+    """
+    if empty is not None:
+        return dsb(
+            mdata,
+            empty=empty,
+            protein_key=protein_key,
+            isotype_controls=isotype_controls,
+            train_mask=train_mask,
+            counts_layer=counts_layer,
+            rng=rng,
+            copy=copy,
+        )
+    if isotype_controls is not None:
+        raise ValueError(
+            "cmn.pp.normalize_protein: `isotype_controls` are used by DSB, which needs empty droplets; pass `empty=`."
+        )
+    return clr(mdata, protein_key=protein_key, axis=1, counts_layer=counts_layer, copy=copy)
