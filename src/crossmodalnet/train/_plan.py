@@ -206,7 +206,7 @@ class RestoreBestWeights(pl.Callback):
         ``"max"`` if larger is better.
     """
 
-    def __init__(self, monitor: str = "pearson_cell_validation", mode: str = "max"):
+    def __init__(self, monitor: str = "pearson_protein_validation", mode: str = "max"):
         super().__init__()
         self.monitor = monitor
         self.mode = mode
