@@ -19,6 +19,7 @@ from scipy import sparse
 
 
 def main(src: str, dst: str) -> None:
+    """Convert the two h5ad files in ``src`` into one compressed h5mu at ``dst``."""
     md.set_options(pull_on_update=False)
     rna = ad.read_h5ad(Path(src) / "rna.h5ad")
     adt = ad.read_h5ad(Path(src) / "adt.h5ad")
