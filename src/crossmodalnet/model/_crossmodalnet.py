@@ -228,6 +228,8 @@ class CrossmodalNet(BaseModelClass):
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
+        # first statement: only the call's arguments may enter the saved registry
+        setup_method_args = cls._get_setup_method_args(**locals())
         caller = "CrossmodalNet.setup_mudata"
         if not isinstance(mdata, MuData):
             raise TypeError(f"{caller} expects a MuData with RNA and protein modalities, got {type(mdata).__name__}.")
@@ -280,7 +282,6 @@ class CrossmodalNet(BaseModelClass):
                 "`mdata.obs[%r]` has a single time point: CrossmodalNet trains without a time discriminator.", time_key
             )
 
-        setup_method_args = cls._get_setup_method_args(**locals())
         mudata_fields = [
             fields.MuDataLayerField(
                 REGISTRY_KEYS.X_KEY, rna_layer, mod_key=rna_key, is_count_data=False, mod_required=True

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mudata as md
+import pandas as pd
+import pytest
+
+import crossmodalnet as cmn
+from crossmodalnet.__main__ import main
+
+
+@pytest.fixture(scope="module")
+def h5mu(tmp_path_factory):
+    mdata = cmn.datasets.synthetic_cite(n_obs=150, n_genes=40, n_proteins=6, n_time_points=3, rng=0)
+    cmn.pp.log_normalize(mdata)
+    cmn.pp.clr(mdata)
+    path = tmp_path_factory.mktemp("cli") / "cite.h5mu"
+    with md.set_options(pull_on_update=False):
+        mdata.write_h5mu(path)
+    return path
+
+
+def test_help_does_not_import_scvi():
+    code = "import sys; from crossmodalnet.__main__ import build_parser; build_parser(); print('scvi' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+
+
+def test_train_then_predict(h5mu, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                str(h5mu),
+                "--out",
+                str(model_dir),
+                "--time-key",
+                "time",
+                "--n-latent",
+                "8",
+                "--max-epochs",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert (model_dir / "model.pt").is_file()
+    assert (model_dir / "crossmodalnet.json").is_file()
+    out_csv = tmp_path / "pred.csv"
+    assert main(["-q", "predict", str(model_dir), str(h5mu), "--out", str(out_csv)]) == 0
+    pred = pd.read_csv(out_csv, index_col=0)
+    assert pred.shape == (150, 6)
+    # RNA-only .h5ad input with a shuffled subset of the genes; --time for cells without a time column
+    mdata = md.read_h5mu(h5mu)
+    rna = mdata["rna"][:, mdata["rna"].var_names[::-1][:35]].copy()
+    rna.obs = rna.obs.drop(columns=["time"])
+    rna.write_h5ad(tmp_path / "query.h5ad")
+    out_h5mu = tmp_path / "query_pred.h5mu"
+    assert (
+        main(["-q", "predict", str(model_dir), str(tmp_path / "query.h5ad"), "--out", str(out_h5mu), "--time", "3"])
+        == 0
+    )
+    written = md.read_h5mu(out_h5mu)
+    assert written.obsm["cmn_protein"].shape == (150, 6)
+    assert "coverage" in capsys.readouterr().out
+
+
+def test_cli_errors(h5mu, tmp_path, capsys):
+    assert main(["-q", "train", str(tmp_path / "missing.h5mu"), "--out", str(tmp_path / "m")]) == 2
+    assert "input file not found" in capsys.readouterr().err
+    assert main(["-q", "train", str(h5mu), "--out", str(tmp_path / "m"), "--time-key", "day"]) == 2
+    assert "`time_key='day'` is not a column" in capsys.readouterr().err
+    assert main(["-q", "predict", str(tmp_path / "no_model"), str(h5mu), "--out", str(tmp_path / "p.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_writes_predictions_metrics_and_plots(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "--out", str(out), "--max-epochs", "3", "--n-latent", "16"]) == 0
+    for name in (
+        "predicted_proteins.csv",
+        "metrics.csv",
+        "per_protein_test.csv",
+        "predicted_vs_observed.png",
+        "training_history.png",
+        "saliency_top_genes.png",
+    ):
+        assert (out / name).is_file(), name
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert {"pearson_protein", "pearson_cell", "mse"} <= set(metrics.columns)
+    assert metrics["n_test_cells"].iloc[0] == 90
+    assert pd.read_csv(out / "predicted_proteins.csv", index_col=0).shape == (600, 134)
