@@ -69,7 +69,10 @@ def _added(caller: str, mod_key: str, counts_layer: str | None, what: str) -> No
 
 
 def _fit_record(mask: np.ndarray | None, n_obs: int) -> dict:
-    return {"fit_on": "all" if mask is None else "train_mask", "n_fit_cells": int(n_obs if mask is None else mask.sum())}
+    return {
+        "fit_on": "all" if mask is None else "train_mask",
+        "n_fit_cells": int(n_obs if mask is None else mask.sum()),
+    }
 
 
 @docs.dedent

@@ -1,1 +1,9 @@
-__all__: list[str] = []
+"""Tools: write model outputs (predicted proteins, embeddings, saliency, enrichment) into a MuData."""
+
+from ._basal import basal_embedding
+from ._enrichment import enrichment
+from ._predict import predict_protein
+from ._saliency import saliency
+from ._time import time_embedding
+
+__all__ = ["basal_embedding", "enrichment", "predict_protein", "saliency", "time_embedding"]

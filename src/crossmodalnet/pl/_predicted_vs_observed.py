@@ -1,0 +1,106 @@
+"""Predicted against observed protein abundance, one panel per protein (paper Fig. 2a/b)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy import sparse
+
+from crossmodalnet import _keys
+from crossmodalnet._docs import docs
+from crossmodalnet.pp._utils import select_names
+
+from ._utils import finish, get_uns, grid
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from mudata import MuData
+
+_CALLER = "cmn.pl.predicted_vs_observed"
+
+
+@docs.dedent
+def predicted_vs_observed(
+    mdata: MuData,
+    *,
+    proteins: str | Sequence[str] | None = None,
+    key: str = _keys.PROTEIN,
+    protein_key: str | None = None,
+    layer: str | None = None,
+    ncols: int = 4,
+    panel_size: tuple[float, float] = (3.0, 3.0),
+    size: float | None = None,
+    color: str = "C0",
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | Path | None = None,
+    return_fig: bool = False,
+) -> Figure | None:
+    """Scatter predicted against observed abundance for each protein, with Pearson's r in the title.
+
+    Reads ``mdata.obsm[key]`` (from :func:`crossmodalnet.tl.predict_protein`) and the observed
+    proteins in ``mdata[protein_key]``; cells with both are drawn.
+
+    Parameters
+    ----------
+    %(mdata_plot)s
+    %(proteins)s
+    key
+        ``key_added`` of :func:`crossmodalnet.tl.predict_protein`.
+    protein_key
+        Modality of the observed proteins; defaults to the one recorded by
+        :func:`crossmodalnet.tl.predict_protein`.
+    layer
+        Layer of the observed proteins; defaults to the layer the model was trained on.
+    ncols
+        Panels per row.
+    panel_size
+        Width and height of one panel in inches.
+    size
+        Marker size; scaled to the number of cells by default.
+    color
+        Marker colour.
+    %(plot_tail)s
+
+    Returns
+    -------
+    %(plot_returns)s
+    """
+    meta = get_uns(mdata, key, "cmn.tl.predict_protein", _CALLER)
+    keys = _keys.Keys(key)
+    if keys.obsm not in mdata.obsm:
+        raise KeyError(f"{_CALLER}: no `mdata.obsm[{keys.obsm!r}]`; run `cmn.tl.predict_protein` first.")
+    pred = mdata.obsm[keys.obsm]
+    protein_key = protein_key or str(meta.get("params", {}).get("protein_key", "prot"))
+    if layer is None:
+        layer = meta.get("model", {}).get("protein_layer")
+    if protein_key not in mdata.mod:
+        raise KeyError(f"{_CALLER}: no observed proteins: `mdata` has no modality {protein_key!r}.")
+    prot = mdata.mod[protein_key]
+    if layer is not None and layer not in prot.layers:
+        raise KeyError(f"{_CALLER}: `mdata[{protein_key!r}]` has no layer {layer!r}.")
+    observed = [p for p in pred.columns if p in set(prot.var_names)]
+    selected = select_names(proteins, observed, "protein(s) with observations", _CALLER)
+    cells = pred.index[pred.notna().all(axis=1).to_numpy()].intersection(prot.obs_names, sort=False)
+    if len(cells) == 0:
+        raise ValueError(f"{_CALLER}: no cell has both a prediction and an observation.")
+    X = prot.X if layer is None else prot.layers[layer]
+    X = X[prot.obs_names.get_indexer(cells)][:, prot.var_names.get_indexer(selected)]
+    true = X.toarray() if sparse.issparse(X) else np.asarray(X)
+    guess = pred.loc[cells, selected].to_numpy(dtype=float)
+    s = size if size is not None else float(np.clip(2000 / len(cells), 1, 20))
+
+    fig, axes = grid(len(selected), ax=ax, ncols=ncols, panel_size=panel_size, caller=_CALLER)
+    for j, (a, protein) in enumerate(zip(axes, selected, strict=True)):
+        x, y = true[:, j], guess[:, j]
+        r = np.corrcoef(x, y)[0, 1] if x.std() > 0 and y.std() > 0 else np.nan
+        a.scatter(x, y, s=s, c=color, alpha=0.6, linewidths=0, rasterized=len(cells) > 5000)
+        a.set_title(f"{protein}\nr = {r:.2f}")
+        a.set_xlabel("observed")
+        a.set_ylabel("predicted")
+    return finish(fig, ax=ax, show=show, save=save, return_fig=return_fig)

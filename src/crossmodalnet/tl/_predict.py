@@ -1,0 +1,270 @@
+"""Impute surface proteins from RNA into a MuData."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from scipy.stats import rankdata
+
+from crossmodalnet import _keys
+from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY
+from crossmodalnet._docs import docs
+from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein
+from crossmodalnet._utils import get_layer
+
+from ._utils import check_model, log_added, model_info, model_input, portable, setup_arg
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from mudata import MuData
+
+    from crossmodalnet.model import CrossmodalNet
+
+logger = logging.getLogger(__name__)
+
+_CALLER = "cmn.tl.predict_protein"
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
+def prediction_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
+    """Pearson, Spearman and MSE per protein and per cell (cells × proteins arrays on one scale)."""
+    pred = np.asarray(pred, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    rank_p0, rank_t0 = rankdata(pred, axis=0), rankdata(true, axis=0)
+    rank_p1, rank_t1 = rankdata(pred, axis=1), rankdata(true, axis=1)
+    per_protein = {
+        "pearson": pearson_per_protein(pred, true),
+        "spearman": pearson_per_protein(rank_p0, rank_t0),
+        "mse": ((pred - true) ** 2).mean(axis=0),
+    }
+    per_cell = {
+        "pearson": pearson_per_cell(pred, true),
+        "spearman": pearson_per_cell(rank_p1, rank_t1),
+    }
+    return {
+        "pearson_protein": _nanmean(per_protein["pearson"]),
+        "spearman_protein": _nanmean(per_protein["spearman"]),
+        "pearson_cell": _nanmean(per_cell["pearson"]),
+        "spearman_cell": _nanmean(per_cell["spearman"]),
+        "mse": float(per_protein["mse"].mean()),
+        "per_protein": per_protein,
+    }
+
+
+def _observed_metrics(
+    pred: pd.DataFrame, mdata: MuData, model: CrossmodalNet, protein_key: str, test_cells: pd.Index | None
+) -> dict | None:
+    """Metrics against ``mdata[protein_key]`` (in the model's protein layer) where it exists."""
+    if protein_key not in mdata.mod:
+        return None
+    prot = mdata.mod[protein_key]
+    layer = setup_arg(model, "protein_layer")
+    if layer is not None and layer not in prot.layers:
+        logger.info("%s: no layer %r in mdata[%r]; no metrics computed", _CALLER, layer, protein_key)
+        return None
+    proteins = [p for p in pred.columns if p in set(prot.var_names)]
+    cells = pred.index[pred.notna().all(axis=1).to_numpy()].intersection(prot.obs_names, sort=False)
+    if test_cells is not None:
+        cells = cells.intersection(test_cells, sort=False)
+    if not proteins or len(cells) < 2:
+        return None
+    X = get_layer(prot, layer, protein_key)[prot.obs_names.get_indexer(cells)][:, prot.var_names.get_indexer(proteins)]
+    true = X.toarray() if sparse.issparse(X) else np.asarray(X)
+    metrics = prediction_metrics(pred.loc[cells, proteins].to_numpy(), true)
+    metrics["per_protein"]["protein_names"] = np.asarray(proteins, dtype=str)
+    metrics["n_cells"] = len(cells)
+    metrics["cells"] = "all" if test_cells is None else "test"
+    return metrics
+
+
+def _train_here(
+    mdata: MuData,
+    *,
+    rna_key: str,
+    protein_key: str,
+    setup_kwargs: Mapping | None,
+    model_kwargs: Mapping | None,
+    train_kwargs: Mapping | None,
+) -> CrossmodalNet:
+    from crossmodalnet.model import CrossmodalNet
+
+    if protein_key not in mdata.mod or rna_key not in mdata.mod:
+        raise ValueError(
+            f"{_CALLER}: no `model` was given, and training one needs RNA and protein modalities "
+            f"({rna_key!r}, {protein_key!r}); the MuData has {list(mdata.mod)}. Pass a trained model."
+        )
+    CrossmodalNet.setup_mudata(mdata, rna_key=rna_key, protein_key=protein_key, **dict(setup_kwargs or {}))
+    model = CrossmodalNet(mdata, **dict(model_kwargs or {}))
+    model.train(**dict(train_kwargs or {}))
+    logger.info("%s: no model given; trained %r on mdata[%r] → mdata[%r]", _CALLER, model, rna_key, protein_key)
+    return model
+
+
+@docs.dedent
+def predict_protein(
+    mdata: MuData,
+    model: CrossmodalNet | None = None,
+    *,
+    rna_key: str = DEFAULT_RNA_KEY,
+    protein_key: str = DEFAULT_PROTEIN_KEY,
+    time: object = None,
+    batch: object = None,
+    allow_extrapolation: bool = False,
+    gene_id_column: str | None = None,
+    model_gene_ids: Sequence[str] | None = None,
+    min_coverage: float = 0.5,
+    batch_size: int = 1024,
+    setup_kwargs: Mapping[str, object] | None = None,
+    model_kwargs: Mapping[str, object] | None = None,
+    train_kwargs: Mapping[str, object] | None = None,
+    key_added: str = _keys.PROTEIN,
+    copy: bool = False,
+) -> MuData | None:
+    """Predict surface-protein abundance of every cell from its RNA :cite:p:`Yang2023`.
+
+    With a trained ``model`` (e.g. a reference model applied to an RNA-only atlas), its genes are
+    matched in ``mdata[rna_key]`` and proteins are predicted for every cell with RNA. With
+    ``model=None``, a :class:`~crossmodalnet.model.CrossmodalNet` is first trained with default
+    settings on ``mdata[rna_key]`` → ``mdata[protein_key]`` (the tutorial shortcut; it is logged and
+    recorded as ``params['trained_here']``).
+
+    When observed proteins exist for the predicted cells (``mdata[protein_key]``, same cell and
+    protein names, in the layer the model was trained on), Pearson and Spearman correlations and the
+    MSE are recorded. If ``mdata`` is the model's training data, only its test cells are scored.
+
+    Parameters
+    ----------
+    %(mdata_query)s
+    model
+        A trained :class:`~crossmodalnet.model.CrossmodalNet`; ``None`` trains one on ``mdata``.
+    %(rna_key)s
+    %(protein_key)s Used for training (``model=None``) and for the metrics.
+    time
+        Predict every cell at this time point instead of its own ``obs`` value (needed if ``mdata.obs``
+        has no time column). A numeric time between two trained ones uses the interpolated embedding.
+    batch
+        Predict every cell as this batch category instead of its own.
+    allow_extrapolation
+        Allow numeric time points outside the trained range.
+    %(harmonize)s
+    %(batch_size)s
+    setup_kwargs
+        With ``model=None``: passed to :meth:`~crossmodalnet.model.CrossmodalNet.setup_mudata`
+        (e.g. ``{"time_key": "time"}``).
+    model_kwargs
+        With ``model=None``: passed to :class:`~crossmodalnet.model.CrossmodalNet`.
+    train_kwargs
+        With ``model=None``: passed to :meth:`~crossmodalnet.model.CrossmodalNet.train`.
+    %(key_added)s
+    %(copy)s
+
+    Returns
+    -------
+    ``None``, or a copy if ``copy=True``. Sets:
+
+    ``mdata.obsm[key_added]``
+        :class:`~pandas.DataFrame`, cells × proteins, columns = the model's protein names, on the scale
+        of the protein layer the model was trained on. Cells without RNA get NaN rows.
+    ``mdata.uns[key_added]``
+        ``params`` (the arguments, ``trained_here``), ``model`` (class, version, ``n_latent``, keys,
+        epochs), ``protein_names``, ``coverage`` (matched / model genes; with ``genes``, the matching
+        record, when genes had to be matched) and, with observed proteins, ``metrics``:
+        ``pearson_protein``, ``spearman_protein`` (means over proteins), ``pearson_cell``,
+        ``spearman_cell`` (means over cells), ``mse``, ``n_cells``, ``cells`` (``"all"`` or
+        ``"test"``) and ``per_protein`` (arrays ``pearson``, ``spearman``, ``mse``, ``protein_names``).
+
+    Examples
+    --------
+    >>> query = cmn.pp.to_mudata(rna_only_adata)
+    >>> cmn.tl.predict_protein(query, model, time=3)
+    >>> query.obsm["cmn_protein"].head()
+    """
+    keys = _keys.Keys(key_added)
+    trained_here = model is None
+    if copy:
+        mdata_in, mdata = mdata, mdata.copy()
+    else:
+        mdata_in = mdata
+    if trained_here:
+        model = _train_here(
+            mdata,
+            rna_key=rna_key,
+            protein_key=protein_key,
+            setup_kwargs=setup_kwargs,
+            model_kwargs=model_kwargs,
+            train_kwargs=train_kwargs,
+        )
+    model = check_model(model, _CALLER)
+    inp = model_input(
+        mdata,
+        model,
+        rna_key=rna_key,
+        gene_id_column=gene_id_column,
+        model_gene_ids=model_gene_ids,
+        min_coverage=min_coverage,
+        caller=_CALLER,
+    )
+    pred = model.predict_protein(
+        inp.mdata, time=time, batch=batch, batch_size=batch_size, allow_extrapolation=allow_extrapolation
+    )
+    pred = pred.reindex(mdata.obs_names)
+    pred.columns = pd.Index(pred.columns.astype(str))
+    pred.columns.name = None
+
+    # Scoring the model's own training cells would flatter it: on its training data, score its test cells.
+    training_data = getattr(model, "adata", None)
+    test_cells = None
+    if training_data is not None and (training_data is mdata or training_data is mdata_in):
+        test_idx = getattr(model, "test_indices", None)
+        if test_idx is not None and len(test_idx):
+            test_cells = training_data.obs_names[np.asarray(test_idx, dtype=np.int64)]
+    metrics = _observed_metrics(pred, mdata, model, protein_key, test_cells)
+
+    meta = {
+        "params": {
+            "rna_key": rna_key,
+            "protein_key": protein_key,
+            "time": time,
+            "batch": batch,
+            "allow_extrapolation": allow_extrapolation,
+            "gene_id_column": gene_id_column,
+            "min_coverage": min_coverage,
+            "batch_size": batch_size,
+            "setup_kwargs": setup_kwargs,
+            "model_kwargs": model_kwargs,
+            "train_kwargs": train_kwargs,
+            "key_added": key_added,
+            "trained_here": trained_here,
+        },
+        "model": model_info(model),
+        "protein_names": list(pred.columns),
+        "coverage": inp.coverage,
+        "genes": inp.genes,
+        "metrics": metrics,
+    }
+    mdata.obsm[keys.obsm] = pred
+    mdata.uns[keys.uns] = portable(meta)
+    log_added(
+        _CALLER,
+        [f"mdata.obsm[{keys.obsm!r}] ({pred.shape[0]} cells × {pred.shape[1]} proteins)", f"mdata.uns[{keys.uns!r}]"],
+    )
+    if metrics is not None:
+        logger.info(
+            "%s: on %d %s cells: Pearson per protein %.3f, per cell %.3f; MSE %.3f",
+            _CALLER,
+            metrics["n_cells"],
+            metrics["cells"],
+            metrics["pearson_protein"],
+            metrics["pearson_cell"],
+            metrics["mse"],
+        )
+    return mdata if copy else None

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pytest
+from matplotlib.figure import Figure
+
+import crossmodalnet as cmn
+
+# (plot, keyword arguments that select one panel)
+PLOTS = [
+    (cmn.pl.predicted_vs_observed, {"proteins": "prot_000"}),
+    (cmn.pl.saliency_ranking, {"proteins": "prot_000", "n_genes": 5}),
+    (cmn.pl.gene_rank, {"protein": "prot_000", "genes": ["gene_0000", "gene_0001"]}),
+    (cmn.pl.time_embedding, {}),
+    (cmn.pl.enrichment, {"protein": "prot_000"}),
+]
+
+
+@pytest.mark.parametrize(("plot", "kwargs"), PLOTS, ids=lambda x: getattr(x, "__name__", ""))
+def test_plot_returns_figure(annotated, plot, kwargs):
+    fig = plot(annotated, **kwargs, return_fig=True)
+    assert isinstance(fig, Figure)
+
+
+@pytest.mark.parametrize(("plot", "kwargs"), PLOTS, ids=lambda x: getattr(x, "__name__", ""))
+def test_plot_into_ax_and_save(annotated, plot, kwargs, tmp_path):
+    fig, ax = plt.subplots()
+    assert plot(annotated, **kwargs, ax=ax) is None
+    assert ax.has_data()
+    path = tmp_path / "plot.pdf"
+    assert plot(annotated, **kwargs, show=False, save=path) is None
+    assert path.stat().st_size > 0
+
+
+def test_multi_panel_plots(annotated):
+    fig = cmn.pl.predicted_vs_observed(annotated, return_fig=True, ncols=3)
+    assert len(fig.axes) == 8
+    fig = cmn.pl.saliency_ranking(annotated, proteins=["prot_000", "prot_001", "prot_002"], return_fig=True)
+    assert len(fig.axes) == 3
+    fig = cmn.pl.enrichment(
+        annotated,
+        protein="prot_001",
+        terms=list(annotated.uns["cmn_enrichment"]["running"]["prot_001"]["term"]),
+        return_fig=True,
+    )
+    assert len(fig.axes) == 3
+    _, ax = plt.subplots()
+    with pytest.raises(ValueError, match="one panel"):
+        cmn.pl.predicted_vs_observed(annotated, ax=ax)
+
+
+def test_plots_name_the_missing_tool(norm_mdata):
+    with pytest.raises(KeyError, match=r"cmn.tl.predict_protein"):
+        cmn.pl.predicted_vs_observed(norm_mdata)
+    with pytest.raises(KeyError, match=r"cmn.tl.saliency"):
+        cmn.pl.saliency_ranking(norm_mdata)
+    with pytest.raises(KeyError, match=r"cmn.tl.saliency"):
+        cmn.pl.gene_rank(norm_mdata, protein="prot_000", genes="gene_0000")
+    with pytest.raises(KeyError, match=r"cmn.tl.time_embedding"):
+        cmn.pl.time_embedding(norm_mdata)
+    with pytest.raises(KeyError, match=r"cmn.tl.enrichment"):
+        cmn.pl.enrichment(norm_mdata, protein="prot_000")
+
+
+def test_plot_argument_errors(annotated):
+    with pytest.raises(KeyError, match="unknown protein"):
+        cmn.pl.saliency_ranking(annotated, proteins="nope")
+    with pytest.raises(KeyError, match="gene"):
+        cmn.pl.gene_rank(annotated, protein="prot_000", genes="nope")
+    with pytest.raises(KeyError, match="term"):
+        cmn.pl.enrichment(annotated, protein="prot_000", terms="nope")
+    with pytest.raises(ValueError, match="components"):
+        cmn.pl.time_embedding(annotated, components=(0, 5))
+
+
+def test_training_history(trained_model, tmp_path):
+    fig = cmn.pl.training_history(trained_model, return_fig=True)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 3
+    _, ax = plt.subplots()
+    assert cmn.pl.training_history(trained_model, panels="weights", ax=ax) is None
+    assert len(ax.get_lines()) == 2
+    with pytest.raises(ValueError, match="panels"):
+        cmn.pl.training_history(trained_model, panels=["nope"])
+
+
+def test_show_default(annotated, monkeypatch):
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(True))
+    assert cmn.pl.time_embedding(annotated) is None
+    assert shown == [True]
+    _, ax = plt.subplots()
+    cmn.pl.time_embedding(annotated, ax=ax)
+    cmn.pl.time_embedding(annotated, show=False)
+    cmn.pl.time_embedding(annotated, return_fig=True)
+    assert shown == [True]

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import crossmodalnet as cmn
+
+
+@pytest.fixture
+def reference(norm_mdata):
+    """A stand-in for a trained model: harmonisation only reads gene names, keys and training data."""
+    return SimpleNamespace(
+        gene_names=pd.Index(norm_mdata["rna"].var_names),
+        registry_={"setup_args": {"rna_key": "rna", "rna_layer": None}},
+        adata=norm_mdata,
+    )
+
+
+def _query(norm_mdata, *, n_keep, seed=0):
+    rng = np.random.default_rng(seed)
+    genes = rng.permutation(norm_mdata["rna"].var_names)[:n_keep]
+    return cmn.pp.to_mudata(norm_mdata["rna"][:, genes].copy()), genes
+
+
+def test_harmonize_shuffled_subset(norm_mdata, reference):
+    query, genes = _query(norm_mdata, n_keep=45)
+    with pytest.warns(UserWarning, match="15 of the model's 60 genes are missing"):
+        cmn.pp.harmonize_genes(query, reference)
+    rna = query["rna"]
+    assert list(rna.var_names) == list(reference.gene_names)
+    full = norm_mdata["rna"].X.toarray()
+    X = rna.X.toarray()
+    kept = reference.gene_names.isin(genes)
+    np.testing.assert_array_equal(X[:, kept], full[:, kept])
+    assert (X[:, ~kept] == 0).all()
+    np.testing.assert_array_equal(
+        rna.layers["counts"][:, kept].toarray(), norm_mdata["rna"].layers["counts"][:, kept].toarray()
+    )
+    info = query.uns["cmn_harmonize"]
+    assert info["coverage"] == pytest.approx(0.75)
+    assert (info["n_matched"], info["n_filled"], info["n_model_genes"]) == (45, 15, 60)
+    assert set(info["filled_genes"]) == set(reference.gene_names[~kept])
+    assert info["match_on"] == "var_names"
+    # var columns carried over, missing genes filled with ""
+    assert (rna.var.loc[~kept, "gene_ids"] == "").all()
+    assert query.n_vars == 60
+
+
+def test_harmonize_keeps_varm(norm_mdata, reference):
+    query, genes = _query(norm_mdata, n_keep=50)
+    query["rna"].varm["scores"] = pd.DataFrame({"a": np.arange(50.0)}, index=query["rna"].var_names)
+    query["rna"].varm["loadings"] = np.ones((50, 2))
+    with pytest.warns(UserWarning, match="filled"):
+        cmn.pp.harmonize_genes(query, reference)
+    scores = query["rna"].varm["scores"]
+    assert list(scores.index) == list(reference.gene_names)
+    kept = reference.gene_names.isin(genes)
+    assert scores.loc[~kept, "a"].isna().all()
+    np.testing.assert_array_equal(scores.loc[list(genes), "a"], np.arange(50.0))
+    assert np.isnan(query["rna"].varm["loadings"][~kept]).all()
+
+
+def test_harmonize_by_gene_ids(norm_mdata, reference):
+    query, genes = _query(norm_mdata, n_keep=50, seed=1)
+    rna = query["rna"]
+    rna.var["gene_ids"] = [f"{g}.7" for g in rna.var["gene_ids"]]  # Ensembl version suffix
+    rna.var_names = [f"SYMBOL{i}" for i in range(rna.n_vars)]  # names that do not match
+    with pytest.raises(ValueError, match=r"only 0 of the model's 60 genes \(0.0%\).*gene_id_column"):
+        cmn.pp.harmonize_genes(query, reference)
+    assert query["rna"].n_vars == 50  # unchanged on error
+    with pytest.warns(UserWarning, match="filled with zeros"):
+        out = cmn.pp.harmonize_genes(query, reference, gene_id_column="gene_ids", copy=True)
+    assert out.uns["cmn_harmonize"]["coverage"] == pytest.approx(50 / 60)
+    assert out.uns["cmn_harmonize"]["match_on"] == "gene_ids"
+    assert list(out["rna"].var_names) == list(reference.gene_names)
+    assert query["rna"].n_vars == 50
+    assert "cmn_harmonize" not in query.uns
+    # the model's IDs can also be given explicitly (e.g. for a model loaded without data)
+    bare = SimpleNamespace(gene_names=reference.gene_names, registry_=reference.registry_, adata=None)
+    with pytest.raises(ValueError, match="model_gene_ids"):
+        cmn.pp.harmonize_genes(query, bare, gene_id_column="gene_ids", copy=True)
+    ids = norm_mdata["rna"].var["gene_ids"].to_numpy()
+    with pytest.warns(UserWarning, match="filled"):
+        out = cmn.pp.harmonize_genes(query, bare, gene_id_column="gene_ids", model_gene_ids=ids, copy=True)
+    assert out.uns["cmn_harmonize"]["n_matched"] == 50
+
+
+def test_harmonize_min_coverage(norm_mdata, reference):
+    query, _ = _query(norm_mdata, n_keep=20)
+    with pytest.raises(ValueError, match=r"20 of the model's 60 genes \(33.3%\).*min_coverage=0.5"):
+        cmn.pp.harmonize_genes(query, reference)
+    with pytest.warns(UserWarning, match="40 of the model's 60"):
+        cmn.pp.harmonize_genes(query, reference, min_coverage=0.3)
+    assert query["rna"].n_vars == 60
+
+
+def test_harmonize_identical_and_extra_genes(norm_mdata, reference):
+    query = norm_mdata.copy()
+    cmn.pp.harmonize_genes(query, reference)
+    assert query.uns["cmn_harmonize"]["coverage"] == 1.0
+    assert query.uns["cmn_harmonize"]["n_unused"] == 0
+    # extra genes are dropped and counted, never silently
+    import anndata as ad
+
+    rna = norm_mdata["rna"]
+    extra = ad.AnnData(
+        np.ones((rna.n_obs, 3), dtype=np.float32), obs=rna.obs[[]], var=pd.DataFrame(index=["x1", "x2", "x3"])
+    )
+    wide = cmn.pp.to_mudata(ad.concat([rna, extra], axis=1, merge="first"))
+    cmn.pp.harmonize_genes(wide, reference)
+    assert wide.uns["cmn_harmonize"]["n_unused"] == 3
+    assert list(wide["rna"].var_names) == list(reference.gene_names)
+
+
+def test_harmonize_duplicates_warn(norm_mdata, reference):
+    rna = norm_mdata["rna"].copy()
+    names = list(rna.var_names)
+    names[1] = names[0]
+    rna.var_names = names
+    query = cmn.pp.to_mudata(rna)
+    with pytest.warns(UserWarning, match="more than once"):
+        cmn.pp.harmonize_genes(query, reference, min_coverage=0.9)

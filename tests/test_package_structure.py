@@ -1,0 +1,126 @@
+"""API and documentation conventions of the house style (STYLE §2.2, §2.4, §2.5, §2.7), as tests."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+
+import pytest
+
+import crossmodalnet as cmn
+
+PLOT_TAIL = ["ax", "show", "save", "return_fig"]
+
+
+def _public(module):
+    return [(f"{module.__name__}.{name}", getattr(module, name)) for name in module.__all__]
+
+
+PP_TL = _public(cmn.pp) + _public(cmn.tl)
+PL = _public(cmn.pl)
+# Converters and in-place transforms: no named result, hence no `key_added`.
+NOT_WRITERS = {
+    "crossmodalnet.pp.to_mudata",
+    "crossmodalnet.pp.log_normalize",
+    "crossmodalnet.pp.clr",
+    "crossmodalnet.pp.dsb",
+    "crossmodalnet.pp.normalize_protein",
+}
+# The converter takes an AnnData; it is the one way into the MuData-only API.
+FIRST_ARG = {"crossmodalnet.pp.to_mudata": "adata"}
+# Functions that need a trained model take it as the second, positional argument.
+MODEL_SECOND = {"predict_protein", "basal_embedding", "time_embedding", "saliency"}
+
+
+def test_import_without_torch():
+    code = (
+        "import sys; import crossmodalnet.pp, crossmodalnet.pl, crossmodalnet.datasets, crossmodalnet.tl; "
+        "heavy = [m for m in ('torch', 'lightning', 'scvi') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+@pytest.mark.parametrize(("name", "func"), PP_TL, ids=[n for n, _ in PP_TL])
+def test_signature_conventions(name, func):
+    params = list(inspect.signature(func).parameters.values())
+    assert params[0].name == FIRST_ARG.get(name, "mdata"), name
+    assert params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    rest = params[1:]
+    if name.rsplit(".", 1)[1] in MODEL_SECOND:
+        assert rest[0].name == "model", name
+        assert rest[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD, name
+        rest = rest[1:]
+    elif name == "crossmodalnet.pp.harmonize_genes":
+        assert rest[0].name == "model"
+        rest = rest[1:]
+    bad = [p.name for p in rest if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    assert not bad, f"{name}: not keyword-only: {bad}"
+    by_name = {p.name: p for p in params}
+    if "copy" in by_name:
+        assert by_name["copy"].default is False, name
+    if name not in NOT_WRITERS:
+        assert "key_added" in by_name, name
+        assert "copy" in by_name, name
+    if "rna_key" in by_name:
+        assert by_name["rna_key"].default == "rna"
+    if "protein_key" in by_name:
+        assert by_name["protein_key"].default == "prot"
+    for p in rest:  # boolean flags are keyword-only with a bool default (ruff FBT)
+        if isinstance(p.default, bool):
+            assert p.kind is inspect.Parameter.KEYWORD_ONLY
+
+
+@pytest.mark.parametrize(("name", "func"), PL, ids=[n for n, _ in PL])
+def test_plot_conventions(name, func):
+    params = list(inspect.signature(func).parameters.values())
+    first = "model" if name.endswith("training_history") else "mdata"
+    assert params[0].name == first
+    assert [p.name for p in params[-4:]] == PLOT_TAIL, name
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[1:]), name
+    assert params[-1].default is False
+    assert params[-4].default is None
+
+
+def _all_public_callables():
+    from crossmodalnet import model
+
+    out = PP_TL + PL + _public(cmn.datasets) + _public(model)
+    for name, obj in list(out):
+        if inspect.isclass(obj):
+            for attr, member in vars(obj).items():
+                if not attr.startswith("_") and (
+                    inspect.isfunction(member) or isinstance(member, classmethod | property)
+                ):
+                    out.append((f"{name}.{attr}", member))
+    return out
+
+
+def test_no_unrendered_docstring_placeholders():
+    pattern = re.compile(r"%\([a-zA-Z_]+\)s")
+    bad = []
+    for name, obj in _all_public_callables():
+        target = obj.__func__ if isinstance(obj, classmethod) else obj
+        doc = inspect.getdoc(target) or ""
+        if pattern.search(doc):
+            bad.append(name)
+    assert not bad, f"unrendered docrep placeholders in {bad}"
+
+
+@pytest.mark.parametrize(("name", "func"), PP_TL + PL, ids=[n for n, _ in PP_TL + PL])
+def test_parameters_documented(name, func):
+    """numpydoc: a summary line, every parameter under Parameters, and a Returns section."""
+    doc = inspect.getdoc(func)
+    assert doc, name
+    summary = doc.splitlines()[0]
+    assert summary.endswith("."), name
+    assert summary[0].isupper(), name
+    assert "\nParameters\n----------\n" in doc, name
+    assert "\nReturns\n-------\n" in doc, name
+    documented = set(re.findall(r"^([a-z_][a-z0-9_]*)(?:, [a-z_][a-z0-9_]*)*$", doc, flags=re.M))
+    for line in re.findall(r"^([a-z_][a-z0-9_, ]*)$", doc, flags=re.M):
+        documented |= {part.strip() for part in line.split(",")}
+    missing = [p for p in inspect.signature(func).parameters if p not in documented]
+    assert not missing, f"{name}: undocumented parameters {missing}"

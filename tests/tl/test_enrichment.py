@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import crossmodalnet as cmn
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@pytest.fixture
+def with_saliency(mdata, trained_model):
+    cmn.tl.saliency(mdata, trained_model)
+    return mdata
+
+
+def test_enrichment_writes(with_saliency, gene_sets, assert_unchanged):
+    mdata = with_saliency
+    protein = next(iter(mdata.uns["cmn_synthetic"]["driver_genes"]))
+    before = mdata.copy()
+    out = cmn.tl.enrichment(mdata, protein=protein, gene_sets=gene_sets, permutation_num=50, n_running=2, copy=True)
+    assert_unchanged(before, mdata)
+    rec = out.uns["cmn_enrichment"]
+    table = pd.DataFrame(rec["results"][protein])
+    assert list(table.columns) == [
+        "term",
+        "es",
+        "nes",
+        "pval",
+        "fdr",
+        "fwer_pval",
+        "tag_fraction",
+        "gene_fraction",
+        "lead_genes",
+    ]
+    assert set(table["term"]) == set(gene_sets)
+    assert (table["fdr"].diff().dropna() >= 0).all()  # sorted by FDR
+    run = rec["running"][protein]
+    n_genes = mdata["rna"].n_vars
+    assert list(run["term"]) == list(table["term"][:2])
+    assert run["res"].shape == (2, n_genes)
+    assert run["hits"].shape == (2, n_genes)
+    assert run["hits"].dtype == bool
+    for k, term in enumerate(run["term"]):
+        assert run["hits"][k].sum() == len(set(gene_sets[term]) & set(mdata["rna"].var_names))
+    assert np.all(np.diff(run["ranked_scores"]) <= 0)
+    assert rec["params"]["protein"].tolist() == [protein]
+    assert rec["params"]["gene_sets"] == "dict of 5 sets"
+
+
+def test_enrichment_is_reproducible_and_reads_gmt(with_saliency, gene_sets, tmp_path):
+    mdata = with_saliency
+    proteins = list(mdata["rna"].varm["cmn_saliency"].columns[:2])
+    gmt = tmp_path / "sets.gmt"
+    gmt.write_text("".join(f"{name}\tna\t" + "\t".join(genes) + "\n" for name, genes in gene_sets.items()))
+    a = cmn.tl.enrichment(mdata, protein=proteins, gene_sets=gene_sets, permutation_num=50, rng=3, copy=True)
+    b = cmn.tl.enrichment(mdata, protein=proteins, gene_sets=gmt, permutation_num=50, rng=3, copy=True)
+    for p in proteins:
+        ta, tb = (
+            pd.DataFrame(a.uns["cmn_enrichment"]["results"][p]),
+            pd.DataFrame(b.uns["cmn_enrichment"]["results"][p]),
+        )
+        pd.testing.assert_frame_equal(ta, tb)
+    assert b.uns["cmn_enrichment"]["params"]["gene_sets"] == str(gmt)
+
+
+def test_enrichment_errors(mdata, with_saliency, gene_sets):
+    protein = "prot_000"
+    with pytest.raises(ValueError, match="not an existing file"):
+        cmn.tl.enrichment(mdata, protein=protein, gene_sets="KEGG_2021_Human")
+    with pytest.raises(ValueError, match="no gene set has between 5 and 500"):
+        cmn.tl.enrichment(mdata, protein=protein, gene_sets={"a": ["CD38", "HAVCR2"]})
+    with pytest.raises(KeyError, match="unknown protein"):
+        cmn.tl.enrichment(mdata, protein="nope", gene_sets=gene_sets)
+    assert "cmn_enrichment" not in mdata.uns
+    fresh = mdata.copy()
+    del fresh["rna"].varm["cmn_saliency"]
+    with pytest.raises(KeyError, match=r"run `cmn.tl.saliency` first"):
+        cmn.tl.enrichment(fresh, protein=protein, gene_sets=gene_sets)
+
+
+@pytest.mark.skipif(not (SHARED / "bmmc_cite_600").is_dir(), reason="shared data (../shared/data) not present")
+def test_enrichment_hallmark_on_bmmc_genes():
+    """Smoke test with the shipped Hallmark GMT on real human gene symbols (bmmc_cite_600).
+
+    The ranking is the genes' mean expression, standing in for a saliency table: this checks the GMT
+    path on real symbols, not a biological result.
+    """
+    import anndata as ad
+
+    rna = ad.read_h5ad(SHARED / "bmmc_cite_600" / "rna.h5ad")
+    mdata = cmn.pp.to_mudata(rna)
+    mean = np.asarray(rna.X.mean(axis=0)).ravel()
+    rna.varm["cmn_saliency"] = pd.DataFrame({"CD38": mean}, index=rna.var_names)
+    cmn.tl.enrichment(
+        mdata,
+        protein="CD38",
+        gene_sets=SHARED / "genesets" / "h.all.v7.0.symbols.gmt",
+        min_size=5,
+        permutation_num=20,
+    )
+    table = pd.DataFrame(mdata.uns["cmn_enrichment"]["results"]["CD38"])
+    assert len(table) > 0
+    assert table["term"].str.startswith("HALLMARK_").all()

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+
+import crossmodalnet as cmn
+from crossmodalnet._metrics import pearson_per_protein
+
+
+def test_predict_protein_writes(mdata, trained_model):
+    assert cmn.tl.predict_protein(mdata, trained_model) is None
+    pred = mdata.obsm["cmn_protein"]
+    assert isinstance(pred, pd.DataFrame)
+    assert pred.shape == (200, 8)
+    assert list(pred.index) == list(mdata.obs_names)
+    assert list(pred.columns) == list(trained_model.protein_names)
+    np.testing.assert_allclose(pred.to_numpy(), trained_model.predict_protein(mdata).to_numpy(), rtol=1e-6)
+
+    meta = mdata.uns["cmn_protein"]
+    assert set(meta) >= {"params", "model", "protein_names", "coverage", "metrics"}
+    assert meta["params"]["key_added"] == "cmn_protein"
+    assert meta["params"]["trained_here"] is False
+    assert "time" not in meta["params"]  # None is omitted, never stored
+    assert meta["model"]["class"] == "CrossmodalNet"
+    assert meta["model"]["n_latent"] == 16
+    assert meta["model"]["time_key"] == "time"
+    assert "batch_key" not in meta["model"]
+    assert list(meta["protein_names"]) == list(pred.columns)
+    assert meta["coverage"] == 1.0
+
+    m = meta["metrics"]
+    assert m["cells"] == "all"
+    assert m["n_cells"] == 200
+    for name in ("pearson_protein", "pearson_cell", "spearman_protein", "spearman_cell", "mse"):
+        assert np.isfinite(m[name]), name
+    for name in ("pearson", "spearman", "mse"):
+        assert m["per_protein"][name].shape == (8,)
+    observed = mdata["prot"].X
+    np.testing.assert_allclose(m["per_protein"]["pearson"], pearson_per_protein(pred.to_numpy(), observed), rtol=1e-6)
+    np.testing.assert_allclose(m["mse"], ((pred.to_numpy() - observed) ** 2).mean(), rtol=1e-6)
+
+
+def test_predict_protein_copy_and_key(mdata, trained_model, assert_unchanged):
+    before = mdata.copy()
+    out = cmn.tl.predict_protein(mdata, trained_model, key_added="pred", copy=True)
+    assert_unchanged(before, mdata)
+    assert "pred" in out.obsm
+    assert "pred" in out.uns
+    assert "cmn_protein" not in out.obsm
+
+
+def test_predict_protein_time_override(mdata, trained_model):
+    cmn.tl.predict_protein(mdata, trained_model, time=3.5)
+    assert mdata.uns["cmn_protein"]["params"]["time"] == 3.5
+    expected = trained_model.predict_protein(mdata, time=3.5)
+    np.testing.assert_allclose(mdata.obsm["cmn_protein"].to_numpy(), expected.to_numpy(), rtol=1e-6)
+
+
+def test_predict_protein_rna_only_query(norm_mdata, trained_model):
+    """Impute into an RNA-only AnnData whose genes are a shuffled, partly missing subset of the model's."""
+    rng = np.random.default_rng(1)
+    genes = rng.permutation(norm_mdata["rna"].var_names)[:48]
+    adata = norm_mdata["rna"][:, genes].copy()
+    del adata.obs["time"]
+    query = cmn.pp.to_mudata(adata)
+    with pytest.raises(KeyError, match="time"):
+        cmn.tl.predict_protein(query, trained_model)
+    assert "cmn_protein" not in query.obsm
+    with pytest.warns(UserWarning, match="12 of the model's 60 genes are missing"):
+        cmn.tl.predict_protein(query, trained_model, time=3)
+    pred = query.obsm["cmn_protein"]
+    assert pred.shape == (200, 8)
+    assert np.isfinite(pred.to_numpy()).all()
+    meta = query.uns["cmn_protein"]
+    assert meta["coverage"] == pytest.approx(0.8)
+    assert meta["genes"]["n_filled"] == 12
+    assert meta["genes"]["match_on"] == "var_names"
+    assert "metrics" not in meta  # no observed proteins
+    assert list(query["rna"].var_names) == list(genes)  # the user's RNA is not touched
+    # the same as predicting from the explicitly harmonised matrix
+    with pytest.warns(UserWarning, match="filled with zeros"):
+        harmonised = cmn.pp.harmonize_genes(query, trained_model, copy=True)
+    expected = trained_model.predict_protein(harmonised, time=3)
+    np.testing.assert_allclose(pred.to_numpy(), expected.to_numpy(), rtol=1e-5)
+
+
+def test_predict_protein_min_coverage(norm_mdata, trained_model):
+    adata = norm_mdata["rna"][:, :20].copy()
+    query = cmn.pp.to_mudata(adata)
+    with pytest.raises(ValueError, match=r"only 20 of the model's 60 genes \(33.3%\)"):
+        cmn.tl.predict_protein(query, trained_model)
+    assert "cmn_protein" not in query.obsm
+    assert "cmn_protein" not in query.uns
+
+
+def test_predict_protein_cells_without_rna(norm_mdata, trained_model):
+    rna = norm_mdata["rna"][:150].copy()
+    prot = norm_mdata["prot"].copy()
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData({"rna": rna, "prot": prot})
+    mdata.obs["time"] = norm_mdata.obs["time"].reindex(mdata.obs_names)
+    cmn.tl.predict_protein(mdata, trained_model)
+    pred = mdata.obsm["cmn_protein"]
+    assert pred.shape == (200, 8)
+    missing = ~mdata.obs_names.isin(rna.obs_names)
+    assert pred[missing].isna().all().all()
+    assert pred[~missing].notna().all().all()
+    assert mdata.uns["cmn_protein"]["metrics"]["n_cells"] == 150
+
+
+def test_predict_protein_trains_when_no_model(mdata, caplog):
+    with caplog.at_level("INFO", logger="crossmodalnet"):
+        out = cmn.tl.predict_protein(
+            mdata,
+            setup_kwargs={"time_key": "time"},
+            model_kwargs={"n_latent": 8},
+            train_kwargs={"max_epochs": 2, "accelerator": "cpu", "enable_progress_bar": False},
+            copy=True,
+        )
+    assert "no model given; trained" in caplog.text
+    assert "added mdata.obsm['cmn_protein']" in caplog.text
+    meta = out.uns["cmn_protein"]
+    assert meta["params"]["trained_here"] is True
+    assert meta["params"]["train_kwargs"]["max_epochs"] == 2
+    assert meta["model"]["n_latent"] == 8
+    assert meta["model"]["n_epochs"] == 2
+    assert meta["metrics"]["cells"] == "test"  # scored on the held-out cells of its own training data
+    assert out.obsm["cmn_protein"].shape == (200, 8)
+    assert "cmn_protein" not in mdata.obsm
+
+
+def test_predict_protein_errors(mdata, trained_model):
+    with pytest.raises(TypeError, match="CrossmodalNet"):
+        cmn.tl.predict_protein(mdata, object())
+    with pytest.raises(KeyError, match="modality 'gex'"):
+        cmn.tl.predict_protein(mdata, trained_model, rna_key="gex")
+    rna_only = cmn.pp.to_mudata(mdata["rna"].copy())
+    with pytest.raises(ValueError, match="Pass a trained model"):
+        cmn.tl.predict_protein(rna_only)
+    with pytest.raises(ValueError, match="key_added"):
+        cmn.tl.predict_protein(mdata, trained_model, key_added="a/b")
