@@ -74,7 +74,7 @@ cmn.pl.predicted_vs_observed(test, proteins=top)"""),
 Saliency (the paper's $\\gamma_j = \\sum_i \\partial \\hat y_i(j) / \\partial x_i$) ranks genes for each protein."""),
     ("code", """cmn.tl.saliency(mdata, model, proteins=["CD71", "CD19", "CD14"])
 cmn.pl.saliency_ranking(mdata, proteins=["CD71", "CD19", "CD14"], n_genes=10)"""),
-    ("code", """cmn.pl.gene_rank(mdata, protein="CD19", genes=["CD79A", "MS4A1", "CD74"])"""),
+    ("code", """cmn.pl.gene_rank(mdata, protein="CD19", genes=["BANK1", "CD74", "LDHB"])"""),
     ("md", """## Pathway enrichment (GSEA prerank on the saliency ranking)
 
 Gene sets are read offline from a GMT file: here MSigDB Hallmark from the development data folder
@@ -137,16 +137,21 @@ scores = mdata["rna"].varm["cmn_saliency"]
 auroc = {p: roc_auc_score(scores.index.isin(truth["driver_genes"][p]), scores[p].abs()) for p in scores.columns}
 print("mean driver-gene AUROC:", round(float(np.mean(list(auroc.values()))), 3))"""),
     ("code", """protein = scores.columns[0]
-print(protein, "planted drivers:", list(truth["driver_genes"][protein]))
+print(protein, "planted drivers:", [str(g) for g in truth["driver_genes"][protein]])
 cmn.pl.saliency_ranking(mdata, proteins=protein, n_genes=10)"""),
     ("md", """## GSEA on the saliency ranking
 
-Gene sets can be a GMT file or a dict. Here: one set holding each protein's planted drivers plus random decoy sets."""),
-    ("code", """rng = np.random.default_rng(0)
+Gene sets can be a GMT file or a dict. Here: each protein's planted drivers as one set, plus random decoy sets of
+the same size. Drivers can act with either sign, so we rank genes by saliency *magnitude* (`aggregate="abs_sum"`,
+stored under its own key) before running GSEA prerank."""),
+    ("code", """cmn.tl.saliency(mdata, model, proteins=protein, aggregate="abs_sum", key_added="cmn_saliency_abs")
+rng = np.random.default_rng(0)
 genes = mdata["rna"].var_names
-sets = {f"drivers_{p}": list(truth["driver_genes"][p]) + list(rng.choice(genes, 5, replace=False)) for p in scores.columns[:4]}
-sets.update({f"random_{i}": list(rng.choice(genes, 8, replace=False)) for i in range(20)})
-cmn.tl.enrichment(mdata, protein=protein, gene_sets=sets, min_size=3, permutation_num=200)
+sets = {f"drivers_{p}": [str(g) for g in truth["driver_genes"][p]] for p in scores.columns}
+sets.update({f"random_{i}": list(rng.choice(genes, 3, replace=False)) for i in range(30)})
+cmn.tl.enrichment(
+    mdata, protein=protein, gene_sets=sets, saliency_key="cmn_saliency_abs", min_size=3, permutation_num=200
+)
 import pandas as pd
 
 pd.DataFrame(mdata.uns["cmn_enrichment"]["results"][protein])[["term", "nes", "fdr"]].head(5)"""),
