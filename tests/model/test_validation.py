@@ -156,3 +156,54 @@ def test_predict_errors(trained_model):
 def test_setup_rejects_anndata(mdata):
     with pytest.raises(TypeError, match="expects a MuData"):
         CrossmodalNet.setup_mudata(mdata["rna"])
+
+
+# --- cases handled at the preprocessing / tools boundary ------------------------------------------
+
+
+def test_negative_counts_rejected_by_log_normalize(raw_mdata):
+    import crossmodalnet as cmn
+
+    mdata = raw_mdata.copy()
+    X = mdata["rna"].X.toarray()
+    X[0, 0] = -1
+    mdata["rna"].X = X
+    before = snapshot(mdata)
+    with pytest.raises(ValueError, match="does not hold raw counts"):
+        cmn.pp.log_normalize(mdata)
+    assert_unchanged(before, snapshot(mdata))
+
+
+def test_normalised_rna_where_raw_required(norm_mdata):
+    import crossmodalnet as cmn
+
+    mdata = norm_mdata.copy()
+    before = snapshot(mdata)
+    with pytest.raises(ValueError, match="looks normalised already"):
+        cmn.pp.log_normalize(mdata, counts_layer=None)
+    assert_unchanged(before, snapshot(mdata))
+
+
+def test_unseen_time_category_at_predict(norm_mdata):
+    mdata = norm_mdata.copy()
+    mdata.obs["stage"] = pd.Categorical(np.where(mdata.obs["time"] > 2, "late", "early"))
+    CrossmodalNet.setup_mudata(mdata, time_key="stage")
+    model = CrossmodalNet(mdata, n_latent=4)
+    model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
+    with pytest.raises(ValueError, match=r"'middle' was not seen in training .* \['early', 'late'\]"):
+        model.predict_protein(time="middle")
+    with pytest.raises(ValueError, match="not numeric, so it cannot be interpolated"):
+        model.predict_protein(time=1.5)
+
+
+def test_query_with_no_overlapping_genes(trained_model, norm_mdata):
+    import crossmodalnet as cmn
+
+    rna = norm_mdata["rna"].copy()
+    rna.var_names = [f"other_{i}" for i in range(rna.n_vars)]
+    query = cmn.pp.to_mudata(rna)
+    before = snapshot(query)
+    with pytest.raises(ValueError, match=r"only 0 of the model's 60 genes \(0.0%\)"):
+        cmn.tl.predict_protein(query, trained_model, time=3)
+    assert_unchanged(before, snapshot(query))
+    assert "cmn_protein" not in query.obsm
