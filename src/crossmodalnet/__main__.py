@@ -24,6 +24,59 @@ def _lazy(name: str):
     return run
 
 
+def _benchmark(args: argparse.Namespace) -> int:
+    """Run the benchmark harness (:func:`crossmodalnet.benchmark.run_benchmark`) and write its tables to --out."""
+    import os
+
+    # set before torch/LightGBM load OpenMP: idle threads sleep instead of spinning (steadier timings)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from crossmodalnet.benchmark import run_benchmark
+
+    results = run_benchmark(
+        data=args.data,
+        sizes=args.sizes,
+        methods=args.methods,
+        settings=args.settings,
+        out=args.out,
+        quick=args.quick,
+        speed=args.speed,
+        speed_sizes=args.speed_sizes,
+        max_epochs=args.max_epochs,
+        seed=args.seed,
+        threads=args.threads,
+        shared_dir=args.shared_dir,
+        speed_timeout=args.speed_timeout,
+    )
+    n_failed = int(results["status"].str.startswith(("failed", "timeout")).sum())
+    print(f"{len(results)} result rows ({n_failed} failed or timed out); wrote {args.out}/results.md")
+    return 0
+
+
+def _add_benchmark_parser(sub) -> None:
+    bench = sub.add_parser(
+        "benchmark",
+        help="compare CrossmodalNet with baselines (Ridge, LightGBM, MLPs, totalVI, ...); write tables to --out",
+    )
+    bench.add_argument("--data", default="synthetic", help="comma-separated: synthetic, bmmc, pbmc")
+    bench.add_argument(
+        "--sizes", default=None, help="synthetic sizes: quick, D1, D2, D3 (default D1; quick with --quick)"
+    )
+    bench.add_argument("--methods", default=None, help="comma-separated method keys (default: all)")
+    bench.add_argument("--settings", default=None, help="in_distribution, heldout_time (default: both)")
+    bench.add_argument("--out", default="results", help="output folder (created)")
+    bench.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (a few minutes at most)")
+    bench.add_argument("--speed", action="store_true", help="time each method in its own process (Table S2 style)")
+    bench.add_argument("--speed-sizes", default=None, help="synthetic sizes for --speed (default: --sizes)")
+    bench.add_argument("--speed-timeout", type=float, default=1800.0, help="seconds before an isolated run is stopped")
+    bench.add_argument("--max-epochs", type=int, default=500)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--threads", type=int, default=2, help="torch, BLAS and LightGBM threads")
+    bench.add_argument(
+        "--shared-dir", default=None, help="folder with data/ (default $CMN_SHARED_DIR or <repo>/../shared)"
+    )
+    bench.set_defaults(func=_benchmark)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser (imports nothing heavy, so ``--help`` is fast)."""
     parser = argparse.ArgumentParser(prog="crossmodalnet", description=__doc__)
@@ -68,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--min-coverage", type=float, default=0.5, help="minimum fraction of model genes found")
     predict.add_argument("--overwrite", action="store_true")
     predict.set_defaults(func=_lazy("predict"))
+    _add_benchmark_parser(sub)
     return parser
 
 

@@ -1,0 +1,328 @@
+"""Benchmark data sets: generated CITE-seq at named sizes and the small real sets in ``shared/data``.
+
+Every loader returns a :class:`BenchmarkData` holding dense model inputs (log-normalised RNA),
+dense targets (CLR-normalised proteins), one time label per cell and the raw counts that totalVI
+needs. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from mudata import MuData
+
+logger = logging.getLogger(__name__)
+
+SYNTHETIC_SIZES: dict[str, tuple[int, int, int]] = {
+    "quick": (240, 120, 8),
+    "D1": (1_000, 3_000, 50),
+    "D2": (3_000, 5_000, 50),
+    "D3": (10_000, 8_000, 50),
+}
+"""Named sizes of generated data, ``(cells, genes, proteins)``; D1–D3 are the paper's Table S2 sizes."""
+
+REAL_DATASETS = ("bmmc", "pbmc")
+"""Short names of the real data sets (600-cell sanity checks, not paper-comparable benchmarks)."""
+
+SETTINGS = ("in_distribution", "heldout_time")
+"""Evaluation settings: 80/5/15 split stratified by time, and one middle time point held out."""
+
+TRAIN_SIZE = 0.8
+VALIDATION_SIZE = 0.05
+SHARED_DIR_ENV = "CMN_SHARED_DIR"
+
+
+@dataclass
+class BenchmarkData:
+    """One data set, preprocessed and ready for every method.
+
+    Attributes
+    ----------
+    name
+        Data-set name used in the tables (e.g. ``"synthetic_D1"``).
+    X
+        Log-normalised RNA, cells × genes, dense ``float32``.
+    Y
+        Normalised proteins (the target), cells × proteins, dense ``float32``.
+    time
+        Time label of each cell (object array); a constant for data without a time covariate.
+    time_categories
+        Time labels in time order.
+    time_role
+        What plays the role of time, in words (shown in the tables).
+    gene_names, protein_names, obs_names
+        Feature and cell names.
+    rna_counts, protein_counts
+        Raw counts (sparse CSR) for count-based methods (totalVI); ``None`` if unavailable.
+    holdout
+        The time point held out in the ``"heldout_time"`` setting, or ``None`` if that setting does
+        not apply (then ``holdout_reason`` says why).
+    sanity_check
+        ``True`` for small real sets whose numbers are sanity checks only.
+    target_transform
+        How ``Y`` was computed from protein counts, in words.
+    """
+
+    name: str
+    X: np.ndarray
+    Y: np.ndarray
+    time: np.ndarray
+    time_categories: list
+    time_role: str
+    gene_names: pd.Index
+    protein_names: pd.Index
+    obs_names: pd.Index
+    rna_counts: sparse.csr_matrix | None = None
+    protein_counts: sparse.csr_matrix | None = None
+    holdout: object = None
+    holdout_reason: str = ""
+    sanity_check: bool = False
+    has_time: bool = True
+    target_transform: str = "CLR per cell (muon: log1p(x / exp(mean(log1p(x)))))"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_obs(self) -> int:
+        """Number of cells."""
+        return int(self.X.shape[0])
+
+    @property
+    def time_codes(self) -> np.ndarray:
+        """Integer code of each cell's time point, in the order of :attr:`time_categories`."""
+        index = pd.Index(pd.Series(self.time_categories).astype(str))
+        codes = index.get_indexer(pd.Series(self.time).astype(str))
+        if (codes < 0).any():
+            raise ValueError(f"{self.name}: some time labels are not in `time_categories`.")
+        return codes.astype(np.int64)
+
+    def describe(self) -> str:
+        """One line: size and time covariate."""
+        return (
+            f"{self.name}: {self.n_obs} cells × {self.X.shape[1]} genes × {self.Y.shape[1]} proteins; "
+            f"time: {self.time_role}"
+        )
+
+    def to_mudata(self, *, time_key: str = "time") -> MuData:
+        """Build a MuData (``"rna"``: ``X``, ``"prot"``: ``Y``) with the time label in ``obs[time_key]``."""
+        import anndata as ad
+        import mudata as md
+
+        obs = pd.DataFrame(index=self.obs_names.copy())
+        rna = ad.AnnData(self.X, obs=obs.copy(), var=pd.DataFrame(index=self.gene_names.copy()))
+        prot = ad.AnnData(self.Y, obs=obs.copy(), var=pd.DataFrame(index=self.protein_names.copy()))
+        with md.set_options(pull_on_update=False):
+            mdata = md.MuData({"rna": rna, "prot": prot})
+        mdata.obs[time_key] = time_column(self.time, self.time_categories)
+        return mdata
+
+
+def time_column(time: np.ndarray, categories: Sequence) -> np.ndarray | pd.Categorical:
+    """Numeric array for numeric time points, else an ordered categorical in the given order."""
+    values = pd.to_numeric(pd.Series(time), errors="coerce")
+    if not values.isna().any():
+        return values.to_numpy()
+    return pd.Categorical(np.asarray(time).astype(str), categories=[str(c) for c in categories], ordered=True)
+
+
+def _dense(X) -> np.ndarray:
+    return np.ascontiguousarray(X.toarray() if sparse.issparse(X) else np.asarray(X), dtype=np.float32)
+
+
+def _csr(X) -> sparse.csr_matrix:
+    return sparse.csr_matrix(X, dtype=np.float32)
+
+
+def resolve_shared_dir(shared_dir: str | os.PathLike | None = None) -> Path | None:
+    """Locate the ``shared`` folder that holds ``data/``.
+
+    Order: the argument, the ``CMN_SHARED_DIR`` environment variable, ``<repo>/../shared`` and
+    ``<cwd>/../shared``. Returns ``None`` (and logs where it looked) when none holds ``data/``.
+    """
+    candidates: list[Path] = []
+    if shared_dir is not None:
+        candidates.append(Path(shared_dir))
+    elif os.environ.get(SHARED_DIR_ENV):
+        candidates.append(Path(os.environ[SHARED_DIR_ENV]))
+    else:
+        here = Path(__file__).resolve()
+        if len(here.parents) > 3:
+            candidates.append(here.parents[3].parent / "shared")
+        candidates.append(Path.cwd().resolve().parent / "shared")
+    for c in candidates:
+        if (c / "data").is_dir():
+            return c.resolve()
+    logger.info("no shared data folder found (looked in %s); real data sets are skipped", [str(c) for c in candidates])
+    return None
+
+
+def load_synthetic(size: str, *, seed: int = 0) -> BenchmarkData:
+    """Generate :func:`~crossmodalnet.datasets.synthetic_cite` data of a named size.
+
+    Three time points (days 2, 3, 4); RNA log-normalised, proteins CLR-normalised per cell, both
+    per-cell operations, so normalising before the split leaks nothing between cells.
+
+    Parameters
+    ----------
+    size
+        A key of :data:`SYNTHETIC_SIZES`.
+    seed
+        Seed of the simulator.
+    """
+    import crossmodalnet as cmn
+
+    if size not in SYNTHETIC_SIZES:
+        raise ValueError(f"Unknown synthetic size {size!r}; choose from {list(SYNTHETIC_SIZES)}.")
+    n_obs, n_genes, n_proteins = SYNTHETIC_SIZES[size]
+    mdata = cmn.datasets.synthetic_cite(n_obs=n_obs, n_genes=n_genes, n_proteins=n_proteins, n_time_points=3, rng=seed)
+    cmn.pp.log_normalize(mdata)
+    cmn.pp.clr(mdata)
+    time = mdata.obs["time"].to_numpy()
+    cats = sorted(np.unique(time).tolist())
+    return BenchmarkData(
+        name=f"synthetic_{size}",
+        X=_dense(mdata["rna"].X),
+        Y=_dense(mdata["prot"].X),
+        time=time.astype(object),
+        time_categories=cats,
+        time_role="simulated day (2, 3, 4)",
+        gene_names=pd.Index(mdata["rna"].var_names.astype(str)),
+        protein_names=pd.Index(mdata["prot"].var_names.astype(str)),
+        obs_names=pd.Index(mdata.obs_names.astype(str)),
+        rna_counts=_csr(mdata["rna"].layers["counts"]),
+        protein_counts=_csr(mdata["prot"].layers["counts"]),
+        holdout=cats[len(cats) // 2],
+        extra={"size": size, "seed": seed},
+    )
+
+
+def load_bmmc(shared_dir: Path) -> BenchmarkData:
+    """Load ``bmmc_cite_600`` (600 cells; donor batch s1d1/s1d2 stands in for time).
+
+    RNA ``.X`` is log-normalised and ADT ``.X`` normalised already (per-cell CLR of the counts,
+    isotype controls removed) and both are used as they are. With only two categories there is no
+    middle point to hold out, so only the in-distribution setting applies.
+    """
+    import anndata as ad
+
+    folder = Path(shared_dir) / "data" / "bmmc_cite_600"
+    rna = ad.read_h5ad(folder / "rna.h5ad")
+    adt = ad.read_h5ad(folder / "adt.h5ad")
+    common = rna.obs_names.intersection(adt.obs_names, sort=False)
+    rna, adt = rna[common].copy(), adt[common].copy()
+    batch = rna.obs["batch"]
+    cats = [str(c) for c in (batch.cat.categories if hasattr(batch, "cat") else sorted(batch.unique()))]
+    return BenchmarkData(
+        name="bmmc_cite_600",
+        X=_dense(rna.X),
+        Y=_dense(adt.X),
+        time=batch.astype(str).to_numpy(dtype=object),
+        time_categories=cats,
+        time_role="donor batch s1d1 / s1d2 (categorical)",
+        gene_names=pd.Index(rna.var_names.astype(str)),
+        protein_names=pd.Index(adt.var_names.astype(str)),
+        obs_names=pd.Index(common.astype(str)),
+        rna_counts=_csr(rna.layers["counts"]) if "counts" in rna.layers else None,
+        protein_counts=_csr(adt.layers["counts"]) if "counts" in adt.layers else None,
+        holdout=None,
+        holdout_reason="only two batches: no middle time point to hold out",
+        sanity_check=True,
+        target_transform="ADT `.X` as distributed (per-cell CLR of the counts)",
+    )
+
+
+def load_pbmc(shared_dir: Path) -> BenchmarkData:
+    """Load ``pbmc1k_protein_v3`` (747 cells, no covariate: one pseudo time point).
+
+    Raw counts in both files: the three isotype controls are dropped from the proteins, then RNA is
+    log-normalised with :func:`crossmodalnet.pp.log_normalize` and proteins CLR-normalised per cell
+    with :func:`crossmodalnet.pp.clr`. In-distribution only.
+    """
+    import anndata as ad
+    import mudata as md
+
+    import crossmodalnet as cmn
+
+    folder = Path(shared_dir) / "data" / "pbmc1k_protein_v3"
+    rna = ad.read_h5ad(folder / "rna.h5ad")
+    adt = ad.read_h5ad(folder / "adt.h5ad")
+    common = rna.obs_names.intersection(adt.obs_names, sort=False)
+    rna, adt = rna[common].copy(), adt[common].copy()
+    rna.var_names_make_unique()
+    is_iso = np.array(["control" in v.lower() or v.lower().startswith("igg") for v in adt.var_names])
+    dropped = [str(v) for v in adt.var_names[is_iso]]
+    adt = adt[:, ~is_iso].copy()
+    rna.X, adt.X = _csr(rna.X), _csr(adt.X)
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData({"rna": rna, "prot": adt})
+    cmn.pp.log_normalize(mdata)
+    cmn.pp.clr(mdata)
+    n = mdata.n_obs
+    return BenchmarkData(
+        name="pbmc1k_protein_v3",
+        X=_dense(mdata["rna"].X),
+        Y=_dense(mdata["prot"].X),
+        time=np.full(n, "all", dtype=object),
+        time_categories=["all"],
+        time_role="none (one pseudo time point)",
+        gene_names=pd.Index(mdata["rna"].var_names.astype(str)),
+        protein_names=pd.Index(mdata["prot"].var_names.astype(str)),
+        obs_names=pd.Index(mdata.obs_names.astype(str)),
+        rna_counts=_csr(mdata["rna"].layers["counts"]),
+        protein_counts=_csr(mdata["prot"].layers["counts"]),
+        holdout=None,
+        holdout_reason="no time covariate",
+        sanity_check=True,
+        has_time=False,
+        extra={"dropped_isotypes": dropped},
+    )
+
+
+def load_dataset(spec: str, *, seed: int = 0, shared_dir: Path | None = None) -> BenchmarkData | None:
+    """Load a data set from its spec: ``"synthetic:<size>"``, ``"bmmc"`` or ``"pbmc"``.
+
+    Returns ``None`` (with a logged message) for a real set whose files are missing.
+    """
+    if spec.startswith("synthetic:"):
+        return load_synthetic(spec.split(":", 1)[1], seed=seed)
+    if spec not in REAL_DATASETS:
+        raise ValueError(f"Unknown data set {spec!r}; use 'synthetic:<size>', 'bmmc' or 'pbmc'.")
+    if shared_dir is None:
+        logger.info("skipping %s: no shared data folder (pass --shared-dir or set %s)", spec, SHARED_DIR_ENV)
+        return None
+    folder = {"bmmc": "bmmc_cite_600", "pbmc": "pbmc1k_protein_v3"}[spec]
+    if not (Path(shared_dir) / "data" / folder / "rna.h5ad").is_file():
+        logger.info("skipping %s: %s not found", spec, Path(shared_dir) / "data" / folder)
+        return None
+    return load_bmmc(shared_dir) if spec == "bmmc" else load_pbmc(shared_dir)
+
+
+def make_split(data: BenchmarkData, setting: str, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train/validation/test indices of a setting, from the same functions the model uses.
+
+    ``"in_distribution"``: 80/5/15 stratified by time point
+    (:func:`~crossmodalnet.model._split.stratified_split`). ``"heldout_time"``: every cell of
+    ``data.holdout`` is a test cell; the rest is split 80:5 stratified by time
+    (:func:`~crossmodalnet.model._split.holdout_split`).
+    """
+    from crossmodalnet.model._split import holdout_split, stratified_split
+
+    codes = data.time_codes
+    if setting == "in_distribution":
+        return stratified_split(codes, train_size=TRAIN_SIZE, validation_size=VALIDATION_SIZE, rng=seed)
+    if setting == "heldout_time":
+        if data.holdout is None:
+            raise ValueError(f"{data.name}: the held-out-time setting does not apply ({data.holdout_reason}).")
+        code = [str(c) for c in data.time_categories].index(str(data.holdout))
+        return holdout_split(codes, code, train_size=TRAIN_SIZE, validation_size=VALIDATION_SIZE, rng=seed)
+    raise ValueError(f"Unknown setting {setting!r}; choose from {SETTINGS}.")

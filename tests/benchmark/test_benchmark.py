@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crossmodalnet._metrics import pearson_per_protein
+from crossmodalnet.benchmark import METHODS, METRICS, SETTINGS, make_method, run_benchmark
+from crossmodalnet.benchmark._methods import RidgeMethod, clr_rows, method_display_name
+
+ARRAY_METHODS = [k for k, (cls, _) in METHODS.items() if not cls.transductive]
+
+
+@pytest.fixture(scope="module")
+def toy_linear():
+    """A linear map from 30 'genes' to 6 'proteins' plus a time shift, 3 time points."""
+    rng = np.random.default_rng(0)
+    n, p, q = 300, 30, 6
+    X = rng.normal(size=(n, p)).astype(np.float32)
+    W = rng.normal(size=(p, q)).astype(np.float32)
+    time = np.repeat(np.array([2, 3, 4], dtype=object), n // 3)
+    shift = {2: -0.5, 3: 0.0, 4: 0.5}
+    Y = (X @ W + np.array([shift[t] for t in time])[:, None] + 0.3 * rng.normal(size=(n, q))).astype(np.float32)
+    idx = rng.permutation(n)
+    tr, va, te = idx[:200], idx[200:240], idx[240:]
+    return X, Y, time, tr, va, te
+
+
+def test_ridge_recovers_linear_map(toy_linear):
+    X, Y, time, tr, va, te = toy_linear
+    model = RidgeMethod(seed=0).fit(X[tr], Y[tr], X[va], Y[va], time[tr], time[va])
+    pred = model.predict(X[te], time[te])
+    assert pred.shape == Y[te].shape
+    assert np.nanmean(pearson_per_protein(pred, Y[te])) > 0.9
+    assert model.info["alpha"] in (0.1, 1.0, 10.0, 100.0, 1_000.0, 10_000.0)
+
+
+@pytest.mark.parametrize("key", ARRAY_METHODS)
+def test_method_protocol(toy_linear, key):
+    X, Y, time, tr, va, te = toy_linear
+    method = make_method(key, seed=0, quick=True, threads=1, max_epochs=3)
+    assert method.fit(X[tr], Y[tr], X[va], Y[va], time[tr], time[va]) is method
+    pred = method.predict(X[te], time[te])
+    assert pred.shape == (te.size, Y.shape[1])
+    assert np.isfinite(pred).all()
+
+
+def test_heldout_time_gets_all_zero_training_column(toy_linear):
+    X, Y, time, tr, va, te = toy_linear
+    method = RidgeMethod(seed=0, quick=True)
+    method.time_categories = [2, 3, 4]
+    keep = time[tr] != 3
+    method.fit(X[tr][keep], Y[tr][keep], X[va], Y[va], time[tr][keep], time[va])
+    onehot = method._onehot(time[tr][keep])
+    assert onehot.shape[1] == 3
+    assert onehot[:, 1].sum() == 0  # the held-out point's column carries nothing in training
+    assert method._onehot(np.array([3], dtype=object)).tolist() == [[0.0, 1.0, 0.0]]
+
+
+def test_clr_rows_matches_muon():
+    import anndata as ad
+    import muon as mu
+
+    rng = np.random.default_rng(1)
+    counts = rng.poisson(20, size=(10, 7)).astype(np.float32)
+    adata = ad.AnnData(counts.copy())
+    mu.prot.pp.clr(adata, axis=1)
+    np.testing.assert_allclose(clr_rows(counts), np.asarray(adata.X), rtol=1e-5, atol=1e-5)
+
+
+def _check_outputs(out, results: pd.DataFrame, methods: list[str], settings: list[str]):
+    for name in ("results.csv", "per_protein.csv", "per_cell.csv", "results.md", "per_protein_pearson.png"):
+        assert (out / name).is_file(), name
+    machine = json.loads((out / "machine.json").read_text())
+    assert machine["threads"] >= 1
+    assert "torch" in machine["versions"]
+    assert machine["command"].startswith("crossmodalnet benchmark")
+    md = (out / "results.md").read_text()
+    for header in ("per-protein r", "per-cell r", "MSE"):
+        assert header in md
+    names = [method_display_name(k) for k in methods]
+    for name in names:
+        assert f"| {name} |" in md, name
+    disk = pd.read_csv(out / "results.csv")
+    assert len(disk) == len(results)
+    for setting in settings:
+        sub = results[results["setting"] == setting]
+        assert sorted(sub["method"]) == sorted(names)
+        assert (sub["status"] == "ok").all(), sub.loc[sub["status"] != "ok", ["method", "status"]]
+        for metric in METRICS:
+            values = sub[metric]
+            if metric == "pearson_protein" and setting == "heldout_time":
+                # one time point in the test set: the per-time mean is a constant, its r undefined
+                values = sub.loc[sub["method"] != "per-time mean", metric]
+            assert np.isfinite(values).all(), (setting, metric)
+        assert (sub["fit_seconds"] >= 0).all()
+        assert (sub["predict_cells_per_s"] > 0).all()
+    per_protein = pd.read_csv(out / "per_protein.csv")
+    assert set(per_protein["method"]) == set(names)
+    assert {"protein", "pearson", "mse"} <= set(per_protein.columns)
+
+
+def test_run_benchmark_quick(tmp_path):
+    out = tmp_path / "quick"
+    # one thread: the smoke test must stay fast on a busy 2-core CI runner
+    results = run_benchmark(data="synthetic", quick=True, out=out, threads=1, shared_dir=tmp_path / "missing")
+    _check_outputs(out, results, list(METHODS), list(SETTINGS))
+    assert set(results["dataset"]) == {"synthetic_quick"}
+    assert set(METRICS) <= set(results.columns)
+    ok = results[results["status"] == "ok"]
+    assert (ok["n_train"] + ok["n_val"] + ok["n_test"] == ok["n_cells"]).all()
+
+
+def test_cli_quick_with_speed_and_missing_real_data(tmp_path):
+    from crossmodalnet.__main__ import main
+
+    out = tmp_path / "cli"
+    methods = ["per_time_mean", "ridge"]
+    rc = main(
+        [
+            "-q",
+            "benchmark",
+            "--quick",
+            "--data",
+            "synthetic,pbmc",
+            "--methods",
+            ",".join(methods),
+            "--speed",
+            "--threads",
+            "1",
+            "--shared-dir",
+            str(tmp_path / "no_shared"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    results = pd.read_csv(out / "results.csv")
+    _check_outputs(out, results, methods, list(SETTINGS))
+    md = (out / "results.md").read_text()
+    assert "`pbmc` skipped" in md
+    assert "## Speed" in md
+    iso = results[results["isolated_process"].astype(bool)]
+    assert len(iso) == len(methods)  # in-distribution runs of each method, each in its own process
+    assert (iso["setting"] == "in_distribution").all()
+    assert (iso["peak_rss_mb"] > 0).all()
