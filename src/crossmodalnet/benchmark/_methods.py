@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -59,7 +60,7 @@ def clr_rows(values: np.ndarray) -> np.ndarray:
     return np.log1p(values / geo).astype(np.float32)
 
 
-class Method:
+class Method(ABC):
     """Base class of the benchmark methods.
 
     Parameters
@@ -88,6 +89,7 @@ class Method:
         self.info: dict = {}
 
     # --- array protocol ----------------------------------------------------------------------
+    @abstractmethod
     def fit(
         self,
         X_train: np.ndarray,
@@ -98,11 +100,10 @@ class Method:
         time_val: np.ndarray,
     ) -> Method:
         """Fit on the training cells; use the validation cells only for model selection."""
-        raise NotImplementedError
 
+    @abstractmethod
     def predict(self, X: np.ndarray, time: np.ndarray) -> np.ndarray:
         """Predict proteins (cells × proteins) on the target scale."""
-        raise NotImplementedError
 
     # --- data-set protocol (what the harness calls) --------------------------------------------
     def fit_split(self, data: BenchmarkData, split: Split) -> Method:
