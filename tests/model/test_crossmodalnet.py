@@ -295,3 +295,39 @@ def test_end_to_end_learns_planted_signal():
     true = np.asarray(mdata["prot"].X)[test]
     r = [np.corrcoef(pred[:, j], true[:, j])[0, 1] for j in range(true.shape[1])]
     assert np.nanmean(r) > 0.4
+
+
+def test_prediction_space_interpolation(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    t = np.sort(mdata.obs["time"].unique())
+    model = _fit(mdata, max_epochs=2, split="holdout_time", holdout_time=t[1])
+    test = model.test_indices
+    lo = model.predict_protein(time=t[0]).to_numpy()[test]
+    hi = model.predict_protein(time=t[2]).to_numpy()[test]
+    a = (t[1] - t[0]) / (t[2] - t[0])
+    mixed = model.predict_protein(interpolation="prediction").to_numpy()[test]
+    np.testing.assert_allclose(mixed, (1 - a) * lo + a * hi, rtol=1e-4, atol=1e-5)
+    # trained time points: both modes give the same predictions
+    train = model.train_indices
+    np.testing.assert_allclose(
+        model.predict_protein(interpolation="prediction").to_numpy()[train],
+        model.predict_protein().to_numpy()[train],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="`interpolation` must be"):
+        model.predict_protein(interpolation="spline")
+
+
+def test_interpolate_time_embedding_public(trained_model):
+    t = trained_model.time_values
+    emb = trained_model.interpolate_time_embedding([t[0], (t[0] + t[1]) / 2])
+    table = trained_model.get_time_embedding()
+    assert emb.shape == (2, 16)
+    np.testing.assert_array_equal(emb.iloc[0].to_numpy(), table.iloc[0].to_numpy())
+    np.testing.assert_allclose(
+        emb.iloc[1].to_numpy(), (table.iloc[0].to_numpy() + table.iloc[1].to_numpy()) / 2, rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="outside the trained range"):
+        trained_model.interpolate_time_embedding([t[-1] + 10])

@@ -22,11 +22,9 @@ _CALLER = "cmn.tl.time_embedding"
 
 
 def _interpolated(model: CrossmodalNet, values: np.ndarray, *, allow_extrapolation: bool) -> np.ndarray:
-    # The model has no public method for arbitrary values yet; `_time_embedding_of` is what
-    # `model.predict_protein(time=...)` itself uses. Switch to a public one when it exists.
-    return np.vstack(
-        [model._time_embedding_of(float(v), allow_extrapolation=allow_extrapolation).cpu().numpy() for v in values]
-    )
+    return model.interpolate_time_embedding(
+        [float(v) for v in values], allow_extrapolation=allow_extrapolation
+    ).to_numpy()
 
 
 @docs.dedent
