@@ -207,3 +207,16 @@ def test_query_with_no_overlapping_genes(trained_model, norm_mdata):
         cmn.tl.predict_protein(query, trained_model, time=3)
     assert_unchanged(before, snapshot(query))
     assert "cmn_protein" not in query.obsm
+
+
+def test_untrained_model_and_bad_model_dirs(mdata, tmp_path):
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=4)
+    with pytest.raises(ValueError, match="not trained yet"):
+        model.predict_protein()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        CrossmodalNet.load(tmp_path / "missing")
+    (tmp_path / "partial").mkdir()
+    with pytest.raises(ValueError, match="crossmodalnet.json is missing"):
+        CrossmodalNet.load(tmp_path / "partial")
+    # other format versions and corrupted files: tests/model/test_persistence.py

@@ -175,7 +175,7 @@ def load_synthetic(size: str, *, seed: int = 0) -> BenchmarkData:
     Parameters
     ----------
     size
-        A key of :data:`SYNTHETIC_SIZES`.
+        A key of ``SYNTHETIC_SIZES``.
     seed
         Seed of the simulator.
     """
@@ -311,9 +311,9 @@ def make_split(data: BenchmarkData, setting: str, *, seed: int = 0) -> tuple[np.
     """Train/validation/test indices of a setting, from the same functions the model uses.
 
     ``"in_distribution"``: 80/5/15 stratified by time point
-    (:func:`~crossmodalnet.model._split.stratified_split`). ``"heldout_time"``: every cell of
+    (``stratified_split``). ``"heldout_time"``: every cell of
     ``data.holdout`` is a test cell; the rest is split 80:5 stratified by time
-    (:func:`~crossmodalnet.model._split.holdout_split`).
+    (``holdout_split``).
     """
     from crossmodalnet.model._split import holdout_split, stratified_split
 

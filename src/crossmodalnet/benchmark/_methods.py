@@ -659,7 +659,7 @@ def method_display_name(key: str) -> str:
 
 
 def make_method(key: str, **kwargs) -> Method:
-    """Build the method ``key`` of :data:`METHODS`; ``kwargs`` go to :class:`Method`."""
+    """Build the method ``key`` of ``METHODS``; ``kwargs`` go to :class:`Method`."""
     if key not in METHODS:
         raise ValueError(f"Unknown method {key!r}; choose from {list(METHODS)}.")
     cls, extra = METHODS[key]

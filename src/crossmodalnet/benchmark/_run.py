@@ -655,10 +655,10 @@ def run_benchmark(
     data
         ``"synthetic"``, ``"bmmc"`` (``bmmc_cite_600``) and/or ``"pbmc"`` (``pbmc1k_protein_v3``).
     sizes
-        Synthetic sizes (keys of :data:`~crossmodalnet.benchmark.SYNTHETIC_SIZES`) scored in every
+        Synthetic sizes (keys of ``SYNTHETIC_SIZES``) scored in every
         setting; default ``["D1"]``, or ``["quick"]`` with ``quick=True``.
     methods
-        Method keys (see :data:`~crossmodalnet.benchmark.METHODS`); default all.
+        Method keys (see ``METHODS``); default all.
     settings
         ``"in_distribution"`` and/or ``"heldout_time"``; default both.
     out
