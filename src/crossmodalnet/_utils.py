@@ -92,10 +92,18 @@ def zero_variance_columns(X) -> np.ndarray:
     return np.ptp(X, axis=0) == 0
 
 
+def _sample_values(X, n_check: int) -> np.ndarray:
+    values = X.data if sparse.issparse(X) else np.asarray(X).ravel()
+    return values[:n_check]
+
+
+def is_nonnegative_integer(X, *, n_check: int = 100_000) -> bool:
+    """Whether the (first ``n_check`` stored) values are non-negative integers; an empty matrix qualifies."""
+    values = _sample_values(X, n_check)
+    return bool(values.size == 0 or (np.all(values >= 0) and np.allclose(values, np.round(values))))
+
+
 def looks_like_counts(X, *, n_check: int = 100_000) -> bool:
     """Heuristic: non-negative integer values with some value above 20 (log-normalised data rarely exceeds ~10)."""
-    values = X.data if sparse.issparse(X) else np.asarray(X).ravel()
-    values = values[:n_check]
-    if values.size == 0:
-        return False
-    return bool(np.all(values >= 0) and np.allclose(values, np.round(values)) and values.max() > 20)
+    values = _sample_values(X, n_check)
+    return bool(values.size > 0 and is_nonnegative_integer(values) and values.max() > 20)

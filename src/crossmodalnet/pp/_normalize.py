@@ -18,7 +18,7 @@ from scipy import sparse
 from crossmodalnet import _keys
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY
 from crossmodalnet._docs import docs
-from crossmodalnet._utils import get_modality
+from crossmodalnet._utils import get_modality, is_nonnegative_integer
 
 from ._utils import obs_mask, resolve_seed
 
@@ -31,14 +31,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _looks_like_counts(X) -> bool:
-    values = X.data if sparse.issparse(X) else np.asarray(X)
-    values = values[: min(values.size, 100_000)] if values.ndim == 1 else values.ravel()[:100_000]
-    return bool(values.size == 0 or (np.all(values >= 0) and np.allclose(values, np.round(values))))
-
-
 def _check_counts(X, what: str, caller: str) -> None:
-    if not _looks_like_counts(X):
+    if not is_nonnegative_integer(X):
         raise ValueError(
             f"{caller}: {what} does not hold raw counts (negative or non-integer values); it looks normalised already."
         )
