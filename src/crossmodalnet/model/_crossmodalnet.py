@@ -96,6 +96,17 @@ def _verify_model_dir(path: Path, prefix: str | None) -> None:
             raise ValueError(f"{path / name} does not match its checksum: the file is corrupted or was modified.")
 
 
+def _is_data_parallel(strategy: object) -> bool:
+    """Whether a Lightning ``strategy`` argument asks for distributed data parallel training."""
+    if strategy is None:
+        return False
+    if isinstance(strategy, str):
+        return "ddp" in strategy
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return isinstance(strategy, DDPStrategy)
+
+
 class CrossmodalNet(BaseModelClass):
     """Predict surface proteins from RNA with a time-aware Fader network :cite:p:`Yang2023`.
 
@@ -126,6 +137,17 @@ class CrossmodalNet(BaseModelClass):
         only, never validation or test cells) and saved with the model. Off by default: on
         ``synthetic_cite`` it lowered validation per-protein Pearson (it amplifies barely expressed,
         noisy genes).
+    input_reduction
+        Optional input reduction before MLP1, fitted on the training cells at the first
+        :meth:`train` call and saved with the model; the model still takes all registered genes.
+        ``"hvg"``: keep the ``n_input_features`` most variable genes of the training cells
+        (:func:`scanpy.pp.highly_variable_genes`, ``flavor="seurat"`` on the registered
+        log-normalised RNA); the other genes get zero saliency. ``"svd"``: project onto the first
+        ``n_input_features`` components of a :class:`~sklearn.decomposition.TruncatedSVD` of the
+        training cells. Fewer input features shrink the first layer (the largest) and speed up
+        training on 10⁴–10⁵ genes. ``None`` (default): all genes, as in the paper.
+    n_input_features
+        Features kept by ``input_reduction``: default 2,000 for ``"hvg"`` and 256 for ``"svd"``.
     registry
         Used by :meth:`load` to build a model without data; leave unset.
 
@@ -169,9 +191,13 @@ class CrossmodalNet(BaseModelClass):
         n_hidden_discriminator: int = 128,
         lambda_dis: float = 0.5,
         standardize_input: bool = False,
+        input_reduction: Literal["hvg", "svd"] | None = None,
+        n_input_features: int | None = None,
         registry: dict | None = None,
     ):
         super().__init__(mdata, registry=registry)
+        if input_reduction is not None and n_input_features is None:
+            n_input_features = {"hvg": 2000, "svd": 256}.get(input_reduction)
         n_time = self.summary_stats[f"n_{REGISTRY_KEYS.TIME_KEY}"]
         n_batch = self.summary_stats[f"n_{REGISTRY_KEYS.BATCH_KEY}"]
         self.module = self._module_cls(
@@ -184,12 +210,15 @@ class CrossmodalNet(BaseModelClass):
             n_hidden_discriminator=n_hidden_discriminator,
             lambda_dis=lambda_dis,
             standardize_input=standardize_input,
+            input_reduction=input_reduction,
+            n_input_features=n_input_features,
         )
         self.split_: dict = {}
         self.trained_time_codes_: np.ndarray | None = None
         self._model_summary_string = (
             f"CrossmodalNet: {self.n_genes} genes → {self.n_proteins} proteins, n_latent={n_latent}, "
             f"{n_time} time point(s), {n_batch} batch(es)"
+            + ("" if input_reduction is None else f", input {input_reduction} → {n_input_features} features")
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -383,6 +412,7 @@ class CrossmodalNet(BaseModelClass):
         validation_size: float = 0.05,
         split_seed: int | None = None,
         batch_size: int = 256,
+        sparse_batches: bool = False,
         early_stopping: bool = True,
         early_stopping_patience: int = 10,
         early_stopping_monitor: Literal["pearson_cell_validation", "pearson_protein_validation"] = (
@@ -418,6 +448,11 @@ class CrossmodalNet(BaseModelClass):
             Seed of the split; defaults to ``scvi.settings.seed`` (0 if that is unset).
         batch_size
             Mini-batch size.
+        sparse_batches
+            Pass sparse RNA mini-batches to the first layer as sparse CSR tensors instead of
+            densifying each mini-batch (the registered matrix is never densified as a whole either
+            way). Off by default: on 2 CPU cores the sparse backward pass of the first layer was
+            slower than the dense one (see the scale benchmarks page).
         early_stopping
             Stop when ``early_stopping_monitor`` has not improved for ``early_stopping_patience``
             epochs. Whether or not it stops early, the weights of the best validation epoch are
@@ -469,8 +504,14 @@ class CrossmodalNet(BaseModelClass):
 
         if self.module.standardize_input and not bool(self.module.input_scaling_fitted):
             self._fit_input_scaling(train_idx)
+        if self.module.input_reduction is not None and not bool(self.module.input_reduction_fitted):
+            self._fit_input_reduction(train_idx, seed=seed)
         data_splitter = self._data_splitter_cls(
-            self.adata_manager, external_indexing=[train_idx, val_idx, test_idx], batch_size=batch_size
+            self.adata_manager,
+            external_indexing=[train_idx, val_idx, test_idx],
+            batch_size=batch_size,
+            load_sparse_tensor=sparse_batches,
+            distributed_sampler=_is_data_parallel(trainer_kwargs.get("strategy")),
         )
         plan = self._training_plan_cls(
             self.module,
@@ -535,6 +576,39 @@ class CrossmodalNet(BaseModelClass):
         self.module.fit_input_scaling(
             torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
         )
+
+    def _fit_input_reduction(self, train_idx: np.ndarray, *, seed: int) -> None:
+        """Fit the HVG selection or the truncated SVD of the module's input on the training cells."""
+        X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        block = X[np.sort(train_idx)]
+        block = block.tocsr() if sparse.issparse(block) else np.asarray(block, dtype=np.float32)
+        k = self.module.n_features
+        if self.module.input_reduction == "hvg":
+            import scanpy as sc
+            from anndata import AnnData
+
+            # scanpy's seurat flavour expects log-normalised data, which is what the model is given.
+            tmp = AnnData(block)
+            tmp.var_names = self.gene_names.astype(str)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                sc.pp.highly_variable_genes(tmp, n_top_genes=k, flavor="seurat", inplace=True)
+            disp = np.nan_to_num(tmp.var["dispersions_norm"].to_numpy(dtype=float), nan=-np.inf)
+            hvg = tmp.var["highly_variable"].to_numpy(dtype=bool)
+            # scanpy's selection; ties at its cut-off can give more or fewer than k genes: keep exactly k,
+            # scanpy's genes first, then by normalised dispersion, then by position
+            order = np.lexsort((np.arange(disp.size), -disp, ~hvg))
+            self.module.fit_input_reduction(torch.as_tensor(np.sort(order[:k])))
+        else:
+            from sklearn.decomposition import TruncatedSVD
+
+            if k >= min(block.shape):
+                raise ValueError(
+                    f"`n_input_features={k}` SVD components need more than {k} training cells and genes; "
+                    f"there are {block.shape[0]} training cells. Use fewer components."
+                )
+            svd = TruncatedSVD(n_components=k, random_state=seed).fit(block)
+            self.module.fit_input_reduction(torch.as_tensor(svd.components_.T.copy(), dtype=torch.float32))
 
     # --- time handling ---------------------------------------------------------------------------
     def _time_code(self, value: object) -> int:
@@ -684,18 +758,41 @@ class CrossmodalNet(BaseModelClass):
         rows = rna.obs_names.get_indexer(mdata.obs_names)
         return X, rows
 
-    def _iter_batches(self, X, rows: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """Yield (positions in ``rows``, dense float32 tensor) for cells that have RNA."""
+    def _iter_batches(
+        self, X, rows: np.ndarray, batch_size: int, *, allow_sparse: bool = False
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """Yield (positions in ``rows``, float32 tensor) for cells that have RNA.
+
+        The tensor is dense, or sparse CSR when ``allow_sparse`` and the matrix is sparse; only one
+        batch of rows is read (and densified) at a time, also from backed matrices.
+        """
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
         have = np.flatnonzero(rows >= 0)
         device = self.device
         for start in range(0, have.size, batch_size):
             pos = have[start : start + batch_size]
             idx = rows[pos]
-            order = np.argsort(idx)  # backed HDF5 matrices need increasing row indices
+            order = np.argsort(idx, kind="stable")  # backed HDF5 matrices need increasing row indices
             block = X[idx[order]]
-            block = block.toarray() if sparse.issparse(block) else np.asarray(block)
-            dense = np.empty_like(block, dtype=np.float32)
-            dense[order] = block
+            if sparse.issparse(block):
+                block = sparse.csr_matrix(block)[np.argsort(order, kind="stable")]
+                if allow_sparse and block.nnz < np.iinfo(np.int32).max:
+                    block.sort_indices()
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message=".*[Ss]parse.*", category=UserWarning)
+                        x = torch.sparse_csr_tensor(
+                            torch.from_numpy(block.indptr.astype(np.int32, copy=False)),
+                            torch.from_numpy(block.indices.astype(np.int32, copy=False)),
+                            torch.from_numpy(block.data.astype(np.float32, copy=False)),
+                            size=block.shape,
+                        )
+                    yield pos, x.to(device)
+                    continue
+                dense = block.toarray().astype(np.float32, copy=False)
+            else:
+                dense = np.empty(np.shape(block), dtype=np.float32)
+                dense[order] = np.asarray(block)
             yield pos, torch.from_numpy(dense).to(device)
 
     def _cell_time_weights(
@@ -812,7 +909,7 @@ class CrossmodalNet(BaseModelClass):
         table = self.module.covariate_embeddings[0].weight.detach()
         self.module.eval()
         out = np.full((mdata.n_obs, self.n_proteins), np.nan, dtype=np.float32)
-        for pos, x in self._iter_batches(X, rows, batch_size):
+        for pos, x in self._iter_batches(X, rows, batch_size, allow_sparse=self.module.sparse_input):
             z = self.module.inference(x)["z"]
             w, b = weights[pos].to(z.device), b_emb[pos].to(z.device)
             if interpolation == "embedding":
@@ -845,7 +942,7 @@ class CrossmodalNet(BaseModelClass):
         X, rows = self._rna_rows(mdata)
         self.module.eval()
         out = np.full((mdata.n_obs, self.module.n_latent), np.nan, dtype=np.float32)
-        for pos, x in self._iter_batches(X, rows, batch_size):
+        for pos, x in self._iter_batches(X, rows, batch_size, allow_sparse=self.module.sparse_input):
             out[pos] = self.module.inference(x)["z"].cpu().numpy()
         return out
 

@@ -61,8 +61,15 @@ class Encoder(nn.Module):
         return self.layers[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Encode expression (cells × genes) into ``z`` (cells × d)."""
-        return self.layers(x)
+        """Encode expression (cells × genes, dense or sparse CSR) into ``z`` (cells × d).
+
+        A sparse CSR batch goes through the first layer as a sparse-dense product, without
+        densifying the batch.
+        """
+        if x.layout == torch.strided:
+            return self.layers(x)
+        first = self.first_layer
+        return self.layers[1:](torch.sparse.mm(x, first.weight.t()) + first.bias)
 
 
 class Decoder(nn.Module):

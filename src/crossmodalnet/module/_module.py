@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
@@ -47,6 +47,17 @@ class CrossmodalModule(BaseModuleClass):
     standardize_input
         Centre and scale each gene with statistics fitted on the training cells
         (:meth:`fit_input_scaling`) before MLP1. The statistics are buffers, saved with the module.
+    input_reduction
+        Optional fixed reduction of the genes before MLP1, fitted on the training cells
+        (:meth:`fit_input_reduction`) and saved as a buffer: ``"hvg"`` keeps ``n_input_features``
+        genes, ``"svd"`` projects onto ``n_input_features`` truncated-SVD components. ``None``
+        (default) feeds all genes, as in the paper.
+    n_input_features
+        Number of features after ``input_reduction``.
+    sparse_input
+        Feed sparse CSR batches straight to the first layer at inference (prediction, basal
+        embedding) instead of densifying them. Not a saved setting; training densifies each mini-batch
+        unless ``train(sparse_batches=True)``.
     """
 
     def __init__(
@@ -61,14 +72,31 @@ class CrossmodalModule(BaseModuleClass):
         n_hidden_discriminator: int = 128,
         lambda_dis: float = 0.5,
         standardize_input: bool = False,
+        input_reduction: Literal["hvg", "svd"] | None = None,
+        n_input_features: int | None = None,
+        sparse_input: bool = True,
     ):
         super().__init__()
+        if input_reduction not in (None, "hvg", "svd"):
+            raise ValueError(f"`input_reduction` must be None, 'hvg' or 'svd', got {input_reduction!r}.")
+        if input_reduction is not None:
+            if n_input_features is None or not 0 < n_input_features < n_input:
+                raise ValueError(
+                    f"`n_input_features` must be between 1 and the number of genes - 1 ({n_input - 1}) with "
+                    f"input_reduction={input_reduction!r}, got {n_input_features!r}."
+                )
+            if standardize_input:
+                raise ValueError("Use either `standardize_input` or `input_reduction`, not both.")
+        n_features = n_input if input_reduction is None else int(n_input_features)
+        self.input_reduction = input_reduction
+        self.n_features = n_features
+        self.sparse_input = sparse_input
         self.n_input = n_input
         self.n_output = n_output
         self.n_latent = n_latent
         self.n_cats_per_cov = list(n_cats_per_cov)
         self.lambda_dis = lambda_dis
-        self.encoder = Encoder(n_input, n_latent, dropout_rate=dropout_rate, use_batch_norm=use_batch_norm)
+        self.encoder = Encoder(n_features, n_latent, dropout_rate=dropout_rate, use_batch_norm=use_batch_norm)
         self.decoder = Decoder(n_latent, n_output, use_batch_norm=use_batch_norm)
         self.covariate_embeddings = nn.ModuleList(nn.Embedding(n, n_latent) for n in self.n_cats_per_cov)
         # A covariate with a single category has nothing to disentangle: its discriminator is
@@ -83,6 +111,14 @@ class CrossmodalModule(BaseModuleClass):
         self.register_buffer("input_mean", torch.zeros(n_input))
         self.register_buffer("input_scale", torch.ones(n_input))
         self.register_buffer("input_scaling_fitted", torch.zeros((), dtype=torch.bool))
+        # Buffers of the optional input reduction exist only when it is used, so models saved
+        # without it keep their state-dict keys.
+        if input_reduction == "hvg":
+            self.register_buffer("input_index", torch.arange(n_features, dtype=torch.long))
+        elif input_reduction == "svd":
+            self.register_buffer("input_projection", torch.zeros(n_input, n_features))
+        if input_reduction is not None:
+            self.register_buffer("input_reduction_fitted", torch.zeros((), dtype=torch.bool))
 
     @torch.no_grad()
     def fit_input_scaling(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -91,11 +127,40 @@ class CrossmodalModule(BaseModuleClass):
         self.input_scale.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
         self.input_scaling_fitted.fill_(1)
 
+    @torch.no_grad()
+    def fit_input_reduction(self, value: torch.Tensor) -> None:
+        """Set the input reduction: gene indices (``"hvg"``) or a genes × features projection (``"svd"``)."""
+        if self.input_reduction == "hvg":
+            value = torch.as_tensor(value, dtype=torch.long).reshape(-1)
+            if value.numel() != self.n_features or not bool(((value >= 0) & (value < self.n_input)).all()):
+                raise ValueError(f"Expected {self.n_features} gene indices in [0, {self.n_input}).")
+            self.input_index.copy_(value)
+        elif self.input_reduction == "svd":
+            value = torch.as_tensor(value, dtype=torch.float32)
+            if tuple(value.shape) != (self.n_input, self.n_features):
+                raise ValueError(f"Expected a projection of shape {(self.n_input, self.n_features)}.")
+            self.input_projection.copy_(value)
+        else:
+            raise ValueError("This module has no input reduction (`input_reduction=None`).")
+        self.input_reduction_fitted.fill_(1)
+
     def scale_input(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the fitted per-gene standardisation (identity if disabled)."""
         if not self.standardize_input:
             return x
+        if x.layout != torch.strided:
+            x = x.to_dense()
         return (x - self.input_mean) / self.input_scale
+
+    def reduce_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the fitted input reduction (identity if none); sparse CSR input stays sparse without one."""
+        if self.input_reduction is None:
+            return x
+        if self.input_reduction == "svd":
+            return torch.sparse.mm(x, self.input_projection) if x.layout != torch.strided else x @ self.input_projection
+        if x.layout != torch.strided:
+            x = x.to_dense()
+        return x.index_select(1, self.input_index)
 
     @property
     def adversarial_covariates(self) -> list[int]:
@@ -121,8 +186,8 @@ class CrossmodalModule(BaseModuleClass):
 
     @auto_move_data
     def inference(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Encode expression into the basal latent ``z``."""
-        return {"z": self.encoder(self.scale_input(x))}
+        """Encode expression (dense, or sparse CSR) into the basal latent ``z``."""
+        return {"z": self.encoder(self.reduce_input(self.scale_input(x)))}
 
     @auto_move_data
     def generative(self, z: torch.Tensor, cov_embedding: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -17,7 +17,14 @@ from ._gradnorm import gradnorm_loss, renormalize_weights
 from ._losses import discriminator_loss, fader_loss, nlc_loss
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from crossmodalnet.module import CrossmodalModule
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """A sparse batch tensor (``train(sparse_batches=True)`` on a sparse protein matrix) as dense."""
+    return t if t.layout == torch.strided else t.to_dense()
 
 
 def is_discriminator_step(batch_count: int, learning_step: int) -> bool:
@@ -86,6 +93,28 @@ class FaderGradNormPlan(TrainingPlan):
         opt_w = torch.optim.Adam([module.loss_weights], lr=self.lr_gradnorm)
         return [opt_net, opt_dis, opt_w]
 
+    # --- distributed data parallel -------------------------------------------------------------
+    def _world_size(self) -> int:
+        trainer = self._trainer
+        return 1 if trainer is None else int(getattr(trainer, "world_size", 1))
+
+    def _set_gradients(self, params: list[torch.Tensor], grads: Sequence[torch.Tensor | None]) -> None:
+        """Write ``grads`` into ``.grad`` and, under data-parallel training, average them across processes.
+
+        Gradients are computed with :func:`torch.autograd.grad` (GradNorm needs the per-task
+        gradients), which bypasses DDP's backward hooks; the average is therefore taken here, with
+        one all-reduce of the flattened gradients through the Lightning strategy. Parameters
+        without a gradient on this process count as zero, so every process takes the same step.
+        """
+        filled = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+        if self._world_size() > 1:
+            flat = torch.cat([g.reshape(-1) for g in filled])
+            flat = self.trainer.strategy.reduce(flat, reduce_op="mean")
+            filled = list(torch.split(flat, [g.numel() for g in filled]))
+            filled = [g.view_as(p) for g, p in zip(filled, params, strict=True)]
+        for p, g in zip(params, filled, strict=True):
+            p.grad = g
+
     # --- steps -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Run one discriminator step or one generator step, depending on the batch count."""
@@ -106,7 +135,8 @@ class FaderGradNormPlan(TrainingPlan):
         logits = [module.discriminators[i](z) for i in adv]
         loss, ce = discriminator_loss(logits, [codes[i] for i in adv], z, gradient_penalty=self.gradient_penalty)
         opt_dis.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        params = list(module.discriminators.parameters())
+        self._set_gradients(params, torch.autograd.grad(loss, params, allow_unused=True))
         opt_dis.step()
         acc = torch.stack([(lg.argmax(1) == codes[i]).float().mean() for lg, i in zip(logits, adv, strict=True)]).mean()
         n = z.shape[0]
@@ -116,7 +146,7 @@ class FaderGradNormPlan(TrainingPlan):
     def _generator_step(self, batch: dict[str, torch.Tensor], adv: list[int]) -> None:
         opt_net, _, opt_w = self.optimizers()
         module = self.module
-        target = batch[REGISTRY_KEYS.PROTEIN_KEY]
+        target = _dense(batch[REGISTRY_KEYS.PROTEIN_KEY])
         z = module.inference(batch[REGISTRY_KEYS.X_KEY])["z"]
         pred = module.generative(z, module.covariate_embedding_from_tensors(batch))["protein"]
         codes = module.covariate_codes(batch)
@@ -145,15 +175,18 @@ class FaderGradNormPlan(TrainingPlan):
         w = module.loss_weights
         w_now = w.detach().clone()
         opt_net.zero_grad(set_to_none=True)
-        for p, g1, g2 in zip(params, grads_nlc, grads_fader, strict=True):
+        combined = []
+        for g1, g2 in zip(grads_nlc, grads_fader, strict=True):
             if g1 is None and g2 is None:
+                combined.append(None)
                 continue
-            g = torch.zeros_like(p) if g1 is None else w_now[0] * g1
-            p.grad = g if g2 is None else g + w_now[1] * g2
+            g = 0.0 if g1 is None else w_now[0] * g1
+            combined.append(g if g2 is None else g + w_now[1] * g2)
+        self._set_gradients(params, combined)
 
         opt_w.zero_grad(set_to_none=True)
         lg = gradnorm_loss(w, grad_norms, task_losses, module.initial_losses, alpha=self.gradnorm_alpha)
-        (w.grad,) = torch.autograd.grad(lg, w)
+        self._set_gradients([w], torch.autograd.grad(lg, w))
         opt_net.step()
         opt_w.step()
         renormalize_weights(w)
@@ -174,7 +207,7 @@ class FaderGradNormPlan(TrainingPlan):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Compute validation losses and collect predictions for epoch-level Pearson."""
         module = self.module
-        target = batch[REGISTRY_KEYS.PROTEIN_KEY]
+        target = _dense(batch[REGISTRY_KEYS.PROTEIN_KEY])
         z = module.inference(batch[REGISTRY_KEYS.X_KEY])["z"]
         pred = module.generative(z, module.covariate_embedding_from_tensors(batch))["protein"]
         n = target.shape[0]
@@ -191,8 +224,14 @@ class FaderGradNormPlan(TrainingPlan):
         true = torch.cat(self._val_true).double().numpy()
         self._val_pred.clear()
         self._val_true.clear()
-        self.log("pearson_cell_validation", float(np.nanmean(pearson_per_cell(pred, true))))
-        self.log("pearson_protein_validation", float(np.nanmean(pearson_per_protein(pred, true))))
+        # Under data-parallel training each process scores its own share of the validation cells;
+        # sync_dist averages them so every process makes the same early-stopping decision.
+        sync = self._world_size() > 1
+        for name, value in (
+            ("pearson_cell_validation", np.nanmean(pearson_per_cell(pred, true))),
+            ("pearson_protein_validation", np.nanmean(pearson_per_protein(pred, true))),
+        ):
+            self.log(name, torch.tensor(float(value), device=self.device), sync_dist=sync)
 
 
 class RestoreBestWeights(pl.Callback):
