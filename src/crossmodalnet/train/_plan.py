@@ -140,8 +140,9 @@ class FaderGradNormPlan(TrainingPlan):
         opt_dis.step()
         acc = torch.stack([(lg.argmax(1) == codes[i]).float().mean() for lg, i in zip(logits, adv, strict=True)]).mean()
         n = z.shape[0]
-        self.log("discriminator_loss_train", ce.detach(), on_step=False, on_epoch=True, batch_size=n)
-        self.log("discriminator_accuracy_train", acc, on_step=False, on_epoch=True, batch_size=n)
+        sync = self._world_size() > 1
+        self.log("discriminator_loss_train", ce.detach(), on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
+        self.log("discriminator_accuracy_train", acc, on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
 
     def _generator_step(self, batch: dict[str, torch.Tensor], adv: list[int]) -> None:
         opt_net, _, opt_w = self.optimizers()
@@ -170,7 +171,10 @@ class FaderGradNormPlan(TrainingPlan):
         # itself can be negative through its adversarial term, which makes its ratio meaningless.
         task_losses = torch.stack([nlc.detach(), mse.detach()])
         if not bool(module.initial_losses.gt(0).all()):
-            module.initial_losses.copy_(task_losses.clamp_min(1e-8))
+            first = (
+                self.trainer.strategy.reduce(task_losses, reduce_op="mean") if self._world_size() > 1 else task_losses
+            )
+            module.initial_losses.copy_(first.clamp_min(1e-8))
 
         w = module.loss_weights
         w_now = w.detach().clone()
@@ -202,7 +206,25 @@ class FaderGradNormPlan(TrainingPlan):
             "w_nlc": w[0].detach(),
             "w_fader": w[1].detach(),
         }.items():
-            self.log(name, value, on_step=False, on_epoch=True, batch_size=n)
+            self.log(name, value, on_step=False, on_epoch=True, batch_size=n, sync_dist=self._world_size() > 1)
+
+    def on_validation_epoch_start(self) -> None:
+        """Average the batch-norm statistics across processes before validating (see :meth:`on_train_epoch_end`)."""
+        self.on_train_epoch_end()
+
+    def on_train_epoch_end(self) -> None:
+        """Under data-parallel training, average the batch-norm running statistics across processes.
+
+        Each process updates them from its own share of the cells; averaging keeps every replica,
+        the validation scores and the saved model identical. Runs before validation and again at the
+        end of each epoch (idempotent).
+        """
+        if self._world_size() <= 1:
+            return
+        with torch.no_grad():
+            for buf in self.module.buffers():
+                if buf.is_floating_point():
+                    buf.copy_(self.trainer.strategy.reduce(buf.clone(), reduce_op="mean"))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Compute validation losses and collect predictions for epoch-level Pearson."""
@@ -211,8 +233,10 @@ class FaderGradNormPlan(TrainingPlan):
         z = module.inference(batch[REGISTRY_KEYS.X_KEY])["z"]
         pred = module.generative(z, module.covariate_embedding_from_tensors(batch))["protein"]
         n = target.shape[0]
-        self.log("nlc_validation", nlc_loss(pred, target), on_step=False, on_epoch=True, batch_size=n)
-        self.log("mse_validation", torch.mean((pred - target) ** 2), on_step=False, on_epoch=True, batch_size=n)
+        sync = self._world_size() > 1
+        mse = torch.mean((pred - target) ** 2)
+        self.log("nlc_validation", nlc_loss(pred, target), on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
+        self.log("mse_validation", mse, on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
         self._val_pred.append(pred.detach().cpu())
         self._val_true.append(target.detach().cpu())
 
