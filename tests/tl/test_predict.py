@@ -56,6 +56,12 @@ def test_predict_protein_time_override(mdata, trained_model):
     assert mdata.uns["cmn_protein"]["params"]["time"] == 3.5
     expected = trained_model.predict_protein(mdata, time=3.5)
     np.testing.assert_allclose(mdata.obsm["cmn_protein"].to_numpy(), expected.to_numpy(), rtol=1e-6)
+    # prediction-space interpolation is passed through and recorded
+    cmn.tl.predict_protein(mdata, trained_model, time=3.5, interpolation="prediction", key_added="pred_interp")
+    assert mdata.uns["pred_interp"]["params"]["interpolation"] == "prediction"
+    blended = trained_model.predict_protein(mdata, time=3.5, interpolation="prediction")
+    np.testing.assert_allclose(mdata.obsm["pred_interp"].to_numpy(), blended.to_numpy(), rtol=1e-6)
+    assert not np.allclose(blended.to_numpy(), expected.to_numpy())
 
 
 def test_predict_protein_rna_only_query(norm_mdata, trained_model):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -119,6 +119,7 @@ def predict_protein(
     time: object = None,
     batch: object = None,
     allow_extrapolation: bool = False,
+    interpolation: Literal["embedding", "prediction"] = "embedding",
     gene_id_column: str | None = None,
     model_gene_ids: Sequence[str] | None = None,
     min_coverage: float = 0.5,
@@ -155,6 +156,10 @@ def predict_protein(
         Predict every cell as this batch category instead of its own.
     allow_extrapolation
         Allow numeric time points outside the trained range.
+    interpolation
+        How an unseen time point is predicted: ``"embedding"`` (interpolated time embedding, the paper's)
+        or ``"prediction"`` (interpolated predictions of the two neighbouring time points); see
+        :meth:`~crossmodalnet.model.CrossmodalNet.predict_protein`.
     %(harmonize)s
     %(batch_size)s
     setup_kwargs
@@ -214,7 +219,12 @@ def predict_protein(
         caller=_CALLER,
     )
     pred = model.predict_protein(
-        inp.mdata, time=time, batch=batch, batch_size=batch_size, allow_extrapolation=allow_extrapolation
+        inp.mdata,
+        time=time,
+        batch=batch,
+        batch_size=batch_size,
+        allow_extrapolation=allow_extrapolation,
+        interpolation=interpolation,
     )
     pred = pred.reindex(mdata.obs_names)
     pred.columns = pd.Index(pred.columns.astype(str))
@@ -236,6 +246,7 @@ def predict_protein(
             "time": time,
             "batch": batch,
             "allow_extrapolation": allow_extrapolation,
+            "interpolation": interpolation,
             "gene_id_column": gene_id_column,
             "min_coverage": min_coverage,
             "batch_size": batch_size,
