@@ -343,3 +343,12 @@ def test_interpolate_time_embedding_public(trained_model):
     )
     with pytest.raises(ValueError, match="outside the trained range"):
         trained_model.interpolate_time_embedding([t[-1] + 10])
+
+
+def test_trainer_kwargs_can_override_validation_interval(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = _fit(mdata, max_epochs=4, check_val_every_n_epoch=2, early_stopping=False)
+    hist = model.history["pearson_protein_validation"].dropna()
+    assert len(hist) == 2  # validated after epochs 2 and 4 only
+    assert len(model.history["loss_train"]) == 4

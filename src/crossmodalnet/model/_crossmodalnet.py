@@ -544,9 +544,8 @@ class CrossmodalNet(BaseModelClass):
             early_stopping_monitor=early_stopping_monitor,
             early_stopping_patience=early_stopping_patience,
             early_stopping_mode="max",
-            check_val_every_n_epoch=1,
             callbacks=callbacks,
-            **trainer_kwargs,
+            **{"check_val_every_n_epoch": 1, **trainer_kwargs},
         )
         runner()
         # scvi-tools' logger keeps object columns; numeric ones are what users plot and compare.
