@@ -117,6 +117,8 @@ _INTERSPHINX = {
     "lightning": ("https://lightning.ai/docs/pytorch/stable/", ["lightning"]),
     "matplotlib": ("https://matplotlib.org/stable/", ["matplotlib", "mpl_toolkits"]),
     "gseapy": ("https://gseapy.readthedocs.io/en/latest/", ["gseapy"]),
+    "sklearn": ("https://scikit-learn.org/stable/", ["sklearn"]),
+    "ray": ("https://docs.ray.io/en/latest/", ["ray"]),
 }
 
 # Offline builds (no network, e.g. sandboxed CI): `CMN_DOCS_OFFLINE=1 hatch run docs:build`.
