@@ -39,7 +39,7 @@ from crossmodalnet.train import FaderGradNormPlan, RestoreBestWeights
 from ._split import holdout_split, stratified_split
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from anndata import AnnData
 
@@ -94,6 +94,12 @@ def _verify_model_dir(path: Path, prefix: str | None) -> None:
             raise ValueError(f"{path} is incomplete: {name} is missing. Save the model again.")
         if _sha256(file) != expected:
             raise ValueError(f"{path / name} does not match its checksum: the file is corrupted or was modified.")
+
+
+def _factorize(values: pd.Series) -> tuple[np.ndarray, list]:
+    """Integer code of each value (-1 for missing) and the distinct values present, without per-cell strings."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return codes.astype(np.int64), list(uniques)
 
 
 def _is_data_parallel(strategy: object) -> bool:
@@ -796,61 +802,74 @@ class CrossmodalNet(BaseModelClass):
 
     def _cell_time_weights(
         self, mdata: MuData, *, time: object = None, allow_extrapolation: bool = False
-    ) -> torch.Tensor:
-        """Per-cell weights over the time categories (cells × categories); one-hot for trained time points."""
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """Weights over the time categories: distinct rows (k × categories) and each cell's row (cells,).
+
+        Trained time points give one-hot rows. Nothing of size cells × d is built, so memory stays
+        bounded by the prediction batch on atlases of millions of cells.
+        """
         n = mdata.n_obs
         time_key = self._setup_arg("time_key")
         if time is not None:
-            t_values = np.full(n, time, dtype=object)
+            codes, values = np.zeros(n, dtype=np.int64), [time]
         elif time_key is None:
-            t_values = np.full(n, self.time_categories[0], dtype=object)
+            codes, values = np.zeros(n, dtype=np.int64), [self.time_categories[0]]
         elif time_key in mdata.obs:
-            t_values = mdata.obs[time_key].to_numpy(dtype=object)
+            codes, values = _factorize(mdata.obs[time_key])
+            if (codes < 0).any():
+                raise ValueError(f"`mdata.obs[{time_key!r}]` has missing values; pass `time=` or fill them.")
         else:
             raise KeyError(
                 f"`mdata.obs` has no time column {time_key!r}; pass `time=` to predict every cell at one time point."
             )
-        if pd.isna(pd.Series(t_values)).any():
-            raise ValueError(f"`mdata.obs[{time_key!r}]` has missing values; pass `time=` or fill them.")
-        uniq, inv = np.unique(np.asarray(t_values).astype(str), return_inverse=True)
-        first = {u: t_values[np.flatnonzero(inv == i)[0]] for i, u in enumerate(uniq)}
-        table = np.vstack([self._time_weights(first[u], allow_extrapolation=allow_extrapolation) for u in uniq])
-        return torch.as_tensor(table[inv.reshape(-1)], dtype=torch.float32)
+        table = np.vstack([self._time_weights(v, allow_extrapolation=allow_extrapolation) for v in values])
+        return torch.as_tensor(table, dtype=torch.float32), codes
 
-    def _batch_embedding(self, mdata: MuData, *, batch: object = None) -> torch.Tensor:
-        """Per-cell batch embedding (cells × d)."""
+    def _batch_codes(self, mdata: MuData, *, batch: object = None) -> np.ndarray:
+        """Code of each cell's batch category (cells,)."""
         n = mdata.n_obs
         batch_key = self._setup_arg("batch_key")
-        b_table = self.module.covariate_embeddings[1].weight.detach()
-        b_cats = self.batch_categories.astype(str)
+        b_cats = pd.Index(self.batch_categories.astype(str))
         if batch is not None:
-            b_values = np.full(n, str(batch), dtype=object)
+            codes, values = np.zeros(n, dtype=np.int64), [batch]
         elif batch_key is None:
-            b_values = np.full(n, b_cats[0], dtype=object)
+            codes, values = np.zeros(n, dtype=np.int64), [b_cats[0]]
         elif batch_key in mdata.obs:
-            b_values = mdata.obs[batch_key].astype(str).to_numpy(dtype=object)
+            codes, values = _factorize(mdata.obs[batch_key])
         else:
             raise KeyError(
                 f"`mdata.obs` has no batch column {batch_key!r}; pass `batch=` with one of {b_cats.tolist()}."
             )
-        b_codes = pd.Index(b_cats).get_indexer(b_values)
-        if (b_codes < 0).any():
-            unknown = sorted(set(np.asarray(b_values)[b_codes < 0]))
+        lookup = b_cats.get_indexer([str(v) for v in values])
+        unknown = sorted({str(v) for v, c in zip(values, lookup, strict=True) if c < 0})
+        if unknown or (codes < 0).any():
+            unknown = unknown or ["<missing>"]
             raise ValueError(f"Unknown batch categories {unknown[:5]}; pass `batch=` with one of {b_cats.tolist()}.")
-        return b_table[torch.from_numpy(b_codes.astype(np.int64))]
+        return lookup[codes].astype(np.int64)
 
-    def _covariate_embedding(
+    def _covariates(
         self,
         mdata: MuData,
         *,
         time: object = None,
         batch: object = None,
         allow_extrapolation: bool = False,
-    ) -> torch.Tensor:
-        """Per-cell sum of the (interpolated) time embedding and the batch embedding (cells × d)."""
-        weights = self._cell_time_weights(mdata, time=time, allow_extrapolation=allow_extrapolation)
-        table = self.module.covariate_embeddings[0].weight.detach()
-        return weights.to(table.device) @ table + self._batch_embedding(mdata, batch=batch)
+    ) -> Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]:
+        """Validate the covariates of ``mdata`` once and return a per-batch lookup.
+
+        The returned function gives, for cell positions, their time weights (cells × categories)
+        and batch embedding (cells × d).
+        """
+        w_rows, w_codes = self._cell_time_weights(mdata, time=time, allow_extrapolation=allow_extrapolation)
+        b_codes = torch.from_numpy(self._batch_codes(mdata, batch=batch))
+        b_table = self.module.covariate_embeddings[1].weight.detach()
+        w_index = torch.from_numpy(w_codes)
+
+        def of(pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            idx = torch.from_numpy(np.asarray(pos, dtype=np.int64))
+            return w_rows[w_index[idx]].to(b_table.device), b_table[b_codes[idx].to(b_table.device)]
+
+        return of
 
     def _check_trained(self) -> None:
         if not self.is_trained_:
@@ -903,14 +922,13 @@ class CrossmodalNet(BaseModelClass):
         if interpolation not in ("embedding", "prediction"):
             raise ValueError(f"`interpolation` must be 'embedding' or 'prediction', got {interpolation!r}.")
         X, rows = self._rna_rows(mdata)
-        weights = self._cell_time_weights(mdata, time=time, allow_extrapolation=allow_extrapolation)
-        b_emb = self._batch_embedding(mdata, batch=batch)
+        covariates = self._covariates(mdata, time=time, batch=batch, allow_extrapolation=allow_extrapolation)
         table = self.module.covariate_embeddings[0].weight.detach()
         self.module.eval()
         out = np.full((mdata.n_obs, self.n_proteins), np.nan, dtype=np.float32)
         for pos, x in self._iter_batches(X, rows, batch_size, allow_sparse=self.module.sparse_input):
             z = self.module.inference(x)["z"]
-            w, b = weights[pos].to(z.device), b_emb[pos].to(z.device)
+            w, b = covariates(pos)
             if interpolation == "embedding":
                 pred = self.module.generative(z, w @ table + b)["protein"]
             else:
@@ -1011,7 +1029,8 @@ class CrossmodalNet(BaseModelClass):
             raise KeyError(f"Unknown protein(s) {unknown[:5]}; the model predicts {list(self.protein_names)[:10]}...")
         cols = torch.as_tensor(self.protein_names.get_indexer(names), dtype=torch.long)
         X, rows = self._rna_rows(mdata)
-        cov = self._covariate_embedding(mdata, time=time)
+        covariates = self._covariates(mdata, time=time)
+        table = self.module.covariate_embeddings[0].weight.detach()
         if indices is not None:
             keep = np.zeros(mdata.n_obs, dtype=bool)
             keep[np.asarray(indices)] = True
@@ -1021,7 +1040,8 @@ class CrossmodalNet(BaseModelClass):
         total = torch.zeros(len(names), self.n_genes, dtype=torch.float64)
         eye = torch.eye(len(names), device=self.device)
         for pos, x in self._iter_batches(X, rows, batch_size):
-            c = cov[pos].to(x.device)
+            w, b = covariates(pos)
+            c = w @ table + b
             n_cells += x.shape[0]
             if method == "gradient":
                 steps, scale = [x], None
