@@ -27,8 +27,12 @@ def test_tutorial_executes(path, tmp_path):
     shutil.copy(path, work)
     try:
         nb = nbformat.read(work, as_version=4)
-        NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(TUTORIALS)}}).execute()
-        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+        NotebookClient(
+            nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(TUTORIALS)}}
+        ).execute()
+        errors = [
+            o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"
+        ]
         assert not errors
     finally:
         work.unlink(missing_ok=True)

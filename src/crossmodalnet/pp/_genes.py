@@ -153,9 +153,17 @@ def check_coverage(info: dict, min_coverage: float, *, rna_key: str, caller: str
         )
 
 
-def align_matrix(X, idx: np.ndarray):
-    """Columns ``idx`` of ``X`` with zero columns where ``idx == -1`` (keeps sparse input sparse)."""
+def align_matrix(X, idx: np.ndarray, *, chunk_size: int = 65536):
+    """Columns ``idx`` of ``X`` with zero columns where ``idx == -1`` (keeps sparse input sparse).
+
+    A backed (on-disk) matrix is read in row chunks of ``chunk_size``; the aligned result is in memory.
+    """
     n_obs, n_vars = X.shape
+    if not (sparse.issparse(X) or isinstance(X, np.ndarray)):
+        blocks = [align_matrix(X[start : start + chunk_size], idx) for start in range(0, n_obs, chunk_size)]
+        if not blocks:
+            return np.zeros((0, len(idx)), dtype=getattr(X, "dtype", np.float32))
+        return sparse.vstack(blocks, format="csr") if sparse.issparse(blocks[0]) else np.concatenate(blocks, axis=0)
     cols = np.where(idx >= 0, idx, n_vars)
     if sparse.issparse(X):
         padded = sparse.hstack([X, sparse.csr_matrix((n_obs, 1), dtype=X.dtype)], format="csr")

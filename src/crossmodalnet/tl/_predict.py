@@ -77,8 +77,13 @@ def _observed_metrics(
         cells = cells.intersection(test_cells, sort=False)
     if not proteins or len(cells) < 2:
         return None
-    X = get_layer(prot, layer, protein_key)[prot.obs_names.get_indexer(cells)][:, prot.var_names.get_indexer(proteins)]
-    true = X.toarray() if sparse.issparse(X) else np.asarray(X)
+    rows = prot.obs_names.get_indexer(cells)
+    order = np.argsort(rows, kind="stable")  # backed (HDF5) matrices are read with increasing row indices
+    X = get_layer(prot, layer, protein_key)[rows[order]]
+    X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+    true = np.empty_like(X)
+    true[order] = X
+    true = true[:, prot.var_names.get_indexer(proteins)]
     metrics = prediction_metrics(pred.loc[cells, proteins].to_numpy(), true)
     metrics["per_protein"]["protein_names"] = np.asarray(proteins, dtype=str)
     metrics["n_cells"] = len(cells)
