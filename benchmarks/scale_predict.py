@@ -207,11 +207,9 @@ def _model_meta(model_dir: Path) -> dict:
 
 
 def _sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from crossmodalnet.model._crossmodalnet import _sha256
+
+    return _sha256(path)
 
 
 # --- query data ------------------------------------------------------------------------------------
