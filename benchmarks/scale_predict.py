@@ -106,6 +106,24 @@ def _mem_available_mb() -> float:
     return float("nan")
 
 
+def _git_rev() -> str:
+    """Commit of the checkout this script is in (``+dirty`` with uncommitted changes), or ``unknown``."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
 def _cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -403,7 +421,8 @@ def _markdown(df: pd.DataFrame, machine: dict, verdicts: list[str]) -> str:
         f"{machine['mem_total_gb']:.0f} GB RAM; torch {machine['torch']} with {machine['threads']} threads; "
         f"Python {machine['python']}, anndata {machine['anndata']}, mudata {machine['mudata']}, "
         f"crossmodalnet {machine['crossmodalnet']}. Load average (1, 5, 15 min) at start "
-        f"{machine['load_start']}, at end {machine['load_end']}.",
+        f"{machine['load_start']}, at end {machine['load_end']} (a measurement itself adds about "
+        f"{machine['threads']}).",
         "",
         f"Command: `{machine['command']}`",
         "",
@@ -442,10 +461,11 @@ def _verdicts(df: pd.DataFrame, genes: int, threads: int) -> list[str]:
             f"{'MET' if met else 'NOT MET'}, best {best['cells_per_s']:,.0f} cells/s "
             f"({best['cells']:,} cells, {best['mode']}, {best['first_layer']} first layer, batch {best['batch_size']:,})"
         )
-        for fl, sub in pred.groupby("first_layer"):
+        for (mode, fl), sub in pred.groupby(["mode", "first_layer"]):
             b = sub.loc[sub["cells_per_s"].idxmax()]
             out.append(
-                f"  best with the {fl} first layer: {b['cells_per_s']:,.0f} cells/s ({b['mode']}, batch {b['batch_size']:,})"
+                f"  {mode}, {fl} first layer: {'met' if b['cells_per_s'] >= TARGET_CELLS_PER_S else 'not met'}, "
+                f"best {b['cells_per_s']:,.0f} cells/s ({b['cells']:,} cells, batch {b['batch_size']:,})"
             )
     big = pred[(pred["cells"] >= TARGET_RSS_CELLS) & (pred["mode"] == "backed")]
     if len(big):
@@ -586,7 +606,7 @@ def main(argv=None) -> pd.DataFrame:
         "python": platform.python_version(),
         "anndata": anndata.__version__,
         "mudata": mudata.__version__,
-        "crossmodalnet": crossmodalnet.__version__,
+        "crossmodalnet": f"{crossmodalnet.__version__} from {Path(crossmodalnet.__file__).parent} (git {_git_rev()})",
         "load_start": ", ".join(f"{v:.2f}" for v in load_start),
         "load_end": ", ".join(f"{v:.2f}" for v in os.getloadavg()),
         "n_genes": args.genes,

@@ -779,9 +779,17 @@ class CrossmodalNet(BaseModelClass):
             pos = have[start : start + batch_size]
             idx = rows[pos]
             order = np.argsort(idx, kind="stable")  # backed HDF5 matrices need increasing row indices
-            block = X[idx[order]]
+            sorted_idx = idx[order]
+            in_order = bool((order[1:] > order[:-1]).all())
+            if sorted_idx[-1] - sorted_idx[0] + 1 == sorted_idx.size:
+                # contiguous rows (the usual case): one slice read, ~10x faster than a row list on backed data
+                block = X[int(sorted_idx[0]) : int(sorted_idx[-1]) + 1]
+            else:
+                block = X[sorted_idx]
             if sparse.issparse(block):
-                block = sparse.csr_matrix(block)[np.argsort(order, kind="stable")]
+                block = sparse.csr_matrix(block)
+                if not in_order:
+                    block = block[np.argsort(order, kind="stable")]
                 if allow_sparse and block.nnz < np.iinfo(np.int32).max:
                     block.sort_indices()
                     with warnings.catch_warnings():
@@ -797,7 +805,10 @@ class CrossmodalNet(BaseModelClass):
                 dense = block.toarray().astype(np.float32, copy=False)
             else:
                 dense = np.empty(np.shape(block), dtype=np.float32)
-                dense[order] = np.asarray(block)
+                if in_order:
+                    dense[...] = np.asarray(block)
+                else:
+                    dense[order] = np.asarray(block)
             yield pos, torch.from_numpy(dense).to(device)
 
     def _cell_time_weights(
@@ -866,8 +877,10 @@ class CrossmodalNet(BaseModelClass):
         w_index = torch.from_numpy(w_codes)
 
         def of(pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            # index_select, not tensor[idx]: advanced indexing was ~1-10 ms per batch with 2 CPU threads
             idx = torch.from_numpy(np.asarray(pos, dtype=np.int64))
-            return w_rows[w_index[idx]].to(b_table.device), b_table[b_codes[idx].to(b_table.device)]
+            w = w_rows.index_select(0, w_index.index_select(0, idx)).to(b_table.device)
+            return w, b_table.index_select(0, b_codes.index_select(0, idx).to(b_table.device))
 
         return of
 
