@@ -352,3 +352,18 @@ def test_trainer_kwargs_can_override_validation_interval(norm_mdata):
     hist = model.history["pearson_protein_validation"].dropna()
     assert len(hist) == 2  # validated after epochs 2 and 4 only
     assert len(model.history["loss_train"]) == 4
+
+
+def test_training_without_validation_cells(norm_mdata):
+    """validation_size=0: training runs with the validation loop off and warns that early stopping is off."""
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    scvi.settings.seed = 0
+    model = CrossmodalNet(mdata, n_latent=8)
+    with pytest.warns(UserWarning, match="No validation cells"):
+        model.train(max_epochs=2, validation_size=0.0, **TRAIN)
+    assert model.split_["n_validation"] == 0
+    assert "best_epoch" not in model.split_
+    assert len(model.history["loss_train"]) == 2
+    assert "pearson_protein_validation" not in model.history
+    assert np.isfinite(model.predict_protein().to_numpy()).all()

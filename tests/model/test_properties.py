@@ -63,7 +63,8 @@ def cite_mudata(draw):
 
 
 @pytest.mark.slow
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI must be reproducible; widen max_examples locally to explore (it found the no-validation crash)
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(cite_mudata())
 def test_setup_train_predict_never_crashes(case):
     mdata, time_key, batch_key = case

@@ -535,10 +535,15 @@ class CrossmodalNet(BaseModelClass):
         restore = RestoreBestWeights(monitor=early_stopping_monitor, mode="max")
         if has_validation:
             callbacks.append(restore)
-        elif early_stopping:
-            warnings.warn(
-                "No validation cells: early stopping and best-epoch restoration are off.", UserWarning, stacklevel=2
-            )
+        else:
+            # Lightning refuses an empty validation loader: switch the validation loop off.
+            trainer_kwargs["limit_val_batches"] = 0
+            if early_stopping:
+                warnings.warn(
+                    "No validation cells: early stopping and best-epoch restoration are off.",
+                    UserWarning,
+                    stacklevel=2,
+                )
         runner = self._train_runner_cls(
             self,
             training_plan=plan,
