@@ -103,16 +103,16 @@ class FaderGradNormPlan(TrainingPlan):
 
         Gradients are computed with :func:`torch.autograd.grad` (GradNorm needs the per-task
         gradients), which bypasses DDP's backward hooks; the average is therefore taken here, with
-        one all-reduce of the flattened gradients through the Lightning strategy. Parameters
-        without a gradient on this process count as zero, so every process takes the same step.
+        one all-reduce of the flattened gradients through the Lightning strategy. On one process a
+        parameter without a gradient keeps ``.grad = None`` (the optimiser skips it); across processes
+        it counts as zero, so every process takes the same step.
         """
-        filled = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+        grads = list(grads)
         if self._world_size() > 1:
-            flat = torch.cat([g.reshape(-1) for g in filled])
-            flat = self.trainer.strategy.reduce(flat, reduce_op="mean")
-            filled = list(torch.split(flat, [g.numel() for g in filled]))
-            filled = [g.view_as(p) for g, p in zip(filled, params, strict=True)]
-        for p, g in zip(params, filled, strict=True):
+            filled = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+            flat = self.trainer.strategy.reduce(torch.cat([g.reshape(-1) for g in filled]), reduce_op="mean")
+            grads = [g.view_as(p) for g, p in zip(torch.split(flat, [p.numel() for p in params]), params, strict=True)]
+        for p, g in zip(params, grads, strict=True):
             p.grad = g
 
     # --- steps -----------------------------------------------------------------------------
