@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from crossmodalnet.train import discriminator_loss, fader_loss, nlc_loss, pearson_per_row
+from crossmodalnet.train import discriminator_loss, fader_loss, group_lasso, nlc_loss, pearson_per_row
 
 
 def test_pearson_per_row_matches_numpy():
@@ -70,3 +70,13 @@ def test_discriminator_loss_penalty():
     assert total.item() == pytest.approx(ce.item() + 0.4 * penalty.item(), rel=1e-5)
     no_pen, ce0 = discriminator_loss(logits, codes, z, gradient_penalty=0.0)
     assert no_pen.item() == pytest.approx(ce0.item())
+
+
+def test_group_lasso_value_and_gradient():
+    w = torch.tensor([[0.0, 3.0, 1.0], [0.0, 4.0, -1.0]], requires_grad=True)
+    value = group_lasso(w)
+    assert value.item() == pytest.approx(5.0 + math.sqrt(2.0))
+    (grad,) = torch.autograd.grad(value, w)
+    # the gradient of each non-zero column is its unit vector; an all-zero column gets zero, not NaN
+    expected = torch.tensor([[0.0, 0.6, 1 / math.sqrt(2.0)], [0.0, 0.8, -1 / math.sqrt(2.0)]])
+    torch.testing.assert_close(grad, expected)

@@ -154,6 +154,13 @@ class CrossmodalNet(BaseModelClass):
         training on 10⁴–10⁵ genes. ``None`` (default): all genes, as in the paper.
     n_input_features
         Features kept by ``input_reduction``: default 2,000 for ``"hvg"`` and 256 for ``"svd"``.
+    standardize_protein
+        Train on proteins centred and scaled by their mean and standard deviation over the
+        training cells (fitted at the first :meth:`train` call, saved with the model). The losses
+        are then computed on that scale, so each protein weighs the same in the MSE, as it does in
+        per-protein Pearson; predictions are still returned on the registered scale. Off by
+        default (the paper trains on the registered scale). Part of the small-data recipe of the
+        benchmarks page, with ``train(input_group_lasso=...)``.
     registry
         Used by :meth:`load` to build a model without data; leave unset.
 
@@ -199,6 +206,7 @@ class CrossmodalNet(BaseModelClass):
         standardize_input: bool = False,
         input_reduction: Literal["hvg", "svd"] | None = None,
         n_input_features: int | None = None,
+        standardize_protein: bool = False,
         registry: dict | None = None,
     ):
         super().__init__(mdata, registry=registry)
@@ -218,6 +226,7 @@ class CrossmodalNet(BaseModelClass):
             standardize_input=standardize_input,
             input_reduction=input_reduction,
             n_input_features=n_input_features,
+            standardize_protein=standardize_protein,
         )
         self.split_: dict = {}
         self.trained_time_codes_: np.ndarray | None = None
@@ -225,6 +234,7 @@ class CrossmodalNet(BaseModelClass):
             f"CrossmodalNet: {self.n_genes} genes → {self.n_proteins} proteins, n_latent={n_latent}, "
             f"{n_time} time point(s), {n_batch} batch(es)"
             + ("" if input_reduction is None else f", input {input_reduction} → {n_input_features} features")
+            + (", standardised proteins" if standardize_protein else "")
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -434,6 +444,7 @@ class CrossmodalNet(BaseModelClass):
         gradient_penalty: float = 0.4,
         lr_gradnorm: float = 0.01475,
         gradnorm_alpha: float = 0.5,
+        input_group_lasso: float = 0.0,
         **trainer_kwargs,
     ) -> None:
         """Train with the Fader/GradNorm objective (paper Algorithm 1, Table S1 defaults).
@@ -482,9 +493,20 @@ class CrossmodalNet(BaseModelClass):
             Discriminator gradient penalty.
         lr_gradnorm, gradnorm_alpha
             GradNorm weight learning rate and restoring force.
+        input_group_lasso
+            Weight ``μ`` of a group-lasso penalty ``μ · Σ_g ‖W[:, g]‖₂`` on MLP1's first layer, added
+            to the loss outside GradNorm (:func:`crossmodalnet.train.group_lasso`). It shrinks whole
+            genes towards zero, which helps when few genes drive each protein and cells are few
+            relative to genes. 0 (default) is the paper's objective. On ``synthetic_cite``
+            (2,000 cells × 2,000 genes) ``1e-4`` with ``standardize_protein=True`` and
+            ``early_stopping_patience=50`` raised test per-protein Pearson from about 0.60 to
+            0.72–0.74 (benchmarks page); its strength interacts with ``lr`` (Adam) and ``n_latent``.
+            With ``input_reduction``, the groups are the reduced features.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (a Lightning trainer).
         """
+        if not (np.isfinite(input_group_lasso) and input_group_lasso >= 0):
+            raise ValueError(f"`input_group_lasso` must be a finite number >= 0, got {input_group_lasso!r}.")
         if early_stopping_monitor not in _MONITORS:
             raise ValueError(f"`early_stopping_monitor` must be one of {_MONITORS}, got {early_stopping_monitor!r}.")
         if self.adata_manager is None:
@@ -509,7 +531,11 @@ class CrossmodalNet(BaseModelClass):
         self.trained_time_codes_ = np.unique(codes[train_idx]).astype(np.int64)
 
         if self.module.standardize_input and not bool(self.module.input_scaling_fitted):
-            self._fit_input_scaling(train_idx)
+            mean, std = self._column_moments(REGISTRY_KEYS.X_KEY, train_idx)
+            self.module.fit_input_scaling(mean, std)
+        if self.module.standardize_protein and not bool(self.module.protein_scaling_fitted):
+            mean, std = self._column_moments(REGISTRY_KEYS.PROTEIN_KEY, train_idx)
+            self.module.fit_protein_scaling(mean, std)
         if self.module.input_reduction is not None and not bool(self.module.input_reduction_fitted):
             self._fit_input_reduction(train_idx, seed=seed)
         data_splitter = self._data_splitter_cls(
@@ -529,6 +555,7 @@ class CrossmodalNet(BaseModelClass):
             gradient_penalty=gradient_penalty,
             lr_gradnorm=lr_gradnorm,
             gradnorm_alpha=gradnorm_alpha,
+            input_group_lasso=input_group_lasso,
         )
         callbacks = list(trainer_kwargs.pop("callbacks", []))
         has_validation = val_idx.size > 0
@@ -566,11 +593,13 @@ class CrossmodalNet(BaseModelClass):
             self.split_["best_" + early_stopping_monitor] = float(restore.best_score)
         self.module.eval()
 
-    def _fit_input_scaling(self, train_idx: np.ndarray, chunk: int = 4096) -> None:
-        """Per-gene mean and standard deviation over the training cells, streamed over row chunks."""
-        X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        total = np.zeros(self.n_genes)
-        total_sq = np.zeros(self.n_genes)
+    def _column_moments(
+        self, registry_key: str, train_idx: np.ndarray, chunk: int = 4096
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-column mean and standard deviation of a registered matrix over the training cells, by row chunks."""
+        X = self.adata_manager.get_from_registry(registry_key)
+        total = np.zeros(X.shape[1])
+        total_sq = np.zeros(X.shape[1])
         rows = np.sort(train_idx)
         for start in range(0, rows.size, chunk):
             block = X[rows[start : start + chunk]]
@@ -583,9 +612,7 @@ class CrossmodalNet(BaseModelClass):
                 total_sq += (block**2).sum(axis=0)
         mean = total / rows.size
         std = np.sqrt(np.maximum(total_sq / rows.size - mean**2, 0.0))
-        self.module.fit_input_scaling(
-            torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
-        )
+        return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
 
     def _fit_input_reduction(self, train_idx: np.ndarray, *, seed: int) -> None:
         """Fit the HVG selection or the truncated SVD of the module's input on the training cells."""

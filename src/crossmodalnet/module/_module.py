@@ -54,6 +54,10 @@ class CrossmodalModule(BaseModuleClass):
         (default) feeds all genes, as in the paper.
     n_input_features
         Number of features after ``input_reduction``.
+    standardize_protein
+        Train on proteins centred and scaled with statistics fitted on the training cells
+        (:meth:`fit_protein_scaling`): the losses are computed on that scale, so every protein
+        weighs the same in the MSE; predictions are returned on the original scale.
     sparse_input
         Feed sparse CSR batches straight to the first layer at inference (prediction, basal
         embedding) instead of densifying them. Not a saved setting; training densifies each mini-batch
@@ -74,6 +78,7 @@ class CrossmodalModule(BaseModuleClass):
         standardize_input: bool = False,
         input_reduction: Literal["hvg", "svd"] | None = None,
         n_input_features: int | None = None,
+        standardize_protein: bool = False,
         sparse_input: bool = True,
     ):
         super().__init__()
@@ -119,6 +124,12 @@ class CrossmodalModule(BaseModuleClass):
             self.register_buffer("input_projection", torch.zeros(n_input, n_features))
         if input_reduction is not None:
             self.register_buffer("input_reduction_fitted", torch.zeros((), dtype=torch.bool))
+        # Likewise, the protein scaling buffers exist only when it is used.
+        self.standardize_protein = standardize_protein
+        if standardize_protein:
+            self.register_buffer("protein_mean", torch.zeros(n_output))
+            self.register_buffer("protein_scale", torch.ones(n_output))
+            self.register_buffer("protein_scaling_fitted", torch.zeros((), dtype=torch.bool))
 
     @torch.no_grad()
     def fit_input_scaling(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -126,6 +137,21 @@ class CrossmodalModule(BaseModuleClass):
         self.input_mean.copy_(mean)
         self.input_scale.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
         self.input_scaling_fitted.fill_(1)
+
+    @torch.no_grad()
+    def fit_protein_scaling(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Set the per-protein centring and scaling of the targets (proteins with ~zero spread are only centred)."""
+        if not self.standardize_protein:
+            raise ValueError("This module does not standardise proteins (`standardize_protein=False`).")
+        self.protein_mean.copy_(mean)
+        self.protein_scale.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+        self.protein_scaling_fitted.fill_(1)
+
+    def scale_protein(self, y: torch.Tensor) -> torch.Tensor:
+        """Put proteins (cells × proteins, original scale) on the scale the losses are computed on."""
+        if not self.standardize_protein:
+            return y
+        return (y - self.protein_mean) / self.protein_scale
 
     @torch.no_grad()
     def fit_input_reduction(self, value: torch.Tensor) -> None:
@@ -191,8 +217,15 @@ class CrossmodalModule(BaseModuleClass):
 
     @auto_move_data
     def generative(self, z: torch.Tensor, cov_embedding: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Decode ``z`` plus the covariate embedding into proteins."""
-        return {"protein": self.decoder(z + cov_embedding)}
+        """Decode ``z`` plus the covariate embedding into proteins.
+
+        Returns ``"protein"`` on the original scale and ``"protein_scaled"`` on the scale of the
+        losses (the same tensor unless ``standardize_protein``).
+        """
+        scaled = self.decoder(z + cov_embedding)
+        if not self.standardize_protein:
+            return {"protein": scaled, "protein_scaled": scaled}
+        return {"protein": scaled * self.protein_scale + self.protein_mean, "protein_scaled": scaled}
 
     def covariate_codes(self, tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Integer codes of each covariate, time first, as 1-d long tensors."""
@@ -213,8 +246,8 @@ class CrossmodalModule(BaseModuleClass):
         generative_outputs: dict[str, torch.Tensor],
     ) -> LossOutput:
         """Weighted NLC + Fader loss of one mini-batch, with the current GradNorm weights."""
-        target = tensors[REGISTRY_KEYS.PROTEIN_KEY]
-        pred = generative_outputs["protein"]
+        target = self.scale_protein(tensors[REGISTRY_KEYS.PROTEIN_KEY])
+        pred = generative_outputs["protein_scaled"]
         z = inference_outputs["z"]
         codes = self.covariate_codes(tensors)
         adv = self.adversarial_covariates

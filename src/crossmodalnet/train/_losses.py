@@ -121,3 +121,23 @@ def discriminator_loss(
             (grad,) = torch.autograd.grad(lg.sum(), z, create_graph=True)
             penalty = penalty + grad.square().sum(dim=1).mean()
     return ce + gradient_penalty * penalty, ce
+
+
+def group_lasso(weight: torch.Tensor) -> torch.Tensor:
+    r"""Group-lasso norm of a layer's input columns, :math:`\sum_g \lVert W_{:, g} \rVert_2`.
+
+    On MLP1's first layer (``hidden × genes``) each group is one gene's outgoing weights, so the
+    penalty drives whole genes towards zero and favours a few informative input genes. It is a sum
+    of norms, so a column of zeros contributes 0 and has a zero (sub)gradient.
+
+    Parameters
+    ----------
+    weight
+        Weight matrix (out features × in features).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar penalty.
+    """
+    return torch.linalg.vector_norm(weight, dim=0).sum()

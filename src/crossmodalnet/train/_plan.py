@@ -14,7 +14,7 @@ from crossmodalnet._constants import REGISTRY_KEYS
 from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein
 
 from ._gradnorm import gradnorm_loss, renormalize_weights
-from ._losses import discriminator_loss, fader_loss, nlc_loss
+from ._losses import discriminator_loss, fader_loss, group_lasso, nlc_loss
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -55,6 +55,9 @@ class FaderGradNormPlan(TrainingPlan):
         Adam learning rate of the GradNorm task weights.
     gradnorm_alpha
         GradNorm restoring force.
+    input_group_lasso
+        Weight of a group-lasso penalty on MLP1's first layer (see :func:`~crossmodalnet.train.group_lasso`).
+        0 (default) is the paper's objective.
     """
 
     def __init__(
@@ -69,8 +72,12 @@ class FaderGradNormPlan(TrainingPlan):
         gradient_penalty: float = 0.4,
         lr_gradnorm: float = 0.01475,
         gradnorm_alpha: float = 0.5,
+        input_group_lasso: float = 0.0,
     ):
         super().__init__(module, lr=lr, weight_decay=weight_decay, eps=1e-8)
+        if not (np.isfinite(input_group_lasso) and input_group_lasso >= 0):
+            raise ValueError(f"`input_group_lasso` must be a finite number >= 0, got {input_group_lasso!r}.")
+        self.input_group_lasso = float(input_group_lasso)
         self.automatic_optimization = False
         self.lr_discriminator = lr_discriminator
         self.weight_decay_discriminator = weight_decay_discriminator
@@ -147,9 +154,9 @@ class FaderGradNormPlan(TrainingPlan):
     def _generator_step(self, batch: dict[str, torch.Tensor], adv: list[int]) -> None:
         opt_net, _, opt_w = self.optimizers()
         module = self.module
-        target = _dense(batch[REGISTRY_KEYS.PROTEIN_KEY])
+        target = module.scale_protein(_dense(batch[REGISTRY_KEYS.PROTEIN_KEY]))
         z = module.inference(batch[REGISTRY_KEYS.X_KEY])["z"]
-        pred = module.generative(z, module.covariate_embedding_from_tensors(batch))["protein"]
+        pred = module.generative(z, module.covariate_embedding_from_tensors(batch))["protein_scaled"]
         codes = module.covariate_codes(batch)
         nlc = nlc_loss(pred, target)
         fader, mse, ce = fader_loss(
@@ -186,6 +193,12 @@ class FaderGradNormPlan(TrainingPlan):
                 continue
             g = 0.0 if g1 is None else w_now[0] * g1
             combined.append(g if g2 is None else g + w_now[1] * g2)
+        penalty = None
+        if self.input_group_lasso > 0:
+            # The penalty is outside GradNorm: its gradient is added to the balanced first-layer gradient.
+            penalty = self.input_group_lasso * group_lasso(shared)
+            (g_pen,) = torch.autograd.grad(penalty, shared)
+            combined[i_shared] = combined[i_shared] + g_pen
         self._set_gradients(params, combined)
 
         opt_w.zero_grad(set_to_none=True)
@@ -205,6 +218,7 @@ class FaderGradNormPlan(TrainingPlan):
             "gradnorm_loss_train": lg.detach(),
             "w_nlc": w[0].detach(),
             "w_fader": w[1].detach(),
+            **({} if penalty is None else {"input_group_lasso_train": penalty.detach()}),
         }.items():
             self.log(name, value, on_step=False, on_epoch=True, batch_size=n, sync_dist=self._world_size() > 1)
 
@@ -231,11 +245,16 @@ class FaderGradNormPlan(TrainingPlan):
         module = self.module
         target = _dense(batch[REGISTRY_KEYS.PROTEIN_KEY])
         z = module.inference(batch[REGISTRY_KEYS.X_KEY])["z"]
-        pred = module.generative(z, module.covariate_embedding_from_tensors(batch))["protein"]
+        out = module.generative(z, module.covariate_embedding_from_tensors(batch))
+        pred = out["protein"]
+        # Losses on the training scale (standardised proteins if enabled); Pearson on the original scale.
+        pred_s, target_s = out["protein_scaled"], module.scale_protein(target)
         n = target.shape[0]
         sync = self._world_size() > 1
-        mse = torch.mean((pred - target) ** 2)
-        self.log("nlc_validation", nlc_loss(pred, target), on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
+        mse = torch.mean((pred_s - target_s) ** 2)
+        self.log(
+            "nlc_validation", nlc_loss(pred_s, target_s), on_step=False, on_epoch=True, batch_size=n, sync_dist=sync
+        )
         self.log("mse_validation", mse, on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
         self._val_pred.append(pred.detach().cpu())
         self._val_true.append(target.detach().cpu())
