@@ -130,3 +130,14 @@ def test_group_lasso_shrinks_genes_and_favours_drivers(setup_mdata):
         total.append(norms.sum())
     assert total[1] < 0.7 * total[0]
     assert share[1] > share[0] + 0.05
+
+
+def test_recipe_is_deterministic(setup_mdata):
+    weights = []
+    for _ in range(2):
+        scvi.settings.seed = 0
+        model = CrossmodalNet(setup_mdata, n_latent=8, standardize_protein=True)
+        model.train(max_epochs=3, batch_size=64, input_group_lasso=1e-3, **TRAIN)
+        weights.append(model.module.state_dict())
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], rtol=0, atol=0, msg=key)
