@@ -146,3 +146,14 @@ def test_cli_quick_with_speed_and_missing_real_data(tmp_path):
     assert len(iso) == len(methods)  # in-distribution runs of each method, each in its own process
     assert (iso["setting"] == "in_distribution").all()
     assert (iso["peak_rss_mb"] > 0).all()
+
+
+def test_small_data_recipe_method(toy_linear):
+    X, Y, time, tr, va, te = toy_linear
+    method = make_method("crossmodalnet_small_data", seed=0, quick=True, threads=1, max_epochs=3)
+    method.fit(X[tr], Y[tr], X[va], Y[va], time[tr], time[va])
+    assert method.name == method_display_name("crossmodalnet_small_data") == "CrossmodalNet (small-data recipe)"
+    assert method_display_name("crossmodalnet") == "CrossmodalNet"
+    assert method.info["small_data_recipe"] is True
+    assert method.model_.module.standardize_protein
+    assert "input_group_lasso_train" in method.model_.history
