@@ -72,6 +72,17 @@ def test_train_then_predict(h5mu, tmp_path, capsys):
     assert "coverage" in capsys.readouterr().out
 
 
+def test_train_small_data_recipe(h5mu, tmp_path):
+    model_dir = tmp_path / "recipe"
+    args = ["-q", "train", str(h5mu), "--out", str(model_dir), "--time-key", "time", "--n-latent", "8"]
+    args += ["--max-epochs", "2", "--standardize-protein", "--input-group-lasso", "1e-4", "--patience", "50"]
+    assert main(args) == 0
+    model = cmn.model.CrossmodalNet.load(str(model_dir))
+    assert model.module.standardize_protein
+    assert bool(model.module.protein_scaling_fitted)
+    assert "input_group_lasso_train" in model.history
+
+
 def test_cli_errors(h5mu, tmp_path, capsys):
     assert main(["-q", "train", str(tmp_path / "missing.h5mu"), "--out", str(tmp_path / "m")]) == 2
     assert "input file not found" in capsys.readouterr().err

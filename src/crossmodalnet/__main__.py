@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--holdout-time", default=None, help="hold out this time point as the test set")
     train.add_argument("--n-latent", type=int, default=512)
     train.add_argument("--max-epochs", type=int, default=500)
+    train.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs")
+    train.add_argument(
+        "--standardize-protein", action="store_true", help="train on per-protein z-scores (small-data recipe)"
+    )
+    train.add_argument(
+        "--input-group-lasso", type=float, default=0.0, help="group-lasso weight on MLP1's first layer (recipe: 1e-4)"
+    )
     train.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")

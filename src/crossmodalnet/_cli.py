@@ -70,12 +70,14 @@ def train(args: argparse.Namespace) -> int:
         time_key=args.time_key,
         batch_key=args.batch_key,
     )
-    model = CrossmodalNet(mdata, n_latent=args.n_latent)
+    model = CrossmodalNet(mdata, n_latent=args.n_latent, standardize_protein=args.standardize_protein)
     holdout = args.holdout_time
     model.train(
         max_epochs=args.max_epochs,
         split="holdout_time" if holdout is not None else "random",
         holdout_time=_maybe_number(holdout),
+        early_stopping_patience=args.patience,
+        input_group_lasso=args.input_group_lasso,
         accelerator=args.accelerator,
         enable_progress_bar=not args.quiet,
     )
