@@ -159,8 +159,8 @@ class CrossmodalNet(BaseModelClass):
         training cells (fitted at the first :meth:`train` call, saved with the model). The losses
         are then computed on that scale, so each protein weighs the same in the MSE, as it does in
         per-protein Pearson; predictions are still returned on the registered scale. Off by
-        default (the paper trains on the registered scale). Part of the small-data recipe of the
-        benchmarks page, with ``train(input_group_lasso=...)``.
+        default (the paper trains on the registered scale). Part of the small-data recipe, with
+        ``train(input_group_lasso=...)``: see the docs page *Small data sets*.
     registry
         Used by :meth:`load` to build a model without data; leave unset.
 
