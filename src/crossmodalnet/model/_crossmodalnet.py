@@ -35,6 +35,7 @@ from crossmodalnet._utils import (
 )
 from crossmodalnet.module import CrossmodalModule
 from crossmodalnet.train import FaderGradNormPlan, RestoreBestWeights
+from crossmodalnet.train._plan import check_input_group_lasso
 
 from ._split import holdout_split, stratified_split
 
@@ -506,8 +507,7 @@ class CrossmodalNet(BaseModelClass):
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (a Lightning trainer).
         """
-        if not (np.isfinite(input_group_lasso) and input_group_lasso >= 0):
-            raise ValueError(f"`input_group_lasso` must be a finite number >= 0, got {input_group_lasso!r}.")
+        check_input_group_lasso(input_group_lasso)  # before anything changes on the model
         if early_stopping_monitor not in _MONITORS:
             raise ValueError(f"`early_stopping_monitor` must be one of {_MONITORS}, got {early_stopping_monitor!r}.")
         if self.adata_manager is None:

@@ -36,6 +36,13 @@ def is_discriminator_step(batch_count: int, learning_step: int) -> bool:
     return learning_step > 0 and batch_count % learning_step == 0
 
 
+def check_input_group_lasso(value: float) -> float:
+    """Return ``value`` as a float, or raise a :class:`ValueError` unless it is a finite number >= 0."""
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"`input_group_lasso` must be a finite number >= 0, got {value!r}.")
+    return float(value)
+
+
 class FaderGradNormPlan(TrainingPlan):
     """Manual-optimisation plan alternating discriminator and GradNorm-weighted generator steps.
 
@@ -75,9 +82,7 @@ class FaderGradNormPlan(TrainingPlan):
         input_group_lasso: float = 0.0,
     ):
         super().__init__(module, lr=lr, weight_decay=weight_decay, eps=1e-8)
-        if not (np.isfinite(input_group_lasso) and input_group_lasso >= 0):
-            raise ValueError(f"`input_group_lasso` must be a finite number >= 0, got {input_group_lasso!r}.")
-        self.input_group_lasso = float(input_group_lasso)
+        self.input_group_lasso = check_input_group_lasso(input_group_lasso)
         self.automatic_optimization = False
         self.lr_discriminator = lr_discriminator
         self.weight_decay_discriminator = weight_decay_discriminator
