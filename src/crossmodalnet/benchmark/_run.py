@@ -623,12 +623,16 @@ def _tasks(cfg: BenchmarkConfig, shared: Path | None) -> list[tuple[str, list[st
         settings = list(cfg.settings) if size in sizes else ["in_distribution"]
         isolated = {"in_distribution"} if size in speed_sizes else set()
         tasks.append((f"synthetic:{size}", settings, isolated))
+    if "programs" in cfg.data:
+        tasks += [(f"programs:{size}", list(cfg.settings), set()) for size in dict.fromkeys(cfg.sizes)]
     for name in REAL_DATASETS:
         if name in cfg.data:
             tasks.append((name, list(cfg.settings), set()))
-    unknown = set(cfg.data) - {"synthetic", *REAL_DATASETS}
+    unknown = set(cfg.data) - {"synthetic", "programs", *REAL_DATASETS}
     if unknown:
-        raise ValueError(f"Unknown data {sorted(unknown)}; choose from ['synthetic', 'bmmc', 'pbmc'].")
+        raise ValueError(
+            f"Unknown data {sorted(unknown)}; choose from {['synthetic', 'programs', *REAL_DATASETS]}."
+        )
     return tasks
 
 
@@ -653,7 +657,9 @@ def run_benchmark(
     Parameters
     ----------
     data
-        ``"synthetic"``, ``"bmmc"`` (``bmmc_cite_600``) and/or ``"pbmc"`` (``pbmc1k_protein_v3``).
+        ``"synthetic"``, ``"programs"`` (``synthetic_cite(structure="programs")`` at ``sizes``),
+        ``"bmmc"`` (``bmmc_cite_600``), ``"pbmc"`` (``pbmc1k_protein_v3``) and/or ``"dyngen"``
+        (``dyngen_bifurcating_200``).
     sizes
         Synthetic sizes (keys of ``SYNTHETIC_SIZES``) scored in every
         setting; default ``["D1"]``, or ``["quick"]`` with ``quick=True``.

@@ -47,6 +47,43 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _MONITORS = ("pearson_cell_validation", "pearson_protein_validation")
+
+PRESETS: dict[str, dict[str, object]] = {
+    "paper": {
+        "n_latent": 512,
+        "dropout_rate": 0.05,
+        "use_batch_norm": True,
+        "n_hidden_discriminator": 128,
+        "lambda_dis": 0.5,
+        "standardize_input": False,
+        "input_reduction": None,
+        "n_input_features": None,
+        "standardize_protein": False,
+        "linear_path": False,
+    },
+    "default": {
+        "n_latent": 512,
+        "dropout_rate": 0.05,
+        "use_batch_norm": True,
+        "n_hidden_discriminator": 128,
+        "lambda_dis": 0.5,
+        "standardize_input": False,
+        "input_reduction": None,
+        "n_input_features": None,
+        "standardize_protein": True,
+        "linear_path": True,
+    },
+}
+"""Model settings of each preset: ``"paper"`` is Table S1 of :cite:t:`Yang2023`; ``"default"`` adds the linear path."""
+
+TRAIN_PRESETS: dict[str, dict[str, object]] = {
+    "paper": {"max_epochs": 500, "early_stopping_patience": 10},
+    "default": {"max_epochs": 500, "early_stopping_patience": 10},
+}
+"""Training settings that differ between presets (used where :meth:`CrossmodalNet.train` gets ``None``)."""
+
+LINEAR_ALPHA_GRID = tuple(float(a) for a in np.logspace(-4, 3, 29))
+"""Ridge penalties of the linear path, relative to the mean squared singular value of the training RNA."""
 _MANIFEST = "crossmodalnet.json"
 _FORMAT_NAME = "crossmodalnet-model"
 _FORMAT_VERSION = 1
@@ -199,18 +236,38 @@ class CrossmodalNet(BaseModelClass):
         self,
         mdata: MuData | None = None,
         *,
-        n_latent: int = 512,
-        dropout_rate: float = 0.05,
-        use_batch_norm: bool = True,
-        n_hidden_discriminator: int = 128,
-        lambda_dis: float = 0.5,
-        standardize_input: bool = False,
+        preset: Literal["default", "paper"] = "default",
+        n_latent: int | None = None,
+        dropout_rate: float | None = None,
+        use_batch_norm: bool | None = None,
+        n_hidden_discriminator: int | None = None,
+        lambda_dis: float | None = None,
+        standardize_input: bool | None = None,
         input_reduction: Literal["hvg", "svd"] | None = None,
         n_input_features: int | None = None,
-        standardize_protein: bool = False,
+        standardize_protein: bool | None = None,
+        linear_path: bool | None = None,
         registry: dict | None = None,
     ):
+        if preset not in PRESETS:
+            raise ValueError(f"`preset` must be one of {list(PRESETS)}, got {preset!r}.")
         super().__init__(mdata, registry=registry)
+        given = {
+            "n_latent": n_latent,
+            "dropout_rate": dropout_rate,
+            "use_batch_norm": use_batch_norm,
+            "n_hidden_discriminator": n_hidden_discriminator,
+            "lambda_dis": lambda_dis,
+            "standardize_input": standardize_input,
+            "standardize_protein": standardize_protein,
+            "linear_path": linear_path,
+        }
+        resolved = {k: (PRESETS[preset][k] if v is None else v) for k, v in given.items()}
+        n_latent, dropout_rate, use_batch_norm = resolved["n_latent"], resolved["dropout_rate"], resolved["use_batch_norm"]
+        n_hidden_discriminator, lambda_dis = resolved["n_hidden_discriminator"], resolved["lambda_dis"]
+        standardize_input, standardize_protein = resolved["standardize_input"], resolved["standardize_protein"]
+        linear_path = resolved["linear_path"]
+        self.preset = preset
         if input_reduction is not None and n_input_features is None:
             n_input_features = {"hvg": 2000, "svd": 256}.get(input_reduction)
         n_time = self.summary_stats[f"n_{REGISTRY_KEYS.TIME_KEY}"]
@@ -228,6 +285,7 @@ class CrossmodalNet(BaseModelClass):
             input_reduction=input_reduction,
             n_input_features=n_input_features,
             standardize_protein=standardize_protein,
+            linear_path=linear_path,
         )
         self.split_: dict = {}
         self.trained_time_codes_: np.ndarray | None = None
@@ -236,6 +294,8 @@ class CrossmodalNet(BaseModelClass):
             f"{n_time} time point(s), {n_batch} batch(es)"
             + ("" if input_reduction is None else f", input {input_reduction} → {n_input_features} features")
             + (", standardised proteins" if standardize_protein else "")
+            + (", linear path" if linear_path else "")
+            + f" (preset {preset!r})"
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -421,7 +481,7 @@ class CrossmodalNet(BaseModelClass):
 
     def train(
         self,
-        max_epochs: int = 500,
+        max_epochs: int | None = None,
         *,
         split: Literal["random", "holdout_time"] = "random",
         holdout_time: object = None,
@@ -431,7 +491,7 @@ class CrossmodalNet(BaseModelClass):
         batch_size: int = 256,
         sparse_batches: bool = False,
         early_stopping: bool = True,
-        early_stopping_patience: int = 10,
+        early_stopping_patience: int | None = None,
         early_stopping_monitor: Literal["pearson_cell_validation", "pearson_protein_validation"] = (
             "pearson_protein_validation"
         ),
@@ -450,10 +510,16 @@ class CrossmodalNet(BaseModelClass):
     ) -> None:
         """Train with the Fader/GradNorm objective (paper Algorithm 1, Table S1 defaults).
 
+        With a linear path (the default preset), its ridge solution is fitted first on the
+        training cells in closed form, then the networks learn the residual.
+        The state before the first epoch counts as a candidate of the best-epoch restoration, so the
+        validation score of the trained model is never below that of the ridge solution alone.
+
         Parameters
         ----------
         max_epochs
-            Maximum number of passes over the training cells.
+            Maximum number of passes over the training cells; ``None`` takes the preset's value
+            (500 for both presets).
         split
             ``"random"``: train/validation/test stratified by time point (the paper's
             in-distribution setting). ``"holdout_time"``: every cell of ``holdout_time`` is the
@@ -476,7 +542,7 @@ class CrossmodalNet(BaseModelClass):
             epochs. Whether or not it stops early, the weights of the best validation epoch are
             restored at the end.
         early_stopping_patience
-            Epochs without improvement before stopping.
+            Epochs without improvement before stopping; ``None`` takes the preset's value (10 for both).
         early_stopping_monitor
             Validation Pearson to monitor: mean per protein (default) or mean per cell (the paper's
             Kaggle metric). Per-cell r is inflated by differences between protein means and levels
@@ -508,6 +574,10 @@ class CrossmodalNet(BaseModelClass):
             Passed to :class:`scvi.train.Trainer` (a Lightning trainer).
         """
         check_input_group_lasso(input_group_lasso)  # before anything changes on the model
+        train_defaults = TRAIN_PRESETS[getattr(self, "preset", "paper")]
+        max_epochs = train_defaults["max_epochs"] if max_epochs is None else max_epochs
+        if early_stopping_patience is None:
+            early_stopping_patience = train_defaults["early_stopping_patience"]
         if early_stopping_monitor not in _MONITORS:
             raise ValueError(f"`early_stopping_monitor` must be one of {_MONITORS}, got {early_stopping_monitor!r}.")
         if self.adata_manager is None:
@@ -539,6 +609,8 @@ class CrossmodalNet(BaseModelClass):
             self.module.fit_protein_scaling(mean, std)
         if self.module.input_reduction is not None and not bool(self.module.input_reduction_fitted):
             self._fit_input_reduction(train_idx, seed=seed)
+        if self.module.linear_path and not bool(self.module.linear_path_fitted):
+            self._fit_linear_path(train_idx, val_idx)
         data_splitter = self._data_splitter_cls(
             self.adata_manager,
             external_indexing=[train_idx, val_idx, test_idx],
@@ -562,6 +634,8 @@ class CrossmodalNet(BaseModelClass):
         has_validation = val_idx.size > 0
         restore = RestoreBestWeights(monitor=early_stopping_monitor, mode="max")
         if has_validation:
+            if self.module.linear_path:
+                restore.set_initial(self._validation_score(val_idx, early_stopping_monitor), self.module.state_dict())
             callbacks.append(restore)
         else:
             # Lightning refuses an empty validation loader: switch the validation loop off.
@@ -593,6 +667,110 @@ class CrossmodalNet(BaseModelClass):
             self.split_["best_epoch"] = int(restore.best_epoch)
             self.split_["best_" + early_stopping_monitor] = float(restore.best_score)
         self.module.eval()
+
+    @torch.no_grad()
+    def _predict_registered(self, idx: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """Predictions (original scale) of registered cells at their own time point and batch, in eval mode."""
+        was_training = self.module.training
+        self.module.eval()
+        keys = (REGISTRY_KEYS.X_KEY, REGISTRY_KEYS.TIME_KEY, REGISTRY_KEYS.BATCH_KEY)
+        arrays = {k: self.adata_manager.get_from_registry(k) for k in keys}
+        out = []
+        for start in range(0, idx.size, chunk):
+            rows = idx[start : start + chunk]
+            x = arrays[REGISTRY_KEYS.X_KEY][rows]
+            x = x.toarray() if sparse.issparse(x) else np.asarray(x)
+            tensors = {REGISTRY_KEYS.X_KEY: torch.as_tensor(x, dtype=torch.float32, device=self.device)}
+            for k in keys[1:]:
+                tensors[k] = torch.as_tensor(np.asarray(arrays[k])[rows], device=self.device)
+            z = self.module.inference(tensors[REGISTRY_KEYS.X_KEY])["z"]
+            cov = self.module.covariate_embedding_from_tensors(tensors)
+            pred = self.module.generative(z, cov, self.module.linear_from_tensors(tensors))["protein"]
+            out.append(pred.cpu().numpy())
+        self.module.train(was_training)
+        return np.vstack(out) if out else np.zeros((0, self.n_proteins), dtype=np.float32)
+
+    def _validation_score(self, val_idx: np.ndarray, monitor: str) -> float:
+        """The early-stopping score of the current module on the validation cells."""
+        from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein
+
+        pred = self._predict_registered(np.asarray(val_idx)).astype(np.float64)
+        true = self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, val_idx)
+        score = pearson_per_protein if monitor == "pearson_protein_validation" else pearson_per_cell
+        return float(np.nanmean(score(pred, true)))
+
+    def _registered_dense(self, registry_key: str, idx: np.ndarray) -> np.ndarray:
+        block = self.adata_manager.get_from_registry(registry_key)[np.asarray(idx)]
+        return block.toarray().astype(np.float64) if sparse.issparse(block) else np.asarray(block, dtype=np.float64)
+
+    def _fit_linear_path(self, train_idx: np.ndarray, val_idx: np.ndarray) -> float:
+        """Fit the linear path as ridge regression on the training cells, penalty chosen on validation cells.
+
+        Proteins are taken on the loss scale (standardised with ``standardize_protein``). Genes and
+        proteins are centred within each time point of the training cells, so every trained time
+        point gets its own intercept; an unseen time point gets the intercepts interpolated with
+        the same weights as its time embedding. The penalty is one value for all proteins, chosen
+        from :data:`LINEAR_ALPHA_GRID` (times the mean squared singular value) by the validation
+        mean squared error; without validation cells, by generalised cross-validation on the training
+        cells. All candidates come from one SVD of the centred training RNA.
+
+        Parameters
+        ----------
+        train_idx
+            Registered cells to fit on.
+        val_idx
+            Registered cells to choose the penalty on (may be empty).
+
+        Returns
+        -------
+        The chosen penalty (absolute).
+        """
+        from scipy import linalg
+
+        train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1).astype(np.int64)
+        X = self._registered_dense(REGISTRY_KEYS.X_KEY, train_idx)
+        Y = self.module.scale_protein(
+            torch.as_tensor(self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, train_idx), dtype=torch.float32)
+        ).double().numpy()
+        n_time = len(self.time_categories)
+        t_train = codes[train_idx]
+        mean_x = np.tile(X.mean(0), (n_time, 1))
+        mean_y = np.tile(Y.mean(0), (n_time, 1))
+        for c in np.unique(t_train):
+            mean_x[c], mean_y[c] = X[t_train == c].mean(0), Y[t_train == c].mean(0)
+        Xc, Yc = X - mean_x[t_train], Y - mean_y[t_train]
+        U, sv, Vt = linalg.svd(Xc, full_matrices=False, lapack_driver="gesdd")
+        keep = sv > sv.max() * 1e-10 if sv.size else sv.astype(bool)
+        U, sv, Vt = U[:, keep], sv[keep], Vt[keep]
+        UtY = U.T @ Yc
+        alphas = np.asarray(LINEAR_ALPHA_GRID) * float(np.mean(sv**2)) if sv.size else np.ones(1)
+        t_val = codes[val_idx]
+        val_known = np.isin(t_val, t_train)
+        if val_idx.size and val_known.any():
+            Xv = self._registered_dense(REGISTRY_KEYS.X_KEY, val_idx[val_known])
+            Yv = self.module.scale_protein(
+                torch.as_tensor(
+                    self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, val_idx[val_known]), dtype=torch.float32
+                )
+            ).double().numpy()
+            tv = t_val[val_known]
+            P = (Xv - mean_x[tv]) @ Vt.T
+            errors = [np.mean((P @ ((sv / (sv**2 + a))[:, None] * UtY) + mean_y[tv] - Yv) ** 2) for a in alphas]
+        else:
+            n = X.shape[0]
+            resid_total = np.sum(Yc**2) - np.sum(UtY**2)
+            errors = []
+            for a in alphas:
+                shrink = sv**2 / (sv**2 + a)
+                rss = resid_total + np.sum(((1 - shrink)[:, None] * UtY) ** 2)
+                errors.append(rss / n / max(1 - shrink.sum() / n, 1e-6) ** 2)
+        alpha = float(alphas[int(np.argmin(errors))])
+        W = Vt.T @ ((sv / (sv**2 + alpha))[:, None] * UtY)
+        intercept = mean_y - mean_x @ W
+        self.module.fit_linear_path(torch.as_tensor(W), torch.as_tensor(intercept), alpha)
+        logger.info("linear path: ridge alpha %.4g (%d candidates)", alpha, len(alphas))
+        return alpha
 
     def _column_moments(
         self, registry_key: str, train_idx: np.ndarray, chunk: int = 4096
@@ -975,11 +1153,13 @@ class CrossmodalNet(BaseModelClass):
         for pos, x in self._iter_batches(X, rows, batch_size, allow_sparse=self.module.sparse_input):
             z = self.module.inference(x)["z"]
             w, b = covariates(pos)
+            # the linear path is linear in the time weights: both interpolations share it
+            linear = self.module.linear_prediction(x, w) if self.module.linear_path else None
             if interpolation == "embedding":
-                pred = self.module.generative(z, w @ table + b)["protein"]
+                pred = self.module.generative(z, w @ table + b, linear)["protein"]
             else:
                 pred = sum(
-                    w[:, c : c + 1] * self.module.generative(z, table[c] + b)["protein"]
+                    w[:, c : c + 1] * self.module.generative(z, table[c] + b, linear)["protein"]
                     for c in torch.nonzero(w.abs().sum(0)).flatten().tolist()
                 )
             out[pos] = pred.cpu().numpy()
@@ -1097,7 +1277,9 @@ class CrossmodalNet(BaseModelClass):
             for xs in steps:
                 xs = xs.detach().requires_grad_(requires_grad=True)
                 with torch.enable_grad():
-                    out = self.module.generative(self.module.inference(xs)["z"], c)["protein"][:, cols.to(x.device)]
+                    linear = self.module.linear_prediction(xs, w) if self.module.linear_path else None
+                    out = self.module.generative(self.module.inference(xs)["z"], c, linear)["protein"]
+                    out = out[:, cols.to(x.device)]
                     # one batched backward: grad_outputs[j] selects protein j for every cell
                     (g,) = torch.autograd.grad(
                         out, xs, grad_outputs=eye[:, None, :].expand(-1, x.shape[0], -1), is_grads_batched=True
