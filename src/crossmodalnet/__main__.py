@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--time-key", default=None, help="obs column with the time point")
     train.add_argument("--batch-key", default=None, help="obs column with a batch/donor covariate")
     train.add_argument("--holdout-time", default=None, help="hold out this time point as the test set")
+    train.add_argument(
+        "--preset", choices=["default", "paper"], default="default", help="model preset ('paper': Table S1)"
+    )
     train.add_argument("--n-latent", type=int, default=512)
     train.add_argument("--max-epochs", type=int, default=500)
     train.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs")

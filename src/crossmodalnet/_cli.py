@@ -70,7 +70,12 @@ def train(args: argparse.Namespace) -> int:
         time_key=args.time_key,
         batch_key=args.batch_key,
     )
-    model = CrossmodalNet(mdata, n_latent=args.n_latent, standardize_protein=args.standardize_protein)
+    model = CrossmodalNet(
+        mdata,
+        preset=getattr(args, "preset", "default"),
+        n_latent=args.n_latent,
+        standardize_protein=args.standardize_protein or None,
+    )
     holdout = args.holdout_time
     model.train(
         max_epochs=args.max_epochs,

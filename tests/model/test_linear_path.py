@@ -43,7 +43,10 @@ def test_paper_preset_is_table_s1(setup_mdata):
     assert [layer.p for layer in m.encoder.layers if isinstance(layer, torch.nn.Dropout)] == [0.05]
     assert m.discriminators[0].layers[0].out_features == 128
     assert any(isinstance(layer, torch.nn.BatchNorm1d) for layer in m.encoder.layers)
-    assert not (m.linear_path or m.standardize_protein or m.standardize_input) and m.input_reduction is None
+    assert not (m.linear_path)
+    assert not (m.standardize_protein)
+    assert not (m.standardize_input)
+    assert m.input_reduction is None
     # same state-dict keys as the paper's module: nothing of the linear path or scaling exists
     paper = CrossmodalModule(m.n_input, m.n_output, m.n_cats_per_cov)
     assert list(m.state_dict()) == list(paper.state_dict())
@@ -52,20 +55,29 @@ def test_paper_preset_is_table_s1(setup_mdata):
     # Table S1 training settings
     defaults = {k: p.default for k, p in inspect.signature(CrossmodalNet.train).parameters.items()}
     assert TRAIN_PRESETS["paper"] == {"max_epochs": 500, "early_stopping_patience": 10}
-    assert defaults["lr"] == 1e-3 and defaults["weight_decay"] == 5e-6 and defaults["batch_size"] == 256
-    assert defaults["lr_discriminator"] == 0.0087 and defaults["weight_decay_discriminator"] == 5e-5
-    assert defaults["learning_step"] == 3 and defaults["gradient_penalty"] == 0.4
-    assert defaults["lr_gradnorm"] == 0.01475 and defaults["gradnorm_alpha"] == 0.5
+    assert defaults["lr"] == 1e-3
+    assert defaults["weight_decay"] == 5e-6
+    assert defaults["batch_size"] == 256
+    assert defaults["lr_discriminator"] == 0.0087
+    assert defaults["weight_decay_discriminator"] == 5e-5
+    assert defaults["learning_step"] == 3
+    assert defaults["gradient_penalty"] == 0.4
+    assert defaults["lr_gradnorm"] == 0.01475
+    assert defaults["gradnorm_alpha"] == 0.5
     assert defaults["input_group_lasso"] == 0.0
 
 
 def test_default_preset_and_overrides(setup_mdata):
     model = CrossmodalNet(setup_mdata, n_latent=8)
-    assert model.preset == "default" and model.module.linear_path and model.module.standardize_protein
+    assert model.preset == "default"
+    assert model.module.linear_path
+    assert model.module.standardize_protein
     assert PRESETS["default"]["linear_path"] is True
     off = CrossmodalNet(setup_mdata, n_latent=8, linear_path=False, standardize_protein=False)
-    assert not off.module.linear_path and not off.module.standardize_protein
-    assert "linear path" in repr(model) and "linear path" not in repr(off)
+    assert not off.module.linear_path
+    assert not off.module.standardize_protein
+    assert "linear path" in repr(model)
+    assert "linear path" not in repr(off)
     with pytest.raises(ValueError, match="preset"):
         CrossmodalNet(setup_mdata, preset="Paper")
 
@@ -75,7 +87,8 @@ def test_linear_path_is_closed_form_ridge_and_training_starts_there(setup_mdata)
     # lr=0: the networks cannot move, so the model stays at its starting point
     model.train(max_epochs=2, lr=0.0, **TRAIN)
     m = model.module
-    assert bool(m.linear_path_fitted) and float(m.linear_alpha) > 0
+    assert bool(m.linear_path_fitted)
+    assert float(m.linear_alpha) > 0
     tr = model.train_indices
     X = _dense(setup_mdata["rna"].X)[tr]
     Y = (_dense(setup_mdata["prot"].X)[tr] - m.protein_mean.double().numpy()) / m.protein_scale.double().numpy()
@@ -113,10 +126,11 @@ def test_validation_never_below_ridge(setup_mdata):
 
 
 def test_linear_path_without_validation_uses_gcv(setup_mdata):
+    model = CrossmodalNet(setup_mdata, n_latent=8)
     with pytest.warns(UserWarning, match="No validation cells"):
-        model = CrossmodalNet(setup_mdata, n_latent=8)
         model.train(max_epochs=1, train_size=1.0, validation_size=0.0, **TRAIN)
-    assert bool(model.module.linear_path_fitted) and float(model.module.linear_alpha) > 0
+    assert bool(model.module.linear_path_fitted)
+    assert float(model.module.linear_alpha) > 0
 
 
 def test_linear_path_save_load_and_determinism(setup_mdata, tmp_path):
@@ -133,7 +147,8 @@ def test_linear_path_save_load_and_determinism(setup_mdata, tmp_path):
         torch.testing.assert_close(v, model2.module.state_dict()[k], rtol=0, atol=0, msg=k)
     model.save(tmp_path / "m")
     loaded = CrossmodalNet.load(tmp_path / "m", setup_mdata)
-    assert loaded.preset == "default" and loaded.module.linear_path
+    assert loaded.preset == "default"
+    assert loaded.module.linear_path
     for k, v in model.module.state_dict().items():
         torch.testing.assert_close(v, loaded.module.state_dict()[k], rtol=0, atol=0, msg=k)
     np.testing.assert_array_equal(model.predict_protein().to_numpy(), loaded.predict_protein().to_numpy())
@@ -159,5 +174,7 @@ def test_fit_linear_path_checks_shapes():
     with pytest.raises(ValueError, match="linear_path=False"):
         CrossmodalModule(6, 3, [2], n_latent=4).fit_linear_path(torch.zeros(6, 3), torch.zeros(2, 3), 1.0)
     # the untrained module predicts zero on the loss scale: x W + b with W = b = 0 and a zero output layer
-    out = m.generative(torch.randn(4, 4), torch.zeros(4, 4), m.linear_prediction(torch.randn(4, 6), torch.eye(2)[[0, 1, 0, 1]]))
+    out = m.generative(
+        torch.randn(4, 4), torch.zeros(4, 4), m.linear_prediction(torch.randn(4, 6), torch.eye(2)[[0, 1, 0, 1]])
+    )
     torch.testing.assert_close(out["protein_scaled"], torch.zeros(4, 3))

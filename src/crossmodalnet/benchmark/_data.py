@@ -355,7 +355,9 @@ def load_dataset(spec: str, *, seed: int = 0, shared_dir: Path | None = None) ->
     if spec.startswith("programs:"):
         return load_synthetic(spec.split(":", 1)[1], seed=seed, structure="programs")
     if spec not in REAL_DATASETS:
-        raise ValueError(f"Unknown data set {spec!r}; use 'synthetic:<size>', 'programs:<size>', 'bmmc', 'pbmc' or 'dyngen'.")
+        raise ValueError(
+            f"Unknown data set {spec!r}; use 'synthetic:<size>', 'programs:<size>', 'bmmc', 'pbmc' or 'dyngen'."
+        )
     if shared_dir is None:
         logger.info("skipping %s: no shared data folder (pass --shared-dir or set %s)", spec, SHARED_DIR_ENV)
         return None

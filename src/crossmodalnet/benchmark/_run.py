@@ -630,9 +630,7 @@ def _tasks(cfg: BenchmarkConfig, shared: Path | None) -> list[tuple[str, list[st
             tasks.append((name, list(cfg.settings), set()))
     unknown = set(cfg.data) - {"synthetic", "programs", *REAL_DATASETS}
     if unknown:
-        raise ValueError(
-            f"Unknown data {sorted(unknown)}; choose from {['synthetic', 'programs', *REAL_DATASETS]}."
-        )
+        raise ValueError(f"Unknown data {sorted(unknown)}; choose from {['synthetic', 'programs', *REAL_DATASETS]}.")
     return tasks
 
 

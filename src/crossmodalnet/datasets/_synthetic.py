@@ -378,9 +378,7 @@ def synthetic_cite(
         kinds_pool = np.array(DRIVER_KINDS if n_drivers >= 2 else DRIVER_KINDS[:2])
         kinds = kinds_pool[gen.permutation(np.arange(n_proteins) % kinds_pool.size)]
         _unique_coding_genes(drivers, kinds)
-        weights = gen.choice([-1.0, 1.0], size=(n_proteins, n_drivers)) * gen.uniform(
-            0.6, 1.2, (n_proteins, n_drivers)
-        )
+        weights = gen.choice([-1.0, 1.0], size=(n_proteins, n_drivers)) * gen.uniform(0.6, 1.2, (n_proteins, n_drivers))
         weights[kinds == "own_gene", 0] = gen.uniform(1.0, 1.5, int((kinds == "own_gene").sum()))
         interaction_sign = gen.choice([-1.0, 1.0], size=n_proteins) * gen.uniform(0.8, 1.2, n_proteins)
     own = kinds == "own_gene"
@@ -467,11 +465,7 @@ def synthetic_cite(
         "protein_background": background,
         "rna_time_genes": gene_names[time_genes].astype(str),
         "state_proportions": state_props,
-        **(
-            {"program_weights": program_weights, "own_share": own_share}
-            if structure == "programs"
-            else {}
-        ),
+        **({"program_weights": program_weights, "own_share": own_share} if structure == "programs" else {}),
         "params": {
             "n_obs": n_obs,
             "n_genes": n_genes,

@@ -161,10 +161,23 @@ class CrossmodalNet(BaseModelClass):
     balanced by GradNorm. Unseen time points between two trained ones are predicted from the
     linear interpolation of their embeddings.
 
+    The default preset adds a linear path ("wide and deep"): a ridge regression from genes to
+    proteins with one intercept per time point, fitted in closed form on the training cells with
+    its penalty chosen on the validation cells. The networks learn the residual over it, starting
+    from exactly the ridge solution, and the best-epoch restoration can keep that starting point, so
+    the validation score never ends below the ridge solution's. ``preset="paper"`` is the paper's
+    model with its Table S1 settings.
+
     Parameters
     ----------
     mdata
         MuData registered with :meth:`~crossmodalnet.model.CrossmodalNet.setup_mudata`.
+    preset
+        ``"default"``: the paper's architecture plus the linear path and standardised proteins.
+        ``"paper"``: exactly Table S1 of :cite:t:`Yang2023` (no linear path, registered protein scale).
+        Every other argument left as ``None`` takes the preset's value; an explicit value overrides
+        it. The preset also sets :meth:`train`'s ``max_epochs`` and ``early_stopping_patience`` when
+        those are ``None``. Measured effects of the default preset are on the docs page *Benchmarks*.
     n_latent
         Dimension of the basal latent and of the time embedding (Table S1: 512).
     dropout_rate
@@ -197,8 +210,12 @@ class CrossmodalNet(BaseModelClass):
         training cells (fitted at the first :meth:`train` call, saved with the model). The losses
         are then computed on that scale, so each protein weighs the same in the MSE, as it does in
         per-protein Pearson; predictions are still returned on the registered scale. Off by
-        default (the paper trains on the registered scale). Part of the small-data recipe, with
-        ``train(input_group_lasso=...)``: see the docs page *Small data sets*.
+        by the paper preset (the paper trains on the registered scale); on by the default preset.
+    linear_path
+        Add the linear ridge path beside the networks (default preset: on; paper preset: off). Its
+        weights are fitted at the first :meth:`train` call on the training cells and saved with the
+        model. A held-out time point gets its intercepts interpolated with the same weights as its
+        time embedding.
     registry
         Used by :meth:`load` to build a model without data; leave unset.
 
@@ -263,7 +280,11 @@ class CrossmodalNet(BaseModelClass):
             "linear_path": linear_path,
         }
         resolved = {k: (PRESETS[preset][k] if v is None else v) for k, v in given.items()}
-        n_latent, dropout_rate, use_batch_norm = resolved["n_latent"], resolved["dropout_rate"], resolved["use_batch_norm"]
+        n_latent, dropout_rate, use_batch_norm = (
+            resolved["n_latent"],
+            resolved["dropout_rate"],
+            resolved["use_batch_norm"],
+        )
         n_hidden_discriminator, lambda_dis = resolved["n_hidden_discriminator"], resolved["lambda_dis"]
         standardize_input, standardize_protein = resolved["standardize_input"], resolved["standardize_protein"]
         linear_path = resolved["linear_path"]
@@ -730,9 +751,13 @@ class CrossmodalNet(BaseModelClass):
         train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
         codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1).astype(np.int64)
         X = self._registered_dense(REGISTRY_KEYS.X_KEY, train_idx)
-        Y = self.module.scale_protein(
-            torch.as_tensor(self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, train_idx), dtype=torch.float32)
-        ).double().numpy()
+        Y = (
+            self.module.scale_protein(
+                torch.as_tensor(self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, train_idx), dtype=torch.float32)
+            )
+            .double()
+            .numpy()
+        )
         n_time = len(self.time_categories)
         t_train = codes[train_idx]
         mean_x = np.tile(X.mean(0), (n_time, 1))
@@ -749,11 +774,15 @@ class CrossmodalNet(BaseModelClass):
         val_known = np.isin(t_val, t_train)
         if val_idx.size and val_known.any():
             Xv = self._registered_dense(REGISTRY_KEYS.X_KEY, val_idx[val_known])
-            Yv = self.module.scale_protein(
-                torch.as_tensor(
-                    self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, val_idx[val_known]), dtype=torch.float32
+            Yv = (
+                self.module.scale_protein(
+                    torch.as_tensor(
+                        self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, val_idx[val_known]), dtype=torch.float32
+                    )
                 )
-            ).double().numpy()
+                .double()
+                .numpy()
+            )
             tv = t_val[val_known]
             P = (Xv - mean_x[tv]) @ Vt.T
             errors = [np.mean((P @ ((sv / (sv**2 + a))[:, None] * UtY) + mean_y[tv] - Yv) ** 2) for a in alphas]
