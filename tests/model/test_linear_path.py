@@ -10,7 +10,7 @@ import torch
 
 from crossmodalnet._metrics import pearson_per_protein
 from crossmodalnet.model import CrossmodalNet
-from crossmodalnet.model._crossmodalnet import PRESETS, TRAIN_PRESETS
+from crossmodalnet.model._crossmodalnet import LINEAR_ALPHA_GRID, PRESETS, TRAIN_PRESETS
 from crossmodalnet.module import CrossmodalModule
 
 TRAIN = {"accelerator": "cpu", "enable_progress_bar": False}
@@ -103,6 +103,19 @@ def test_linear_path_is_closed_form_ridge_and_training_starts_there(setup_mdata)
     for c in np.unique(codes):
         b = Y[codes == c].mean(0) - X[codes == c].mean(0) @ W
         np.testing.assert_allclose(m.linear_intercept.numpy()[c], b, rtol=1e-3, atol=1e-5)
+    # the penalty minimises the validation MSE (loss scale) over the grid
+    va = model.validation_indices
+    Xv = _dense(setup_mdata["rna"].X)[va]
+    Yv = (_dense(setup_mdata["prot"].X)[va] - m.protein_mean.double().numpy()) / m.protein_scale.double().numpy()
+    cv = model.adata_manager.get_from_registry("time").reshape(-1)[va]
+    sv = np.linalg.svd(Xc, compute_uv=False)
+    grid = np.asarray(LINEAR_ALPHA_GRID) * np.mean(sv[sv > sv.max() * 1e-10] ** 2)
+    errors = []
+    for a in grid:
+        Wa = np.linalg.solve(Xc.T @ Xc + a * np.eye(X.shape[1]), Xc.T @ Yc)
+        ba = {c: Y[codes == c].mean(0) - X[codes == c].mean(0) @ Wa for c in np.unique(codes)}
+        errors.append(np.mean((Xv @ Wa + np.stack([ba[c] for c in cv]) - Yv) ** 2))
+    assert alpha == pytest.approx(grid[int(np.argmin(errors))], rel=1e-6)
     # the decoder output layer starts at zero: predictions are exactly the ridge solution
     assert m.decoder.layers[-1].weight.abs().sum() == 0
     pred = model.predict_protein().to_numpy()
