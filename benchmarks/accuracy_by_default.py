@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="D1")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--summarise-only", action="store_true")
+    parser.add_argument(
+        "--include", default="", help="comma-separated output folders of other runs to add to the summary"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
@@ -72,6 +75,14 @@ def main() -> None:
             if (folder / "results.csv").is_file():
                 frames.append(pd.read_csv(folder / "results.csv").assign(seed=seed))
             (out / "summary.md").write_text(summarise(frames))
+    for other in filter(None, args.include.split(",")):
+        for csv in sorted(Path(other).glob("*_seed*/results.csv")):
+            frames.append(pd.read_csv(csv).assign(seed=int(csv.parent.name.rsplit("_seed", 1)[1])))
+    if frames:
+        df = pd.concat(frames, ignore_index=True)
+        df["order"] = df["method"].map({m: i for i, m in enumerate(dict.fromkeys(df["method"]))})
+        df = df.sort_values(["order"], kind="stable").drop(columns="order")
+        (out / "summary.md").write_text(summarise([df]))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     cmn.pp.log_normalize(mdata)
     cmn.pp.clr(mdata)
     CrossmodalNet.setup_mudata(mdata, time_key="time")
-    model = CrossmodalNet(mdata, n_latent=args.n_latent, standardize_protein=args.small_data_recipe)
+    model = CrossmodalNet(mdata, preset="paper", n_latent=args.n_latent, standardize_protein=args.small_data_recipe)
     recipe = {"input_group_lasso": 1e-4, "early_stopping_patience": 50} if args.small_data_recipe else {}
     t0 = time.perf_counter()
     model.train(max_epochs=args.max_epochs, accelerator="cpu", enable_progress_bar=False, **recipe)
