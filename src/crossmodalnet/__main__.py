@@ -57,7 +57,11 @@ def _add_benchmark_parser(sub) -> None:
         "benchmark",
         help="compare CrossmodalNet with baselines (Ridge, LightGBM, MLPs, totalVI, ...); write tables to --out",
     )
-    bench.add_argument("--data", default="synthetic", help="comma-separated: synthetic, bmmc, pbmc")
+    bench.add_argument(
+        "--data",
+        default="synthetic",
+        help="comma-separated: synthetic, programs (synthetic_cite structure=programs at --sizes), bmmc, pbmc, dyngen",
+    )
     bench.add_argument(
         "--sizes", default=None, help="synthetic sizes: quick, D1, D2, D3 (default D1; quick with --quick)"
     )
