@@ -21,6 +21,7 @@ from crossmodalnet.benchmark import run_benchmark
 
 GROUPS = {"real": ["bmmc", "pbmc", "dyngen"], "synthetic": ["synthetic"], "programs": ["programs"]}
 METHODS = "crossmodalnet_paper,crossmodalnet,ridge,lightgbm,mlp_mse"
+_TITLES = {"in_distribution": "in-distribution", "heldout_time": "held-out middle time point"}
 
 
 def summarise(frames: list[pd.DataFrame]) -> str:
@@ -30,12 +31,20 @@ def summarise(frames: list[pd.DataFrame]) -> str:
     lines = []
     for (dataset, setting), sub in df.groupby(["dataset", "setting"], sort=False):
         seeds = sorted(sub["seed"].unique())
-        lines += [f"### {dataset} — {setting.replace('_', ' ')}", ""]
-        header = ["method", "per-protein r (mean)", *[f"seed {s}" for s in seeds], "per-cell r", "MSE", "fit (s)"]
+        lines += [f"### {dataset} — {_TITLES.get(setting, setting)}", ""]
+        header = [
+            "method",
+            "per-protein r (mean of seeds)",
+            *[f"seed {s}" for s in seeds],
+            "per-cell r",
+            "MSE",
+            "fit (s)",
+        ]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for method, m in sub.groupby("method", sort=False):
             by_seed = m.set_index("seed")
-            row = [method, f"{m['pearson_protein'].mean():.3f}"]
+            name = "**CrossmodalNet (default)**" if method == "CrossmodalNet" else method
+            row = [name, f"{m['pearson_protein'].mean():.3f}"]
             row += [f"{by_seed.loc[s, 'pearson_protein']:.3f}" if s in by_seed.index else "" for s in seeds]
             row += [f"{m['pearson_cell'].mean():.3f}", f"{m['mse'].mean():.3f}", f"{m['fit_seconds'].mean():.1f}"]
             lines.append("| " + " | ".join(row) + " |")
