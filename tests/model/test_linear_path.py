@@ -191,3 +191,14 @@ def test_fit_linear_path_checks_shapes():
         torch.randn(4, 4), torch.zeros(4, 4), m.linear_prediction(torch.randn(4, 6), torch.eye(2)[[0, 1, 0, 1]])
     )
     torch.testing.assert_close(out["protein_scaled"], torch.zeros(4, 3))
+
+
+def test_saliency_of_ridge_only_model_is_the_ridge_weight(setup_mdata):
+    model = CrossmodalNet(setup_mdata, n_latent=8)
+    model.train(max_epochs=1, lr=0.0, **TRAIN)  # stays at the ridge solution
+    m = model.module
+    names = list(model.protein_names[:3])
+    sal = model.get_saliency(proteins=names, method="gradient", aggregate="sum")
+    # d(prediction_j)/d(x_g) = W[g, j] * scale_j for every cell
+    expected = setup_mdata.n_obs * m.linear_weight.double().numpy()[:, :3] * m.protein_scale.double().numpy()[:3]
+    np.testing.assert_allclose(sal.to_numpy(), expected, rtol=1e-4, atol=1e-6)
