@@ -412,7 +412,10 @@ class MLPMethod(Method):
 
 
 class CrossmodalNetMethod(Method):
-    """The package's :class:`~crossmodalnet.model.CrossmodalNet` with Table S1 defaults.
+    """The package's :class:`~crossmodalnet.model.CrossmodalNet` with a preset's settings.
+
+    ``preset="default"`` (method key ``crossmodalnet``) is the default model with its linear ridge
+    path; ``preset="paper"`` (``crossmodalnet_paper``) is the paper's model with Table S1 settings.
 
     :meth:`fit_split` registers a MuData of all cells and calls ``model.train`` with the split
     kind and seed of the harness; the model draws its split with the same functions, and the
@@ -427,9 +430,11 @@ class CrossmodalNetMethod(Method):
     monitor
         ``early_stopping_monitor`` of :meth:`~crossmodalnet.model.CrossmodalNet.train`.
     small_data_recipe
-        Train with the small-data recipe instead of the pure Table S1 defaults:
+        Train with the small-data recipe instead of the preset's settings:
         ``standardize_protein=True``, ``input_group_lasso=1e-4`` and an early-stopping patience of 50
         (see the docs page *Small data sets*).
+    preset
+        ``preset`` of :class:`~crossmodalnet.model.CrossmodalNet`.
     **kwargs
         Passed to :class:`Method`.
     """

@@ -601,7 +601,8 @@ _STANDARD_NOTES = (
     "a held-out time point. totalVI gets the time point as its batch.",
     "Selection on validation cells only: Ridge alpha (0.1 to 10^4), SVD rank (32 to 256) with its alpha, LightGBM "
     "rounds (cap 300, early stopping 20), and early stopping of the MLPs and CrossmodalNet (patience 10, on mean "
-    "per-protein Pearson, best epoch restored). CrossmodalNet otherwise keeps the paper's Table S1 defaults. "
+    "per-protein Pearson, best epoch restored); the default CrossmodalNet also chooses its linear path's ridge "
+    "penalty there. 'CrossmodalNet (paper preset)' keeps the paper's Table S1 settings. "
     "LightGBM uses fixed parameters: the paper's randomized-CV tuning was not repeated.",
     "totalVI (transductive, the standard imputation recipe): trained on the raw counts of all cells, with the test "
     "cells' protein counts zeroed and the test cells in a batch of their own (proteins treated as missing). Its "

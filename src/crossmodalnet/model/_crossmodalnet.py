@@ -529,7 +529,7 @@ class CrossmodalNet(BaseModelClass):
         input_group_lasso: float = 0.0,
         **trainer_kwargs,
     ) -> None:
-        """Train with the Fader/GradNorm objective (paper Algorithm 1, Table S1 defaults).
+        """Train with the Fader/GradNorm objective (paper Algorithm 1; Table S1 settings as defaults).
 
         With a linear path (the default preset), its ridge solution is fitted first on the
         training cells in closed form, then the networks learn the residual.
