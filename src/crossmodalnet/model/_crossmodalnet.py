@@ -561,7 +561,8 @@ class CrossmodalNet(BaseModelClass):
         early_stopping
             Stop when ``early_stopping_monitor`` has not improved for ``early_stopping_patience``
             epochs. Whether or not it stops early, the weights of the best validation epoch are
-            restored at the end.
+            restored at the end. With a linear path, the state before the first epoch is a candidate
+            too (``model.split_["best_epoch"]`` is then -1).
         early_stopping_patience
             Epochs without improvement before stopping; ``None`` takes the preset's value (10 for both).
         early_stopping_monitor
