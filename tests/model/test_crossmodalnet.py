@@ -367,3 +367,38 @@ def test_training_without_validation_cells(norm_mdata):
     assert len(model.history["loss_train"]) == 2
     assert "pearson_protein_validation" not in model.history
     assert np.isfinite(model.predict_protein().to_numpy()).all()
+
+
+def test_best_validation_epoch_is_restored(norm_mdata, monkeypatch):
+    import copy
+
+    import lightning.pytorch as pl
+
+    import crossmodalnet.train._plan as plan_module
+
+    # script the monitored metric so the best epoch (1) is known and is not the last one
+    script = [0.2, 0.9, 0.5, 0.6, 0.4]
+    calls = iter(script)
+    monkeypatch.setattr(plan_module, "pearson_per_protein", lambda pred, true: np.full(pred.shape[1], next(calls)))
+
+    class Snapshots(pl.Callback):
+        def __init__(self):
+            self.states = {}
+
+        def on_validation_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                self.states[trainer.current_epoch] = copy.deepcopy(pl_module.module.state_dict())
+
+    snapshots = Snapshots()
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = _fit(mdata, max_epochs=len(script), early_stopping=False, num_sanity_val_steps=0, callbacks=[snapshots])
+    np.testing.assert_allclose(model.history["pearson_protein_validation"].to_numpy().ravel(), script)
+    assert model.split_["best_epoch"] == 1
+    assert model.split_["best_pearson_protein_validation"] == pytest.approx(0.9)
+    assert sorted(snapshots.states) == list(range(len(script)))
+    state = model.module.state_dict()
+    last = snapshots.states[len(script) - 1]
+    assert any(not torch.equal(v, last[k]) for k, v in state.items()), "the last epoch's weights were kept"
+    for k, v in snapshots.states[1].items():
+        assert torch.equal(state[k], v), f"{k} is not the best epoch's"

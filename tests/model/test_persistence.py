@@ -114,3 +114,32 @@ def test_saved_registry_holds_only_setup_arguments(trained_model, tmp_path):
     trained_model.save(tmp_path / "m")
     # weights of a 60-gene, n_latent=16 model plus registry: far below the size of the data
     assert (tmp_path / "m" / "model.pt").stat().st_size < 200_000
+
+
+def test_reloaded_holdout_model_predicts_held_out_time_as_before(norm_mdata, tmp_path):
+    import pandas as pd
+    import scvi
+
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    t = np.sort(mdata.obs["time"].unique())
+    scvi.settings.seed = 0
+    model = CrossmodalNet(mdata, n_latent=16)
+    model.train(
+        max_epochs=2,
+        split="holdout_time",
+        holdout_time=t[1],
+        batch_size=64,
+        accelerator="cpu",
+        enable_progress_bar=False,
+    )
+    held_out = model.test_indices
+    assert set(mdata.obs["time"].to_numpy()[held_out]) == {t[1]}
+    pred = model.predict_protein()
+    emb = model.get_time_embedding(include_untrained=True)
+    model.save(tmp_path / "m")
+    for loaded in (CrossmodalNet.load(tmp_path / "m", norm_mdata.copy()), CrossmodalNet.load(tmp_path / "m")):
+        pd.testing.assert_frame_equal(loaded.predict_protein(norm_mdata), pred, check_exact=True)
+        # the held-out time point is still interpolated, not read from its never-trained embedding row
+        pd.testing.assert_frame_equal(loaded.get_time_embedding(include_untrained=True), emb, check_exact=True)
+        assert loaded.trained_time_codes_.tolist() == [0, 2]
