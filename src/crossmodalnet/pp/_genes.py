@@ -88,14 +88,21 @@ def match_genes(
         reference = _strip_version(_model_ids(model, gene_id_column, model_gene_ids))
         match_on = gene_id_column
     duplicated = query.duplicated()
-    if duplicated.any():
-        names = query[duplicated].unique()
-        warnings.warn(
-            f"{caller}: {len(names)} gene(s) appear more than once in `mdata[{rna_key!r}]` by {match_on} "
-            f"(e.g. {[str(n) for n in names[:_N_SHOWN]]}); the first occurrence of each is used.",
-            UserWarning,
-            stacklevel=3,
+    ambiguous = pd.Index(query[duplicated].unique()).intersection(reference)
+    if len(ambiguous):
+        fix = (
+            f"make the names unique (`mdata[{rna_key!r}].var_names_make_unique()` then `mdata.update()`, which "
+            "keeps the first occurrence's name) or drop the extra columns, or match by a unique ID column with "
+            "`gene_id_column=`"
+            if gene_id_column is None
+            else f"drop the extra columns or deduplicate `var[{gene_id_column!r}]`"
         )
+        raise ValueError(
+            f"{caller}: {len(ambiguous)} of the model's genes appear more than once in `mdata[{rna_key!r}]` by "
+            f"{match_on} (e.g. {[str(n) for n in ambiguous[:_N_SHOWN]]}), so which column feeds the model is "
+            f"ambiguous. To choose, {fix}."
+        )
+    # duplicates of genes the model does not use are dropped with the other unused genes
     first = pd.Index(query[~duplicated])
     positions = np.flatnonzero(~duplicated)
     hit = first.get_indexer(reference)
@@ -252,8 +259,8 @@ def harmonize_genes(
     name, or by an ID column such as Ensembl IDs; genes the model does not use are dropped (and
     counted); model genes missing from the query are filled with zeros, which on the
     log-normalised scale means "not expressed", with a :class:`UserWarning`. Coverage (matched /
-    model genes) is logged and recorded. Below ``min_coverage`` nothing is changed and a
-    :class:`ValueError` explains the likely fix.
+    model genes) is logged and recorded. Below ``min_coverage``, or if a model gene appears more
+    than once in the query, nothing is changed and a :class:`ValueError` explains the likely fix.
 
     :func:`crossmodalnet.tl.predict_protein` and the other :mod:`crossmodalnet.tl` functions do
     this on the fly (without changing your data); call this function to inspect or keep the
