@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import mudata as md
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -92,10 +93,9 @@ def test_cli_errors(h5mu, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_demo_writes_predictions_metrics_and_plots(tmp_path):
     out = tmp_path / "demo"
-    assert main(["-q", "demo", "--out", str(out), "--max-epochs", "3", "--n-latent", "16"]) == 0
+    assert main(["-q", "demo", "--out", str(out), "--max-epochs", "1", "--n-latent", "8"]) == 0
     for name in (
         "predicted_proteins.csv",
         "metrics.csv",
@@ -108,4 +108,9 @@ def test_demo_writes_predictions_metrics_and_plots(tmp_path):
     metrics = pd.read_csv(out / "metrics.csv")
     assert {"pearson_protein", "pearson_cell", "mse"} <= set(metrics.columns)
     assert metrics["n_test_cells"].iloc[0] == 90
-    assert pd.read_csv(out / "predicted_proteins.csv", index_col=0).shape == (600, 134)
+    assert metrics["epochs"].iloc[0] == 1
+    assert np.isfinite(metrics[["pearson_protein", "pearson_cell", "mse"]].to_numpy()).all()
+    pred = pd.read_csv(out / "predicted_proteins.csv", index_col=0)
+    assert pred.shape == (600, 134)
+    assert np.isfinite(pred.to_numpy()).all()
+    assert (out / "model" / "crossmodalnet.json").is_file()
