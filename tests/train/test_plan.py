@@ -171,3 +171,25 @@ def test_restore_best_weights_restores_best_epoch():
     assert callback.best_score == pytest.approx(0.9)
     for p in module.parameters():
         assert torch.equal(p.detach(), torch.full_like(p, 1.0)), "weights of the best epoch (1) restored"
+
+
+def test_module_loss_is_the_weighted_objective():
+    """``CrossmodalModule.loss`` (scvi-tools' ``module(tensors)``; the plan computes its own terms) by hand."""
+    module = _module(lambda_dis=0.5)
+    with torch.no_grad():
+        module.loss_weights.copy_(torch.tensor([0.7, 1.3]))
+    module.eval()
+    batch = _batch(0)
+    inference, generative, out = module(batch)
+    z = inference["z"]
+    pred = generative["protein_scaled"]
+    target = batch[REGISTRY_KEYS.PROTEIN_KEY]
+    ce = torch.nn.functional.cross_entropy(
+        module.discriminators[0](z), batch[REGISTRY_KEYS.TIME_KEY].reshape(-1).long()
+    )
+    mse = torch.mean((pred - target) ** 2)
+    nlc = nlc_loss(pred, target)
+    torch.testing.assert_close(out.loss, 0.7 * nlc + 1.3 * (mse - 0.5 * ce))
+    torch.testing.assert_close(out.extra_metrics["discriminator_ce"], ce)
+    torch.testing.assert_close(out.extra_metrics["mse"], mse)
+    assert ce.item() > 0.1  # the adversarial term counts
