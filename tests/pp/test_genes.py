@@ -158,3 +158,28 @@ def test_harmonize_duplicated_unused_gene_keeps_columns_aligned(norm_mdata, refe
     # every column holds the values of the gene it is named after
     np.testing.assert_array_equal(query["rna"].X.toarray(), rna.X.toarray())
     assert query.uns["cmn_harmonize"]["n_unused"] == 3
+
+
+@pytest.mark.parametrize("layout", ["dense", "csr", "h5py"])
+def test_align_matrix_layouts(tmp_path, layout):
+    import h5py
+    from scipy import sparse
+
+    from crossmodalnet.pp._genes import align_matrix
+
+    X = np.arange(1, 31, dtype=np.float32).reshape(6, 5)
+    idx = np.array([4, -1, 0, 2])
+    expected = np.column_stack([X[:, 4], np.zeros(6), X[:, 0], X[:, 2]])
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        stored = {
+            "dense": X,
+            "csr": sparse.csr_matrix(X),
+            "h5py": f.create_dataset("X", data=X),
+        }[layout]
+        out = align_matrix(stored, idx, chunk_size=4)  # a backed matrix is read in two chunks
+        assert sparse.issparse(out) == (layout == "csr")
+        np.testing.assert_array_equal(out.toarray() if sparse.issparse(out) else out, expected)
+        if layout == "h5py":
+            empty = align_matrix(f.create_dataset("empty", shape=(0, 5), dtype=np.float32), idx)
+            assert empty.shape == (0, 4)
+            assert empty.dtype == np.float32
