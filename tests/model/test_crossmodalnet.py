@@ -402,3 +402,23 @@ def test_best_validation_epoch_is_restored(norm_mdata, monkeypatch):
     assert any(not torch.equal(v, last[k]) for k, v in state.items()), "the last epoch's weights were kept"
     for k, v in snapshots.states[1].items():
         assert torch.equal(state[k], v), f"{k} is not the best epoch's"
+
+
+def test_extrapolation_from_one_trained_time_point():
+    """Two time points, one held out: allowed extrapolation uses the one trained embedding."""
+    mdata = cmn.datasets.synthetic_cite(n_obs=120, n_genes=30, n_proteins=4, n_time_points=2, rng=0)
+    cmn.pp.log_normalize(mdata)
+    cmn.pp.clr(mdata)
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = _fit(mdata, max_epochs=1, n_latent=8, split="holdout_time", holdout_time=3)
+    assert model.trained_time_codes_.tolist() == [0]
+    with pytest.raises(ValueError, match=r"outside the trained range \[2.0, 2.0\].*allow_extrapolation=True"):
+        model.predict_protein()
+    pred = model.predict_protein(allow_extrapolation=True).to_numpy()
+    np.testing.assert_array_equal(pred, model.predict_protein(time=2).to_numpy())
+    emb = model.interpolate_time_embedding([1.0, 3.0, 7.5], allow_extrapolation=True).to_numpy()
+    trained = model.module.covariate_embeddings[0].weight.detach().numpy()[0]
+    np.testing.assert_array_equal(emb, np.tile(trained, (3, 1)))
+    # the held-out embedding row was never trained and is not what the held-out cells get
+    untrained = model.module.covariate_embeddings[0].weight.detach().numpy()[1]
+    assert not np.allclose(untrained, trained)

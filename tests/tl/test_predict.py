@@ -147,3 +147,58 @@ def test_predict_protein_errors(mdata, trained_model):
         cmn.tl.predict_protein(rna_only)
     with pytest.raises(ValueError, match="key_added"):
         cmn.tl.predict_protein(mdata, trained_model, key_added="a/b")
+
+
+def test_predict_protein_dense_query_with_other_genes(norm_mdata, trained_model):
+    """A dense RNA-only query with shuffled, partly missing and extra genes is aligned like the sparse one."""
+    rng = np.random.default_rng(2)
+    genes = list(rng.permutation(norm_mdata["rna"].var_names)[:50])
+    sparse_rna = norm_mdata["rna"][:, genes].copy()
+    dense_rna = sparse_rna.copy()
+    dense_rna.X = np.asarray(sparse_rna.X.toarray())
+    extra = np.random.default_rng(3).random((dense_rna.n_obs, 2)).astype(np.float32)
+    dense_rna = ad_concat_genes(dense_rna, extra, ["x1", "x2"])
+    queries = {"dense": cmn.pp.to_mudata(dense_rna), "sparse": cmn.pp.to_mudata(sparse_rna)}
+    for query in queries.values():
+        with pytest.warns(UserWarning, match="10 of the model's 60 genes are missing"):
+            cmn.tl.predict_protein(query, trained_model)
+    assert isinstance(queries["dense"]["rna"].X, np.ndarray)  # the user's matrix is not touched
+    dense, sparse = (q.obsm["cmn_protein"].to_numpy() for q in queries.values())
+    np.testing.assert_allclose(dense, sparse, rtol=1e-5, atol=1e-6)
+    # the same as the model's prediction with the 10 missing genes set to 0 in the registered data
+    full = norm_mdata.copy()
+    missing = ~full["rna"].var_names.isin(genes)
+    X = full["rna"].X.toarray()
+    X[:, missing] = 0
+    full["rna"].X = X
+    np.testing.assert_allclose(dense, trained_model.predict_protein(full).to_numpy(), rtol=1e-5, atol=1e-6)
+    assert queries["dense"].uns["cmn_protein"]["genes"]["n_unused"] == 2
+
+
+def ad_concat_genes(adata, values, names):
+    """``adata`` with extra gene columns ``names`` holding ``values`` (dense)."""
+    import anndata as ad
+
+    extra = ad.AnnData(values, obs=adata.obs[[]], var=pd.DataFrame(index=names))
+    out = ad.concat([adata, extra], axis=1, merge="first")
+    out.obs = adata.obs.copy()
+    return out
+
+
+def test_predict_protein_query_with_missing_time_values(norm_mdata, trained_model):
+    query = cmn.pp.to_mudata(norm_mdata["rna"].copy())
+    query.obs["time"] = query.obs["time"].astype(float)
+    query.obs.iloc[[3, 10], query.obs.columns.get_loc("time")] = np.nan
+    obs, obsm, uns = query.obs.copy(), set(query.obsm), set(query.uns)
+    with pytest.raises(ValueError, match=r"`mdata.obs\['time'\]` has missing values; pass `time=` or fill them"):
+        cmn.tl.predict_protein(query, trained_model)
+    pd.testing.assert_frame_equal(query.obs, obs)
+    assert set(query.obsm) == obsm
+    assert set(query.uns) == uns
+    with pytest.raises(ValueError, match="has missing values"):
+        trained_model.predict_protein(query)
+    # a time point for every cell makes it well defined
+    cmn.tl.predict_protein(query, trained_model, time=3)
+    np.testing.assert_allclose(
+        query.obsm["cmn_protein"].to_numpy(), trained_model.predict_protein(norm_mdata, time=3).to_numpy(), rtol=1e-5
+    )
