@@ -422,3 +422,28 @@ def test_extrapolation_from_one_trained_time_point():
     # the held-out embedding row was never trained and is not what the held-out cells get
     untrained = model.module.covariate_embeddings[0].weight.detach().numpy()[1]
     assert not np.allclose(untrained, trained)
+
+
+@pytest.mark.slow
+def test_adversary_removes_time_from_latent():
+    """On data with a strong time effect, a linear probe reads time from ``z`` much less well with the adversary.
+
+    Without the encoder's adversarial gradient, ``lambda_dis=0.5`` trains exactly like ``lambda_dis=0``.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    mdata = cmn.datasets.synthetic_cite(n_obs=600, n_genes=60, n_proteins=8, time_effect=5.0, rng=0)
+    cmn.pp.log_normalize(mdata)
+    cmn.pp.clr(mdata)
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    probe = {}
+    for lambda_dis in (0.5, 0.0):
+        scvi.settings.seed = 0
+        model = CrossmodalNet(mdata, n_latent=16, lambda_dis=lambda_dis)
+        model.train(max_epochs=40, early_stopping=False, **TRAIN)
+        z = model.get_latent_representation()
+        probe[lambda_dis] = cross_val_score(LogisticRegression(max_iter=2000), z, mdata.obs["time"], cv=5).mean()
+    # 3 time points: chance is 1/3
+    assert probe[0.5] < 0.6, probe
+    assert probe[0.5] < probe[0.0] - 0.15, probe
