@@ -94,3 +94,41 @@ def test_show_default(annotated, monkeypatch):
     cmn.pl.time_embedding(annotated, show=False)
     cmn.pl.time_embedding(annotated, return_fig=True)
     assert shown == [True]
+
+
+def _saliency_mdata(genes, table):
+    import anndata as ad
+    import mudata as md
+    import numpy as np
+    import pandas as pd
+
+    rna = ad.AnnData(np.zeros((3, len(genes)), dtype=np.float32), var=pd.DataFrame(index=genes))
+    rna.varm["cmn_saliency"] = pd.DataFrame(table, index=genes)
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData({"rna": rna})
+    mdata.uns["cmn_saliency"] = {"protein_names": list(table)}
+    return mdata
+
+
+def test_gene_rank_marks_coding_genes():
+    genes = ["ACTB", "CD3E", "Cd19", "CD3D", "GAPDH"]
+    mdata = _saliency_mdata(
+        genes,
+        {"CD19_TotalSeqB": [0.9, 0.1, -0.5, 0.2, 0.7], "CD3": [0.1, 0.3, 0.2, -0.8, 0.05], "prot_x": [1, 2, 3, 4, 5]},
+    )
+
+    def labels(**kwargs):
+        _, ax = plt.subplots()
+        cmn.pl.gene_rank(mdata, ax=ax, **kwargs)
+        return sorted(t.get_text() for t in ax.texts)
+
+    # |score| ranking of CD19: ACTB 0.9, GAPDH 0.7, Cd19 0.5 → Cd19 is #3 (mouse-cased gene, case-insensitive match)
+    assert labels(protein="CD19_TotalSeqB") == ["Cd19 (#3, coding)"]
+    assert labels(protein="CD3") == ["CD3D (#1, coding)", "CD3E (#2, coding)"]
+    assert labels(protein="CD3", genes="ACTB") == ["ACTB (#4)", "CD3D (#1, coding)", "CD3E (#2, coding)"]
+    assert labels(protein="CD3", genes=["CD3E"], coding_genes=False) == ["CD3E (#2)"]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert labels(protein="prot_x") == []  # unknown to the map: nothing marked, no warning
