@@ -202,3 +202,18 @@ def test_predict_protein_query_with_missing_time_values(norm_mdata, trained_mode
     np.testing.assert_allclose(
         query.obsm["cmn_protein"].to_numpy(), trained_model.predict_protein(norm_mdata, time=3).to_numpy(), rtol=1e-5
     )
+
+
+def test_predict_protein_duplicated_query_gene_raises(norm_mdata, trained_model):
+    rna = norm_mdata["rna"][:, 5:].copy()  # other genes than the model's, so they are matched by name
+    names = list(rna.var_names)
+    names[3] = names[7]
+    rna.var_names = names
+    query = cmn.pp.to_mudata(rna)
+    X = query["rna"].X.toarray()
+    with pytest.raises(ValueError, match=r"cmn.tl.predict_protein: 1 of the model's genes appear more than once"):
+        cmn.tl.predict_protein(query, trained_model, time=3)
+    assert "cmn_protein" not in query.obsm
+    assert "cmn_protein" not in query.uns
+    assert list(query["rna"].var_names) == names
+    np.testing.assert_array_equal(query["rna"].X.toarray(), X)
