@@ -142,3 +142,16 @@ def test_gene_moments_saved_with_the_model(tmp_path, mdata, trained_model):
     del loaded.gene_moments_
     with pytest.raises(ValueError, match="no gene statistics of its training cells"):
         loaded.get_saliency(mdata, method="gradient_x_sd")
+
+
+def test_integrated_gradients_completeness_on_the_trained_net(mdata, trained_model):
+    """On the non-linear trained net, IG along the path from the mean training cell sums to ŷ(x) − ŷ(mean)."""
+    from scipy import sparse
+
+    cell = mdata[3:4].copy()
+    mean_cell = cell.copy()
+    mean_cell.mod["rna"].X = sparse.csr_matrix(trained_model.gene_moments_["mean"][None, :].astype(np.float32))
+    change = trained_model.predict_protein(cell).to_numpy()[0] - trained_model.predict_protein(mean_cell).to_numpy()[0]
+    assert np.abs(change).max() > 0.05  # the check below is not trivial
+    ig = trained_model.get_saliency(cell, method="integrated_gradients", baseline="mean", n_steps=64)
+    np.testing.assert_allclose(ig.sum(0).to_numpy(), change, rtol=0.02, atol=0.01)
