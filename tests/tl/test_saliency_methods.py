@@ -100,7 +100,9 @@ def test_smoothgrad_is_seeded(mdata, trained_model):
 
 
 def test_tl_saliency_records_method_arguments(mdata, trained_model):
-    cmn.tl.saliency(mdata, trained_model, method="integrated_gradients", baseline="mean", aggregate="abs_sum", n_steps=2)
+    cmn.tl.saliency(
+        mdata, trained_model, method="integrated_gradients", baseline="mean", aggregate="abs_sum", n_steps=2
+    )
     meta = mdata.uns["cmn_saliency"]
     assert (meta["method"], meta["baseline"], meta["n_steps"]) == ("integrated_gradients", "mean", 2)
     assert "n_samples" not in meta
@@ -155,3 +157,40 @@ def test_integrated_gradients_completeness_on_the_trained_net(mdata, trained_mod
     assert np.abs(change).max() > 0.05  # the check below is not trivial
     ig = trained_model.get_saliency(cell, method="integrated_gradients", baseline="mean", n_steps=64)
     np.testing.assert_allclose(ig.sum(0).to_numpy(), change, rtol=0.02, atol=0.01)
+
+
+@pytest.fixture(scope="module")
+def coding_gene_model():
+    """Planted coding genes: protein j follows gene j; half the genes barely vary and carry no signal."""
+    import anndata as ad
+    import mudata as md
+    import scvi
+
+    from crossmodalnet.model import CrossmodalNet
+
+    rng = np.random.default_rng(0)
+    n_obs, n_genes, n_prot = 400, 40, 5
+    sd = np.where(np.arange(n_genes) < 20, 1.0, 0.05)  # genes 20..39: low variance, like housekeeping genes
+    X = (2.0 + rng.normal(size=(n_obs, n_genes)) * sd).astype(np.float32)
+    Y = (X[:, :n_prot] - 2.0 + 0.3 * rng.normal(size=(n_obs, n_prot))).astype(np.float32)
+    genes = [f"g{i}" for i in range(n_genes)]
+    rna = ad.AnnData(X, var=pd.DataFrame(index=genes))
+    prot = ad.AnnData(Y, var=pd.DataFrame(index=[f"p{i}" for i in range(n_prot)]))
+    rna.obs_names = prot.obs_names = [f"c{i}" for i in range(n_obs)]
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData({"rna": rna, "prot": prot})
+    scvi.settings.seed = 0
+    CrossmodalNet.setup_mudata(mdata)
+    model = CrossmodalNet(mdata, n_latent=32)
+    model.train(max_epochs=30, batch_size=64, accelerator="cpu", enable_progress_bar=False)
+    return mdata, model
+
+
+def test_default_saliency_ranks_the_planted_coding_gene_first(coding_gene_model):
+    mdata, model = coding_gene_model
+    cmn.tl.saliency(mdata, model)  # the default method and aggregate
+    from crossmodalnet.benchmark import coding_gene_rank
+
+    ranks = coding_gene_rank(mdata["rna"].varm["cmn_saliency"], {f"p{j}": (f"g{j}",) for j in range(5)})
+    assert len(ranks) == 5
+    assert (ranks["rank"] <= 3).all(), ranks
