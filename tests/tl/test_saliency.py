@@ -89,7 +89,7 @@ def test_saliency_errors(mdata, trained_model):
     with pytest.raises(KeyError, match="unknown protein"):
         cmn.tl.saliency(mdata, trained_model, proteins="nope")
     with pytest.raises(ValueError, match="method"):
-        cmn.tl.saliency(mdata, trained_model, method="smoothgrad")
+        cmn.tl.saliency(mdata, trained_model, method="deeplift")
     with pytest.raises(ValueError, match="selects no cell"):
         cmn.tl.saliency(mdata, trained_model, mask_obs=np.zeros(200, dtype=bool))
     assert "cmn_saliency" not in mdata["rna"].varm
