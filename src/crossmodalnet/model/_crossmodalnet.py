@@ -506,6 +506,14 @@ class CrossmodalNet(BaseModelClass):
             With ``input_reduction``, the groups are the reduced features.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (a Lightning trainer).
+
+        Notes
+        -----
+        A second call continues training from the current weights, with the modules in training
+        mode, on the split of the first call (split arguments that differ are ignored with a warning),
+        with GradNorm's weights and reference losses kept and fresh optimisers and early stopping. The
+        current weights compete with every new epoch and are kept if none beats their validation
+        Pearson (``split_["best_epoch"] == -1``).
         """
         check_input_group_lasso(input_group_lasso)  # before anything changes on the model
         if early_stopping_monitor not in _MONITORS:
@@ -516,18 +524,36 @@ class CrossmodalNet(BaseModelClass):
                 "(`CrossmodalNet.load(dir_path, mdata)`) to continue training."
             )
         seed = split_seed if split_seed is not None else (settings.seed if settings.seed is not None else 0)
-        train_idx, val_idx, test_idx = self._make_split(split, holdout_time, train_size, validation_size, seed)
-        self.split_ = {
-            "kind": split,
-            "seed": int(seed),
-            "train_size": float(train_size),
-            "validation_size": float(validation_size),
-            "n_train": int(train_idx.size),
-            "n_validation": int(val_idx.size),
-            "n_test": int(test_idx.size),
-        }
-        if split == "holdout_time":
-            self.split_["holdout_time"] = str(holdout_time)
+        previous = self._previous_split()
+        if previous is not None:
+            # Continued training: a new split would train on the model's earlier test cells.
+            train_idx, val_idx, test_idx = previous
+            requested = {"kind": split, "seed": int(seed), "train_size": float(train_size)}
+            requested["validation_size"] = float(validation_size)
+            if any(self.split_.get(k) != v for k, v in requested.items()):
+                logger.warning(
+                    "Continued training keeps the model's split %s; the split arguments of this call are ignored "
+                    "(a new split would train on earlier test cells). Train a new model for another split.",
+                    {k: self.split_.get(k) for k in requested},
+                )
+            logger.info(
+                "Continuing training from the current weights on the same split (%d train, %d validation cells)",
+                train_idx.size,
+                val_idx.size,
+            )
+        else:
+            train_idx, val_idx, test_idx = self._make_split(split, holdout_time, train_size, validation_size, seed)
+            self.split_ = {
+                "kind": split,
+                "seed": int(seed),
+                "train_size": float(train_size),
+                "validation_size": float(validation_size),
+                "n_train": int(train_idx.size),
+                "n_validation": int(val_idx.size),
+                "n_test": int(test_idx.size),
+            }
+            if split == "holdout_time":
+                self.split_["holdout_time"] = str(holdout_time)
         codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1)
         self.trained_time_codes_ = np.unique(codes[train_idx]).astype(np.int64)
 
@@ -561,6 +587,9 @@ class CrossmodalNet(BaseModelClass):
         callbacks = list(trainer_kwargs.pop("callbacks", []))
         has_validation = val_idx.size > 0
         restore = RestoreBestWeights(monitor=early_stopping_monitor, mode="max")
+        if previous is not None and has_validation:
+            # The current weights compete with every new epoch: continued training never ends below them.
+            restore.set_initial(self._validation_score(val_idx, early_stopping_monitor), self.module.state_dict())
         if has_validation:
             callbacks.append(restore)
         else:
@@ -586,13 +615,43 @@ class CrossmodalNet(BaseModelClass):
             callbacks=callbacks,
             **{"check_val_every_n_epoch": 1, **trainer_kwargs},
         )
+        # load() and the end of train() leave the module in evaluation mode; Lightning keeps that mode.
+        self.module.train()
         runner()
         # scvi-tools' logger keeps object columns; numeric ones are what users plot and compare.
         self.history_ = {k: v.astype(float) for k, v in (self.history_ or {}).items()}
         if restore.best_epoch is not None:
+            # -1: no epoch of this call beat the weights it started from, which were kept
             self.split_["best_epoch"] = int(restore.best_epoch)
             self.split_["best_" + early_stopping_monitor] = float(restore.best_score)
         self.module.eval()
+
+    def _previous_split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Train, validation and test positions of an earlier ``train`` call on this data, if any."""
+        if not self.is_trained_ or not self.split_:
+            return None
+        try:
+            parts = [
+                np.asarray(a, dtype=np.int64) for a in (self.train_indices, self.validation_indices, self.test_indices)
+            ]
+        except AttributeError:
+            return None
+        if sum(p.size for p in parts) != self.adata.n_obs or any(p.size and p.max() >= self.adata.n_obs for p in parts):
+            return None
+        return parts[0], parts[1], parts[2]
+
+    def _validation_score(self, val_idx: np.ndarray, monitor: str) -> float:
+        """The monitored validation Pearson of the current weights, as the training plan computes it."""
+        from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein
+
+        pred = self.predict_protein(batch_size=1024).to_numpy(dtype=np.float64)[val_idx]
+        true = self.adata_manager.get_from_registry(REGISTRY_KEYS.PROTEIN_KEY)[np.sort(val_idx)]
+        true = true.toarray() if sparse.issparse(true) else np.asarray(true, dtype=np.float64)
+        true = true[np.argsort(np.argsort(val_idx))]
+        score = (
+            pearson_per_cell(pred, true) if monitor == "pearson_cell_validation" else pearson_per_protein(pred, true)
+        )
+        return float(np.nanmean(score))
 
     def _column_moments(
         self, registry_key: str, train_idx: np.ndarray, chunk: int = 4096
