@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -107,3 +108,83 @@ def looks_like_counts(X, *, n_check: int = 100_000) -> bool:
     """Heuristic: non-negative integer values with some value above 20 (log-normalised data rarely exceeds ~10)."""
     values = _sample_values(X, n_check)
     return bool(values.size > 0 and is_nonnegative_integer(values) and values.max() > 20)
+
+
+_LOG1P_TOTAL = "log1p_normalize_total"
+
+
+def rna_normalization_record(X, uns: dict | None = None, *, n_check: int = 500) -> dict:
+    """How a registered RNA matrix was normalised, for checking query data later.
+
+    ``{'method': 'log1p_normalize_total', 'target_sum': t}`` from the record of
+    :func:`crossmodalnet.pp.log_normalize` in ``uns``, or inferred when ``expm1`` of the first
+    ``n_check`` cells sums to the same total in each cell (scanpy's ``normalize_total`` + ``log1p``);
+    ``{'method': 'counts'}`` for raw counts; ``{'method': 'unknown'}`` otherwise.
+    """
+    record = (uns or {}).get("cmn_preprocessing")
+    if isinstance(record, dict) and record.get("method") == _LOG1P_TOTAL and "target_sum" in record:
+        return {"method": _LOG1P_TOTAL, "target_sum": float(record["target_sum"])}
+    if looks_like_counts(X):
+        return {"method": "counts"}
+    block = X[: min(n_check, X.shape[0])]
+    block = block.toarray() if sparse.issparse(block) else np.asarray(block, dtype=np.float64)
+    if block.size and np.all(block >= 0):
+        totals = np.expm1(block.astype(np.float64)).sum(axis=1)
+        totals = totals[totals > 0]
+        if totals.size and np.ptp(totals) <= 1e-3 * np.median(totals):
+            return {"method": _LOG1P_TOTAL, "target_sum": float(np.median(totals)), "inferred": True}
+    return {"method": "unknown"}
+
+
+def query_normalization(X, record: dict | None, where: str, caller: str) -> float | None:
+    """Check query RNA against the model's normalisation record: the one check of every query path.
+
+    Returns ``None`` when ``X`` can be used as it is, or the ``target_sum`` to apply when ``X`` holds raw
+    counts and the model's RNA was log1p library-size normalised (logged). Raises a :class:`ValueError`
+    when ``X`` holds raw counts and the model's normalisation is not known.
+    """
+    method = (record or {}).get("method")
+    if method == "counts" or not looks_like_counts(X):
+        return None
+    if method == _LOG1P_TOTAL:
+        target_sum = float(record["target_sum"])
+        logging.getLogger("crossmodalnet").info(
+            "%s: %s looks like raw counts; normalising it as the model's RNA was "
+            "(log1p of counts per %g, as `cmn.pp.log_normalize`)",
+            caller,
+            where,
+            target_sum,
+        )
+        return target_sum
+    raise ValueError(
+        f"{caller}: {where} looks like raw counts, but the model was trained on RNA normalised in a way it did not "
+        "record. Normalise the query as the training RNA was (e.g. `cmn.pp.log_normalize(mdata)`), or pass the "
+        "layer that holds the normalised values."
+    )
+
+
+def log_normalize_rows(X, target_sum: float):
+    """``log1p(x / total × target_sum)`` of each row of a dense or sparse count matrix (a new matrix)."""
+    if sparse.issparse(X):
+        X = sparse.csr_matrix(X, dtype=np.float32, copy=True)
+        totals = np.asarray(X.sum(axis=1)).ravel()
+        scale = np.divide(target_sum, totals, out=np.zeros_like(totals, dtype=np.float64), where=totals > 0)
+        X = sparse.diags(scale.astype(np.float32)) @ X
+        X.data = np.log1p(X.data)
+        return X
+    X = np.asarray(X, dtype=np.float32)
+    totals = X.sum(axis=1, keepdims=True, dtype=np.float64)
+    scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
+    return np.log1p(X * scale.astype(np.float32))
+
+
+class NormalizedRows:
+    """Rows of a count matrix, log1p library-size normalised when read (dense, sparse or backed)."""
+
+    def __init__(self, X, target_sum: float):
+        self.X = X
+        self.target_sum = target_sum
+        self.shape = X.shape
+
+    def __getitem__(self, rows):
+        return log_normalize_rows(self.X[rows], self.target_sum)

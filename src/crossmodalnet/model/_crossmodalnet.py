@@ -25,12 +25,15 @@ from scvi.train import TrainRunner
 
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
 from crossmodalnet._utils import (
+    NormalizedRows,
     check_aligned_cells,
     check_finite,
     check_unique_names,
     get_layer,
     get_modality,
     looks_like_counts,
+    query_normalization,
+    rna_normalization_record,
     zero_variance_columns,
 )
 from crossmodalnet.module import CrossmodalModule
@@ -187,7 +190,8 @@ class CrossmodalNet(BaseModelClass):
     digits between runs; ``model.train(..., deterministic=True)`` asks Lightning for deterministic
     algorithms at some speed cost. Inputs are used as registered:
     register log-normalised RNA and normalised (CLR or DSB) proteins, e.g. with
-    :func:`crossmodalnet.pp.log_normalize` and :func:`crossmodalnet.pp.clr`.
+    :func:`crossmodalnet.pp.log_normalize` and :func:`crossmodalnet.pp.clr`. Query RNA with raw
+    counts is normalised as the training RNA was (:attr:`rna_normalization`), or refused.
     """
 
     _module_cls = CrossmodalModule
@@ -231,6 +235,11 @@ class CrossmodalNet(BaseModelClass):
         )
         self.split_: dict = {}
         self.trained_time_codes_: np.ndarray | None = None
+        self.rna_normalization_: dict | None = None
+        if mdata is not None:
+            rna = mdata.mod[self._setup_arg("rna_key")]
+            X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            self.rna_normalization_ = rna_normalization_record(X, rna.uns)
         self._model_summary_string = (
             f"CrossmodalNet: {self.n_genes} genes → {self.n_proteins} proteins, n_latent={n_latent}, "
             f"{n_time} time point(s), {n_batch} batch(es)"
@@ -852,8 +861,23 @@ class CrossmodalNet(BaseModelClass):
                 "`cmn.pp.harmonize_genes(mdata, model)`."
             )
         X = get_layer(rna, layer, rna_key)
+        where = f"mdata[{rna_key!r}]" + (f".layers[{layer!r}]" if layer else ".X")
+        target_sum = query_normalization(X, self.rna_normalization, where, "CrossmodalNet")
+        if target_sum is not None:
+            X = NormalizedRows(X, target_sum)
         rows = rna.obs_names.get_indexer(mdata.obs_names)
         return X, rows
+
+    @property
+    def rna_normalization(self) -> dict | None:
+        """How the training RNA was normalised, recorded at initialisation and saved with the model.
+
+        ``{'method': 'log1p_normalize_total', 'target_sum': ...}`` (from :func:`crossmodalnet.pp.log_normalize`,
+        or ``'inferred': True`` from the data), ``{'method': 'counts'}`` or ``{'method': 'unknown'}``;
+        ``None`` for models saved before it was recorded. Query RNA with raw counts is normalised the
+        same way, or refused when the method is unknown.
+        """
+        return getattr(self, "rna_normalization_", None)
 
     def _iter_batches(
         self, X, rows: np.ndarray, batch_size: int, *, allow_sparse: bool = False
