@@ -94,3 +94,25 @@ def test_show_default(annotated, monkeypatch):
     cmn.pl.time_embedding(annotated, show=False)
     cmn.pl.time_embedding(annotated, return_fig=True)
     assert shown == [True]
+
+
+def test_predicted_vs_observed_titles_name_the_cells(annotated, trained_model):
+    """Issue 14 item 3: the r in the title is the test-cell r, and the title says which cells it is on."""
+    from crossmodalnet._metrics import pearson_per_protein
+
+    meta = annotated.uns["cmn_protein"]["metrics"]
+    fig = cmn.pl.predicted_vs_observed(annotated, proteins="prot_000", return_fig=True)
+    title = fig.axes[0].get_title()
+    assert title.endswith("test cells")
+    r = meta["per_protein"]["pearson"][list(meta["per_protein"]["protein_names"]).index("prot_000")]
+    assert f"r = {r:.2f}," in title
+    assert fig.axes[0].collections[0].get_offsets().shape[0] == meta["n_cells"]
+
+    fig = cmn.pl.predicted_vs_observed(annotated, proteins="prot_000", cells="all", return_fig=True)
+    assert fig.axes[0].get_title().endswith("all cells (includes training cells)")
+    assert fig.axes[0].collections[0].get_offsets().shape[0] == annotated.n_obs
+    pred = annotated.obsm["cmn_protein"][["prot_000"]].to_numpy()
+    r_all = pearson_per_protein(pred, annotated["prot"][:, "prot_000"].X)[0]
+    assert f"r = {r_all:.2f}," in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="`cells` must be"):
+        cmn.pl.predicted_vs_observed(annotated, cells="train")

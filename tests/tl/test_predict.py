@@ -31,15 +31,20 @@ def test_predict_protein_writes(mdata, trained_model):
     assert meta["coverage"] == 1.0
 
     m = meta["metrics"]
-    assert m["cells"] == "all"
-    assert m["n_cells"] == 200
+    # a copy of the model's training data: its training and validation cells are left out by name
+    test = np.sort(np.asarray(trained_model.test_indices))
+    assert m["cells"] == "test"
+    assert m["n_cells"] == test.size
+    assert m["n_excluded_training_cells"] == 200 - test.size
+    assert sorted(m["cell_names"]) == sorted(mdata.obs_names[test])
     for name in ("pearson_protein", "pearson_cell", "spearman_protein", "spearman_cell", "mse"):
         assert np.isfinite(m[name]), name
     for name in ("pearson", "spearman", "mse"):
         assert m["per_protein"][name].shape == (8,)
-    observed = mdata["prot"].X
-    np.testing.assert_allclose(m["per_protein"]["pearson"], pearson_per_protein(pred.to_numpy(), observed), rtol=1e-6)
-    np.testing.assert_allclose(m["mse"], ((pred.to_numpy() - observed) ** 2).mean(), rtol=1e-6)
+    observed = mdata["prot"].X[test]
+    got = pred.to_numpy()[test]
+    np.testing.assert_allclose(m["per_protein"]["pearson"], pearson_per_protein(got, observed), rtol=1e-6)
+    np.testing.assert_allclose(m["mse"], ((got - observed) ** 2).mean(), rtol=1e-6)
 
 
 def test_predict_protein_copy_and_key(mdata, trained_model, assert_unchanged):
@@ -113,7 +118,9 @@ def test_predict_protein_cells_without_rna(norm_mdata, trained_model):
     missing = ~mdata.obs_names.isin(rna.obs_names)
     assert pred[missing].isna().all().all()
     assert pred[~missing].notna().all().all()
-    assert mdata.uns["cmn_protein"]["metrics"]["n_cells"] == 150
+    # cells with RNA, less the model's training and validation cells (same names as its training data)
+    unseen = ~rna.obs_names.isin(trained_model.training_cells)
+    assert mdata.uns["cmn_protein"]["metrics"]["n_cells"] == int(unseen.sum())
 
 
 def test_predict_protein_trains_when_no_model(mdata, caplog):
@@ -147,3 +154,31 @@ def test_predict_protein_errors(mdata, trained_model):
         cmn.tl.predict_protein(rna_only)
     with pytest.raises(ValueError, match="key_added"):
         cmn.tl.predict_protein(mdata, trained_model, key_added="a/b")
+
+
+def test_metrics_leave_out_training_cells_of_a_model_loaded_without_data(mdata, trained_model, tmp_path):
+    """Issue 14 item 3: a model loaded without data still scores only its test cells."""
+    from crossmodalnet.model import CrossmodalNet
+
+    trained_model.save(tmp_path / "m")
+    loaded = CrossmodalNet.load(tmp_path / "m")
+    assert loaded.adata is None
+    cmn.tl.predict_protein(mdata, loaded)
+    m = mdata.uns["cmn_protein"]["metrics"]
+    test = np.sort(np.asarray(trained_model.test_indices))
+    assert m["cells"] == "test"
+    assert m["n_cells"] == test.size
+    assert sorted(m["cell_names"]) == sorted(mdata.obs_names[test])
+
+    # cells the model never saw: all are scored, and uns says so
+    other = mdata.copy()
+    other.obs_names = [f"new_{c}" for c in other.obs_names]
+    cmn.tl.predict_protein(other, loaded)
+    assert other.uns["cmn_protein"]["metrics"]["cells"] == "all (none used in training)"
+    assert other.uns["cmn_protein"]["metrics"]["n_cells"] == 200
+
+    # a model that does not know its training cells (saved before they were recorded) says so
+    loaded.training_cells_ = None
+    cmn.tl.predict_protein(mdata, loaded)
+    assert mdata.uns["cmn_protein"]["metrics"]["cells"] == "all cells (includes training cells)"
+    assert mdata.uns["cmn_protein"]["metrics"]["n_cells"] == 200

@@ -235,6 +235,7 @@ class CrossmodalNet(BaseModelClass):
         )
         self.split_: dict = {}
         self.trained_time_codes_: np.ndarray | None = None
+        self.training_cells_: np.ndarray | None = None
         self.rna_normalization_: dict | None = None
         if mdata is not None:
             rna = mdata.mod[self._setup_arg("rna_key")]
@@ -563,6 +564,8 @@ class CrossmodalNet(BaseModelClass):
             }
             if split == "holdout_time":
                 self.split_["holdout_time"] = str(holdout_time)
+        # names of the cells the weights were fitted or selected on, so metrics can leave them out later
+        self.training_cells_ = np.asarray(self.adata.obs_names[np.sort(np.r_[train_idx, val_idx])], dtype=str)
         codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1)
         self.trained_time_codes_ = np.unique(codes[train_idx]).astype(np.int64)
 
@@ -867,6 +870,16 @@ class CrossmodalNet(BaseModelClass):
             X = NormalizedRows(X, target_sum)
         rows = rna.obs_names.get_indexer(mdata.obs_names)
         return X, rows
+
+    @property
+    def training_cells(self) -> pd.Index | None:
+        """Names of the training and validation cells (the cells the weights were fitted or selected on).
+
+        Saved with the model, so metrics on any MuData can leave these cells out; ``None`` before
+        training and for models saved before it was recorded.
+        """
+        cells = getattr(self, "training_cells_", None)
+        return None if cells is None else pd.Index(np.asarray(cells, dtype=str))
 
     @property
     def rna_normalization(self) -> dict | None:

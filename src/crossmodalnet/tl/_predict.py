@@ -11,7 +11,12 @@ from scipy import sparse
 from scipy.stats import rankdata
 
 from crossmodalnet import _keys
-from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY
+from crossmodalnet._constants import (
+    ALL_CELLS_INCLUDING_TRAINING,
+    DEFAULT_PROTEIN_KEY,
+    DEFAULT_RNA_KEY,
+    NO_TRAINING_CELLS,
+)
 from crossmodalnet._docs import docs
 from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein
 from crossmodalnet._utils import get_layer
@@ -61,7 +66,12 @@ def prediction_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
 
 
 def _observed_metrics(
-    pred: pd.DataFrame, mdata: MuData, model: CrossmodalNet, protein_key: str, test_cells: pd.Index | None
+    pred: pd.DataFrame,
+    mdata: MuData,
+    model: CrossmodalNet,
+    protein_key: str,
+    test_cells: pd.Index | None,
+    training_cells: pd.Index | None = None,
 ) -> dict | None:
     """Metrics against ``mdata[protein_key]`` (in the model's protein layer) where it exists."""
     if protein_key not in mdata.mod:
@@ -73,8 +83,19 @@ def _observed_metrics(
         return None
     proteins = [p for p in pred.columns if p in set(prot.var_names)]
     cells = pred.index[pred.notna().all(axis=1).to_numpy()].intersection(prot.obs_names, sort=False)
+    n_excluded = 0
     if test_cells is not None:
         cells = cells.intersection(test_cells, sort=False)
+        label = "test"
+    elif training_cells is not None:
+        keep = ~cells.isin(training_cells)
+        n_excluded = int((~keep).sum())
+        cells = cells[keep]
+        label = "test" if n_excluded else NO_TRAINING_CELLS
+    else:
+        label = ALL_CELLS_INCLUDING_TRAINING
+    if n_excluded:
+        logger.info("%s: left %d training/validation cells of the model out of the metrics", _CALLER, n_excluded)
     if not proteins or len(cells) < 2:
         return None
     rows = prot.obs_names.get_indexer(cells)
@@ -87,7 +108,9 @@ def _observed_metrics(
     metrics = prediction_metrics(pred.loc[cells, proteins].to_numpy(), true)
     metrics["per_protein"]["protein_names"] = np.asarray(proteins, dtype=str)
     metrics["n_cells"] = len(cells)
-    metrics["cells"] = "all" if test_cells is None else "test"
+    metrics["cells"] = label
+    metrics["n_excluded_training_cells"] = n_excluded
+    metrics["cell_names"] = np.asarray(cells, dtype=str)
     return metrics
 
 
@@ -145,7 +168,9 @@ def predict_protein(
 
     When observed proteins exist for the predicted cells (``mdata[protein_key]``, same cell and
     protein names, in the layer the model was trained on), Pearson and Spearman correlations and the
-    MSE are recorded. If ``mdata`` is the model's training data, only its test cells are scored.
+    MSE are recorded. The model's training and validation cells (:attr:`~crossmodalnet.model.CrossmodalNet.training_cells`,
+    saved with the model) are left out by name, on its training data and on any other MuData; when the
+    model does not know them, ``metrics['cells']`` says ``"all cells (includes training cells)"``.
 
     Parameters
     ----------
@@ -189,8 +214,11 @@ def predict_protein(
         epochs), ``protein_names``, ``coverage`` (matched / model genes; with ``genes``, the matching
         record, when genes had to be matched) and, with observed proteins, ``metrics``:
         ``pearson_protein``, ``spearman_protein`` (means over proteins), ``pearson_cell``,
-        ``spearman_cell`` (means over cells), ``mse``, ``n_cells``, ``cells`` (``"all"`` or
-        ``"test"``) and ``per_protein`` (arrays ``pearson``, ``spearman``, ``mse``, ``protein_names``).
+        ``spearman_cell`` (means over cells), ``mse``, ``n_cells``, ``cells`` (``"test"``: the model's
+        training and validation cells were left out; ``"all (none used in training)"``; or
+        ``"all cells (includes training cells)"`` when the model does not know its training cells),
+        ``n_excluded_training_cells``, ``cell_names`` (the scored cells) and ``per_protein`` (arrays
+        ``pearson``, ``spearman``, ``mse``, ``protein_names``).
 
     Examples
     --------
@@ -238,11 +266,16 @@ def predict_protein(
     # Scoring the model's own training cells would flatter it: on its training data, score its test cells.
     training_data = getattr(model, "adata", None)
     test_cells = None
-    if training_data is not None and (training_data is mdata or training_data is mdata_in):
+    if (
+        model.training_cells is None
+        and training_data is not None
+        and (training_data is mdata or training_data is mdata_in)
+    ):
         test_idx = getattr(model, "test_indices", None)
         if test_idx is not None and len(test_idx):
             test_cells = training_data.obs_names[np.asarray(test_idx, dtype=np.int64)]
-    metrics = _observed_metrics(pred, mdata, model, protein_key, test_cells)
+    training_cells = model.training_cells if test_cells is None else None
+    metrics = _observed_metrics(pred, mdata, model, protein_key, test_cells, training_cells)
 
     meta = {
         "params": {
