@@ -188,3 +188,29 @@ class NormalizedRows:
 
     def __getitem__(self, rows):
         return log_normalize_rows(self.X[rows], self.target_sum)
+
+
+_ISOTYPE_NAME = r"isotype|^(?:mouse|rat|hamster|armenian[ _.-]?hamster)[ _.-]?ig|ig[gm]\d*[a-z]*[ _.-]?(?:ctrl|control)"
+_HASHTAG_NAME = r"(?<![a-z])(?:hto|hashtag)"
+_HASHTAG_TYPE = r"hto|hashtag|multiplex"
+
+
+def detect_control_features(var) -> tuple[list[str], list[str]]:
+    """Isotype controls and cell hashtags among protein features, by name and ``var`` annotations.
+
+    Isotypes: names containing "isotype", starting with a host species and "Ig" ("MouseIgG1kappa...")
+    or an IgG/IgM followed by "control"/"ctrl" ("IgG2a_control_TotalSeqB"), or a boolean ``var['isotype']``;
+    IgA/IgD/IgM markers themselves are not matched. Hashtags: names with "HTO" or "hashtag", or a
+    ``var['feature_types']`` value naming them (10x ``feature_types`` often says "Antibody Capture" or
+    "ADT" for both, hence the names).
+    """
+    import pandas as pd
+
+    names = pd.Index(var.index.astype(str))
+    isotype = names.str.contains(_ISOTYPE_NAME, case=False, regex=True)
+    if "isotype" in var and pd.api.types.is_bool_dtype(var["isotype"]):
+        isotype |= var["isotype"].to_numpy(dtype=bool)
+    hashtag = names.str.contains(_HASHTAG_NAME, case=False, regex=True)
+    if "feature_types" in var:
+        hashtag |= var["feature_types"].astype(str).str.contains(_HASHTAG_TYPE, case=False, regex=True).to_numpy()
+    return names[isotype & ~hashtag].tolist(), names[hashtag].tolist()

@@ -220,3 +220,25 @@ def test_untrained_model_and_bad_model_dirs(mdata, tmp_path):
     with pytest.raises(ValueError, match="crossmodalnet.json is missing"):
         CrossmodalNet.load(tmp_path / "partial")
     # other format versions and corrupted files: tests/model/test_persistence.py
+
+
+def test_setup_warns_about_isotypes_and_hashtags(norm_mdata):
+    """Issue 14 item 4: isotype controls and HTOs in the protein modality are flagged with the fix."""
+    import warnings as w
+
+    import mudata as md
+
+    mdata = norm_mdata.copy()
+    prot = mdata["prot"].copy()
+    prot.var_names = ["IgG1_control_TotalSeqB", "HTO_1", *prot.var_names[2:]]
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData({"rna": mdata["rna"].copy(), "prot": prot})
+    with pytest.warns(
+        UserWarning,
+        match=r"isotype controls \['IgG1_control_TotalSeqB'\] and hashtags \(HTO\) \['HTO_1'\].*Remove them",
+    ):
+        CrossmodalNet.setup_mudata(mdata)
+    clean = norm_mdata.copy()
+    with w.catch_warnings():
+        w.simplefilter("error", UserWarning)
+        CrossmodalNet.setup_mudata(clean, time_key="time")

@@ -29,6 +29,7 @@ from crossmodalnet._utils import (
     check_aligned_cells,
     check_finite,
     check_unique_names,
+    detect_control_features,
     get_layer,
     get_modality,
     looks_like_counts,
@@ -315,6 +316,20 @@ class CrossmodalNet(BaseModelClass):
             warnings.warn(
                 f"mdata[{protein_key!r}] {'layer ' + repr(protein_layer) if protein_layer else '.X'} looks like raw "
                 "ADT counts; CrossmodalNet expects normalised proteins (run `cmn.pp.clr(mdata)` or `cmn.pp.dsb`).",
+                UserWarning,
+                stacklevel=2,
+            )
+        isotypes, hashtags = detect_control_features(prot.var)
+        if isotypes or hashtags:
+            found = ([f"isotype controls {isotypes[:5]}"] if isotypes else []) + (
+                [f"hashtags (HTO) {hashtags[:5]}"] if hashtags else []
+            )
+            warnings.warn(
+                f"mdata[{protein_key!r}] holds {' and '.join(found)}: they would become prediction targets (a "
+                "hashtag is predicted through the batch covariate, not from RNA) and lower the mean per-protein "
+                "Pearson. Remove them before setup: `cmn.pp.dsb` sets isotypes aside, or "
+                f"`mdata.mod[{protein_key!r}] = mdata[{protein_key!r}][:, ~mdata[{protein_key!r}].var_names.isin(names)].copy()`; "
+                "demultiplex hashtags into an `obs` column first (e.g. for `batch_key`).",
                 UserWarning,
                 stacklevel=2,
             )

@@ -18,7 +18,7 @@ from scipy import sparse
 from crossmodalnet import _keys
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY
 from crossmodalnet._docs import docs
-from crossmodalnet._utils import get_modality, is_nonnegative_integer
+from crossmodalnet._utils import detect_control_features, get_modality, is_nonnegative_integer
 
 from ._utils import obs_mask, resolve_seed
 
@@ -220,6 +220,7 @@ def dsb(
     empty: AnnData,
     protein_key: str = DEFAULT_PROTEIN_KEY,
     isotype_controls: Sequence[str] | None = None,
+    set_aside_isotypes: bool = True,
     pseudocount: int = 10,
     denoise_counts: bool = True,
     train_mask: str | Sequence[bool] | np.ndarray | None = None,
@@ -247,6 +248,11 @@ def dsb(
     %(protein_key)s
     isotype_controls
         Names of isotype-control proteins, used with the background level as the technical covariate.
+        ``None``: detected by name (e.g. ``IgG2a_control_TotalSeqB``, ``MouseIgG1kappaisotype``) and a
+        boolean ``var['isotype']``, and logged; ``[]``: none.
+    set_aside_isotypes
+        Move the isotype controls out of ``mdata[protein_key]`` after normalisation, into
+        ``mdata[protein_key].obsm['cmn_isotype_controls']``, so they do not become prediction targets.
     pseudocount
         Added to the counts before the log.
     denoise_counts
@@ -288,7 +294,12 @@ def dsb(
     if len(missing):
         raise ValueError(f"{caller}: `empty` lacks {len(missing)} protein(s) of the cells, e.g. {list(missing[:5])}.")
     _check_counts(empty.X, "`empty.X`", caller)
-    ctrl: list[str] = [] if isotype_controls is None else [str(c) for c in isotype_controls]
+    if isotype_controls is None:
+        ctrl = detect_control_features(prot.var)[0]
+        if ctrl:
+            logger.info("%s: isotype controls detected by name: %s", caller, ctrl)
+    else:
+        ctrl = [str(c) for c in isotype_controls]
     unknown = [c for c in ctrl if c not in prot.var_names]
     if unknown:
         raise KeyError(f"{caller}: isotype control(s) {unknown} are not proteins of `mdata[{protein_key!r}]`.")
@@ -346,7 +357,28 @@ def dsb(
         record["isotype_controls"] = np.asarray(ctrl, dtype=str)
     prot.uns[_keys.PREPROCESSING] = record
     _added(caller, protein_key, counts_layer, "DSB" + (", denoised" if denoise_counts else ""))
+    if ctrl and set_aside_isotypes:
+        _set_aside(mdata, protein_key, ctrl, caller)
     return mdata if copy else None
+
+
+def _set_aside(mdata: MuData, protein_key: str, features: list[str], caller: str) -> None:
+    """Move ``features`` out of ``mdata[protein_key]`` into its ``.obsm`` (normalised values, cells × features)."""
+    import mudata as md
+    import pandas as pd
+
+    prot = mdata.mod[protein_key]
+    X = prot[:, features].X
+    aside = pd.DataFrame(X.toarray() if sparse.issparse(X) else np.asarray(X), index=prot.obs_names, columns=features)
+    kept = prot[:, ~prot.var_names.isin(features)].copy()
+    kept.obsm[_keys.ISOTYPES] = aside
+    kept.uns[_keys.PREPROCESSING]["isotypes_set_aside"] = True
+    mdata.mod[protein_key] = kept
+    with md.set_options(pull_on_update=False):
+        mdata.update()
+    logger.info(
+        "%s: set %d isotype control(s) aside: mdata[%r].obsm[%r]", caller, len(features), protein_key, _keys.ISOTYPES
+    )
 
 
 @docs.dedent
