@@ -182,3 +182,20 @@ def test_metrics_leave_out_training_cells_of_a_model_loaded_without_data(mdata, 
     cmn.tl.predict_protein(mdata, loaded)
     assert mdata.uns["cmn_protein"]["metrics"]["cells"] == "all cells (includes training cells)"
     assert mdata.uns["cmn_protein"]["metrics"]["n_cells"] == 200
+
+
+def test_loaded_model_matches_by_saved_gene_ids(norm_mdata, trained_model, tmp_path):
+    """Issue 14 item 6: the model saves its gene IDs, so a model loaded without data matches by ID."""
+    from crossmodalnet.model import CrossmodalNet
+
+    trained_model.save(tmp_path / "m")
+    loaded = CrossmodalNet.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.gene_ids_["gene_ids"], norm_mdata["rna"].var["gene_ids"].to_numpy())
+    query = cmn.pp.to_mudata(norm_mdata["rna"].copy())
+    query["rna"].var_names = [f"SYMBOL{i}" for i in range(query["rna"].n_vars)]  # only the IDs match
+    query.obs["time"] = norm_mdata.obs["time"].to_numpy()
+    cmn.tl.predict_protein(query, loaded, gene_id_column="gene_ids")
+    assert query.uns["cmn_protein"]["coverage"] == 1.0
+    np.testing.assert_allclose(
+        query.obsm["cmn_protein"].to_numpy(), trained_model.predict_protein(norm_mdata.copy()).to_numpy(), atol=1e-5
+    )

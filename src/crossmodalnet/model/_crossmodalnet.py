@@ -107,6 +107,18 @@ def _factorize(values: pd.Series) -> tuple[np.ndarray, list]:
     return codes.astype(np.int64), list(uniques)
 
 
+def _gene_id_columns(var: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Text columns of the RNA ``var`` with one distinct value per gene (gene IDs), saved with the model."""
+    out = {}
+    for col in var.columns:
+        values = var[col]
+        if (
+            pd.api.types.is_object_dtype(values) or isinstance(values.dtype, pd.CategoricalDtype | pd.StringDtype)
+        ) and (values.notna().all() and values.is_unique):
+            out[str(col)] = values.astype(str).to_numpy()
+    return out
+
+
 def _is_data_parallel(strategy: object) -> bool:
     """Whether a Lightning ``strategy`` argument asks for distributed data parallel training."""
     if strategy is None:
@@ -242,6 +254,9 @@ class CrossmodalNet(BaseModelClass):
             rna = mdata.mod[self._setup_arg("rna_key")]
             X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
             self.rna_normalization_ = rna_normalization_record(X, rna.uns)
+        self.gene_ids_: dict[str, np.ndarray] = (
+            {} if mdata is None else _gene_id_columns(mdata.mod[self._setup_arg("rna_key")].var)
+        )
         self._model_summary_string = (
             f"CrossmodalNet: {self.n_genes} genes → {self.n_proteins} proteins, n_latent={n_latent}, "
             f"{n_time} time point(s), {n_batch} batch(es)"
