@@ -247,3 +247,20 @@ def test_control_feature_names_of_real_panels():
     iso, hto = detect_control_features(var)
     assert iso == names[1:7]
     assert hto == ["HTO_1", "Hashtag2", "B0251-anti-mouse-Hashtag1", "hash_A"]
+
+
+def test_log_normalize_accepts_scanpy_counts_layer(raw_mdata):
+    """Issue 14 item 7: raw counts in .X with a copy in layers['counts'] (scanpy's convention) are accepted."""
+    mdata = raw_mdata.copy()
+    mdata["rna"].layers["counts"] = mdata["rna"].X.copy()
+    expected = cmn.pp.log_normalize(raw_mdata.copy(), copy=True)
+    cmn.pp.log_normalize(mdata)
+    np.testing.assert_allclose(mdata["rna"].X.toarray(), expected["rna"].X.toarray(), rtol=1e-6)
+    np.testing.assert_array_equal(mdata["rna"].layers["counts"].toarray(), raw_mdata["rna"].X.toarray())
+    # a counts layer that is not the counts of .X still refuses, and leaves the data as it was
+    other = raw_mdata.copy()
+    other["rna"].layers["counts"] = other["rna"].X * 2
+    with pytest.raises(ValueError, match="differs from `.X`"):
+        cmn.pp.log_normalize(other)
+    np.testing.assert_array_equal(other["rna"].X.toarray(), raw_mdata["rna"].X.toarray())
+

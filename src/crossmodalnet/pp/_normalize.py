@@ -38,13 +38,26 @@ def _check_counts(X, what: str, caller: str) -> None:
         )
 
 
+def _same_values(a, b) -> bool:
+    if a.shape != b.shape:
+        return False
+    if sparse.issparse(a) or sparse.issparse(b):
+        a, b = sparse.csr_matrix(a), sparse.csr_matrix(b)
+        return (a != b).nnz == 0
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+
 def _keep_counts(adata: AnnData, counts_layer: str | None, caller: str) -> None:
     if counts_layer is None:
         return
     if counts_layer in adata.layers:
+        # scanpy's convention: raw counts in .X with a copy in layers['counts'] before normalising
+        if _same_values(adata.layers[counts_layer], adata.X):
+            logger.info("%s: layer %r already holds the counts of `.X`; kept as it is", caller, counts_layer)
+            return
         raise ValueError(
-            f"{caller}: layer {counts_layer!r} already exists; was this modality normalised already? "
-            "Pass `counts_layer=None` to skip keeping counts or another layer name."
+            f"{caller}: layer {counts_layer!r} already exists and differs from `.X`; was this modality normalised "
+            "already? Pass `counts_layer=None` to skip keeping counts or another layer name."
         )
     adata.layers[counts_layer] = adata.X.copy()
 
@@ -92,7 +105,8 @@ def log_normalize(
     target_sum
         Total counts per cell after normalisation.
     counts_layer
-        Layer to keep the raw counts in; ``None`` keeps no copy.
+        Layer to keep the raw counts in; ``None`` keeps no copy. An existing layer that already holds
+        the counts of ``.X`` (scanpy's convention) is kept; one that differs raises.
     %(copy)s
 
     Returns
