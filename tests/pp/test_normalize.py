@@ -264,3 +264,17 @@ def test_log_normalize_accepts_scanpy_counts_layer(raw_mdata):
         cmn.pp.log_normalize(other)
     np.testing.assert_array_equal(other["rna"].X.toarray(), raw_mdata["rna"].X.toarray())
 
+
+def test_log_normalize_side_effects_on_the_users_anndata(raw_mdata):
+    """Issue 14 item 9: a MuData holds the user's AnnData; copy=True leaves it untouched, copy=False changes it."""
+    import mudata as md
+
+    rna = raw_mdata["rna"].copy()
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData({"rna": rna})
+    out = cmn.pp.log_normalize(mdata, copy=True)
+    np.testing.assert_array_equal(rna.X.toarray(), raw_mdata["rna"].X.toarray())
+    assert "counts" not in rna.layers
+    assert out["rna"].X.max() < 20
+    cmn.pp.log_normalize(mdata)
+    assert rna.X.max() < 20  # documented: in place reaches the AnnData the MuData was built from

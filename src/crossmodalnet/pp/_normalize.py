@@ -98,6 +98,10 @@ def log_normalize(
     Both steps act on each cell alone, so no statistic of other cells (training or test) enters a
     cell's values: there is nothing to fit on training cells only.
 
+    With ``copy=False`` the RNA modality is changed in place. A MuData built with
+    ``md.MuData({"rna": adata, ...})`` holds ``adata`` itself, not a copy, so ``adata`` changes too;
+    pass ``copy=True`` (which leaves it untouched) or build the MuData from ``adata.copy()``.
+
     Parameters
     ----------
     %(mdata)s Raw RNA counts in ``mdata[rna_key].X``.
