@@ -214,3 +214,31 @@ def detect_control_features(var) -> tuple[list[str], list[str]]:
     if "feature_types" in var:
         hashtag |= var["feature_types"].astype(str).str.contains(_HASHTAG_TYPE, case=False, regex=True).to_numpy()
     return names[isotype & ~hashtag].tolist(), names[hashtag].tolist()
+
+
+def resolve_obs_column(mdata: MuData, key: str) -> str | None:
+    """The column of ``mdata.obs`` that holds ``key``: ``key`` itself or a modality's copy of it.
+
+    A MuData built from AnnData objects prefixes their ``obs`` columns with the modality name
+    (``"rna:hash_id"``) unless the column is shared; a key given with a prefix also matches the bare
+    column. ``None`` if no column, or more than one modality's, matches.
+    """
+    columns = mdata.obs.columns
+    if key in columns:
+        return key
+    base = key.split(":", 1)[1] if ":" in key and key.split(":", 1)[0] in mdata.mod else key
+    if base in columns:
+        return base
+    hits = [f"{mod}:{base}" for mod in mdata.mod if f"{mod}:{base}" in columns]
+    return hits[0] if len(hits) == 1 else None
+
+
+def missing_obs_column_message(mdata: MuData, key: str, what: str) -> str:
+    """Message for an ``obs`` column that is absent from the MuData and from its modalities."""
+    in_mods = [mod for mod, a in mdata.mod.items() if key in a.obs.columns]
+    if in_mods:
+        return (
+            f"`{what}={key!r}` is a column of `mdata[{in_mods[0]!r}].obs` but not of `mdata.obs`; copy it over with "
+            f"`mdata.obs[{key!r}] = mdata[{in_mods[0]!r}].obs[{key!r}]` (or `mdata.pull_obs()` in mudata >= 0.3)."
+        )
+    return f"`{what}={key!r}` is not a column of `mdata.obs`; columns are {list(mdata.obs.columns)}."

@@ -33,7 +33,9 @@ from crossmodalnet._utils import (
     get_layer,
     get_modality,
     looks_like_counts,
+    missing_obs_column_message,
     query_normalization,
+    resolve_obs_column,
     rna_normalization_record,
     zero_variance_columns,
 )
@@ -356,20 +358,22 @@ class CrossmodalNet(BaseModelClass):
                 UserWarning,
                 stacklevel=2,
             )
+        columns = {}
         for key, what in ((time_key, "time_key"), (batch_key, "batch_key")):
             if key is None:
                 continue
-            if key not in mdata.obs:
-                raise KeyError(
-                    f"`{what}={key!r}` is not a column of `mdata.obs`; columns are {list(mdata.obs.columns)}. "
-                    "Add it to `mdata.obs` (or run `mdata.update()` after adding it to a modality)."
-                )
+            column = resolve_obs_column(mdata, key)
+            if column is None:
+                raise KeyError(missing_obs_column_message(mdata, key, what))
+            if column != key:
+                logger.info("CrossmodalNet.setup_mudata: `%s=%r` is read from `mdata.obs[%r]`", what, key, column)
+            columns[what] = key = column
             n_missing = int(mdata.obs[key].isna().sum())
             if n_missing:
                 raise ValueError(
                     f"`mdata.obs[{key!r}]` has {n_missing} missing value(s) of {mdata.n_obs}; fill or drop those cells first."
                 )
-        if time_key is not None and mdata.obs[time_key].nunique() < 2:
+        if time_key is not None and mdata.obs[columns["time_key"]].nunique() < 2:
             logger.warning(
                 "`mdata.obs[%r]` has a single time point: CrossmodalNet trains without a time discriminator.", time_key
             )
@@ -381,8 +385,8 @@ class CrossmodalNet(BaseModelClass):
             fields.MuDataLayerField(
                 REGISTRY_KEYS.PROTEIN_KEY, protein_layer, mod_key=protein_key, is_count_data=False, mod_required=True
             ),
-            fields.MuDataCategoricalObsField(REGISTRY_KEYS.TIME_KEY, time_key, mod_key=None),
-            fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=None),
+            fields.MuDataCategoricalObsField(REGISTRY_KEYS.TIME_KEY, columns.get("time_key"), mod_key=None),
+            fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, columns.get("batch_key"), mod_key=None),
         ]
         adata_manager = AnnDataManager(fields=mudata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(mdata, **kwargs)
@@ -984,8 +988,8 @@ class CrossmodalNet(BaseModelClass):
             codes, values = np.zeros(n, dtype=np.int64), [time]
         elif time_key is None:
             codes, values = np.zeros(n, dtype=np.int64), [self.time_categories[0]]
-        elif time_key in mdata.obs:
-            codes, values = _factorize(mdata.obs[time_key])
+        elif resolve_obs_column(mdata, time_key) is not None:
+            codes, values = _factorize(mdata.obs[resolve_obs_column(mdata, time_key)])
             if (codes < 0).any():
                 raise ValueError(f"`mdata.obs[{time_key!r}]` has missing values; pass `time=` or fill them.")
         else:
@@ -1004,8 +1008,8 @@ class CrossmodalNet(BaseModelClass):
             codes, values = np.zeros(n, dtype=np.int64), [batch]
         elif batch_key is None:
             codes, values = np.zeros(n, dtype=np.int64), [b_cats[0]]
-        elif batch_key in mdata.obs:
-            codes, values = _factorize(mdata.obs[batch_key])
+        elif resolve_obs_column(mdata, batch_key) is not None:
+            codes, values = _factorize(mdata.obs[resolve_obs_column(mdata, batch_key)])
         else:
             raise KeyError(
                 f"`mdata.obs` has no batch column {batch_key!r}; pass `batch=` with one of {b_cats.tolist()}."

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from crossmodalnet._utils import NormalizedRows, get_layer, get_modality, query_normalization
+from crossmodalnet._utils import NormalizedRows, get_layer, get_modality, query_normalization, resolve_obs_column
 from crossmodalnet.pp._genes import align_matrix, check_coverage, match_genes
 
 if TYPE_CHECKING:
@@ -160,8 +160,9 @@ def model_input(
     with md.set_options(pull_on_update=False):
         tmp = md.MuData({model_key: adata})
     for col in (setup_arg(model, "time_key"), setup_arg(model, "batch_key")):
-        if col is not None and col in mdata.obs:
-            tmp.obs[col] = mdata.obs[col].reindex(tmp.obs_names)
+        found = None if col is None else resolve_obs_column(mdata, col)
+        if found is not None:
+            tmp.obs[col] = mdata.obs[found].reindex(tmp.obs_names)
     return ModelInput(tmp, float(info["coverage"]), info, idx)
 
 
