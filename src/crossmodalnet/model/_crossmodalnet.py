@@ -1011,15 +1011,31 @@ class CrossmodalNet(BaseModelClass):
         elif resolve_obs_column(mdata, batch_key) is not None:
             codes, values = _factorize(mdata.obs[resolve_obs_column(mdata, batch_key)])
         else:
-            raise KeyError(
-                f"`mdata.obs` has no batch column {batch_key!r}; pass `batch=` with one of {b_cats.tolist()}."
+            logger.warning(
+                "`mdata.obs` has no batch column %r: every cell gets the average embedding of the trained batches "
+                "%s (pass `batch=` to choose one)",
+                batch_key,
+                b_cats.tolist()[:10],
             )
+            return np.full(n, len(b_cats), dtype=np.int64)
         lookup = b_cats.get_indexer([str(v) for v in values])
         unknown = sorted({str(v) for v, c in zip(values, lookup, strict=True) if c < 0})
-        if unknown or (codes < 0).any():
-            unknown = unknown or ["<missing>"]
-            raise ValueError(f"Unknown batch categories {unknown[:5]}; pass `batch=` with one of {b_cats.tolist()}.")
-        return lookup[codes].astype(np.int64)
+        if batch is not None and unknown:
+            raise ValueError(f"Unknown batch category {batch!r}; pass `batch=` with one of {b_cats.tolist()}.")
+        # a new donor or batch (or a missing value) gets the average of the trained batch embeddings
+        lookup = np.append(np.where(lookup < 0, len(b_cats), lookup), len(b_cats))
+        out = lookup[codes].astype(np.int64)
+        n_unseen = int((out == len(b_cats)).sum())
+        if n_unseen:
+            shown = unknown[:5] + (["<missing>"] if (codes < 0).any() else [])
+            logger.warning(
+                "%d cell(s) have batch categories the model was not trained on (%s): they get the average embedding "
+                "of the trained batches (pass `batch=` to choose one of %s)",
+                n_unseen,
+                shown,
+                b_cats.tolist()[:10],
+            )
+        return out
 
     def _covariates(
         self,
@@ -1037,6 +1053,8 @@ class CrossmodalNet(BaseModelClass):
         w_rows, w_codes = self._cell_time_weights(mdata, time=time, allow_extrapolation=allow_extrapolation)
         b_codes = torch.from_numpy(self._batch_codes(mdata, batch=batch))
         b_table = self.module.covariate_embeddings[1].weight.detach()
+        # last row: the average batch embedding, for batches not seen in training
+        b_table = torch.cat([b_table, b_table.mean(dim=0, keepdim=True)])
         w_index = torch.from_numpy(w_codes)
 
         def of(pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1074,7 +1092,9 @@ class CrossmodalNet(BaseModelClass):
             numeric value between two trained time points uses the linear interpolation of their
             embeddings; a held-out time point of the registered data is interpolated the same way.
         batch
-            Predict every cell as this batch category instead of its own.
+            Predict every cell as this batch category instead of its own. Cells whose own category
+            was not seen in training (a new donor), or that have no batch column, get the average of
+            the trained batch embeddings, with a warning.
         batch_size
             Cells per forward pass; memory is bounded by it.
         allow_extrapolation
