@@ -116,3 +116,17 @@ def test_predicted_vs_observed_titles_name_the_cells(annotated, trained_model):
     assert f"r = {r_all:.2f}," in fig.axes[0].get_title()
     with pytest.raises(ValueError, match="`cells` must be"):
         cmn.pl.predicted_vs_observed(annotated, cells="train")
+
+
+def test_saliency_ranking_has_a_sign_legend(annotated):
+    """Issue 14 item 12: the sign colours of the saliency bars are explained by a legend."""
+    import matplotlib.colors as mcolors
+
+    fig = cmn.pl.saliency_ranking(annotated, proteins=["prot_000", "prot_001"], colors=("red", "blue"), return_fig=True)
+    legend = fig.axes[0].get_legend()
+    assert legend is not None
+    assert [t.get_text() for t in legend.get_texts()] == ["positive", "negative"]
+    assert legend.get_title().get_text() == "saliency sign"
+    faces = [mcolors.to_hex(h.get_facecolor()) for h in legend.legend_handles]
+    assert faces == [mcolors.to_hex("red"), mcolors.to_hex("blue")]
+    assert fig.axes[1].get_legend() is None
