@@ -199,3 +199,41 @@ def test_loaded_model_matches_by_saved_gene_ids(norm_mdata, trained_model, tmp_p
     np.testing.assert_allclose(
         query.obsm["cmn_protein"].to_numpy(), trained_model.predict_protein(norm_mdata.copy()).to_numpy(), atol=1e-5
     )
+
+
+def test_predictions_for_scanpy_and_muon_plotting(mdata, trained_model):
+    """Issue 14 item 13: predictions as obs columns or as a modality, besides obsm (the default)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import muon as mu
+    import scanpy as sc
+
+    cmn.tl.predict_protein(mdata, trained_model)
+    pred = mdata.obsm["cmn_protein"]
+    assert not any(c.startswith("cmn_protein_") for c in mdata.obs.columns)
+    assert "cmn_protein" not in mdata.mod
+
+    obs_version = mdata.copy()
+    cmn.tl.predict_protein(obs_version, trained_model, add_to="obs")
+    np.testing.assert_allclose(obs_version.obs["cmn_protein_prot_000"].to_numpy(), pred["prot_000"].to_numpy())
+    assert obs_version.uns["cmn_protein"]["params"]["add_to"] == "obs"
+    cmn.tl.basal_embedding(obs_version, trained_model)
+    mu.pl.embedding(obs_version, basis="X_cmn_basal", color="cmn_protein_prot_000", show=False)
+
+    cmn.tl.predict_protein(mdata, trained_model, add_to="modality")
+    mod = mdata["cmn_protein"]
+    assert mod.shape == (200, 8)
+    assert list(mod.var_names) == list(trained_model.protein_names)
+    np.testing.assert_allclose(mod.X, pred.to_numpy())
+    assert "cmn_protein" in mdata.mod
+    assert mdata.n_obs == 200
+    mod.obsm["X_pca"] = np.random.default_rng(0).normal(size=(200, 2))
+    sc.pl.embedding(mod, basis="pca", color="prot_001", show=False)
+    plt.close("all")
+    cmn.tl.predict_protein(mdata, trained_model, add_to="modality")  # overwriting its own modality is fine
+    with pytest.raises(ValueError, match="already has a modality 'prot'"):
+        cmn.tl.predict_protein(mdata, trained_model, key_added="prot", add_to="modality")
+    with pytest.raises(ValueError, match="`add_to` must be"):
+        cmn.tl.predict_protein(mdata, trained_model, add_to="layer")

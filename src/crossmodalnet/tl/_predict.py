@@ -114,6 +114,28 @@ def _observed_metrics(
     return metrics
 
 
+def _add_plottable(mdata: MuData, pred: pd.DataFrame, key_added: str, add_to: str) -> str:
+    """Write the predictions as ``obs`` columns or as a modality; return what was added."""
+    import anndata as ad
+    import mudata as md
+
+    if add_to == "obs":
+        columns = [f"{key_added}_{p}" for p in pred.columns]
+        for col, p in zip(columns, pred.columns, strict=True):
+            mdata.obs[col] = pred[p].to_numpy()
+        return f"mdata.obs[{columns[0]!r}, ...] ({len(columns)} columns)"
+    mod = ad.AnnData(
+        X=pred.to_numpy(dtype=np.float32),
+        obs=pd.DataFrame(index=pred.index.copy()),
+        var=pd.DataFrame(index=pred.columns.copy()),
+    )
+    mod.uns["cmn_protein"] = {"source": "cmn.tl.predict_protein"}
+    mdata.mod[key_added] = mod
+    with md.set_options(pull_on_update=False):
+        mdata.update()
+    return f"mdata.mod[{key_added!r}] (cells × proteins)"
+
+
 def _train_here(
     mdata: MuData,
     *,
@@ -156,6 +178,7 @@ def predict_protein(
     model_kwargs: Mapping[str, object] | None = None,
     train_kwargs: Mapping[str, object] | None = None,
     key_added: str = _keys.PROTEIN,
+    add_to: Literal["obs", "modality"] | None = None,
     copy: bool = False,
 ) -> MuData | None:
     """Predict surface-protein abundance of every cell from its RNA :cite:p:`Yang2023`.
@@ -200,6 +223,12 @@ def predict_protein(
     train_kwargs
         With ``model=None``: passed to :meth:`~crossmodalnet.model.CrossmodalNet.train`.
     %(key_added)s
+    add_to
+        Also write the predictions where scanpy/muon plotting finds them: ``"obs"`` adds one column
+        ``mdata.obs[f"{key_added}_{protein}"]`` per protein (``mu.pl.umap(mdata, color="cmn_protein_CD19")``);
+        ``"modality"`` adds ``mdata.mod[key_added]``, an AnnData with cells × proteins in ``.X`` and the
+        proteins as ``var`` (``sc.pl.umap(mdata[key_added], color="CD19")`` once it has an embedding).
+        ``mdata.obsm[key_added]`` is written in every case.
     %(copy)s
 
     Returns
@@ -227,6 +256,12 @@ def predict_protein(
     >>> query.obsm["cmn_protein"].head()
     """
     keys = _keys.Keys(key_added)
+    if add_to not in (None, "obs", "modality"):
+        raise ValueError(f"{_CALLER}: `add_to` must be None, 'obs' or 'modality', got {add_to!r}.")
+    if add_to == "modality" and key_added in mdata.mod and "cmn_protein" not in mdata.mod[key_added].uns:
+        raise ValueError(
+            f"{_CALLER}: `mdata` already has a modality {key_added!r} not written by this function; pick another `key_added`."
+        )
     trained_here = model is None
     if copy:
         mdata_in, mdata = mdata, mdata.copy()
@@ -292,6 +327,7 @@ def predict_protein(
             "model_kwargs": model_kwargs,
             "train_kwargs": train_kwargs,
             "key_added": key_added,
+            "add_to": add_to,
             "trained_here": trained_here,
         },
         "model": model_info(model),
@@ -302,10 +338,13 @@ def predict_protein(
     }
     mdata.obsm[keys.obsm] = pred
     mdata.uns[keys.uns] = portable(meta)
-    log_added(
-        _CALLER,
-        [f"mdata.obsm[{keys.obsm!r}] ({pred.shape[0]} cells × {pred.shape[1]} proteins)", f"mdata.uns[{keys.uns!r}]"],
-    )
+    added = [
+        f"mdata.obsm[{keys.obsm!r}] ({pred.shape[0]} cells × {pred.shape[1]} proteins)",
+        f"mdata.uns[{keys.uns!r}]",
+    ]
+    if add_to is not None:
+        added.append(_add_plottable(mdata, pred, key_added, add_to))
+    log_added(_CALLER, added)
     if metrics is not None:
         logger.info(
             "%s: on %d %s cells: Pearson per protein %.3f, per cell %.3f; MSE %.3f",
