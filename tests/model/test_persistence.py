@@ -114,3 +114,29 @@ def test_saved_registry_holds_only_setup_arguments(trained_model, tmp_path):
     trained_model.save(tmp_path / "m")
     # weights of a 60-gene, n_latent=16 model plus registry: far below the size of the data
     assert (tmp_path / "m" / "model.pt").stat().st_size < 200_000
+
+
+def test_load_does_not_log_already_downloaded(trained_model, tmp_path):
+    """Issue 14 item 11: scvi-tools' "File ... already downloaded" is not shown on every load."""
+    import logging
+
+    records = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    scvi_download = logging.getLogger("scvi.data._download")
+    handler, level = _Keep(level=logging.DEBUG), scvi_download.level
+    scvi_download.addHandler(handler)
+    scvi_download.setLevel(logging.DEBUG)
+    try:
+        trained_model.save(tmp_path / "m")
+        loaded = CrossmodalNet.load(tmp_path / "m")
+        # the filter is scoped to load(): the same message from scvi elsewhere still gets through
+        scvi_download.info("File x already downloaded")
+    finally:
+        scvi_download.removeHandler(handler)
+        scvi_download.setLevel(level)
+    assert loaded.is_trained_
+    assert records == ["File x already downloaded"]

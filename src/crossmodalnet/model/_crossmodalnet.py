@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -107,6 +108,29 @@ def _factorize(values: pd.Series) -> tuple[np.ndarray, list]:
     """Integer code of each value (-1 for missing) and the distinct values present, without per-cell strings."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     return codes.astype(np.int64), list(uniques)
+
+
+class _DropMessages(logging.Filter):
+    """Drop log records whose message contains one of ``fragments``."""
+
+    def __init__(self, *fragments: str):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(f in record.getMessage() for f in self.fragments)
+
+
+@contextlib.contextmanager
+def _without_messages(logger_name: str, *fragments: str) -> Iterator[None]:
+    """Silence specific messages of one third-party logger for the duration of a call the package makes."""
+    target = logging.getLogger(logger_name)
+    drop = _DropMessages(*fragments)
+    target.addFilter(drop)
+    try:
+        yield
+    finally:
+        target.removeFilter(drop)
 
 
 def _gene_id_columns(var: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -1347,13 +1371,15 @@ class CrossmodalNet(BaseModelClass):
         The model, in evaluation mode.
         """
         _verify_model_dir(Path(dir_path), prefix)
-        return super().load(
-            str(dir_path),
-            adata=mdata if mdata is not None else False,
-            accelerator=accelerator,
-            device=device,
-            prefix=prefix,
-        )
+        # scvi-tools logs "File ... already downloaded" for every local model file; nothing is downloaded here
+        with _without_messages("scvi.data._download", "already downloaded"):
+            return super().load(
+                str(dir_path),
+                adata=mdata if mdata is not None else False,
+                accelerator=accelerator,
+                device=device,
+                prefix=prefix,
+            )
 
     def __repr__(self) -> str:
         state = "trained" if self.is_trained_ else "untrained"
