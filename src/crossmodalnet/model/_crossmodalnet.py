@@ -25,6 +25,7 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
+from crossmodalnet._settings import quiet_third_party
 from crossmodalnet._utils import (
     NormalizedRows,
     check_aligned_cells,
@@ -671,29 +672,44 @@ class CrossmodalNet(BaseModelClass):
                     UserWarning,
                     stacklevel=2,
                 )
-        runner = self._train_runner_cls(
-            self,
-            training_plan=plan,
-            data_splitter=data_splitter,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            early_stopping=early_stopping and has_validation,
-            early_stopping_monitor=early_stopping_monitor,
-            early_stopping_patience=early_stopping_patience,
-            early_stopping_mode="max",
-            callbacks=callbacks,
-            **{"check_val_every_n_epoch": 1, **trainer_kwargs},
-        )
-        # load() and the end of train() leave the module in evaluation mode; Lightning keeps that mode.
-        self.module.train()
-        runner()
+        n_batches = int(np.ceil(train_idx.size / batch_size))
+        # no Lightning warning that an epoch has fewer batches than its logging interval
+        trainer_kwargs.setdefault("log_every_n_steps", max(1, min(50, n_batches)))
+        with quiet_third_party():  # Lightning's info lines and deprecation notices; not the user's warnings
+            runner = self._train_runner_cls(
+                self,
+                training_plan=plan,
+                data_splitter=data_splitter,
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                early_stopping=early_stopping and has_validation,
+                early_stopping_monitor=early_stopping_monitor,
+                early_stopping_patience=early_stopping_patience,
+                early_stopping_mode="max",
+                callbacks=callbacks,
+                **{"check_val_every_n_epoch": 1, **trainer_kwargs},
+            )
+            # load() and the end of train() leave the module in evaluation mode; Lightning keeps that mode.
+            self.module.train()
+            runner()
         # scvi-tools' logger keeps object columns; numeric ones are what users plot and compare.
         self.history_ = {k: v.astype(float) for k, v in (self.history_ or {}).items()}
+        n_epochs = runner.trainer.current_epoch
         if restore.best_epoch is not None:
             # -1: no epoch of this call beat the weights it started from, which were kept
             self.split_["best_epoch"] = int(restore.best_epoch)
             self.split_["best_" + early_stopping_monitor] = float(restore.best_score)
+            logger.info(
+                "Trained %d epoch(s)%s; kept the weights of %s (validation %s %.3f)",
+                n_epochs,
+                " (stopped early)" if n_epochs < max_epochs else "",
+                f"epoch {restore.best_epoch + 1}" if restore.best_epoch >= 0 else "the start of this call",
+                early_stopping_monitor.replace("_validation", "").replace("_", " "),
+                restore.best_score,
+            )
+        else:
+            logger.info("Trained %d epoch(s) (no validation cells)", n_epochs)
         self.module.eval()
 
     def _previous_split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:

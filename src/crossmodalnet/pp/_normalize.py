@@ -18,6 +18,7 @@ from scipy import sparse
 from crossmodalnet import _keys
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY
 from crossmodalnet._docs import docs
+from crossmodalnet._settings import quiet_third_party
 from crossmodalnet._utils import detect_control_features, get_modality, is_nonnegative_integer
 
 from ._utils import obs_mask, resolve_seed
@@ -181,7 +182,8 @@ def clr(
         ``{'method': 'clr', 'axis': ..., 'flavor': 'seurat'}``; with ``axis=0`` also the fitted
         per-protein ``log_mean``, ``fit_on`` and ``n_fit_cells``.
     """
-    import muon as mu
+    with quiet_third_party():  # muon's import warns about scanpy's `__version__`
+        import muon as mu
 
     caller = "cmn.pp.clr"
     if axis not in (0, 1):
@@ -300,7 +302,9 @@ def dsb(
     >>> cmn.pp.dsb(mdata, empty=empty, isotype_controls=["Isotype_1", "Isotype_2"])
     """
     import anndata as ad
-    import muon as mu
+
+    with quiet_third_party():  # muon's import warns about scanpy's `__version__`
+        import muon as mu
     import pandas as pd
 
     caller = "cmn.pp.dsb"
