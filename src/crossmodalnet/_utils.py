@@ -113,6 +113,12 @@ def looks_like_counts(X, *, n_check: int = 100_000) -> bool:
 _LOG1P_TOTAL = "log1p_normalize_total"
 
 
+def _head_rows(X, n: int):
+    """The first ``n`` rows of a dense, sparse or backed (on-disk) matrix, in memory."""
+    block = X[: min(n, X.shape[0])]
+    return block if sparse.issparse(block) else np.asarray(block)
+
+
 def rna_normalization_record(X, uns: dict | None = None, *, n_check: int = 500) -> dict:
     """How a registered RNA matrix was normalised, for checking query data later.
 
@@ -124,9 +130,9 @@ def rna_normalization_record(X, uns: dict | None = None, *, n_check: int = 500) 
     record = (uns or {}).get("cmn_preprocessing")
     if isinstance(record, dict) and record.get("method") == _LOG1P_TOTAL and "target_sum" in record:
         return {"method": _LOG1P_TOTAL, "target_sum": float(record["target_sum"])}
-    if looks_like_counts(X):
+    block = _head_rows(X, n_check)
+    if looks_like_counts(block):
         return {"method": "counts"}
-    block = X[: min(n_check, X.shape[0])]
     block = block.toarray() if sparse.issparse(block) else np.asarray(block, dtype=np.float64)
     if block.size and np.all(block >= 0):
         totals = np.expm1(block.astype(np.float64)).sum(axis=1)
@@ -144,7 +150,7 @@ def query_normalization(X, record: dict | None, where: str, caller: str) -> floa
     when ``X`` holds raw counts and the model's normalisation is not known.
     """
     method = (record or {}).get("method")
-    if method == "counts" or not looks_like_counts(X):
+    if method == "counts" or not looks_like_counts(_head_rows(X, 2000)):
         return None
     if method == _LOG1P_TOTAL:
         target_sum = float(record["target_sum"])
