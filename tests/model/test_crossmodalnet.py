@@ -288,7 +288,13 @@ def test_predict_on_rna_only_query(trained_model, norm_mdata):
     query.obs["time"] = norm_mdata.obs["time"].to_numpy()
     pred = trained_model.predict_protein(query)
     np.testing.assert_allclose(pred.to_numpy(), trained_model.predict_protein().to_numpy(), rtol=1e-5)
-    no_time = md.MuData({"rna": norm_mdata["rna"].copy()})
+    # the RNA modality's own time column is found under its prefix ("rna:time"); without one, `time=` is needed
+    np.testing.assert_allclose(
+        trained_model.predict_protein(md.MuData({"rna": norm_mdata["rna"].copy()})).to_numpy(), pred.to_numpy()
+    )
+    rna = norm_mdata["rna"].copy()
+    del rna.obs["time"]
+    no_time = md.MuData({"rna": rna})
     with pytest.raises(KeyError, match="pass `time=`"):
         trained_model.predict_protein(no_time)
     assert trained_model.predict_protein(no_time, time=3).shape == (200, 8)
