@@ -93,6 +93,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    cmn.settings.verbosity = "warning"
     warnings.filterwarnings("ignore")
     table = run(args)
     with pd.option_context("display.width", 160, "display.precision", 3):
