@@ -66,3 +66,24 @@ def test_training_keeps_third_party_noise_out(norm_mdata, verbosity, caplog):
     with caplog.at_level(logging.INFO):
         _train(norm_mdata.copy())
     assert "GPU available" in caplog.text
+
+
+def test_early_stopping_is_summarised_not_printed(norm_mdata, capsys, caplog):
+    """scvi-tools' early-stopping callback prints its reason; training logs one summary line instead."""
+    with caplog.at_level(logging.INFO):
+        model = _train_long(norm_mdata.copy())
+    assert "Signaling Trainer to stop" not in capsys.readouterr().out
+    assert "(stopped early)" in caplog.text
+    assert len(model.history["pearson_protein_validation"]) < 40
+
+
+def _train_long(mdata):
+    import scvi
+
+    from crossmodalnet.model import CrossmodalNet
+
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    scvi.settings.seed = 0
+    model = CrossmodalNet(mdata, n_latent=8)
+    model.train(max_epochs=40, early_stopping_patience=1, batch_size=64, accelerator="cpu", enable_progress_bar=False)
+    return model

@@ -23,6 +23,7 @@ from scvi.data import AnnDataManager, fields
 from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
+from scvi.train._callbacks import LoudEarlyStopping
 
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
 from crossmodalnet._settings import quiet_third_party
@@ -132,6 +133,15 @@ def _without_messages(logger_name: str, *fragments: str) -> Iterator[None]:
         yield
     finally:
         target.removeFilter(drop)
+
+
+class _EarlyStopping(LoudEarlyStopping):
+    """scvi-tools' early stopping, with its reason logged (debug) instead of printed; ``train`` logs a summary."""
+
+    def teardown(self, _trainer, _pl_module, stage: str | None = None) -> None:
+        """Log the reason for stopping."""
+        if self.early_stopping_reason is not None:
+            logger.debug("%s", self.early_stopping_reason.strip())
 
 
 def _gene_id_columns(var: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -663,6 +673,17 @@ class CrossmodalNet(BaseModelClass):
             restore.set_initial(self._validation_score(val_idx, early_stopping_monitor), self.module.state_dict())
         if has_validation:
             callbacks.append(restore)
+            if early_stopping:
+                # scvi-tools' own callback, which prints its reason: the summary line below says it instead
+                callbacks.append(
+                    _EarlyStopping(
+                        monitor=early_stopping_monitor,
+                        min_delta=0.0,
+                        patience=early_stopping_patience,
+                        mode="max",
+                        warmup_epochs=0,
+                    )
+                )
         else:
             # Lightning refuses an empty validation loader: switch the validation loop off.
             trainer_kwargs["limit_val_batches"] = 0
@@ -683,10 +704,7 @@ class CrossmodalNet(BaseModelClass):
                 max_epochs=max_epochs,
                 accelerator=accelerator,
                 devices=devices,
-                early_stopping=early_stopping and has_validation,
-                early_stopping_monitor=early_stopping_monitor,
-                early_stopping_patience=early_stopping_patience,
-                early_stopping_mode="max",
+                early_stopping=False,
                 callbacks=callbacks,
                 **{"check_val_every_n_epoch": 1, **trainer_kwargs},
             )
