@@ -116,6 +116,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    cmn.settings.verbosity = "warning"
     warnings.filterwarnings("ignore")
     import torch
 

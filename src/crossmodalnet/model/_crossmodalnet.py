@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -22,15 +23,23 @@ from scvi.data import AnnDataManager, fields
 from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
+from scvi.train._callbacks import LoudEarlyStopping
 
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
+from crossmodalnet._settings import quiet_third_party
 from crossmodalnet._utils import (
+    NormalizedRows,
     check_aligned_cells,
     check_finite,
     check_unique_names,
+    detect_control_features,
     get_layer,
     get_modality,
     looks_like_counts,
+    missing_obs_column_message,
+    query_normalization,
+    resolve_obs_column,
+    rna_normalization_record,
     zero_variance_columns,
 )
 from crossmodalnet.module import CrossmodalModule
@@ -103,6 +112,50 @@ def _factorize(values: pd.Series) -> tuple[np.ndarray, list]:
     """Integer code of each value (-1 for missing) and the distinct values present, without per-cell strings."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     return codes.astype(np.int64), list(uniques)
+
+
+class _DropMessages(logging.Filter):
+    """Drop log records whose message contains one of ``fragments``."""
+
+    def __init__(self, *fragments: str):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(f in record.getMessage() for f in self.fragments)
+
+
+@contextlib.contextmanager
+def _without_messages(logger_name: str, *fragments: str) -> Iterator[None]:
+    """Silence specific messages of one third-party logger for the duration of a call the package makes."""
+    target = logging.getLogger(logger_name)
+    drop = _DropMessages(*fragments)
+    target.addFilter(drop)
+    try:
+        yield
+    finally:
+        target.removeFilter(drop)
+
+
+class _EarlyStopping(LoudEarlyStopping):
+    """scvi-tools' early stopping, with its reason logged (debug) instead of printed; ``train`` logs a summary."""
+
+    def teardown(self, _trainer, _pl_module, stage: str | None = None) -> None:
+        """Log the reason for stopping."""
+        if self.early_stopping_reason is not None:
+            logger.debug("%s", self.early_stopping_reason.strip())
+
+
+def _gene_id_columns(var: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Text columns of the RNA ``var`` with one distinct value per gene (gene IDs), saved with the model."""
+    out = {}
+    for col in var.columns:
+        values = var[col]
+        if (
+            pd.api.types.is_object_dtype(values) or isinstance(values.dtype, pd.CategoricalDtype | pd.StringDtype)
+        ) and (values.notna().all() and values.is_unique):
+            out[str(col)] = values.astype(str).to_numpy()
+    return out
 
 
 def _is_data_parallel(strategy: object) -> bool:
@@ -189,7 +242,8 @@ class CrossmodalNet(BaseModelClass):
     digits between runs; ``model.train(..., deterministic=True)`` asks Lightning for deterministic
     algorithms at some speed cost. Inputs are used as registered:
     register log-normalised RNA and normalised (CLR or DSB) proteins, e.g. with
-    :func:`crossmodalnet.pp.log_normalize` and :func:`crossmodalnet.pp.clr`.
+    :func:`crossmodalnet.pp.log_normalize` and :func:`crossmodalnet.pp.clr`. Query RNA with raw
+    counts is normalised as the training RNA was (:attr:`rna_normalization`), or refused.
     """
 
     _module_cls = CrossmodalModule
@@ -233,6 +287,15 @@ class CrossmodalNet(BaseModelClass):
         )
         self.split_: dict = {}
         self.trained_time_codes_: np.ndarray | None = None
+        self.training_cells_: np.ndarray | None = None
+        self.rna_normalization_: dict | None = None
+        if mdata is not None:
+            rna = mdata.mod[self._setup_arg("rna_key")]
+            X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            self.rna_normalization_ = rna_normalization_record(X, rna.uns)
+        self.gene_ids_: dict[str, np.ndarray] = (
+            {} if mdata is None else _gene_id_columns(mdata.mod[self._setup_arg("rna_key")].var)
+        )
         self._model_summary_string = (
             f"CrossmodalNet: {self.n_genes} genes → {self.n_proteins} proteins, n_latent={n_latent}, "
             f"{n_time} time point(s), {n_batch} batch(es)"
@@ -310,6 +373,20 @@ class CrossmodalNet(BaseModelClass):
                 UserWarning,
                 stacklevel=2,
             )
+        isotypes, hashtags = detect_control_features(prot.var)
+        if isotypes or hashtags:
+            found = ([f"isotype controls {isotypes[:5]}"] if isotypes else []) + (
+                [f"hashtags (HTO) {hashtags[:5]}"] if hashtags else []
+            )
+            warnings.warn(
+                f"mdata[{protein_key!r}] holds {' and '.join(found)}: they would become prediction targets (a "
+                "hashtag is predicted through the batch covariate, not from RNA) and lower the mean per-protein "
+                "Pearson. Remove them before setup: `cmn.pp.dsb` sets isotypes aside, or "
+                f"`mdata.mod[{protein_key!r}] = mdata[{protein_key!r}][:, ~mdata[{protein_key!r}].var_names.isin(names)].copy()`; "
+                "demultiplex hashtags into an `obs` column first (e.g. for `batch_key`).",
+                UserWarning,
+                stacklevel=2,
+            )
         constant = zero_variance_columns(X_prot)
         if constant.any():
             warnings.warn(
@@ -318,20 +395,22 @@ class CrossmodalNet(BaseModelClass):
                 UserWarning,
                 stacklevel=2,
             )
+        columns = {}
         for key, what in ((time_key, "time_key"), (batch_key, "batch_key")):
             if key is None:
                 continue
-            if key not in mdata.obs:
-                raise KeyError(
-                    f"`{what}={key!r}` is not a column of `mdata.obs`; columns are {list(mdata.obs.columns)}. "
-                    "Add it to `mdata.obs` (or run `mdata.update()` after adding it to a modality)."
-                )
+            column = resolve_obs_column(mdata, key)
+            if column is None:
+                raise KeyError(missing_obs_column_message(mdata, key, what))
+            if column != key:
+                logger.info("CrossmodalNet.setup_mudata: `%s=%r` is read from `mdata.obs[%r]`", what, key, column)
+            columns[what] = key = column
             n_missing = int(mdata.obs[key].isna().sum())
             if n_missing:
                 raise ValueError(
                     f"`mdata.obs[{key!r}]` has {n_missing} missing value(s) of {mdata.n_obs}; fill or drop those cells first."
                 )
-        if time_key is not None and mdata.obs[time_key].nunique() < 2:
+        if time_key is not None and mdata.obs[columns["time_key"]].nunique() < 2:
             logger.warning(
                 "`mdata.obs[%r]` has a single time point: CrossmodalNet trains without a time discriminator.", time_key
             )
@@ -343,8 +422,8 @@ class CrossmodalNet(BaseModelClass):
             fields.MuDataLayerField(
                 REGISTRY_KEYS.PROTEIN_KEY, protein_layer, mod_key=protein_key, is_count_data=False, mod_required=True
             ),
-            fields.MuDataCategoricalObsField(REGISTRY_KEYS.TIME_KEY, time_key, mod_key=None),
-            fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=None),
+            fields.MuDataCategoricalObsField(REGISTRY_KEYS.TIME_KEY, columns.get("time_key"), mod_key=None),
+            fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, columns.get("batch_key"), mod_key=None),
         ]
         adata_manager = AnnDataManager(fields=mudata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(mdata, **kwargs)
@@ -508,6 +587,14 @@ class CrossmodalNet(BaseModelClass):
             With ``input_reduction``, the groups are the reduced features.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (a Lightning trainer).
+
+        Notes
+        -----
+        A second call continues training from the current weights, with the modules in training
+        mode, on the split of the first call (split arguments that differ are ignored with a warning),
+        with GradNorm's weights and reference losses kept and fresh optimisers and early stopping. The
+        current weights compete with every new epoch and are kept if none beats their validation
+        Pearson (``split_["best_epoch"] == -1``).
         """
         check_input_group_lasso(input_group_lasso)  # before anything changes on the model
         if early_stopping_monitor not in _MONITORS:
@@ -518,18 +605,38 @@ class CrossmodalNet(BaseModelClass):
                 "(`CrossmodalNet.load(dir_path, mdata)`) to continue training."
             )
         seed = split_seed if split_seed is not None else (settings.seed if settings.seed is not None else 0)
-        train_idx, val_idx, test_idx = self._make_split(split, holdout_time, train_size, validation_size, seed)
-        self.split_ = {
-            "kind": split,
-            "seed": int(seed),
-            "train_size": float(train_size),
-            "validation_size": float(validation_size),
-            "n_train": int(train_idx.size),
-            "n_validation": int(val_idx.size),
-            "n_test": int(test_idx.size),
-        }
-        if split == "holdout_time":
-            self.split_["holdout_time"] = str(holdout_time)
+        previous = self._previous_split()
+        if previous is not None:
+            # Continued training: a new split would train on the model's earlier test cells.
+            train_idx, val_idx, test_idx = previous
+            requested = {"kind": split, "seed": int(seed), "train_size": float(train_size)}
+            requested["validation_size"] = float(validation_size)
+            if any(self.split_.get(k) != v for k, v in requested.items()):
+                logger.warning(
+                    "Continued training keeps the model's split %s; the split arguments of this call are ignored "
+                    "(a new split would train on earlier test cells). Train a new model for another split.",
+                    {k: self.split_.get(k) for k in requested},
+                )
+            logger.info(
+                "Continuing training from the current weights on the same split (%d train, %d validation cells)",
+                train_idx.size,
+                val_idx.size,
+            )
+        else:
+            train_idx, val_idx, test_idx = self._make_split(split, holdout_time, train_size, validation_size, seed)
+            self.split_ = {
+                "kind": split,
+                "seed": int(seed),
+                "train_size": float(train_size),
+                "validation_size": float(validation_size),
+                "n_train": int(train_idx.size),
+                "n_validation": int(val_idx.size),
+                "n_test": int(test_idx.size),
+            }
+            if split == "holdout_time":
+                self.split_["holdout_time"] = str(holdout_time)
+        # names of the cells the weights were fitted or selected on, so metrics can leave them out later
+        self.training_cells_ = np.asarray(self.adata.obs_names[np.sort(np.r_[train_idx, val_idx])], dtype=str)
         codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1)
         self.trained_time_codes_ = np.unique(codes[train_idx]).astype(np.int64)
 
@@ -564,8 +671,22 @@ class CrossmodalNet(BaseModelClass):
         callbacks = list(trainer_kwargs.pop("callbacks", []))
         has_validation = val_idx.size > 0
         restore = RestoreBestWeights(monitor=early_stopping_monitor, mode="max")
+        if previous is not None and has_validation:
+            # The current weights compete with every new epoch: continued training never ends below them.
+            restore.set_initial(self._validation_score(val_idx, early_stopping_monitor), self.module.state_dict())
         if has_validation:
             callbacks.append(restore)
+            if early_stopping:
+                # scvi-tools' own callback, which prints its reason: the summary line below says it instead
+                callbacks.append(
+                    _EarlyStopping(
+                        monitor=early_stopping_monitor,
+                        min_delta=0.0,
+                        patience=early_stopping_patience,
+                        mode="max",
+                        warmup_epochs=0,
+                    )
+                )
         else:
             # Lightning refuses an empty validation loader: switch the validation loop off.
             trainer_kwargs["limit_val_batches"] = 0
@@ -575,27 +696,69 @@ class CrossmodalNet(BaseModelClass):
                     UserWarning,
                     stacklevel=2,
                 )
-        runner = self._train_runner_cls(
-            self,
-            training_plan=plan,
-            data_splitter=data_splitter,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            early_stopping=early_stopping and has_validation,
-            early_stopping_monitor=early_stopping_monitor,
-            early_stopping_patience=early_stopping_patience,
-            early_stopping_mode="max",
-            callbacks=callbacks,
-            **{"check_val_every_n_epoch": 1, **trainer_kwargs},
-        )
-        runner()
+        n_batches = int(np.ceil(train_idx.size / batch_size))
+        # no Lightning warning that an epoch has fewer batches than its logging interval
+        trainer_kwargs.setdefault("log_every_n_steps", max(1, min(50, n_batches)))
+        with quiet_third_party():  # Lightning's info lines and deprecation notices; not the user's warnings
+            runner = self._train_runner_cls(
+                self,
+                training_plan=plan,
+                data_splitter=data_splitter,
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                early_stopping=False,
+                callbacks=callbacks,
+                **{"check_val_every_n_epoch": 1, **trainer_kwargs},
+            )
+            # load() and the end of train() leave the module in evaluation mode; Lightning keeps that mode.
+            self.module.train()
+            runner()
         # scvi-tools' logger keeps object columns; numeric ones are what users plot and compare.
         self.history_ = {k: v.astype(float) for k, v in (self.history_ or {}).items()}
+        n_epochs = runner.trainer.current_epoch
         if restore.best_epoch is not None:
+            # -1: no epoch of this call beat the weights it started from, which were kept
             self.split_["best_epoch"] = int(restore.best_epoch)
             self.split_["best_" + early_stopping_monitor] = float(restore.best_score)
+            logger.info(
+                "Trained %d epoch(s)%s; kept the weights of %s (validation %s %.3f)",
+                n_epochs,
+                " (stopped early)" if n_epochs < max_epochs else "",
+                f"epoch {restore.best_epoch + 1}" if restore.best_epoch >= 0 else "the start of this call",
+                early_stopping_monitor.replace("_validation", "").replace("_", " "),
+                restore.best_score,
+            )
+        else:
+            logger.info("Trained %d epoch(s) (no validation cells)", n_epochs)
         self.module.eval()
+
+    def _previous_split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Train, validation and test positions of an earlier ``train`` call on this data, if any."""
+        if not self.is_trained_ or not self.split_:
+            return None
+        try:
+            parts = [
+                np.asarray(a, dtype=np.int64) for a in (self.train_indices, self.validation_indices, self.test_indices)
+            ]
+        except AttributeError:
+            return None
+        if sum(p.size for p in parts) != self.adata.n_obs or any(p.size and p.max() >= self.adata.n_obs for p in parts):
+            return None
+        return parts[0], parts[1], parts[2]
+
+    def _validation_score(self, val_idx: np.ndarray, monitor: str) -> float:
+        """The monitored validation Pearson of the current weights, as the training plan computes it."""
+        from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein
+
+        pred = self.predict_protein(batch_size=1024).to_numpy(dtype=np.float64)[val_idx]
+        true = self.adata_manager.get_from_registry(REGISTRY_KEYS.PROTEIN_KEY)[np.sort(val_idx)]
+        true = true.toarray() if sparse.issparse(true) else np.asarray(true, dtype=np.float64)
+        true = true[np.argsort(np.argsort(val_idx))]
+        score = (
+            pearson_per_cell(pred, true) if monitor == "pearson_cell_validation" else pearson_per_protein(pred, true)
+        )
+        return float(np.nanmean(score))
 
     def _column_moments(
         self, registry_key: str, train_idx: np.ndarray, chunk: int = 4096
@@ -796,8 +959,33 @@ class CrossmodalNet(BaseModelClass):
                 "`cmn.pp.harmonize_genes(mdata, model)`."
             )
         X = get_layer(rna, layer, rna_key)
+        where = f"mdata[{rna_key!r}]" + (f".layers[{layer!r}]" if layer else ".X")
+        target_sum = query_normalization(X, self.rna_normalization, where, "CrossmodalNet")
+        if target_sum is not None:
+            X = NormalizedRows(X, target_sum)
         rows = rna.obs_names.get_indexer(mdata.obs_names)
         return X, rows
+
+    @property
+    def training_cells(self) -> pd.Index | None:
+        """Names of the training and validation cells (the cells the weights were fitted or selected on).
+
+        Saved with the model, so metrics on any MuData can leave these cells out; ``None`` before
+        training and for models saved before it was recorded.
+        """
+        cells = getattr(self, "training_cells_", None)
+        return None if cells is None else pd.Index(np.asarray(cells, dtype=str))
+
+    @property
+    def rna_normalization(self) -> dict | None:
+        """How the training RNA was normalised, recorded at initialisation and saved with the model.
+
+        ``{'method': 'log1p_normalize_total', 'target_sum': ...}`` (from :func:`crossmodalnet.pp.log_normalize`,
+        or ``'inferred': True`` from the data), ``{'method': 'counts'}`` or ``{'method': 'unknown'}``;
+        ``None`` for models saved before it was recorded. Query RNA with raw counts is normalised the
+        same way, or refused when the method is unknown.
+        """
+        return getattr(self, "rna_normalization_", None)
 
     def _iter_batches(
         self, X, rows: np.ndarray, batch_size: int, *, allow_sparse: bool = False
@@ -861,8 +1049,8 @@ class CrossmodalNet(BaseModelClass):
             codes, values = np.zeros(n, dtype=np.int64), [time]
         elif time_key is None:
             codes, values = np.zeros(n, dtype=np.int64), [self.time_categories[0]]
-        elif time_key in mdata.obs:
-            codes, values = _factorize(mdata.obs[time_key])
+        elif resolve_obs_column(mdata, time_key) is not None:
+            codes, values = _factorize(mdata.obs[resolve_obs_column(mdata, time_key)])
             if (codes < 0).any():
                 raise ValueError(f"`mdata.obs[{time_key!r}]` has missing values; pass `time=` or fill them.")
         else:
@@ -881,18 +1069,34 @@ class CrossmodalNet(BaseModelClass):
             codes, values = np.zeros(n, dtype=np.int64), [batch]
         elif batch_key is None:
             codes, values = np.zeros(n, dtype=np.int64), [b_cats[0]]
-        elif batch_key in mdata.obs:
-            codes, values = _factorize(mdata.obs[batch_key])
+        elif resolve_obs_column(mdata, batch_key) is not None:
+            codes, values = _factorize(mdata.obs[resolve_obs_column(mdata, batch_key)])
         else:
-            raise KeyError(
-                f"`mdata.obs` has no batch column {batch_key!r}; pass `batch=` with one of {b_cats.tolist()}."
+            logger.warning(
+                "`mdata.obs` has no batch column %r: every cell gets the average embedding of the trained batches "
+                "%s (pass `batch=` to choose one)",
+                batch_key,
+                b_cats.tolist()[:10],
             )
+            return np.full(n, len(b_cats), dtype=np.int64)
         lookup = b_cats.get_indexer([str(v) for v in values])
         unknown = sorted({str(v) for v, c in zip(values, lookup, strict=True) if c < 0})
-        if unknown or (codes < 0).any():
-            unknown = unknown or ["<missing>"]
-            raise ValueError(f"Unknown batch categories {unknown[:5]}; pass `batch=` with one of {b_cats.tolist()}.")
-        return lookup[codes].astype(np.int64)
+        if batch is not None and unknown:
+            raise ValueError(f"Unknown batch category {batch!r}; pass `batch=` with one of {b_cats.tolist()}.")
+        # a new donor or batch (or a missing value) gets the average of the trained batch embeddings
+        lookup = np.append(np.where(lookup < 0, len(b_cats), lookup), len(b_cats))
+        out = lookup[codes].astype(np.int64)
+        n_unseen = int((out == len(b_cats)).sum())
+        if n_unseen:
+            shown = unknown[:5] + (["<missing>"] if (codes < 0).any() else [])
+            logger.warning(
+                "%d cell(s) have batch categories the model was not trained on (%s): they get the average embedding "
+                "of the trained batches (pass `batch=` to choose one of %s)",
+                n_unseen,
+                shown,
+                b_cats.tolist()[:10],
+            )
+        return out
 
     def _covariates(
         self,
@@ -910,6 +1114,8 @@ class CrossmodalNet(BaseModelClass):
         w_rows, w_codes = self._cell_time_weights(mdata, time=time, allow_extrapolation=allow_extrapolation)
         b_codes = torch.from_numpy(self._batch_codes(mdata, batch=batch))
         b_table = self.module.covariate_embeddings[1].weight.detach()
+        # last row: the average batch embedding, for batches not seen in training
+        b_table = torch.cat([b_table, b_table.mean(dim=0, keepdim=True)])
         w_index = torch.from_numpy(w_codes)
 
         def of(pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -947,7 +1153,9 @@ class CrossmodalNet(BaseModelClass):
             numeric value between two trained time points uses the linear interpolation of their
             embeddings; a held-out time point of the registered data is interpolated the same way.
         batch
-            Predict every cell as this batch category instead of its own.
+            Predict every cell as this batch category instead of its own. Cells whose own category
+            was not seen in training (a new donor), or that have no batch column, get the average of
+            the trained batch embeddings, with a warning.
         batch_size
             Cells per forward pass; memory is bounded by it.
         allow_extrapolation
@@ -1296,13 +1504,15 @@ class CrossmodalNet(BaseModelClass):
         The model, in evaluation mode.
         """
         _verify_model_dir(Path(dir_path), prefix)
-        return super().load(
-            str(dir_path),
-            adata=mdata if mdata is not None else False,
-            accelerator=accelerator,
-            device=device,
-            prefix=prefix,
-        )
+        # scvi-tools logs "File ... already downloaded" for every local model file; nothing is downloaded here
+        with _without_messages("scvi.data._download", "already downloaded"):
+            return super().load(
+                str(dir_path),
+                adata=mdata if mdata is not None else False,
+                accelerator=accelerator,
+                device=device,
+                prefix=prefix,
+            )
 
     def __repr__(self) -> str:
         state = "trained" if self.is_trained_ else "untrained"

@@ -301,6 +301,21 @@ class RestoreBestWeights(pl.Callback):
         self.best_epoch: int | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
 
+    def set_initial(self, score: float, state: dict[str, torch.Tensor]) -> None:
+        """Start from weights trained earlier: they are kept unless an epoch scores better (``best_epoch`` -1).
+
+        Parameters
+        ----------
+        score
+            The monitored validation metric of ``state``; a non-finite score is ignored.
+        state
+            Module ``state_dict`` to keep (copied).
+        """
+        if np.isfinite(score):
+            self.best_score = float(score)
+            self.best_epoch = -1
+            self._best_state = copy.deepcopy(state)
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Snapshot the weights if the monitored metric improved."""
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
