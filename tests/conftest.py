@@ -69,3 +69,17 @@ def trained_model(norm_mdata):
     model = CrossmodalNet(mdata, preset="paper", n_latent=16)
     model.train(max_epochs=5, batch_size=64, accelerator="cpu", enable_progress_bar=False)
     return model
+
+
+@pytest.fixture(autouse=True)
+def _crossmodalnet_logs_reach_caplog():
+    """The "crossmodalnet" logger does not propagate (it has its own handler); let pytest's caplog see it."""
+    import logging
+
+    import crossmodalnet  # noqa: F401  (installs the handler)
+
+    log = logging.getLogger("crossmodalnet")
+    before = log.propagate
+    log.propagate = True
+    yield
+    log.propagate = before

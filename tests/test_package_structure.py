@@ -27,9 +27,11 @@ NOT_WRITERS = {
     "crossmodalnet.pp.clr",
     "crossmodalnet.pp.dsb",
     "crossmodalnet.pp.normalize_protein",
+    "crossmodalnet.pp.protein_genes",
 }
-# The converter takes an AnnData; it is the one way into the MuData-only API.
-FIRST_ARG = {"crossmodalnet.pp.to_mudata": "adata"}
+# The converter takes an AnnData; it is the one way into the MuData-only API. The protein-to-gene map
+# is a lookup of names (e.g. `mdata["prot"].var_names`) and returns a table.
+FIRST_ARG = {"crossmodalnet.pp.to_mudata": "adata", "crossmodalnet.pp.protein_genes": "proteins"}
 # Functions that need a trained model take it as the second, positional argument.
 MODEL_SECOND = {"predict_protein", "basal_embedding", "time_embedding", "saliency"}
 

@@ -75,7 +75,8 @@ model_gene_ids
 min_coverage
     Smallest accepted fraction of the model's genes found in ``mdata[rna_key]``; below it a
     :class:`ValueError` is raised. Missing genes are filled with zeros (not expressed) and a
-    :class:`UserWarning` says how many."""
+    :class:`UserWarning` says how many. A model gene that appears more than once in the query
+    (by name or ID) raises a :class:`ValueError`: which column to use is ambiguous."""
 
 _proteins = """\
 proteins

@@ -192,6 +192,38 @@ def test_batch_covariate(norm_mdata):
         model.predict_protein(batch="nope")
 
 
+def test_unseen_query_batch_gets_the_average_batch_embedding(norm_mdata, caplog):
+    """Issue 14 item 14: cells of a new donor/batch are predicted with the mean of the trained batch embeddings."""
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time", batch_key="batch")
+    model = _fit(mdata, max_epochs=2)
+    query = norm_mdata.copy()
+    query.obs["batch"] = query.obs["batch"].astype(str)
+    query.obs.loc[query.obs_names[:50], "batch"] = "new_donor"
+    with caplog.at_level("WARNING", logger="crossmodalnet"):
+        got = model.predict_protein(query)
+    assert "50 cell(s) have batch categories the model was not trained on (['new_donor'])" in caplog.text
+    # the same cells decoded by hand with the average batch embedding
+    m = model.module
+    x = torch.as_tensor(query["rna"].X[:50].toarray(), dtype=torch.float32)
+    codes = torch.as_tensor([model._time_code(t) for t in query.obs["time"][:50]])
+    with torch.inference_mode():
+        m.eval()
+        c = m.covariate_embeddings[0].weight[codes] + m.covariate_embeddings[1].weight.mean(0)
+        linear = m.linear_prediction(x, torch.nn.functional.one_hot(codes, m.n_cats_per_cov[0]).float())
+        want = m.generative(m.inference(x)["z"], c, linear)["protein"].numpy()
+    np.testing.assert_allclose(got.to_numpy()[:50], want, atol=1e-5)
+    # the other cells keep their own batch
+    np.testing.assert_allclose(got.to_numpy()[50:], model.predict_protein().to_numpy()[50:], atol=1e-6)
+    # a query without the batch column: every cell gets the average, with a warning
+    del query.obs["batch"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="crossmodalnet"):
+        no_col = model.predict_protein(query)
+    assert "has no batch column 'batch'" in caplog.text
+    np.testing.assert_allclose(no_col.to_numpy()[:50], want, atol=1e-5)
+
+
 def test_batch_of_one_cell_does_not_crash(norm_mdata):
     from crossmodalnet.model._split import stratified_split
 
@@ -257,7 +289,13 @@ def test_predict_on_rna_only_query(trained_model, norm_mdata):
     query.obs["time"] = norm_mdata.obs["time"].to_numpy()
     pred = trained_model.predict_protein(query)
     np.testing.assert_allclose(pred.to_numpy(), trained_model.predict_protein().to_numpy(), rtol=1e-5)
-    no_time = md.MuData({"rna": norm_mdata["rna"].copy()})
+    # the RNA modality's own time column is found under its prefix ("rna:time"); without one, `time=` is needed
+    np.testing.assert_allclose(
+        trained_model.predict_protein(md.MuData({"rna": norm_mdata["rna"].copy()})).to_numpy(), pred.to_numpy()
+    )
+    rna = norm_mdata["rna"].copy()
+    del rna.obs["time"]
+    no_time = md.MuData({"rna": rna})
     with pytest.raises(KeyError, match="pass `time=`"):
         trained_model.predict_protein(no_time)
     assert trained_model.predict_protein(no_time, time=3).shape == (200, 8)
@@ -367,3 +405,83 @@ def test_training_without_validation_cells(norm_mdata):
     assert len(model.history["loss_train"]) == 2
     assert "pearson_protein_validation" not in model.history
     assert np.isfinite(model.predict_protein().to_numpy()).all()
+
+
+def test_best_validation_epoch_is_restored(norm_mdata, monkeypatch):
+    import copy
+
+    import lightning.pytorch as pl
+
+    import crossmodalnet.train._plan as plan_module
+
+    # script the monitored metric so the best epoch (1) is known and is not the last one
+    script = [0.2, 0.9, 0.5, 0.6, 0.4]
+    calls = iter(script)
+    monkeypatch.setattr(plan_module, "pearson_per_protein", lambda pred, true: np.full(pred.shape[1], next(calls)))
+
+    class Snapshots(pl.Callback):
+        def __init__(self):
+            self.states = {}
+
+        def on_validation_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                self.states[trainer.current_epoch] = copy.deepcopy(pl_module.module.state_dict())
+
+    snapshots = Snapshots()
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = _fit(mdata, max_epochs=len(script), early_stopping=False, num_sanity_val_steps=0, callbacks=[snapshots])
+    np.testing.assert_allclose(model.history["pearson_protein_validation"].to_numpy().ravel(), script)
+    assert model.split_["best_epoch"] == 1
+    assert model.split_["best_pearson_protein_validation"] == pytest.approx(0.9)
+    assert sorted(snapshots.states) == list(range(len(script)))
+    state = model.module.state_dict()
+    last = snapshots.states[len(script) - 1]
+    assert any(not torch.equal(v, last[k]) for k, v in state.items()), "the last epoch's weights were kept"
+    for k, v in snapshots.states[1].items():
+        assert torch.equal(state[k], v), f"{k} is not the best epoch's"
+
+
+def test_extrapolation_from_one_trained_time_point():
+    """Two time points, one held out: allowed extrapolation uses the one trained embedding."""
+    mdata = cmn.datasets.synthetic_cite(n_obs=120, n_genes=30, n_proteins=4, n_time_points=2, rng=0)
+    cmn.pp.log_normalize(mdata)
+    cmn.pp.clr(mdata)
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = _fit(mdata, max_epochs=1, n_latent=8, split="holdout_time", holdout_time=3)
+    assert model.trained_time_codes_.tolist() == [0]
+    with pytest.raises(ValueError, match=r"outside the trained range \[2.0, 2.0\].*allow_extrapolation=True"):
+        model.predict_protein()
+    pred = model.predict_protein(allow_extrapolation=True).to_numpy()
+    np.testing.assert_array_equal(pred, model.predict_protein(time=2).to_numpy())
+    emb = model.interpolate_time_embedding([1.0, 3.0, 7.5], allow_extrapolation=True).to_numpy()
+    trained = model.module.covariate_embeddings[0].weight.detach().numpy()[0]
+    np.testing.assert_array_equal(emb, np.tile(trained, (3, 1)))
+    # the held-out embedding row was never trained and is not what the held-out cells get
+    untrained = model.module.covariate_embeddings[0].weight.detach().numpy()[1]
+    assert not np.allclose(untrained, trained)
+
+
+@pytest.mark.slow
+def test_adversary_removes_time_from_latent():
+    """On data with a strong time effect, a linear probe reads time from ``z`` much less well with the adversary.
+
+    Without the encoder's adversarial gradient, ``lambda_dis=0.5`` trains exactly like ``lambda_dis=0``.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    mdata = cmn.datasets.synthetic_cite(n_obs=600, n_genes=60, n_proteins=8, time_effect=5.0, rng=0)
+    cmn.pp.log_normalize(mdata)
+    cmn.pp.clr(mdata)
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    probe = {}
+    for lambda_dis in (0.5, 0.0):
+        scvi.settings.seed = 0
+        model = CrossmodalNet(mdata, n_latent=16, lambda_dis=lambda_dis)
+        model.train(max_epochs=40, early_stopping=False, **TRAIN)
+        z = model.get_latent_representation()
+        probe[lambda_dis] = cross_val_score(LogisticRegression(max_iter=2000), z, mdata.obs["time"], cv=5).mean()
+    # 3 time points: chance is 1/3
+    assert probe[0.5] < 0.6, probe
+    assert probe[0.5] < probe[0.0] - 0.15, probe

@@ -114,3 +114,58 @@ def test_saved_registry_holds_only_setup_arguments(trained_model, tmp_path):
     trained_model.save(tmp_path / "m")
     # weights of a 60-gene, n_latent=16 model plus registry: far below the size of the data
     assert (tmp_path / "m" / "model.pt").stat().st_size < 200_000
+
+
+def test_reloaded_holdout_model_predicts_held_out_time_as_before(norm_mdata, tmp_path):
+    import pandas as pd
+    import scvi
+
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    t = np.sort(mdata.obs["time"].unique())
+    scvi.settings.seed = 0
+    model = CrossmodalNet(mdata, n_latent=16)
+    model.train(
+        max_epochs=2,
+        split="holdout_time",
+        holdout_time=t[1],
+        batch_size=64,
+        accelerator="cpu",
+        enable_progress_bar=False,
+    )
+    held_out = model.test_indices
+    assert set(mdata.obs["time"].to_numpy()[held_out]) == {t[1]}
+    pred = model.predict_protein()
+    emb = model.get_time_embedding(include_untrained=True)
+    model.save(tmp_path / "m")
+    for loaded in (CrossmodalNet.load(tmp_path / "m", norm_mdata.copy()), CrossmodalNet.load(tmp_path / "m")):
+        pd.testing.assert_frame_equal(loaded.predict_protein(norm_mdata), pred, check_exact=True)
+        # the held-out time point is still interpolated, not read from its never-trained embedding row
+        pd.testing.assert_frame_equal(loaded.get_time_embedding(include_untrained=True), emb, check_exact=True)
+        assert loaded.trained_time_codes_.tolist() == [0, 2]
+
+
+def test_load_does_not_log_already_downloaded(trained_model, tmp_path):
+    """Issue 14 item 11: scvi-tools' "File ... already downloaded" is not shown on every load."""
+    import logging
+
+    records = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    scvi_download = logging.getLogger("scvi.data._download")
+    handler, level = _Keep(level=logging.DEBUG), scvi_download.level
+    scvi_download.addHandler(handler)
+    scvi_download.setLevel(logging.DEBUG)
+    try:
+        trained_model.save(tmp_path / "m")
+        loaded = CrossmodalNet.load(tmp_path / "m")
+        # the filter is scoped to load(): the same message from scvi elsewhere still gets through
+        scvi_download.info("File x already downloaded")
+    finally:
+        scvi_download.removeHandler(handler)
+        scvi_download.setLevel(level)
+    assert loaded.is_trained_
+    assert records == ["File x already downloaded"]

@@ -94,3 +94,77 @@ def test_show_default(annotated, monkeypatch):
     cmn.pl.time_embedding(annotated, show=False)
     cmn.pl.time_embedding(annotated, return_fig=True)
     assert shown == [True]
+
+
+def _saliency_mdata(genes, table):
+    import anndata as ad
+    import mudata as md
+    import numpy as np
+    import pandas as pd
+
+    rna = ad.AnnData(np.zeros((3, len(genes)), dtype=np.float32), var=pd.DataFrame(index=genes))
+    rna.varm["cmn_saliency"] = pd.DataFrame(table, index=genes)
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData({"rna": rna})
+    mdata.uns["cmn_saliency"] = {"protein_names": list(table)}
+    return mdata
+
+
+def test_gene_rank_marks_coding_genes():
+    genes = ["ACTB", "CD3E", "Cd19", "CD3D", "GAPDH"]
+    mdata = _saliency_mdata(
+        genes,
+        {"CD19_TotalSeqB": [0.9, 0.1, -0.5, 0.2, 0.7], "CD3": [0.1, 0.3, 0.2, -0.8, 0.05], "prot_x": [1, 2, 3, 4, 5]},
+    )
+
+    def labels(**kwargs):
+        _, ax = plt.subplots()
+        cmn.pl.gene_rank(mdata, ax=ax, **kwargs)
+        return sorted(t.get_text() for t in ax.texts)
+
+    # |score| ranking of CD19: ACTB 0.9, GAPDH 0.7, Cd19 0.5 → Cd19 is #3 (mouse-cased gene, case-insensitive match)
+    assert labels(protein="CD19_TotalSeqB") == ["Cd19 (#3, coding)"]
+    assert labels(protein="CD3") == ["CD3D (#1, coding)", "CD3E (#2, coding)"]
+    assert labels(protein="CD3", genes="ACTB") == ["ACTB (#4)", "CD3D (#1, coding)", "CD3E (#2, coding)"]
+    assert labels(protein="CD3", genes=["CD3E"], coding_genes=False) == ["CD3E (#2)"]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert labels(protein="prot_x") == []  # unknown to the map: nothing marked, no warning
+
+
+def test_predicted_vs_observed_titles_name_the_cells(annotated, trained_model):
+    """Issue 14 item 3: the r in the title is the test-cell r, and the title says which cells it is on."""
+    from crossmodalnet._metrics import pearson_per_protein
+
+    meta = annotated.uns["cmn_protein"]["metrics"]
+    fig = cmn.pl.predicted_vs_observed(annotated, proteins="prot_000", return_fig=True)
+    title = fig.axes[0].get_title()
+    assert title.endswith("test cells")
+    r = meta["per_protein"]["pearson"][list(meta["per_protein"]["protein_names"]).index("prot_000")]
+    assert f"r = {r:.2f}," in title
+    assert fig.axes[0].collections[0].get_offsets().shape[0] == meta["n_cells"]
+
+    fig = cmn.pl.predicted_vs_observed(annotated, proteins="prot_000", cells="all", return_fig=True)
+    assert fig.axes[0].get_title().endswith("all cells (includes training cells)")
+    assert fig.axes[0].collections[0].get_offsets().shape[0] == annotated.n_obs
+    pred = annotated.obsm["cmn_protein"][["prot_000"]].to_numpy()
+    r_all = pearson_per_protein(pred, annotated["prot"][:, "prot_000"].X)[0]
+    assert f"r = {r_all:.2f}," in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="`cells` must be"):
+        cmn.pl.predicted_vs_observed(annotated, cells="train")
+
+
+def test_saliency_ranking_has_a_sign_legend(annotated):
+    """Issue 14 item 12: the sign colours of the saliency bars are explained by a legend."""
+    import matplotlib.colors as mcolors
+
+    fig = cmn.pl.saliency_ranking(annotated, proteins=["prot_000", "prot_001"], colors=("red", "blue"), return_fig=True)
+    legend = fig.axes[0].get_legend()
+    assert legend is not None
+    assert [t.get_text() for t in legend.get_texts()] == ["positive", "negative"]
+    assert legend.get_title().get_text() == "saliency sign"
+    faces = [mcolors.to_hex(h.get_facecolor()) for h in legend.legend_handles]
+    assert faces == [mcolors.to_hex("red"), mcolors.to_hex("blue")]
+    assert fig.axes[1].get_legend() is None

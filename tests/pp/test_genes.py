@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -115,11 +116,70 @@ def test_harmonize_identical_and_extra_genes(norm_mdata, reference):
     assert list(wide["rna"].var_names) == list(reference.gene_names)
 
 
-def test_harmonize_duplicates_warn(norm_mdata, reference):
+def test_harmonize_duplicated_model_gene_raises(norm_mdata, reference):
     rna = norm_mdata["rna"].copy()
     names = list(rna.var_names)
     names[1] = names[0]
     rna.var_names = names
     query = cmn.pp.to_mudata(rna)
-    with pytest.warns(UserWarning, match="more than once"):
-        cmn.pp.harmonize_genes(query, reference, min_coverage=0.9)
+    before = query.copy()
+    with pytest.raises(
+        ValueError, match=r"1 of the model's genes appear more than once .*\['gene_0000'\].*var_names_make_unique"
+    ):
+        cmn.pp.harmonize_genes(query, reference, min_coverage=0.5)
+    assert list(query["rna"].var_names) == list(before["rna"].var_names)
+    np.testing.assert_array_equal(query["rna"].X.toarray(), before["rna"].X.toarray())
+    assert "cmn_harmonize" not in query.uns
+    # by ID as well
+    rna = norm_mdata["rna"].copy()
+    rna.var["gene_ids"] = rna.var["gene_ids"].astype(str)
+    rna.var.iloc[3, rna.var.columns.get_loc("gene_ids")] = rna.var["gene_ids"].iloc[2]
+    with pytest.raises(ValueError, match=r"more than once .* by gene_ids .*deduplicate `var\['gene_ids'\]`"):
+        cmn.pp.harmonize_genes(cmn.pp.to_mudata(rna), reference, gene_id_column="gene_ids")
+
+
+def test_harmonize_duplicated_unused_gene_keeps_columns_aligned(norm_mdata, reference):
+    import anndata as ad
+    from scipy import sparse
+
+    rna = norm_mdata["rna"]
+    rng = np.random.default_rng(1)
+    genes = list(rng.permutation(rna.var_names))
+    extra = rng.random((rna.n_obs, 3)).astype(np.float32)
+    X = sparse.hstack([sparse.csr_matrix(extra), rna[:, genes].X], format="csr")
+    # a gene the model does not use, twice, before every model gene
+    query = cmn.pp.to_mudata(ad.AnnData(X, obs=rna.obs[[]], var=pd.DataFrame(index=["x1", "x1", "x2", *genes])))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cmn.pp.harmonize_genes(query, reference)
+    # nothing to warn about: every model gene is found once (mudata's own warnings aside)
+    assert not [str(w.message) for w in caught if "harmonize_genes" in str(w.message)]
+    assert list(query["rna"].var_names) == list(reference.gene_names)
+    # every column holds the values of the gene it is named after
+    np.testing.assert_array_equal(query["rna"].X.toarray(), rna.X.toarray())
+    assert query.uns["cmn_harmonize"]["n_unused"] == 3
+
+
+@pytest.mark.parametrize("layout", ["dense", "csr", "h5py"])
+def test_align_matrix_layouts(tmp_path, layout):
+    import h5py
+    from scipy import sparse
+
+    from crossmodalnet.pp._genes import align_matrix
+
+    X = np.arange(1, 31, dtype=np.float32).reshape(6, 5)
+    idx = np.array([4, -1, 0, 2])
+    expected = np.column_stack([X[:, 4], np.zeros(6), X[:, 0], X[:, 2]])
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        stored = {
+            "dense": X,
+            "csr": sparse.csr_matrix(X),
+            "h5py": f.create_dataset("X", data=X),
+        }[layout]
+        out = align_matrix(stored, idx, chunk_size=4)  # a backed matrix is read in two chunks
+        assert sparse.issparse(out) == (layout == "csr")
+        np.testing.assert_array_equal(out.toarray() if sparse.issparse(out) else out, expected)
+        if layout == "h5py":
+            empty = align_matrix(f.create_dataset("empty", shape=(0, 5), dtype=np.float32), idx)
+            assert empty.shape == (0, 4)
+            assert empty.dtype == np.float32

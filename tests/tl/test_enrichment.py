@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,77 @@ def test_enrichment_hallmark_on_bmmc_genes():
     table = pd.DataFrame(mdata.uns["cmn_enrichment"]["results"]["CD38"])
     assert len(table) > 0
     assert table["term"].str.startswith("HALLMARK_").all()
+
+
+def _mouse_cased(mdata):
+    """A copy whose RNA genes are spelled like mouse symbols (gene_0001 -> Gene_0001)."""
+    out = mdata.copy()
+    rna = out["rna"]
+    table = rna.varm["cmn_saliency"].copy()
+    names = [g.capitalize() for g in rna.var_names]
+    rna.var_names = names
+    table.index = names
+    rna.varm["cmn_saliency"] = table
+    return out
+
+
+def test_enrichment_matches_mouse_genes_to_human_sets(with_saliency, gene_sets):
+    proteins = list(with_saliency["rna"].varm["cmn_saliency"].columns[:2])
+    kwargs = {"protein": proteins, "permutation_num": 50, "rng": 1, "copy": True}
+    ref = cmn.tl.enrichment(with_saliency, gene_sets=gene_sets, **kwargs).uns["cmn_enrichment"]
+    mouse = _mouse_cased(with_saliency)
+    human = {k: [g.upper() for g in v] for k, v in gene_sets.items()}
+    n_genes = len({g for v in gene_sets.values() for g in v})
+    with pytest.warns(UserWarning, match=rf"0 gene\(s\) .* as written, {n_genes} after upper-casing") as rec:
+        out = cmn.tl.enrichment(mouse, gene_sets=human, **kwargs).uns["cmn_enrichment"]
+    assert sum("upper-cas" in str(w.message) for w in rec) == 1  # once, not once per protein
+    assert out["symbol_match"] == "upper"
+    assert out["params"]["symbol_match"] == "auto"
+    assert ref["symbol_match"] == "exact"
+    for p in proteins:
+        a, b = pd.DataFrame(ref["results"][p]), pd.DataFrame(out["results"][p])
+        pd.testing.assert_frame_equal(a.drop(columns="lead_genes"), b.drop(columns="lead_genes"))
+        # lead genes come back as spelled in var_names
+        assert list(b["lead_genes"]) == [";".join(g.capitalize() for g in s.split(";")) for s in a["lead_genes"]]
+        assert any(b["lead_genes"].str.len() > 0)
+        np.testing.assert_array_equal(ref["running"][p]["hits"], out["running"][p]["hits"])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        explicit = cmn.tl.enrichment(mouse, gene_sets=human, symbol_match="upper", **kwargs).uns["cmn_enrichment"]
+    assert explicit["symbol_match"] == "upper"
+    with pytest.raises(ValueError, match="no gene set has between"):
+        cmn.tl.enrichment(mouse, gene_sets=human, symbol_match="exact", **kwargs)
+    with pytest.raises(ValueError, match="symbol_match"):
+        cmn.tl.enrichment(mouse, gene_sets=human, symbol_match="lower", **kwargs)
+
+
+def test_enrichment_human_genes_stay_exact(with_saliency, gene_sets):
+    """Human data with a few case differences (e.g. C1orf genes) is not switched to upper-casing."""
+    sets = {k: list(v) for k, v in gene_sets.items()}
+    sets["random_0"] = [g.upper() for g in sets["random_0"]]  # 8 of 32 genes differ in case
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        out = cmn.tl.enrichment(with_saliency, protein="prot_000", gene_sets=sets, permutation_num=20, copy=True)
+    assert out.uns["cmn_enrichment"]["symbol_match"] == "exact"
+
+
+@pytest.mark.skipif(not (SHARED / "bmmc_cite_600").is_dir(), reason="shared data (../shared/data) not present")
+def test_enrichment_hallmark_on_mouse_cased_genes():
+    """bmmc_cite_600's genes spelled as mouse symbols against the human Hallmark GMT: overlap, one warning."""
+    import anndata as ad
+
+    rna = ad.read_h5ad(SHARED / "bmmc_cite_600" / "rna.h5ad")
+    rna.var_names = [g.capitalize() for g in rna.var_names]
+    mdata = cmn.pp.to_mudata(rna)
+    mean = np.asarray(rna.X.mean(axis=0)).ravel()
+    rna.varm["cmn_saliency"] = pd.DataFrame({"CD38": mean, "CD19": -mean}, index=rna.var_names)
+    gmt = SHARED / "genesets" / "h.all.v7.0.symbols.gmt"
+    with pytest.warns(UserWarning, match="upper-cas") as rec:
+        cmn.tl.enrichment(mdata, protein=["CD38", "CD19"], gene_sets=gmt, permutation_num=20)
+    assert sum("upper-cas" in str(w.message) for w in rec) == 1
+    table = pd.DataFrame(mdata.uns["cmn_enrichment"]["results"]["CD38"])
+    assert len(table) > 10
+    lead = {g for s in table["lead_genes"] for g in s.split(";") if g}
+    assert lead
+    assert lead <= set(rna.var_names)

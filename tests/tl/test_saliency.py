@@ -89,7 +89,7 @@ def test_saliency_errors(mdata, trained_model):
     with pytest.raises(KeyError, match="unknown protein"):
         cmn.tl.saliency(mdata, trained_model, proteins="nope")
     with pytest.raises(ValueError, match="method"):
-        cmn.tl.saliency(mdata, trained_model, method="smoothgrad")
+        cmn.tl.saliency(mdata, trained_model, method="deeplift")
     with pytest.raises(ValueError, match="selects no cell"):
         cmn.tl.saliency(mdata, trained_model, mask_obs=np.zeros(200, dtype=bool))
     assert "cmn_saliency" not in mdata["rna"].varm
@@ -123,3 +123,55 @@ def test_saliency_ranks_planted_drivers(driver_model, method):
     auroc = _driver_auroc(mdata["rna"].varm["cmn_saliency"], drivers)
     assert auroc.mean() > 0.9, auroc
     assert auroc.min() > 0.7, auroc
+
+
+@pytest.fixture
+def linear_model(norm_mdata):
+    """A model whose ReLUs are replaced by identities: a linear map, so every gradient is known exactly."""
+    import scvi
+    import torch
+
+    from crossmodalnet.model import CrossmodalNet
+
+    scvi.settings.seed = 0
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, preset="paper", n_latent=6, use_batch_norm=False, dropout_rate=0.0)
+    model.train(max_epochs=1, batch_size=64, accelerator="cpu", enable_progress_bar=False)
+    enc, dec = model.module.encoder.layers, model.module.decoder.layers
+    assert isinstance(enc[1], torch.nn.ReLU)
+    assert isinstance(dec[1], torch.nn.ReLU)
+    enc[1] = dec[1] = torch.nn.Identity()
+    # proteins × genes: d prediction / d expression, the same for every cell and time point
+    jacobian = dec[2].weight @ dec[0].weight @ enc[3].weight @ enc[0].weight
+    return mdata, model, jacobian.detach().double().numpy()
+
+
+@pytest.mark.parametrize("aggregate", ["sum", "mean", "abs_sum", "abs_mean"])
+def test_gradient_saliency_by_hand(linear_model, aggregate):
+    mdata, model, jacobian = linear_model
+    cells = np.arange(0, 150, 3)  # 50 cells over several batches
+    scores = model.get_saliency(aggregate=aggregate, indices=cells, batch_size=16)
+    assert scores.shape == (model.n_genes, model.n_proteins)
+    per_cell = np.abs(jacobian.T) if aggregate.startswith("abs") else jacobian.T
+    expected = per_cell * (len(cells) if aggregate.endswith("sum") else 1)
+    np.testing.assert_allclose(scores.to_numpy(), expected, rtol=1e-4, atol=1e-6, err_msg=f"aggregate={aggregate!r}")
+
+
+def test_integrated_gradients_by_hand(linear_model):
+    mdata, model, jacobian = linear_model
+    cells = np.arange(0, 150, 3)
+    x = mdata["rna"].X[cells]
+    x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)
+    scores = model.get_saliency(method="integrated_gradients", indices=cells, n_steps=3, batch_size=16)
+    # a constant gradient integrates exactly: cell i's attribution to gene g is (x_ig - 0) · J[:, g]
+    np.testing.assert_allclose(
+        scores.to_numpy(), x.sum(0)[:, None] * jacobian.T, rtol=1e-4, atol=1e-6, err_msg="Σ_i x_i ⊙ ∇ŷ"
+    )
+    # completeness: attributions of one cell sum to its prediction minus the prediction at the zero baseline
+    one = model.get_saliency(method="integrated_gradients", indices=[cells[0]], n_steps=3)
+    pred = model.predict_protein().to_numpy()[cells[0]]
+    zero = mdata.copy()
+    zero["rna"].X = zero["rna"].X * 0
+    baseline = model.predict_protein(zero).to_numpy()[cells[0]]
+    np.testing.assert_allclose(one.sum(0).to_numpy(), pred - baseline, rtol=1e-4, atol=1e-5)

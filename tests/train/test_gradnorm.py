@@ -19,6 +19,18 @@ def test_gradnorm_loss_value_by_hand():
     assert g.tolist() == pytest.approx([-2.0, 4.0])
 
 
+def test_gradnorm_target_is_a_constant_when_loss_ratios_differ():
+    w = torch.tensor([1.0, 1.0], requires_grad=True)
+    grad_norms = torch.tensor([1.0, 3.0])
+    # loss ratios 2 and 1 → inverse training rates 4/3 and 2/3 → target = mean G · rate^0.5
+    loss = gradnorm_loss(w, grad_norms, torch.tensor([2.0, 1.0]), torch.tensor([1.0, 1.0]), alpha=0.5)
+    target = 2.0 * torch.tensor([4.0 / 3.0, 2.0 / 3.0]).sqrt()
+    assert loss.item() == pytest.approx((target[0] - 1.0 + 3.0 - target[1]).item())
+    (g,) = torch.autograd.grad(loss, w)
+    # G_1 < target_1 and G_2 > target_2; with the target held constant dL/dw_i = sign(G_i - target_i) · grad_norm_i
+    assert g.tolist() == pytest.approx([-1.0, 3.0]), "GradNorm gradient must not flow into the target"
+
+
 def test_gradnorm_moves_weight_towards_smaller_gradient_task():
     w = torch.nn.Parameter(torch.ones(2))
     opt = torch.optim.Adam([w], lr=0.05)

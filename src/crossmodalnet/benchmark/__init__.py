@@ -6,6 +6,7 @@ Run it with ``crossmodalnet benchmark`` (see ``crossmodalnet benchmark --help``)
 """
 
 from ._data import SETTINGS, SYNTHETIC_SIZES, BenchmarkData, load_dataset, load_synthetic, make_split
+from ._interpretability import coding_gene_rank
 from ._methods import METHODS, Method, Split, make_method
 from ._run import METRICS, BenchmarkConfig, run_benchmark
 
@@ -18,6 +19,7 @@ __all__ = [
     "BenchmarkData",
     "Method",
     "Split",
+    "coding_gene_rank",
     "load_dataset",
     "load_synthetic",
     "make_method",

@@ -372,6 +372,9 @@ def _worker(spec: str, split: Split, fingerprint: tuple, key: str, cfg_dict: dic
     # pool starve the other and make LightGBM/torch timings erratic.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from crossmodalnet import settings
+
+    settings.verbosity = "warning"  # the package's logger has its own handler; keep the child to warnings
     try:
         limits = _limit_threads(cfg.threads)
         shared = Path(cfg.shared_dir) if cfg.shared_dir else None

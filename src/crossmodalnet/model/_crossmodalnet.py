@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -22,15 +23,23 @@ from scvi.data import AnnDataManager, fields
 from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
+from scvi.train._callbacks import LoudEarlyStopping
 
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
+from crossmodalnet._settings import quiet_third_party
 from crossmodalnet._utils import (
+    NormalizedRows,
     check_aligned_cells,
     check_finite,
     check_unique_names,
+    detect_control_features,
     get_layer,
     get_modality,
     looks_like_counts,
+    missing_obs_column_message,
+    query_normalization,
+    resolve_obs_column,
+    rna_normalization_record,
     zero_variance_columns,
 )
 from crossmodalnet.module import CrossmodalModule
@@ -87,6 +96,8 @@ LINEAR_ALPHA_GRID = tuple(float(a) for a in np.logspace(-4, 3, 29))
 _MANIFEST = "crossmodalnet.json"
 _FORMAT_NAME = "crossmodalnet-model"
 _FORMAT_VERSION = 1
+_SALIENCY_METHODS = ("gradient", "gradient_x_sd", "gradient_x_input", "integrated_gradients", "smoothgrad")
+_BASELINE_METHODS = ("gradient_x_input", "integrated_gradients")
 
 
 def _package_version() -> str:
@@ -138,6 +149,50 @@ def _factorize(values: pd.Series) -> tuple[np.ndarray, list]:
     """Integer code of each value (-1 for missing) and the distinct values present, without per-cell strings."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     return codes.astype(np.int64), list(uniques)
+
+
+class _DropMessages(logging.Filter):
+    """Drop log records whose message contains one of ``fragments``."""
+
+    def __init__(self, *fragments: str):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(f in record.getMessage() for f in self.fragments)
+
+
+@contextlib.contextmanager
+def _without_messages(logger_name: str, *fragments: str) -> Iterator[None]:
+    """Silence specific messages of one third-party logger for the duration of a call the package makes."""
+    target = logging.getLogger(logger_name)
+    drop = _DropMessages(*fragments)
+    target.addFilter(drop)
+    try:
+        yield
+    finally:
+        target.removeFilter(drop)
+
+
+class _EarlyStopping(LoudEarlyStopping):
+    """scvi-tools' early stopping, with its reason logged (debug) instead of printed; ``train`` logs a summary."""
+
+    def teardown(self, _trainer, _pl_module, stage: str | None = None) -> None:
+        """Log the reason for stopping."""
+        if self.early_stopping_reason is not None:
+            logger.debug("%s", self.early_stopping_reason.strip())
+
+
+def _gene_id_columns(var: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Text columns of the RNA ``var`` with one distinct value per gene (gene IDs), saved with the model."""
+    out = {}
+    for col in var.columns:
+        values = var[col]
+        if (
+            pd.api.types.is_object_dtype(values) or isinstance(values.dtype, pd.CategoricalDtype | pd.StringDtype)
+        ) and (values.notna().all() and values.is_unique):
+            out[str(col)] = values.astype(str).to_numpy()
+    return out
 
 
 def _is_data_parallel(strategy: object) -> bool:
@@ -241,7 +296,8 @@ class CrossmodalNet(BaseModelClass):
     digits between runs; ``model.train(..., deterministic=True)`` asks Lightning for deterministic
     algorithms at some speed cost. Inputs are used as registered:
     register log-normalised RNA and normalised (CLR or DSB) proteins, e.g. with
-    :func:`crossmodalnet.pp.log_normalize` and :func:`crossmodalnet.pp.clr`.
+    :func:`crossmodalnet.pp.log_normalize` and :func:`crossmodalnet.pp.clr`. Query RNA with raw
+    counts is normalised as the training RNA was (:attr:`rna_normalization`), or refused.
     """
 
     _module_cls = CrossmodalModule
@@ -310,6 +366,15 @@ class CrossmodalNet(BaseModelClass):
         )
         self.split_: dict = {}
         self.trained_time_codes_: np.ndarray | None = None
+        self.training_cells_: np.ndarray | None = None
+        self.rna_normalization_: dict | None = None
+        if mdata is not None:
+            rna = mdata.mod[self._setup_arg("rna_key")]
+            X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            self.rna_normalization_ = rna_normalization_record(X, rna.uns)
+        self.gene_ids_: dict[str, np.ndarray] = (
+            {} if mdata is None else _gene_id_columns(mdata.mod[self._setup_arg("rna_key")].var)
+        )
         self._model_summary_string = (
             f"CrossmodalNet: {self.n_genes} genes → {self.n_proteins} proteins, n_latent={n_latent}, "
             f"{n_time} time point(s), {n_batch} batch(es)"
@@ -389,6 +454,20 @@ class CrossmodalNet(BaseModelClass):
                 UserWarning,
                 stacklevel=2,
             )
+        isotypes, hashtags = detect_control_features(prot.var)
+        if isotypes or hashtags:
+            found = ([f"isotype controls {isotypes[:5]}"] if isotypes else []) + (
+                [f"hashtags (HTO) {hashtags[:5]}"] if hashtags else []
+            )
+            warnings.warn(
+                f"mdata[{protein_key!r}] holds {' and '.join(found)}: they would become prediction targets (a "
+                "hashtag is predicted through the batch covariate, not from RNA) and lower the mean per-protein "
+                "Pearson. Remove them before setup: `cmn.pp.dsb` sets isotypes aside, or "
+                f"`mdata.mod[{protein_key!r}] = mdata[{protein_key!r}][:, ~mdata[{protein_key!r}].var_names.isin(names)].copy()`; "
+                "demultiplex hashtags into an `obs` column first (e.g. for `batch_key`).",
+                UserWarning,
+                stacklevel=2,
+            )
         constant = zero_variance_columns(X_prot)
         if constant.any():
             warnings.warn(
@@ -397,20 +476,22 @@ class CrossmodalNet(BaseModelClass):
                 UserWarning,
                 stacklevel=2,
             )
+        columns = {}
         for key, what in ((time_key, "time_key"), (batch_key, "batch_key")):
             if key is None:
                 continue
-            if key not in mdata.obs:
-                raise KeyError(
-                    f"`{what}={key!r}` is not a column of `mdata.obs`; columns are {list(mdata.obs.columns)}. "
-                    "Add it to `mdata.obs` (or run `mdata.update()` after adding it to a modality)."
-                )
+            column = resolve_obs_column(mdata, key)
+            if column is None:
+                raise KeyError(missing_obs_column_message(mdata, key, what))
+            if column != key:
+                logger.info("CrossmodalNet.setup_mudata: `%s=%r` is read from `mdata.obs[%r]`", what, key, column)
+            columns[what] = key = column
             n_missing = int(mdata.obs[key].isna().sum())
             if n_missing:
                 raise ValueError(
                     f"`mdata.obs[{key!r}]` has {n_missing} missing value(s) of {mdata.n_obs}; fill or drop those cells first."
                 )
-        if time_key is not None and mdata.obs[time_key].nunique() < 2:
+        if time_key is not None and mdata.obs[columns["time_key"]].nunique() < 2:
             logger.warning(
                 "`mdata.obs[%r]` has a single time point: CrossmodalNet trains without a time discriminator.", time_key
             )
@@ -422,8 +503,8 @@ class CrossmodalNet(BaseModelClass):
             fields.MuDataLayerField(
                 REGISTRY_KEYS.PROTEIN_KEY, protein_layer, mod_key=protein_key, is_count_data=False, mod_required=True
             ),
-            fields.MuDataCategoricalObsField(REGISTRY_KEYS.TIME_KEY, time_key, mod_key=None),
-            fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=None),
+            fields.MuDataCategoricalObsField(REGISTRY_KEYS.TIME_KEY, columns.get("time_key"), mod_key=None),
+            fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, columns.get("batch_key"), mod_key=None),
         ]
         adata_manager = AnnDataManager(fields=mudata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(mdata, **kwargs)
@@ -594,6 +675,14 @@ class CrossmodalNet(BaseModelClass):
             With ``input_reduction``, the groups are the reduced features.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (a Lightning trainer).
+
+        Notes
+        -----
+        A second call continues training from the current weights, with the modules in training
+        mode, on the split of the first call (split arguments that differ are ignored with a warning),
+        with GradNorm's weights and reference losses kept and fresh optimisers and early stopping. The
+        current weights compete with every new epoch and are kept if none beats their validation
+        Pearson (``split_["best_epoch"] == -1``).
         """
         check_input_group_lasso(input_group_lasso)  # before anything changes on the model
         train_defaults = TRAIN_PRESETS[getattr(self, "preset", "paper")]
@@ -608,18 +697,38 @@ class CrossmodalNet(BaseModelClass):
                 "(`CrossmodalNet.load(dir_path, mdata)`) to continue training."
             )
         seed = split_seed if split_seed is not None else (settings.seed if settings.seed is not None else 0)
-        train_idx, val_idx, test_idx = self._make_split(split, holdout_time, train_size, validation_size, seed)
-        self.split_ = {
-            "kind": split,
-            "seed": int(seed),
-            "train_size": float(train_size),
-            "validation_size": float(validation_size),
-            "n_train": int(train_idx.size),
-            "n_validation": int(val_idx.size),
-            "n_test": int(test_idx.size),
-        }
-        if split == "holdout_time":
-            self.split_["holdout_time"] = str(holdout_time)
+        previous = self._previous_split()
+        if previous is not None:
+            # Continued training: a new split would train on the model's earlier test cells.
+            train_idx, val_idx, test_idx = previous
+            requested = {"kind": split, "seed": int(seed), "train_size": float(train_size)}
+            requested["validation_size"] = float(validation_size)
+            if any(self.split_.get(k) != v for k, v in requested.items()):
+                logger.warning(
+                    "Continued training keeps the model's split %s; the split arguments of this call are ignored "
+                    "(a new split would train on earlier test cells). Train a new model for another split.",
+                    {k: self.split_.get(k) for k in requested},
+                )
+            logger.info(
+                "Continuing training from the current weights on the same split (%d train, %d validation cells)",
+                train_idx.size,
+                val_idx.size,
+            )
+        else:
+            train_idx, val_idx, test_idx = self._make_split(split, holdout_time, train_size, validation_size, seed)
+            self.split_ = {
+                "kind": split,
+                "seed": int(seed),
+                "train_size": float(train_size),
+                "validation_size": float(validation_size),
+                "n_train": int(train_idx.size),
+                "n_validation": int(val_idx.size),
+                "n_test": int(test_idx.size),
+            }
+            if split == "holdout_time":
+                self.split_["holdout_time"] = str(holdout_time)
+        # names of the cells the weights were fitted or selected on, so metrics can leave them out later
+        self.training_cells_ = np.asarray(self.adata.obs_names[np.sort(np.r_[train_idx, val_idx])], dtype=str)
         codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1)
         self.trained_time_codes_ = np.unique(codes[train_idx]).astype(np.int64)
 
@@ -631,6 +740,7 @@ class CrossmodalNet(BaseModelClass):
             self.module.fit_protein_scaling(mean, std)
         if self.module.input_reduction is not None and not bool(self.module.input_reduction_fitted):
             self._fit_input_reduction(train_idx, seed=seed)
+        self._fit_gene_moments(train_idx)
         if self.module.linear_path and not bool(self.module.linear_path_fitted):
             self._fit_linear_path(train_idx, val_idx)
         data_splitter = self._data_splitter_cls(
@@ -655,10 +765,23 @@ class CrossmodalNet(BaseModelClass):
         callbacks = list(trainer_kwargs.pop("callbacks", []))
         has_validation = val_idx.size > 0
         restore = RestoreBestWeights(monitor=early_stopping_monitor, mode="max")
+        if has_validation and (previous is not None or self.module.linear_path):
+            # The current weights compete with every new epoch: continued training never ends below them,
+            # and a first training with a linear path never ends below its ridge-only start.
+            restore.set_initial(self._validation_score(val_idx, early_stopping_monitor), self.module.state_dict())
         if has_validation:
-            if self.module.linear_path:
-                restore.set_initial(self._validation_score(val_idx, early_stopping_monitor), self.module.state_dict())
             callbacks.append(restore)
+            if early_stopping:
+                # scvi-tools' own callback, which prints its reason: the summary line below says it instead
+                callbacks.append(
+                    _EarlyStopping(
+                        monitor=early_stopping_monitor,
+                        min_delta=0.0,
+                        patience=early_stopping_patience,
+                        mode="max",
+                        warmup_epochs=0,
+                    )
+                )
         else:
             # Lightning refuses an empty validation loader: switch the validation loop off.
             trainer_kwargs["limit_val_batches"] = 0
@@ -668,26 +791,41 @@ class CrossmodalNet(BaseModelClass):
                     UserWarning,
                     stacklevel=2,
                 )
-        runner = self._train_runner_cls(
-            self,
-            training_plan=plan,
-            data_splitter=data_splitter,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            early_stopping=early_stopping and has_validation,
-            early_stopping_monitor=early_stopping_monitor,
-            early_stopping_patience=early_stopping_patience,
-            early_stopping_mode="max",
-            callbacks=callbacks,
-            **{"check_val_every_n_epoch": 1, **trainer_kwargs},
-        )
-        runner()
+        n_batches = int(np.ceil(train_idx.size / batch_size))
+        # no Lightning warning that an epoch has fewer batches than its logging interval
+        trainer_kwargs.setdefault("log_every_n_steps", max(1, min(50, n_batches)))
+        with quiet_third_party():  # Lightning's info lines and deprecation notices; not the user's warnings
+            runner = self._train_runner_cls(
+                self,
+                training_plan=plan,
+                data_splitter=data_splitter,
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                early_stopping=False,
+                callbacks=callbacks,
+                **{"check_val_every_n_epoch": 1, **trainer_kwargs},
+            )
+            # load() and the end of train() leave the module in evaluation mode; Lightning keeps that mode.
+            self.module.train()
+            runner()
         # scvi-tools' logger keeps object columns; numeric ones are what users plot and compare.
         self.history_ = {k: v.astype(float) for k, v in (self.history_ or {}).items()}
+        n_epochs = runner.trainer.current_epoch
         if restore.best_epoch is not None:
+            # -1: no epoch of this call beat the weights it started from, which were kept
             self.split_["best_epoch"] = int(restore.best_epoch)
             self.split_["best_" + early_stopping_monitor] = float(restore.best_score)
+            logger.info(
+                "Trained %d epoch(s)%s; kept the weights of %s (validation %s %.3f)",
+                n_epochs,
+                " (stopped early)" if n_epochs < max_epochs else "",
+                f"epoch {restore.best_epoch + 1}" if restore.best_epoch >= 0 else "the start of this call",
+                early_stopping_monitor.replace("_validation", "").replace("_", " "),
+                restore.best_score,
+            )
+        else:
+            logger.info("Trained %d epoch(s) (no validation cells)", n_epochs)
         self.module.eval()
 
     @torch.no_grad()
@@ -801,6 +939,20 @@ class CrossmodalNet(BaseModelClass):
         self.module.fit_linear_path(torch.as_tensor(W), torch.as_tensor(intercept), alpha)
         logger.info("linear path: ridge alpha %.4g (%d candidates)", alpha, len(alphas))
         return alpha
+
+    def _previous_split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Train, validation and test positions of an earlier ``train`` call on this data, if any."""
+        if not self.is_trained_ or not self.split_:
+            return None
+        try:
+            parts = [
+                np.asarray(a, dtype=np.int64) for a in (self.train_indices, self.validation_indices, self.test_indices)
+            ]
+        except AttributeError:
+            return None
+        if sum(p.size for p in parts) != self.adata.n_obs or any(p.size and p.max() >= self.adata.n_obs for p in parts):
+            return None
+        return parts[0], parts[1], parts[2]
 
     def _column_moments(
         self, registry_key: str, train_idx: np.ndarray, chunk: int = 4096
@@ -1001,8 +1153,33 @@ class CrossmodalNet(BaseModelClass):
                 "`cmn.pp.harmonize_genes(mdata, model)`."
             )
         X = get_layer(rna, layer, rna_key)
+        where = f"mdata[{rna_key!r}]" + (f".layers[{layer!r}]" if layer else ".X")
+        target_sum = query_normalization(X, self.rna_normalization, where, "CrossmodalNet")
+        if target_sum is not None:
+            X = NormalizedRows(X, target_sum)
         rows = rna.obs_names.get_indexer(mdata.obs_names)
         return X, rows
+
+    @property
+    def training_cells(self) -> pd.Index | None:
+        """Names of the training and validation cells (the cells the weights were fitted or selected on).
+
+        Saved with the model, so metrics on any MuData can leave these cells out; ``None`` before
+        training and for models saved before it was recorded.
+        """
+        cells = getattr(self, "training_cells_", None)
+        return None if cells is None else pd.Index(np.asarray(cells, dtype=str))
+
+    @property
+    def rna_normalization(self) -> dict | None:
+        """How the training RNA was normalised, recorded at initialisation and saved with the model.
+
+        ``{'method': 'log1p_normalize_total', 'target_sum': ...}`` (from :func:`crossmodalnet.pp.log_normalize`,
+        or ``'inferred': True`` from the data), ``{'method': 'counts'}`` or ``{'method': 'unknown'}``;
+        ``None`` for models saved before it was recorded. Query RNA with raw counts is normalised the
+        same way, or refused when the method is unknown.
+        """
+        return getattr(self, "rna_normalization_", None)
 
     def _iter_batches(
         self, X, rows: np.ndarray, batch_size: int, *, allow_sparse: bool = False
@@ -1066,8 +1243,8 @@ class CrossmodalNet(BaseModelClass):
             codes, values = np.zeros(n, dtype=np.int64), [time]
         elif time_key is None:
             codes, values = np.zeros(n, dtype=np.int64), [self.time_categories[0]]
-        elif time_key in mdata.obs:
-            codes, values = _factorize(mdata.obs[time_key])
+        elif resolve_obs_column(mdata, time_key) is not None:
+            codes, values = _factorize(mdata.obs[resolve_obs_column(mdata, time_key)])
             if (codes < 0).any():
                 raise ValueError(f"`mdata.obs[{time_key!r}]` has missing values; pass `time=` or fill them.")
         else:
@@ -1086,18 +1263,34 @@ class CrossmodalNet(BaseModelClass):
             codes, values = np.zeros(n, dtype=np.int64), [batch]
         elif batch_key is None:
             codes, values = np.zeros(n, dtype=np.int64), [b_cats[0]]
-        elif batch_key in mdata.obs:
-            codes, values = _factorize(mdata.obs[batch_key])
+        elif resolve_obs_column(mdata, batch_key) is not None:
+            codes, values = _factorize(mdata.obs[resolve_obs_column(mdata, batch_key)])
         else:
-            raise KeyError(
-                f"`mdata.obs` has no batch column {batch_key!r}; pass `batch=` with one of {b_cats.tolist()}."
+            logger.warning(
+                "`mdata.obs` has no batch column %r: every cell gets the average embedding of the trained batches "
+                "%s (pass `batch=` to choose one)",
+                batch_key,
+                b_cats.tolist()[:10],
             )
+            return np.full(n, len(b_cats), dtype=np.int64)
         lookup = b_cats.get_indexer([str(v) for v in values])
         unknown = sorted({str(v) for v, c in zip(values, lookup, strict=True) if c < 0})
-        if unknown or (codes < 0).any():
-            unknown = unknown or ["<missing>"]
-            raise ValueError(f"Unknown batch categories {unknown[:5]}; pass `batch=` with one of {b_cats.tolist()}.")
-        return lookup[codes].astype(np.int64)
+        if batch is not None and unknown:
+            raise ValueError(f"Unknown batch category {batch!r}; pass `batch=` with one of {b_cats.tolist()}.")
+        # a new donor or batch (or a missing value) gets the average of the trained batch embeddings
+        lookup = np.append(np.where(lookup < 0, len(b_cats), lookup), len(b_cats))
+        out = lookup[codes].astype(np.int64)
+        n_unseen = int((out == len(b_cats)).sum())
+        if n_unseen:
+            shown = unknown[:5] + (["<missing>"] if (codes < 0).any() else [])
+            logger.warning(
+                "%d cell(s) have batch categories the model was not trained on (%s): they get the average embedding "
+                "of the trained batches (pass `batch=` to choose one of %s)",
+                n_unseen,
+                shown,
+                b_cats.tolist()[:10],
+            )
+        return out
 
     def _covariates(
         self,
@@ -1115,6 +1308,8 @@ class CrossmodalNet(BaseModelClass):
         w_rows, w_codes = self._cell_time_weights(mdata, time=time, allow_extrapolation=allow_extrapolation)
         b_codes = torch.from_numpy(self._batch_codes(mdata, batch=batch))
         b_table = self.module.covariate_embeddings[1].weight.detach()
+        # last row: the average batch embedding, for batches not seen in training
+        b_table = torch.cat([b_table, b_table.mean(dim=0, keepdim=True)])
         w_index = torch.from_numpy(w_codes)
 
         def of(pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1152,7 +1347,9 @@ class CrossmodalNet(BaseModelClass):
             numeric value between two trained time points uses the linear interpolation of their
             embeddings; a held-out time point of the registered data is interpolated the same way.
         batch
-            Predict every cell as this batch category instead of its own.
+            Predict every cell as this batch category instead of its own. Cells whose own category
+            was not seen in training (a new donor), or that have no batch column, get the average of
+            the trained batch embeddings, with a warning.
         batch_size
             Cells per forward pass; memory is bounded by it.
         allow_extrapolation
@@ -1219,27 +1416,76 @@ class CrossmodalNet(BaseModelClass):
             out[pos] = self.module.inference(x)["z"].cpu().numpy()
         return out
 
+    def _training_gene_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation of every gene over the training cells (for saliency scaling and baselines).
+
+        Fitted by :meth:`train` (``gene_moments_``, saved with the model); a model trained before that
+        attribute existed recomputes them from scvi-tools' ``train_indices`` when it still has them.
+        """
+        moments = getattr(self, "gene_moments_", None)
+        if moments is None:
+            train_idx = getattr(self, "train_indices", None)
+            if train_idx is None or self.adata_manager is None:
+                raise ValueError(
+                    "This model has no gene statistics of its training cells (it was saved by an older version). "
+                    "Use `method='gradient'` or `method='integrated_gradients'` with `baseline='zeros'`, "
+                    "or retrain the model."
+                )
+            self._fit_gene_moments(np.asarray(train_idx))
+            moments = self.gene_moments_
+        return (
+            torch.as_tensor(np.asarray(moments["mean"]), dtype=torch.float32),
+            torch.as_tensor(np.asarray(moments["sd"]), dtype=torch.float32),
+        )
+
+    def _fit_gene_moments(self, train_idx: np.ndarray) -> None:
+        """Store the mean and standard deviation of every gene over the training cells in ``gene_moments_``."""
+        mean, sd = self._column_moments(REGISTRY_KEYS.X_KEY, np.asarray(train_idx))
+        self.gene_moments_ = {"mean": mean.numpy(), "sd": sd.numpy()}
+
     def get_saliency(
         self,
         mdata: MuData | None = None,
         *,
         proteins: str | Sequence[str] | None = None,
-        method: Literal["gradient", "integrated_gradients"] = "gradient",
+        method: Literal[
+            "gradient", "gradient_x_sd", "gradient_x_input", "integrated_gradients", "smoothgrad"
+        ] = "gradient",
         aggregate: Literal["sum", "mean", "abs_sum", "abs_mean"] = "sum",
+        baseline: Literal["zeros", "mean"] | None = None,
         indices: Sequence[int] | np.ndarray | None = None,
         time: object = None,
         n_steps: int = 50,
+        n_samples: int = 20,
+        noise_scale: float = 0.15,
+        random_state: int = 0,
         batch_size: int = 256,
     ) -> pd.DataFrame:
         r"""Rank genes for each protein by saliency :cite:p:`Simonyan2013,Yang2023`.
 
-        ``method="gradient"`` computes the paper's :math:`\gamma_j = \sum_i \partial \hat y_i(j) / \partial x_i`
-        over the chosen cells. ``method="integrated_gradients"`` replaces each gradient by the
-        integrated gradient from an all-zero expression baseline, :math:`(x_i - 0) \cdot
-        \frac{1}{K}\sum_k \nabla \hat y_i(j)(\tfrac{k}{K} x_i)`, which attributes the prediction
-        to genes the cell actually expresses. Gradients are taken with respect to the registered RNA
-        input (e.g. log-normalised expression), with the network in evaluation mode, batched: one
-        backward pass per batch computes all requested proteins at once.
+        Each cell :math:`i` gets an attribution :math:`a_i(g, j)` of gene :math:`g` to protein
+        :math:`j`, and ``aggregate`` combines them over the chosen cells. With
+        :math:`\partial_g \hat y_j(x) = \partial \hat y_j / \partial x_g` at expression :math:`x`,
+        :math:`s_g` the gene's standard deviation over the training cells and :math:`b` the baseline:
+
+        - ``"gradient"``: :math:`a_i = \partial_g \hat y_j(x_i)`, the paper's :math:`\gamma_j`
+          (with ``aggregate="sum"``). Its unit is protein per unit of log-expression, which favours
+          genes that vary little.
+        - ``"gradient_x_sd"``: :math:`a_i = s_g\,\partial_g \hat y_j(x_i)`, the change of the protein
+          per gene standard deviation (attributions in standardised-gene units).
+        - ``"gradient_x_input"``: :math:`a_i = (x_{ig} - b_g)\,\partial_g \hat y_j(x_i)`.
+        - ``"integrated_gradients"`` :cite:p:`Sundararajan2017`:
+          :math:`a_i = (x_{ig} - b_g)\,\frac{1}{K}\sum_k \partial_g \hat y_j(b + \alpha_k (x_i - b))`
+          with :math:`\alpha_k = (k + 1/2)/K`, ``K = n_steps``. The attributions of a cell sum to
+          :math:`\hat y_j(x_i) - \hat y_j(b)`.
+        - ``"smoothgrad"`` :cite:p:`Smilkov2017`: :math:`a_i = s_g\,\frac{1}{N}\sum_n \partial_g \hat
+          y_j(x_i + \varepsilon_n)` with :math:`\varepsilon_{ng} \sim \mathcal N(0, (\sigma s_g)^2)`,
+          ``N = n_samples``, :math:`\sigma` = ``noise_scale``: ``"gradient_x_sd"`` averaged over noisy
+          copies of each cell.
+
+        Gradients are taken with respect to the registered RNA input (e.g. log-normalised
+        expression), with the network in evaluation mode, batched: one backward pass per batch (and
+        per step or noise sample) computes all requested proteins at once.
 
         Parameters
         ----------
@@ -1248,32 +1494,60 @@ class CrossmodalNet(BaseModelClass):
         proteins
             Proteins to compute; all by default.
         method
-            ``"gradient"`` (the paper's saliency) or ``"integrated_gradients"``.
+            Attribution per cell, see above: ``"gradient"`` (the paper's saliency),
+            ``"gradient_x_sd"``, ``"gradient_x_input"``, ``"integrated_gradients"`` or ``"smoothgrad"``.
         aggregate
             How per-cell attributions are combined: ``"sum"`` (the paper's :math:`\gamma_j`, signed),
             ``"mean"`` (sum divided by the number of cells, comparable across cell subsets),
-            ``"abs_sum"`` / ``"abs_mean"`` (magnitudes, so opposite effects in different cells do not cancel).
+            ``"abs_sum"`` / ``"abs_mean"`` (magnitudes, so opposite effects in different cells do not
+            cancel). Attributions relative to the mean cell (``baseline="mean"``) are positive in some
+            cells and negative in others by construction: combine them with ``"abs_sum"`` or ``"abs_mean"``.
+        baseline
+            Reference expression :math:`b` of ``"gradient_x_input"`` and ``"integrated_gradients"``:
+            ``"zeros"`` (no expression; the default) or ``"mean"`` (the mean training cell). Other
+            methods take no baseline.
         indices
             Positions of the cells to use (e.g. one time point or cell type); all cells by default.
         time
             Evaluate every cell at this time point instead of its own.
         n_steps
             Riemann steps of integrated gradients.
+        n_samples
+            Noisy copies of each cell for SmoothGrad.
+        noise_scale
+            Standard deviation of SmoothGrad's noise, in units of each gene's standard deviation over
+            the training cells.
+        random_state
+            Seed of SmoothGrad's noise. The same seed, cells and ``batch_size`` give the same scores on CPU.
         batch_size
             Cells per backward pass; memory grows with ``batch_size × n_genes × n_proteins``.
 
         Returns
         -------
-        Genes × proteins DataFrame of saliency scores; rank genes by it (larger = stronger positive
-        driver for signed aggregates).
+        Genes × proteins DataFrame of saliency scores; rank genes by their magnitude (for signed
+        aggregates, positive = the gene raises the protein).
         """
         self._check_trained()
-        if method not in ("gradient", "integrated_gradients"):
-            raise ValueError(f"`method` must be 'gradient' or 'integrated_gradients', got {method!r}.")
+        if method not in _SALIENCY_METHODS:
+            raise ValueError(f"`method` must be one of {', '.join(map(repr, _SALIENCY_METHODS))}, got {method!r}.")
         if aggregate not in ("sum", "mean", "abs_sum", "abs_mean"):
             raise ValueError(f"`aggregate` must be one of 'sum', 'mean', 'abs_sum', 'abs_mean', got {aggregate!r}.")
+        if baseline is not None and method not in _BASELINE_METHODS:
+            raise ValueError(
+                f"`baseline` applies to 'gradient_x_input' and 'integrated_gradients' only; "
+                f"drop it for method={method!r}."
+            )
+        baseline = "zeros" if baseline is None else baseline
+        if baseline not in ("zeros", "mean"):
+            raise ValueError(f"`baseline` must be 'zeros' or 'mean', got {baseline!r}.")
         if n_steps < 1:
             raise ValueError(f"`n_steps` must be at least 1, got {n_steps}.")
+        if n_samples < 1:
+            raise ValueError(f"`n_samples` must be at least 1, got {n_samples}.")
+        if not (np.isfinite(noise_scale) and noise_scale >= 0):
+            raise ValueError(
+                f"`noise_scale` must be a non-negative number (gene standard deviations), got {noise_scale!r}."
+            )
         mdata = self._resolve_mdata(mdata)
         names = (
             [proteins]
@@ -1291,31 +1565,51 @@ class CrossmodalNet(BaseModelClass):
             keep = np.zeros(mdata.n_obs, dtype=bool)
             keep[np.asarray(indices)] = True
             rows = np.where(keep, rows, -1)
+        gene_mean = gene_sd = None
+        if method in ("gradient_x_sd", "smoothgrad") or (method in _BASELINE_METHODS and baseline == "mean"):
+            gene_mean, gene_sd = (t.to(self.device) for t in self._training_gene_moments())
+        generator = torch.Generator().manual_seed(int(random_state)) if method == "smoothgrad" else None
         self.module.eval()
         n_cells = 0
         total = torch.zeros(len(names), self.n_genes, dtype=torch.float64)
         eye = torch.eye(len(names), device=self.device)
+
+        def gradients(xs: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            """Proteins × cells × genes gradient at expression ``xs`` (one batched backward pass)."""
+            xs = xs.detach().requires_grad_(requires_grad=True)
+            with torch.enable_grad():
+                # `w`: the time weights of the current batch (set in the loop below)
+                linear = self.module.linear_prediction(xs, w) if self.module.linear_path else None
+                out = self.module.generative(self.module.inference(xs)["z"], c, linear)["protein"]
+                out = out[:, cols.to(xs.device)]
+                # grad_outputs[j] selects protein j for every cell
+                (g,) = torch.autograd.grad(
+                    out, xs, grad_outputs=eye[:, None, :].expand(-1, xs.shape[0], -1), is_grads_batched=True
+                )
+            return g
+
         for pos, x in self._iter_batches(X, rows, batch_size):
             w, b = covariates(pos)
             c = w @ table + b
             n_cells += x.shape[0]
-            if method == "gradient":
-                steps, scale = [x], None
-            else:
-                steps, scale = [x * ((k + 0.5) / n_steps) for k in range(n_steps)], x
-            acc = torch.zeros(len(names), *x.shape, device=x.device)
-            for xs in steps:
-                xs = xs.detach().requires_grad_(requires_grad=True)
-                with torch.enable_grad():
-                    linear = self.module.linear_prediction(xs, w) if self.module.linear_path else None
-                    out = self.module.generative(self.module.inference(xs)["z"], c, linear)["protein"]
-                    out = out[:, cols.to(x.device)]
-                    # one batched backward: grad_outputs[j] selects protein j for every cell
-                    (g,) = torch.autograd.grad(
-                        out, xs, grad_outputs=eye[:, None, :].expand(-1, x.shape[0], -1), is_grads_batched=True
-                    )
-                acc += g
-            per_cell = acc if scale is None else acc / n_steps * scale
+            ref = gene_mean.expand_as(x) if baseline == "mean" and method in _BASELINE_METHODS else torch.zeros_like(x)
+            if method in ("gradient", "gradient_x_sd"):
+                per_cell = gradients(x, c)
+            elif method == "gradient_x_input":
+                per_cell = gradients(x, c) * (x - ref)
+            elif method == "integrated_gradients":
+                acc = torch.zeros(len(names), *x.shape, device=x.device)
+                for k in range(n_steps):
+                    acc += gradients(ref + (x - ref) * ((k + 0.5) / n_steps), c)
+                per_cell = acc / n_steps * (x - ref)
+            else:  # smoothgrad
+                acc = torch.zeros(len(names), *x.shape, device=x.device)
+                for _ in range(n_samples):
+                    noise = torch.randn(x.shape, generator=generator).to(x.device)
+                    acc += gradients(x + noise * (noise_scale * gene_sd), c)
+                per_cell = acc / n_samples
+            if method in ("gradient_x_sd", "smoothgrad"):
+                per_cell = per_cell * gene_sd
             per_cell = per_cell.abs() if aggregate.startswith("abs") else per_cell
             total += per_cell.sum(dim=1).double().cpu()
         if n_cells == 0:
@@ -1409,13 +1703,15 @@ class CrossmodalNet(BaseModelClass):
         The model, in evaluation mode.
         """
         _verify_model_dir(Path(dir_path), prefix)
-        return super().load(
-            str(dir_path),
-            adata=mdata if mdata is not None else False,
-            accelerator=accelerator,
-            device=device,
-            prefix=prefix,
-        )
+        # scvi-tools logs "File ... already downloaded" for every local model file; nothing is downloaded here
+        with _without_messages("scvi.data._download", "already downloaded"):
+            return super().load(
+                str(dir_path),
+                adata=mdata if mdata is not None else False,
+                accelerator=accelerator,
+                device=device,
+                prefix=prefix,
+            )
 
     def __repr__(self) -> str:
         state = "trained" if self.is_trained_ else "untrained"

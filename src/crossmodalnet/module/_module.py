@@ -323,5 +323,6 @@ class CrossmodalModule(BaseModuleClass):
         return LossOutput(
             loss=w[0] * nlc + w[1] * fader,
             reconstruction_loss=mse,
+            n_obs_minibatch=pred.shape[0],
             extra_metrics={"nlc": nlc, "mse": mse, "discriminator_ce": ce},
         )

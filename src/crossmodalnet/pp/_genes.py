@@ -48,12 +48,17 @@ def _model_ids(model: CrossmodalNet, gene_id_column: str, model_gene_ids: Sequen
                 f"`model_gene_ids` has {len(ids)} entries; the model has {len(genes)} genes (`model.gene_names`)."
             )
         return ids
+    saved = getattr(model, "gene_ids_", None) or {}
+    for column in (gene_id_column, "gene_ids"):
+        if column in saved and len(saved[column]) == len(genes):
+            return pd.Index(np.asarray(saved[column]).astype(str))
     train = getattr(model, "adata", None)
     rna_key = _model_setup_arg(model, "rna_key")
     if train is None or rna_key not in getattr(train, "mod", {}):
         raise ValueError(
             f"Matching by `gene_id_column={gene_id_column!r}` needs the model's gene IDs, but the model has no "
-            "training data attached. Pass `model_gene_ids=` (IDs aligned with `model.gene_names`)."
+            f"training data attached and saved no `var[{gene_id_column!r}]` of its genes (it saves the ID columns "
+            f"of its RNA `var`: {sorted(saved)}). Pass `model_gene_ids=` (IDs aligned with `model.gene_names`)."
         )
     var = train.mod[rna_key].var
     column = gene_id_column if gene_id_column in var else ("gene_ids" if "gene_ids" in var else None)
@@ -88,14 +93,21 @@ def match_genes(
         reference = _strip_version(_model_ids(model, gene_id_column, model_gene_ids))
         match_on = gene_id_column
     duplicated = query.duplicated()
-    if duplicated.any():
-        names = query[duplicated].unique()
-        warnings.warn(
-            f"{caller}: {len(names)} gene(s) appear more than once in `mdata[{rna_key!r}]` by {match_on} "
-            f"(e.g. {[str(n) for n in names[:_N_SHOWN]]}); the first occurrence of each is used.",
-            UserWarning,
-            stacklevel=3,
+    ambiguous = pd.Index(query[duplicated].unique()).intersection(reference)
+    if len(ambiguous):
+        fix = (
+            f"make the names unique (`mdata[{rna_key!r}].var_names_make_unique()` then `mdata.update()`, which "
+            "keeps the first occurrence's name) or drop the extra columns, or match by a unique ID column with "
+            "`gene_id_column=`"
+            if gene_id_column is None
+            else f"drop the extra columns or deduplicate `var[{gene_id_column!r}]`"
         )
+        raise ValueError(
+            f"{caller}: {len(ambiguous)} of the model's genes appear more than once in `mdata[{rna_key!r}]` by "
+            f"{match_on} (e.g. {[str(n) for n in ambiguous[:_N_SHOWN]]}), so which column feeds the model is "
+            f"ambiguous. To choose, {fix}."
+        )
+    # duplicates of genes the model does not use are dropped with the other unused genes
     first = pd.Index(query[~duplicated])
     positions = np.flatnonzero(~duplicated)
     hit = first.get_indexer(reference)
@@ -252,8 +264,8 @@ def harmonize_genes(
     name, or by an ID column such as Ensembl IDs; genes the model does not use are dropped (and
     counted); model genes missing from the query are filled with zeros, which on the
     log-normalised scale means "not expressed", with a :class:`UserWarning`. Coverage (matched /
-    model genes) is logged and recorded. Below ``min_coverage`` nothing is changed and a
-    :class:`ValueError` explains the likely fix.
+    model genes) is logged and recorded. Below ``min_coverage``, or if a model gene appears more
+    than once in the query, nothing is changed and a :class:`ValueError` explains the likely fix.
 
     :func:`crossmodalnet.tl.predict_protein` and the other :mod:`crossmodalnet.tl` functions do
     this on the fly (without changing your data); call this function to inspect or keep the

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -60,6 +61,21 @@ def _load_gene_sets(gene_sets: Mapping[str, Sequence[str]] | str | os.PathLike) 
     if not out:
         raise ValueError(f"{_CALLER}: `gene_sets` is empty.")
     return out
+
+
+def _use_upper(
+    mode: Literal["auto", "exact", "upper"], genes: pd.Index, sets: dict[str, list[str]]
+) -> tuple[bool, int, int]:
+    """Whether to match upper-cased symbols, with the exact and upper-cased overlaps of genes and sets."""
+    if mode not in ("auto", "exact", "upper"):
+        raise ValueError(f"{_CALLER}: `symbol_match` must be 'auto', 'exact' or 'upper', got {mode!r}.")
+    members = {g for v in sets.values() for g in v}
+    names = {str(g) for g in genes}
+    exact = len(names & members)
+    upper = len({g.upper() for g in names} & {g.upper() for g in members})
+    if mode == "auto":
+        return upper > 2 * exact, exact, upper
+    return mode == "upper", exact, upper
 
 
 def _check_sizes(sets: dict[str, list[str]], genes: pd.Index, min_size: int, max_size: int, protein: str) -> None:
@@ -127,6 +143,7 @@ def enrichment(
     permutation_num: int = 1000,
     weight: float = 1.0,
     n_running: int = 10,
+    symbol_match: Literal["auto", "exact", "upper"] = "auto",
     rng: int | np.random.Generator | None = 0,
     key_added: str = _keys.ENRICHMENT,
     copy: bool = False,
@@ -146,7 +163,8 @@ def enrichment(
         Protein or proteins to test; each gets its own results.
     gene_sets
         A dict {set name: genes} or the path of a GMT file. Gene names must match
-        ``mdata[rna_key].var_names``. gseapy's named libraries are not accepted: they need the network.
+        ``mdata[rna_key].var_names`` (see ``symbol_match`` for mouse genes against human sets). gseapy's
+        named libraries are not accepted: they need the network.
     saliency_key
         ``key_added`` of :func:`crossmodalnet.tl.saliency`.
     %(rna_key)s
@@ -159,6 +177,14 @@ def enrichment(
     n_running
         Number of top terms per protein whose running enrichment score is stored for
         :func:`crossmodalnet.pl.enrichment`.
+    symbol_match
+        How gene names are matched to the gene sets. ``"exact"``: as written. ``"upper"``: by upper-cased
+        symbol, so mouse genes (``Cd19``) match human gene sets (``CD19``). ``"auto"``: exact, unless
+        upper-casing finds more than twice as many of the genes in the sets, as with mouse genes against
+        human sets; then by upper-cased symbol, with one warning. Upper-casing is not an orthologue
+        mapping: it pairs genes whose mouse and human symbols are the same up to case (most one-to-one
+        orthologues) and misses the others (``H2-Ea`` / ``HLA-DRA``); for an orthologue mapping, translate
+        the gene sets first and pass them as a dict. Lead genes are reported as spelled in ``var_names``.
     %(rng)s Seeds the permutations.
     %(key_added)s
     %(copy)s
@@ -176,6 +202,8 @@ def enrichment(
         Protein → the ``n_running`` top terms: ``term``, ``es``, ``nes``, ``fdr``, ``res`` (running
         score, terms × genes), ``hits`` (boolean, terms × genes) and ``ranked_scores`` (the ranking,
         descending).
+    ``symbol_match``
+        How the genes were matched: ``"exact"`` or ``"upper"``.
     ``params``
         The arguments (a dict ``gene_sets`` is recorded by its number of sets).
 
@@ -203,12 +231,30 @@ def enrichment(
         raise ValueError(f"{_CALLER}: `n_running` must be non-negative, got {n_running}.")
     sets = _load_gene_sets(gene_sets)
     seed = resolve_seed(np.random.default_rng() if rng is None else rng)
+    upper, n_exact, n_upper = _use_upper(symbol_match, scores.index, sets)
+    if upper:
+        sets = {k: list(dict.fromkeys(g.upper() for g in v)) for k, v in sets.items()}
+        if symbol_match == "auto":
+            warnings.warn(
+                f"{_CALLER}: {n_exact} gene(s) of `mdata[{rna_key!r}]` are in the gene sets as written, "
+                f"{n_upper} after upper-casing (as with mouse genes against human gene sets): matching by "
+                "upper-cased symbol. This is not an orthologue mapping; pass `symbol_match='upper'` to "
+                "accept it without this warning, or `symbol_match='exact'` to turn it off.",
+                UserWarning,
+                stacklevel=2,
+            )
 
     results, running = {}, {}
     for p in proteins:
         ranking = scores[p].dropna()
-        ranking = ranking[~ranking.index.duplicated()].sort_values(ascending=False)
         ranking.index = ranking.index.astype(str)
+        if upper:  # genes equal up to case: keep the one with the highest score
+            ranking = ranking.sort_values(ascending=False, kind="stable")
+            ranking = ranking[~ranking.index.str.upper().duplicated()]
+            spelled = dict(zip(ranking.index.str.upper(), ranking.index, strict=True))
+            ranking.index = ranking.index.str.upper()
+        else:
+            ranking = ranking[~ranking.index.duplicated()].sort_values(ascending=False)
         _check_sizes(sets, ranking.index, min_size, max_size, p)
         out = _prerank(
             ranking,
@@ -220,11 +266,20 @@ def enrichment(
             seed=seed,
             n_running=n_running,
         )
+        if upper:  # report lead genes as spelled in var_names
+            out["results"]["lead_genes"] = np.asarray(
+                [
+                    ";".join(spelled.get(g, g) for g in str(lead).split(";") if g)
+                    for lead in out["results"]["lead_genes"]
+                ],
+                dtype=str,
+            )
         results[p], running[p] = out["results"], out["running"]
 
     record = {
         "results": results,
         "running": running,
+        "symbol_match": "upper" if upper else "exact",
         "params": {
             "protein": proteins,
             "gene_sets": str(gene_sets) if not isinstance(gene_sets, Mapping) else f"dict of {len(sets)} sets",
@@ -235,6 +290,7 @@ def enrichment(
             "permutation_num": permutation_num,
             "weight": weight,
             "n_running": n_running,
+            "symbol_match": symbol_match,
             "rng": seed,
             "key_added": key_added,
         },

@@ -303,7 +303,15 @@ class RestoreBestWeights(pl.Callback):
         self._best_state: dict[str, torch.Tensor] | None = None
 
     def set_initial(self, score: float, state: dict[str, torch.Tensor]) -> None:
-        """Make the state before training a candidate (recorded as epoch -1) with its validation ``score``."""
+        """Start from given weights (trained earlier, or a linear path's ridge-only start): kept unless an epoch scores better (``best_epoch`` -1).
+
+        Parameters
+        ----------
+        score
+            The monitored validation metric of ``state``; a non-finite score is ignored.
+        state
+            Module ``state_dict`` to keep (copied).
+        """
         if np.isfinite(score):
             self.best_score = float(score)
             self.best_epoch = -1
