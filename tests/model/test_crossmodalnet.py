@@ -478,7 +478,7 @@ def test_adversary_removes_time_from_latent():
     probe = {}
     for lambda_dis in (0.5, 0.0):
         scvi.settings.seed = 0
-        model = CrossmodalNet(mdata, n_latent=16, lambda_dis=lambda_dis)
+        model = CrossmodalNet(mdata, preset="paper", n_latent=16, lambda_dis=lambda_dis)
         model.train(max_epochs=40, early_stopping=False, **TRAIN)
         z = model.get_latent_representation()
         probe[lambda_dis] = cross_val_score(LogisticRegression(max_iter=2000), z, mdata.obs["time"], cv=5).mean()
