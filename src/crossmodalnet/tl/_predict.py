@@ -276,6 +276,10 @@ def predict_protein(
     >>> query.obsm["cmn_protein"].head()
     """
     keys = _keys.Keys(key_added)
+    if uncertainty:
+        from crossmodalnet.model._uncertainty import _check_level
+
+        _check_level(level)  # before any training or writing
     trained_here = model is None
     if copy:
         mdata_in, mdata = mdata, mdata.copy()
