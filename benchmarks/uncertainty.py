@@ -251,7 +251,7 @@ def run_totalvi(data, split, seed: int, args) -> tuple[list[dict], list]:
             return_mean=False,
             return_numpy=True,
         )
-        prot = np.asarray(prot).reshape(args.n_samples, idx.size, -1)
+        prot = np.moveaxis(np.asarray(prot), -1, 0)  # scvi returns cells × proteins × samples
         samples[:, idx] = np.stack([clr_rows(s) for s in prot])
     alpha = (1 - args.level) / 2
     lower, upper = np.quantile(samples, [alpha, 1 - alpha], axis=0)

@@ -380,8 +380,12 @@ class UncertaintyMixin:
         n_imputations: int,
         seed: int,
         **kwargs,
-    ) -> np.ndarray:
-        """Mean squared shift of the prediction when the missing genes are drawn from the training cells' values."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Spread of the prediction when the missing genes are drawn from the training cells' values.
+
+        Returns the mean squared shift of the prediction from ``pred`` and the mean squared local spread
+        (:meth:`_local_spread`) over the imputed inputs.
+        """
         genes = pd.Index(self.gene_names)
         missing = pd.Index([str(g) for g in missing_genes])
         unknown = missing.difference(genes)
@@ -389,7 +393,7 @@ class UncertaintyMixin:
             raise KeyError(f"`missing_genes` holds genes the model does not use: {list(unknown[:5])}.")
         cols = genes.get_indexer(missing.unique())
         if cols.size == 0:
-            return np.zeros_like(pred)
+            return np.zeros_like(pred), np.full_like(pred, np.nan)
         sketch = np.asarray((self.uncertainty_ or {}).get("gene_quantiles", np.zeros((0, 0))))
         if sketch.shape[0] == 0:
             raise ValueError(
@@ -402,6 +406,7 @@ class UncertaintyMixin:
         grid = np.linspace(0, 1, sketch.shape[0])
         generator = np.random.default_rng(seed)
         var = np.zeros_like(pred)
+        local_sq = np.zeros_like(pred)
         for _ in range(n_imputations):
             filled = X.copy()
             u = generator.random((X.shape[0], cols.size))
@@ -409,11 +414,15 @@ class UncertaintyMixin:
                 filled[:, col] = np.interp(u[:, j], grid, sketch[:, col])
             tmp = self._with_rna(mdata, filled)
             draw = self.predict_protein(tmp, **kwargs).to_numpy(dtype=np.float64)
+            local = self._local_spread(tmp, self.uncertainty_, batch_size=kwargs.get("batch_size", 1024))
             # cells of `mdata` without RNA have no row in the RNA modality
+            have = rows >= 0
             aligned = np.full_like(pred, np.nan)
-            aligned[rows >= 0] = draw[rows[rows >= 0]]
+            aligned[have] = draw[rows[have]]
             var += (aligned - pred) ** 2
-        return var / n_imputations
+            aligned[have] = local[rows[have]]
+            local_sq += aligned**2
+        return var / n_imputations, local_sq / n_imputations
 
     def _spread(
         self,
@@ -438,13 +447,10 @@ class UncertaintyMixin:
             allow_extrapolation=allow_extrapolation,
             **kwargs,
         )
-        local = self._local_spread(mdata, state, batch_size=kwargs.get("batch_size", 1024))
-        s_mc = np.sqrt(s_mc**2 + local**2)
-        sigma = np.asarray(state["scale"]) * np.maximum(s_mc, np.asarray(state["floor"]))
-        var = sigma**2
-        var += self._time_variance(mdata, pred, time=time, allow_extrapolation=allow_extrapolation, **kwargs)
+        var_imputation = 0.0
         if missing_genes is not None and len(missing_genes):
-            var += self._imputation_variance(
+            # the neighbours of a cell whose genes were zeroed are found from its imputed expression instead
+            var_imputation, local_sq = self._imputation_variance(
                 mdata,
                 pred,
                 missing_genes=missing_genes,
@@ -454,6 +460,14 @@ class UncertaintyMixin:
                 allow_extrapolation=allow_extrapolation,
                 **kwargs,
             )
+        else:
+            local_sq = np.full_like(pred, np.nan)
+        if np.isnan(local_sq).all():
+            local_sq = self._local_spread(mdata, state, batch_size=kwargs.get("batch_size", 1024)) ** 2
+        s_mc = np.sqrt(s_mc**2 + local_sq)
+        sigma = np.asarray(state["scale"]) * np.maximum(s_mc, np.asarray(state["floor"]))
+        var = sigma**2 + var_imputation
+        var += self._time_variance(mdata, pred, time=time, allow_extrapolation=allow_extrapolation, **kwargs)
         return pred, np.sqrt(var)
 
     def _missing_gene_scores(
