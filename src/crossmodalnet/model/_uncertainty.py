@@ -137,19 +137,20 @@ def _mc_dropout(module: nn.Module, rate: float | None, generator: torch.Generato
 class UncertaintyMixin:
     """Per-value spread and calibrated intervals for :meth:`predict_protein`.
 
-    The spread of a predicted value has up to three parts, added as variances:
+    The spread of a predicted value has up to four parts, added as variances:
 
-    1. the model's own variability: the standard deviation over MC-dropout passes, scaled per
-       protein so that it matches the RMS of the validation errors;
-    2. for a cell at an interpolated (unseen) time point, the spread of the predictions at the two
+    1. the model's own variability: the standard deviation over MC-dropout passes;
+    2. the local difficulty: the RMS training residual of the cell's nearest training cells in the
+       basal latent (1 and 2 are scaled per protein to the RMS of the validation errors);
+    3. for a cell at an interpolated (unseen) time point, the spread of the predictions at the two
        neighbouring trained time points around the prediction, weighted by the interpolation weights;
-    3. for a query with genes the model was trained on but the query lacks, the spread of the
+    4. for a query with genes the model was trained on but the query lacks, the spread of the
        predictions when those genes are filled with draws from the training cells' values instead
        of zeros (multiple imputation).
 
     The interval is ``prediction ∓ k · std``, where ``k`` is the split-conformal quantile of
-    ``|observed − predicted| / std`` over the validation cells, which no training step has seen
-    :cite:p:`Gal2016,Lei2018`.
+    ``|observed − predicted| / std`` over the validation cells (they select the best epoch but
+    never enter a gradient step) :cite:p:`Gal2016,Lei2018`.
     """
 
     uncertainty_: dict | None = None
@@ -169,9 +170,9 @@ class UncertaintyMixin:
 
         Stores in ``model.uncertainty_`` (saved and loaded with the model) the per-protein scale of
         the MC-dropout spread and the non-conformity scores ``|y − ŷ| / std`` of every calibration
-        value, from which the interval multiplier of any level is computed. It also keeps a sketch
-        of each gene's distribution over (up to 2,000) training cells, used to impute genes a query
-        lacks. :meth:`predict_protein` with ``return_uncertainty=True`` calls this on the
+        value, from which the interval multiplier of any level is computed. From up to 2,000
+        training cells it also keeps the basal latent and squared residuals (for the local term) and
+        a quantile sketch of each gene (to impute genes a query lacks). :meth:`predict_protein` with ``return_uncertainty=True`` calls this on the
         validation cells if the model is not calibrated yet.
 
         Parameters
