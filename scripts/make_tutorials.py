@@ -241,15 +241,15 @@ The model's genes that the query lacks are filled with zeros. With `uncertainty=
 times from the training cells' values (multiple imputation), and the spread of the predictions across the draws is
 added; then the validation cells, with the same genes removed, recalibrate the multiplier. The intervals widen by
 as much as the errors grow."""),
-    ("code", """test = mdata[np.sort(model.test_indices)].copy()
+    ("code", """import mudata as md
+
+test = mdata[np.sort(model.test_indices)].copy()
 rng = np.random.default_rng(0)
 keep = np.sort(rng.permutation(test["rna"].n_vars)[: test["rna"].n_vars // 2])
-full = cmn.pp.to_mudata(test["rna"].copy())
-half = cmn.pp.to_mudata(test["rna"][:, keep].copy())
+full = md.MuData({"rna": test["rna"].copy(), "prot": test["prot"].copy()})
+half = md.MuData({"rna": test["rna"][:, keep].copy(), "prot": test["prot"].copy()})
 for q in (full, half):
     q.obs["batch"] = test.obs["batch"].to_numpy()
-    q.mod["prot"] = test["prot"].copy()
-    q.update()
     cmn.tl.predict_protein(q, model, uncertainty=True, min_coverage=0.4)
     u = q.uns["cmn_protein"]["uncertainty"]
     width = (q.obsm["cmn_protein_upper"] - q.obsm["cmn_protein_lower"]).to_numpy().mean()
@@ -268,7 +268,7 @@ tmodel.train(max_epochs=200, split="holdout_time", holdout_time=3, accelerator="
 held_out = syn[np.sort(tmodel.test_indices)].copy()
 interpolated = tmodel.predict_protein(held_out, return_uncertainty=True)
 as_day_2 = tmodel.predict_protein(held_out, time=2, return_uncertainty=True)
-y = held_out["prot"].X.toarray()
+y = np.asarray(held_out["prot"].X)
 inside = (y >= interpolated.lower.to_numpy()) & (y <= interpolated.upper.to_numpy())
 print(f"held-out day 3: coverage {inside.mean():.1%}; spread / spread at a trained day: "
       f"{np.median(interpolated.std.to_numpy() / as_day_2.std.to_numpy()):.2f} (median)")"""),
