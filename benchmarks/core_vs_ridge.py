@@ -101,7 +101,7 @@ def run_seed(args, seed: int) -> list[dict]:
             scvi.settings.seed = seed
             m = mdata.copy()
             CrossmodalNet.setup_mudata(m, time_key="time")
-            model = CrossmodalNet(m, n_latent=args.n_latent, **model_kwargs)
+            model = CrossmodalNet(m, preset="paper", n_latent=args.n_latent, **model_kwargs)
             t0 = time.perf_counter()
             model.train(
                 max_epochs=args.max_epochs, accelerator="cpu", enable_progress_bar=False, **split, **train_kwargs

@@ -23,18 +23,35 @@ Methods (further columns, e.g. the model's saliency, are added as entries of ``M
   validation cells, fitted on the training cells of the harness's 80/5/15 split.
 - ``ridge_abs_raw``: the same fit's |coefficient| per unit of log-expression (``ridge_abs_std`` divided
   by the gene's sd), which favours low-variance genes the way raw gradients do.
+- ``cmn_<method>_<aggregate>``: ``cmn.tl.saliency`` of a CrossmodalNet trained on the training cells of
+  the same split (the split seed is the seed; validation cells for early stopping; 1 torch thread),
+  aggregated over all cells. ``<method>`` is ``gradient`` (the paper's saliency), ``gradient_x_sd``,
+  ``gradient_x_input`` (zero baseline), ``ig_zeros`` / ``ig_mean`` (integrated gradients from all-zero
+  expression / the mean training cell) or ``smoothgrad``; ``<aggregate>`` is ``sum`` (signed) or
+  ``abs`` (sum of magnitudes). The model's test Pearson (per protein and per cell) is reported beside.
+
+The model configuration is an argument, so the table can be rerun when the model's defaults change:
+``--config default`` (``CrossmodalNet(mdata)`` and ``model.train()`` with their defaults),
+``--config paper`` (``preset="paper"`` where the model has presets, else the defaults, which are Table
+S1), ``--config small_data`` (the small-data recipe), each refined by ``--model-kwargs`` and
+``--train-kwargs`` (JSON). Results go to ``--out``/``<config name>``.
 
 Usage::
 
     PYTHONPATH=src python benchmarks/interpretability.py                      # all sets, seeds 0 1 2
     PYTHONPATH=src python benchmarks/interpretability.py --datasets dyngen --seeds 0
+    PYTHONPATH=src python benchmarks/interpretability.py --config paper --methods pearson_abs cmn_gradient_sum
+    PYTHONPATH=src python benchmarks/interpretability.py --config-name wide --model-kwargs '{"n_latent": 256}'
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import logging
-from dataclasses import dataclass
+import time as _time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,6 +83,7 @@ class Task:
     test: np.ndarray
     seed: int
     extra: dict
+    config: dict = field(default_factory=dict)
 
 
 def load_dyngen(shared_dir: Path) -> BenchmarkData:
@@ -160,16 +178,110 @@ def ridge_abs_raw(task: Task) -> pd.DataFrame:
     return pd.DataFrame(raw, index=task.data.gene_names, columns=task.data.protein_names)
 
 
+CONFIGS: dict[str, dict] = {
+    "default": {"model_kwargs": {}, "train_kwargs": {}},
+    "paper": {"model_kwargs": {"preset": "paper"}, "train_kwargs": {}},
+    "small_data": {
+        "model_kwargs": {"standardize_protein": True},
+        "train_kwargs": {"input_group_lasso": 1e-4, "early_stopping_patience": 50},
+    },
+}
+"""Named model configurations: keyword arguments of ``CrossmodalNet(...)`` and of ``model.train(...)``."""
+
+
+def resolve_config(name: str, model_kwargs: dict, train_kwargs: dict) -> dict:
+    """A named configuration refined by explicit keyword arguments; ``preset`` is dropped where unsupported."""
+    from crossmodalnet.model import CrossmodalNet
+
+    base = CONFIGS[name]
+    model_kw = {**base["model_kwargs"], **model_kwargs}
+    train_kw = {**base["train_kwargs"], **train_kwargs}
+    note = ""
+    if "preset" in model_kw and "preset" not in inspect.signature(CrossmodalNet.__init__).parameters:
+        model_kw.pop("preset")
+        note = "this CrossmodalNet has no `preset` argument: its defaults (Table S1) are used"
+    return {"model_kwargs": model_kw, "train_kwargs": train_kw, "note": note}
+
+
+def _model(task: Task):
+    """A CrossmodalNet trained on the task's training cells (early stopping on its validation cells), cached."""
+    import scvi
+    import torch
+
+    from crossmodalnet.benchmark._data import TRAIN_SIZE, VALIDATION_SIZE
+    from crossmodalnet.model import CrossmodalNet
+
+    key = ("model", task.seed)
+    if key in task.extra:
+        return task.extra[key]
+    data = task.data
+    mdata = data.to_mudata()
+    scvi.settings.seed = task.seed
+    torch.manual_seed(task.seed)
+    CrossmodalNet.setup_mudata(mdata, time_key="time" if data.has_time else None)
+    model = CrossmodalNet(mdata, **task.config.get("model_kwargs", {}))
+    train_kw = {
+        "accelerator": "cpu",
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        **task.config.get("train_kwargs", {}),
+    }
+    t0 = _time.perf_counter()
+    model.train(
+        split="random", train_size=TRAIN_SIZE, validation_size=VALIDATION_SIZE, split_seed=task.seed, **train_kw
+    )
+    seconds = _time.perf_counter() - t0
+    for what, mine, theirs in (("train", task.train, model.train_indices), ("test", task.test, model.test_indices)):
+        if not np.array_equal(np.sort(np.asarray(theirs)), np.sort(mine)):
+            raise RuntimeError(f"the model drew another {what} split than the harness")
+    pred = model.predict_protein(mdata).to_numpy()
+    metrics = regression_metrics(pred[task.test], data.Y[task.test])
+    metrics |= {"epochs": len(model.history["loss_train"]), "train_seconds": seconds}
+    print(
+        f"  seed {task.seed} model: {metrics['epochs']} epochs in {seconds:.0f} s; test Pearson per protein "
+        f"{metrics['pearson_protein']:.3f}, per cell {metrics['pearson_cell']:.3f}",
+        flush=True,
+    )
+    task.extra[key] = (model, mdata, metrics)
+    return task.extra[key]
+
+
+def _saliency_method(method: str, aggregate: str, **kwargs) -> Callable[[Task], pd.DataFrame]:
+    def scores(task: Task) -> pd.DataFrame:
+        model, mdata, _ = _model(task)
+        return model.get_saliency(mdata, proteins=list(task.mapping), method=method, aggregate=aggregate, **kwargs)
+
+    scores.__doc__ = f"cmn saliency: method={method!r}, aggregate={aggregate!r} {kwargs or ''}".rstrip()
+    return scores
+
+
+SALIENCY_METHODS: dict[str, Callable[[Task], pd.DataFrame]] = {
+    "cmn_gradient_sum": _saliency_method("gradient", "sum"),
+    "cmn_gradient_abs": _saliency_method("gradient", "abs_sum"),
+    "cmn_gradient_x_sd_sum": _saliency_method("gradient_x_sd", "sum"),
+    "cmn_gradient_x_sd_abs": _saliency_method("gradient_x_sd", "abs_sum"),
+    "cmn_gradient_x_input_abs": _saliency_method("gradient_x_input", "abs_sum"),
+    "cmn_ig_zeros_sum": _saliency_method("integrated_gradients", "sum", baseline="zeros"),
+    "cmn_ig_zeros_abs": _saliency_method("integrated_gradients", "abs_sum", baseline="zeros"),
+    "cmn_ig_mean_abs": _saliency_method("integrated_gradients", "abs_sum", baseline="mean"),
+    "cmn_smoothgrad_sum": _saliency_method("smoothgrad", "sum"),
+    "cmn_smoothgrad_abs": _saliency_method("smoothgrad", "abs_sum"),
+}
+
+
 METHODS: dict[str, Callable[[Task], pd.DataFrame]] = {
     "pearson_abs": pearson_abs,
     "ridge_abs_std": ridge_abs_std,
     "ridge_abs_raw": ridge_abs_raw,
+    **SALIENCY_METHODS,
 }
 """Attribution methods: each maps a task to a genes × proteins score table (larger |score| = more important)."""
 
 
-def run(datasets: list[str], seeds: list[int], shared_dir: Path, methods: list[str]) -> tuple[pd.DataFrame, ...]:
-    """Per-protein ranks, per-seed summary and mean-over-seeds summary."""
+def run(
+    datasets: list[str], seeds: list[int], shared_dir: Path, methods: list[str], config: dict | None = None
+) -> tuple[pd.DataFrame, ...]:
+    """Per-protein ranks, per-seed summary and mean-over-seeds summary (``config``: see :func:`resolve_config`)."""
     per_protein, summary = [], []
     for name in datasets:
         data, mapping = load(name, shared_dir)
@@ -182,9 +294,11 @@ def run(datasets: list[str], seeds: list[int], shared_dir: Path, methods: list[s
         )
         for seed in seeds:
             train, val, test = make_split(data, "in_distribution", seed=seed)
-            task = Task(data, evaluated, train, val, test, seed, {})
+            task = Task(data, evaluated, train, val, test, seed, {}, config or {})
             for method in methods:
+                t0 = _time.perf_counter()
                 scores = METHODS[method](task)[list(evaluated)]
+                seconds = _time.perf_counter() - t0
                 ranks = coding_gene_rank(scores, evaluated)
                 ranks = ranks.assign(dataset=name, method=method, seed=seed).reset_index()
                 per_protein.append(ranks)
@@ -200,6 +314,10 @@ def run(datasets: list[str], seeds: list[int], shared_dir: Path, methods: list[s
                 if method.startswith("ridge"):
                     _, _, metrics = _ridge(task)
                     row |= {f"ridge_test_{k}": v for k, v in metrics.items()}
+                if method.startswith("cmn_"):
+                    _, _, metrics = _model(task)
+                    row |= {f"model_test_{k}": v for k, v in metrics.items()}
+                    row["saliency_seconds"] = seconds
                 summary.append(row)
                 print(
                     f"  seed {seed} {method:>14}: median coding-gene rank {row['median_rank']:.1f} "
@@ -227,6 +345,11 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--config", default="default", choices=list(CONFIGS), help="model configuration")
+    parser.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON: more CrossmodalNet(...) arguments")
+    parser.add_argument("--train-kwargs", type=json.loads, default={}, help="JSON: more model.train(...) arguments")
+    parser.add_argument("--config-name", default=None, help="name of the results folder (default: --config)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--shared-dir", type=Path, default=None, help="folder holding data/ (default: ../shared)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/interpretability"))
     args = parser.parse_args()
@@ -234,8 +357,18 @@ def main() -> None:
     shared = resolve_shared_dir(args.shared_dir)
     if shared is None:
         raise SystemExit("no shared data folder: pass --shared-dir (the folder that holds data/)")
-    per_protein, summary, mean = run(args.datasets, args.seeds, shared, args.methods)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    config = resolve_config(args.config, args.model_kwargs, args.train_kwargs)
+    name = args.config_name or args.config
+    print(f"model configuration {name!r}: {config}", flush=True)
+    per_protein, summary, mean = run(args.datasets, args.seeds, shared, args.methods, config)
+    for table in (per_protein, summary, mean):
+        table.insert(0, "config", name)
+    args.out = args.out / name
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "config.json").write_text(json.dumps(config, indent=2))
     per_protein.to_csv(args.out / "coding_gene_rank_per_protein.tsv", sep="\t", index=False)
     summary.to_csv(args.out / "coding_gene_rank_per_seed.tsv", sep="\t", index=False)
     mean.to_csv(args.out / "coding_gene_rank.tsv", sep="\t", index=False)

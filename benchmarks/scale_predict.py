@@ -187,7 +187,7 @@ def _ensure_model(args, data_dir: Path) -> Path:
     cmn.pp.log_normalize(mdata)
     cmn.pp.clr(mdata)
     CrossmodalNet.setup_mudata(mdata, time_key="time")
-    model = CrossmodalNet(mdata)  # default architecture (n_latent=512)
+    model = CrossmodalNet(mdata, preset="paper")  # the paper architecture (n_latent=512), as measured on the Scale page
     model.train(
         max_epochs=args.epochs,
         accelerator="cpu",

@@ -93,7 +93,7 @@ def _framework(mdata, variant: str, epochs: int, seed: int) -> dict:
     elif variant.endswith("svd256"):
         kwargs = {"input_reduction": "svd", "n_input_features": 256}
     t0 = time.perf_counter()
-    model = CrossmodalNet(mdata, **kwargs)
+    model = CrossmodalNet(mdata, preset="paper", **kwargs)
     timer = _EpochTimer()
     model.train(
         max_epochs=epochs + 1,
@@ -192,7 +192,7 @@ def _convergence(mdata, seed: int) -> dict:
     CrossmodalNet.setup_mudata(mdata, time_key="time")
     scvi.settings.seed = seed
     t0 = time.perf_counter()
-    model = CrossmodalNet(mdata)
+    model = CrossmodalNet(mdata, preset="paper")
     model.train(accelerator="cpu", enable_progress_bar=False)
     return {
         "epoch_s": float("nan"),

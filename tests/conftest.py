@@ -53,7 +53,12 @@ def norm_mdata(raw_mdata):
 
 @pytest.fixture(scope="session")
 def trained_model(norm_mdata):
-    """A CrossmodalNet trained for a few epochs on a copy of ``norm_mdata`` (CPU)."""
+    """A CrossmodalNet (paper preset) trained for a few epochs on a copy of ``norm_mdata`` (CPU).
+
+    The paper preset: with the default linear path, a few epochs on 200 cells can end at the ridge-only
+    start, where the time embedding and MLP2 do not affect predictions. The default preset is covered
+    by ``tests/model/test_linear_path.py``.
+    """
     import scvi
 
     from crossmodalnet.model import CrossmodalNet
@@ -61,6 +66,20 @@ def trained_model(norm_mdata):
     scvi.settings.seed = 0
     mdata = norm_mdata.copy()
     CrossmodalNet.setup_mudata(mdata, time_key="time")
-    model = CrossmodalNet(mdata, n_latent=16)
+    model = CrossmodalNet(mdata, preset="paper", n_latent=16)
     model.train(max_epochs=5, batch_size=64, accelerator="cpu", enable_progress_bar=False)
     return model
+
+
+@pytest.fixture(autouse=True)
+def _crossmodalnet_logs_reach_caplog():
+    """The "crossmodalnet" logger does not propagate (it has its own handler); let pytest's caplog see it."""
+    import logging
+
+    import crossmodalnet  # noqa: F401  (installs the handler)
+
+    log = logging.getLogger("crossmodalnet")
+    before = log.propagate
+    log.propagate = True
+    yield
+    log.propagate = before

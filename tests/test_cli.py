@@ -114,3 +114,38 @@ def test_demo_writes_predictions_metrics_and_plots(tmp_path):
     assert pred.shape == (600, 134)
     assert np.isfinite(pred.to_numpy()).all()
     assert (out / "model" / "crossmodalnet.json").is_file()
+
+
+def test_cli_train_normalises_reports_test_metrics_and_predict_takes_batch(tmp_path, capfd):
+    """Issue 14 item 5: normalisation options, test metrics after train, --batch on predict, a quiet -q."""
+    raw = cmn.datasets.synthetic_cite(n_obs=150, n_genes=40, n_proteins=6, n_time_points=2, n_batches=2, rng=1)
+    path = tmp_path / "raw.h5mu"
+    with md.set_options(pull_on_update=False):
+        raw.write_h5mu(path)
+    model_dir = tmp_path / "model"
+    args = ["-q", "train", str(path), "--out", str(model_dir), "--time-key", "time", "--batch-key", "batch"]
+    args += ["--n-latent", "8", "--max-epochs", "2", "--normalize-rna", "--normalize-protein", "clr"]
+    capfd.readouterr()
+    assert main(args) == 0
+    out = capfd.readouterr()
+    assert "test cells: Pearson per protein" in out.out
+    assert "GPU available" not in out.err + out.out  # -q: no Lightning lines
+    assert "Seed set" not in out.err + out.out
+    model = cmn.model.CrossmodalNet.load(str(model_dir))
+    assert model.rna_normalization["method"] == "log1p_normalize_total"
+
+    # a query without the batch column: --batch picks one trained batch for every cell
+    query = cmn.pp.to_mudata(raw["rna"].copy())
+    query.obs["time"] = raw.obs["time"].to_numpy()
+    qpath = tmp_path / "query.h5mu"
+    with md.set_options(pull_on_update=False):
+        query.write_h5mu(qpath)
+    batch = str(model.batch_categories[1])
+    assert main(["-q", "predict", str(model_dir), str(qpath), "--out", str(tmp_path / "p.csv"), "--batch", batch]) == 0
+    pred = pd.read_csv(tmp_path / "p.csv", index_col=0)
+    normalised = cmn.pp.log_normalize(query, copy=True)  # the raw query is normalised as the model's RNA was
+    want = model.predict_protein(normalised, batch=batch)
+    assert pred.shape == (150, 6)
+    assert abs(pred.to_numpy() - want.to_numpy()).max() < 1e-4
+    assert main(["-q", "predict", str(model_dir), str(qpath), "--out", str(tmp_path / "q.csv"), "--batch", "nope"]) == 2
+    assert "Unknown batch category 'nope'" in capfd.readouterr().err

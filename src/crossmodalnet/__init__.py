@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from . import datasets, pl, pp, tl
+from ._settings import settings
 
 if TYPE_CHECKING:
     from . import model
@@ -15,7 +16,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0+unknown"
 
-__all__ = ["datasets", "model", "pl", "pp", "tl", "__version__"]
+__all__ = ["datasets", "model", "pl", "pp", "settings", "tl", "__version__"]
 
 
 def __getattr__(name: str):

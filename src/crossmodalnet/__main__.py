@@ -57,7 +57,11 @@ def _add_benchmark_parser(sub) -> None:
         "benchmark",
         help="compare CrossmodalNet with baselines (Ridge, LightGBM, MLPs, totalVI, ...); write tables to --out",
     )
-    bench.add_argument("--data", default="synthetic", help="comma-separated: synthetic, bmmc, pbmc")
+    bench.add_argument(
+        "--data",
+        default="synthetic",
+        help="comma-separated: synthetic, programs (synthetic_cite structure=programs at --sizes), bmmc, pbmc, dyngen",
+    )
     bench.add_argument(
         "--sizes", default=None, help="synthetic sizes: quick, D1, D2, D3 (default D1; quick with --quick)"
     )
@@ -102,9 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--protein-key", default="prot")
     train.add_argument("--rna-layer", default=None, help="RNA layer (default .X; log-normalised expected)")
     train.add_argument("--protein-layer", default=None, help="protein layer (default .X; normalised expected)")
+    train.add_argument(
+        "--normalize-rna", action="store_true", help="log-normalise raw RNA counts first (cmn.pp.log_normalize)"
+    )
+    train.add_argument(
+        "--normalize-protein",
+        choices=("clr", "none"),
+        default="none",
+        help="clr: CLR-normalise raw protein counts first (cmn.pp.clr); none: use as given (default)",
+    )
     train.add_argument("--time-key", default=None, help="obs column with the time point")
     train.add_argument("--batch-key", default=None, help="obs column with a batch/donor covariate")
     train.add_argument("--holdout-time", default=None, help="hold out this time point as the test set")
+    train.add_argument(
+        "--preset", choices=["default", "paper"], default="default", help="model preset ('paper': Table S1)"
+    )
     train.add_argument("--n-latent", type=int, default=512)
     train.add_argument("--max-epochs", type=int, default=500)
     train.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs")
@@ -125,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="output: .csv (cells × proteins) or .h5mu (with obsm)")
     predict.add_argument("--rna-key", default="rna")
     predict.add_argument("--time", default=None, help="predict every cell at this time point")
+    predict.add_argument(
+        "--batch",
+        default=None,
+        help="predict every cell as this trained batch category (default: each cell's own; unseen or missing "
+        "batches get the average batch embedding)",
+    )
     predict.add_argument("--min-coverage", type=float, default=0.5, help="minimum fraction of model genes found")
     predict.add_argument("--overwrite", action="store_true")
     predict.set_defaults(func=_lazy("predict"))
@@ -135,8 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    return args.func(args)
+    import crossmodalnet as cmn
+
+    # the package's own logger prints its messages; no root handler, so no library line appears twice
+    before = cmn.settings.verbosity
+    cmn.settings.verbosity = "warning" if args.quiet else "info"
+    try:
+        return args.func(args)
+    finally:
+        cmn.settings.verbosity = before
 
 
 if __name__ == "__main__":

@@ -54,13 +54,20 @@ def train(args: argparse.Namespace) -> int:
     """``crossmodalnet train``: fit a model on a CITE-seq ``.h5mu`` and save it."""
     import scvi
 
+    import crossmodalnet as cmn
+    from crossmodalnet._settings import quiet_third_party
     from crossmodalnet.model import CrossmodalNet
 
     mdata = _read(args.input)
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise CLIError(f"{out} already exists; pass --overwrite to replace it")
-    scvi.settings.seed = args.seed
+    if args.normalize_rna:
+        cmn.pp.log_normalize(mdata, rna_key=args.rna_key)
+    if args.normalize_protein == "clr":
+        cmn.pp.clr(mdata, protein_key=args.protein_key)
+    with quiet_third_party():  # Lightning's "Seed set to ..." line
+        scvi.settings.seed = args.seed
     CrossmodalNet.setup_mudata(
         mdata,
         rna_key=args.rna_key,
@@ -70,7 +77,12 @@ def train(args: argparse.Namespace) -> int:
         time_key=args.time_key,
         batch_key=args.batch_key,
     )
-    model = CrossmodalNet(mdata, n_latent=args.n_latent, standardize_protein=args.standardize_protein)
+    model = CrossmodalNet(
+        mdata,
+        preset=getattr(args, "preset", "default"),
+        n_latent=args.n_latent,
+        standardize_protein=args.standardize_protein or None,
+    )
     holdout = args.holdout_time
     model.train(
         max_epochs=args.max_epochs,
@@ -82,7 +94,16 @@ def train(args: argparse.Namespace) -> int:
         enable_progress_bar=not args.quiet,
     )
     model.save(out, overwrite=args.overwrite)
-    print(f"trained {len(model.history['loss_train'])} epochs; best split metrics {model.split_}; saved {out}/")
+    cmn.tl.predict_protein(mdata, model, rna_key=args.rna_key, protein_key=args.protein_key)
+    metrics = mdata.uns["cmn_protein"].get("metrics")
+    scores = (
+        f"; on {metrics['n_cells']} {metrics['cells']} cells: Pearson per protein {metrics['pearson_protein']:.3f}, "
+        f"per cell {metrics['pearson_cell']:.3f}, MSE {metrics['mse']:.3f}"
+        if metrics
+        else "; no test cells to score"
+    )
+    n_epochs = max(len(v) for v in model.history.values())
+    print(f"trained {n_epochs} epochs{scores}; saved {out}/")
     return 0
 
 
@@ -109,7 +130,12 @@ def predict(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise CLIError(f"{out} already exists; pass --overwrite to replace it")
     cmn.tl.predict_protein(
-        mdata, model, rna_key=args.rna_key, time=_maybe_number(args.time), min_coverage=args.min_coverage
+        mdata,
+        model,
+        rna_key=args.rna_key,
+        time=_maybe_number(args.time),
+        batch=args.batch,
+        min_coverage=args.min_coverage,
     )
     pred = mdata.obsm["cmn_protein"]
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,3 +16,8 @@ REGISTRY_KEYS = _RegistryKeys()
 
 DEFAULT_RNA_KEY = "rna"
 DEFAULT_PROTEIN_KEY = "prot"
+
+ALL_CELLS_INCLUDING_TRAINING = "all cells (includes training cells)"
+"""``metrics['cells']`` of ``tl.predict_protein`` when the model does not know its training cells."""
+NO_TRAINING_CELLS = "all (none used in training)"
+"""``metrics['cells']`` of ``tl.predict_protein`` when no scored cell was used in training."""

@@ -23,6 +23,9 @@ HARMONIZE = "cmn_harmonize"
 PREPROCESSING = "cmn_preprocessing"
 """Key of the normalisation record in ``mdata[mod].uns``, written by the :mod:`crossmodalnet.pp` normalisers."""
 
+ISOTYPES = "cmn_isotype_controls"
+"""``mdata[protein_key].obsm`` key of the isotype controls set aside by :func:`crossmodalnet.pp.dsb`."""
+
 EMBEDDING_PREFIX = "X_"
 """Prefix of embeddings in ``.obsm``, so ``basis=key_added`` works in :func:`scanpy.pl.embedding`."""
 

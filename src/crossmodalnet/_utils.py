@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -107,3 +108,143 @@ def looks_like_counts(X, *, n_check: int = 100_000) -> bool:
     """Heuristic: non-negative integer values with some value above 20 (log-normalised data rarely exceeds ~10)."""
     values = _sample_values(X, n_check)
     return bool(values.size > 0 and is_nonnegative_integer(values) and values.max() > 20)
+
+
+_LOG1P_TOTAL = "log1p_normalize_total"
+
+
+def _head_rows(X, n: int):
+    """The first ``n`` rows of a dense, sparse or backed (on-disk) matrix, in memory."""
+    block = X[: min(n, X.shape[0])]
+    return block if sparse.issparse(block) else np.asarray(block)
+
+
+def rna_normalization_record(X, uns: dict | None = None, *, n_check: int = 500) -> dict:
+    """How a registered RNA matrix was normalised, for checking query data later.
+
+    ``{'method': 'log1p_normalize_total', 'target_sum': t}`` from the record of
+    :func:`crossmodalnet.pp.log_normalize` in ``uns``, or inferred when ``expm1`` of the first
+    ``n_check`` cells sums to the same total in each cell (scanpy's ``normalize_total`` + ``log1p``);
+    ``{'method': 'counts'}`` for raw counts; ``{'method': 'unknown'}`` otherwise.
+    """
+    record = (uns or {}).get("cmn_preprocessing")
+    if isinstance(record, dict) and record.get("method") == _LOG1P_TOTAL and "target_sum" in record:
+        return {"method": _LOG1P_TOTAL, "target_sum": float(record["target_sum"])}
+    block = _head_rows(X, n_check)
+    if looks_like_counts(block):
+        return {"method": "counts"}
+    block = block.toarray() if sparse.issparse(block) else np.asarray(block, dtype=np.float64)
+    if block.size and np.all(block >= 0):
+        totals = np.expm1(block.astype(np.float64)).sum(axis=1)
+        totals = totals[totals > 0]
+        if totals.size and np.ptp(totals) <= 1e-3 * np.median(totals):
+            return {"method": _LOG1P_TOTAL, "target_sum": float(np.median(totals)), "inferred": True}
+    return {"method": "unknown"}
+
+
+def query_normalization(X, record: dict | None, where: str, caller: str) -> float | None:
+    """Check query RNA against the model's normalisation record: the one check of every query path.
+
+    Returns ``None`` when ``X`` can be used as it is, or the ``target_sum`` to apply when ``X`` holds raw
+    counts and the model's RNA was log1p library-size normalised (logged). Raises a :class:`ValueError`
+    when ``X`` holds raw counts and the model's normalisation is not known.
+    """
+    method = (record or {}).get("method")
+    if method == "counts" or not looks_like_counts(_head_rows(X, 2000)):
+        return None
+    if method == _LOG1P_TOTAL:
+        target_sum = float(record["target_sum"])
+        logging.getLogger("crossmodalnet").info(
+            "%s: %s looks like raw counts; normalising it as the model's RNA was "
+            "(log1p of counts per %g, as `cmn.pp.log_normalize`)",
+            caller,
+            where,
+            target_sum,
+        )
+        return target_sum
+    raise ValueError(
+        f"{caller}: {where} looks like raw counts, but the model was trained on RNA normalised in a way it did not "
+        "record. Normalise the query as the training RNA was (e.g. `cmn.pp.log_normalize(mdata)`), or pass the "
+        "layer that holds the normalised values."
+    )
+
+
+def log_normalize_rows(X, target_sum: float):
+    """``log1p(x / total × target_sum)`` of each row of a dense or sparse count matrix (a new matrix)."""
+    if sparse.issparse(X):
+        X = sparse.csr_matrix(X, dtype=np.float32, copy=True)
+        totals = np.asarray(X.sum(axis=1)).ravel()
+        scale = np.divide(target_sum, totals, out=np.zeros_like(totals, dtype=np.float64), where=totals > 0)
+        X = sparse.diags(scale.astype(np.float32)) @ X
+        X.data = np.log1p(X.data)
+        return X
+    X = np.asarray(X, dtype=np.float32)
+    totals = X.sum(axis=1, keepdims=True, dtype=np.float64)
+    scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
+    return np.log1p(X * scale.astype(np.float32))
+
+
+class NormalizedRows:
+    """Rows of a count matrix, log1p library-size normalised when read (dense, sparse or backed)."""
+
+    def __init__(self, X, target_sum: float):
+        self.X = X
+        self.target_sum = target_sum
+        self.shape = X.shape
+
+    def __getitem__(self, rows):
+        return log_normalize_rows(self.X[rows], self.target_sum)
+
+
+_ISOTYPE_NAME = r"isotype|^(?:mouse|rat|hamster|armenian[ _.-]?hamster)[ _.-]?ig|ig[gm]\d*[a-z]*[ _.-]?(?:ctrl|control)"
+_HASHTAG_NAME = r"(?<![a-z])(?:hto|hashtag)"
+_HASHTAG_TYPE = r"hto|hashtag|multiplex"
+
+
+def detect_control_features(var) -> tuple[list[str], list[str]]:
+    """Isotype controls and cell hashtags among protein features, by name and ``var`` annotations.
+
+    Isotypes: names containing "isotype", starting with a host species and "Ig" ("MouseIgG1kappa...")
+    or an IgG/IgM followed by "control"/"ctrl" ("IgG2a_control_TotalSeqB"), or a boolean ``var['isotype']``;
+    IgA/IgD/IgM markers themselves are not matched. Hashtags: names with "HTO" or "hashtag", or a
+    ``var['feature_types']`` value naming them (10x ``feature_types`` often says "Antibody Capture" or
+    "ADT" for both, hence the names).
+    """
+    import pandas as pd
+
+    names = pd.Index(var.index.astype(str))
+    isotype = names.str.contains(_ISOTYPE_NAME, case=False, regex=True)
+    if "isotype" in var and pd.api.types.is_bool_dtype(var["isotype"]):
+        isotype |= var["isotype"].to_numpy(dtype=bool)
+    hashtag = names.str.contains(_HASHTAG_NAME, case=False, regex=True)
+    if "feature_types" in var:
+        hashtag |= var["feature_types"].astype(str).str.contains(_HASHTAG_TYPE, case=False, regex=True).to_numpy()
+    return names[isotype & ~hashtag].tolist(), names[hashtag].tolist()
+
+
+def resolve_obs_column(mdata: MuData, key: str) -> str | None:
+    """The column of ``mdata.obs`` that holds ``key``: ``key`` itself or a modality's copy of it.
+
+    A MuData built from AnnData objects prefixes their ``obs`` columns with the modality name
+    (``"rna:hash_id"``) unless the column is shared; a key given with a prefix also matches the bare
+    column. ``None`` if no column, or more than one modality's, matches.
+    """
+    columns = mdata.obs.columns
+    if key in columns:
+        return key
+    base = key.split(":", 1)[1] if ":" in key and key.split(":", 1)[0] in mdata.mod else key
+    if base in columns:
+        return base
+    hits = [f"{mod}:{base}" for mod in mdata.mod if f"{mod}:{base}" in columns]
+    return hits[0] if len(hits) == 1 else None
+
+
+def missing_obs_column_message(mdata: MuData, key: str, what: str) -> str:
+    """Message for an ``obs`` column that is absent from the MuData and from its modalities."""
+    in_mods = [mod for mod, a in mdata.mod.items() if key in a.obs.columns]
+    if in_mods:
+        return (
+            f"`{what}={key!r}` is a column of `mdata[{in_mods[0]!r}].obs` but not of `mdata.obs`; copy it over with "
+            f"`mdata.obs[{key!r}] = mdata[{in_mods[0]!r}].obs[{key!r}]` (or `mdata.pull_obs()` in mudata >= 0.3)."
+        )
+    return f"`{what}={key!r}` is not a column of `mdata.obs`; columns are {list(mdata.obs.columns)}."

@@ -157,3 +157,43 @@ def test_small_data_recipe_method(toy_linear):
     assert method.info["small_data_recipe"] is True
     assert method.model_.module.standardize_protein
     assert "input_group_lasso_train" in method.model_.history
+
+
+def test_preset_methods(toy_linear):
+    X, Y, time, tr, va, te = toy_linear
+    paper = make_method("crossmodalnet_paper", seed=0, quick=True, threads=1, max_epochs=2)
+    paper.fit(X[tr], Y[tr], X[va], Y[va], time[tr], time[va])
+    assert paper.name == method_display_name("crossmodalnet_paper") == "CrossmodalNet (paper preset)"
+    assert paper.model_.preset == "paper"
+    assert not paper.model_.module.linear_path
+    default = make_method("crossmodalnet", seed=0, quick=True, threads=1, max_epochs=2)
+    default.fit(X[tr], Y[tr], X[va], Y[va], time[tr], time[va])
+    assert default.info["preset"] == "default"
+    assert default.model_.module.linear_path
+    # the recipe row stays the paper's model with the recipe options
+    assert METHODS["crossmodalnet_small_data"][1]["preset"] == "paper"
+    # on a linear toy problem the default model is at least as good as its ridge start on validation
+    score = default.model_.split_["best_pearson_protein_validation"]
+    assert np.isfinite(score)
+    assert score > 0.5
+
+
+def test_programs_and_dyngen_loaders():
+    from crossmodalnet.benchmark._data import load_dataset, resolve_shared_dir
+
+    data = load_dataset("programs:quick", seed=0)
+    assert data.name == "synthetic_programs_quick"
+    assert data.extra["structure"] == "programs"
+    assert data.X.shape == (240, 120)
+    assert data.Y.shape == (240, 8)
+    with pytest.raises(ValueError, match="Unknown data set"):
+        load_dataset("nonsense")
+    shared = resolve_shared_dir()
+    if shared is None or not (shared / "data" / "dyngen_bifurcating_200").is_dir():
+        pytest.skip("shared/data/dyngen_bifurcating_200 not available")
+    dyn = load_dataset("dyngen", shared_dir=shared)
+    assert dyn.X.shape == (200, 150)
+    assert dyn.Y.shape == (200, 150)
+    assert dyn.time_categories == [60, 180, 300, 420]
+    assert dyn.holdout == 300
+    assert np.isfinite(dyn.Y).all()

@@ -388,3 +388,31 @@ def test_argument_type_errors():
         cmn.datasets.synthetic_cite(**SMALL, rng="seed")
     with pytest.raises(TypeError, match="sparse"):
         cmn.datasets.synthetic_cite(**SMALL, sparse="yes")
+
+
+def test_programs_structure():
+    kw = {"n_obs": 400, "n_genes": 150, "n_proteins": 10, "structure": "programs"}
+    a = cmn.datasets.synthetic_cite(**kw, rng=3)
+    b = cmn.datasets.synthetic_cite(**kw, rng=3)
+    np.testing.assert_array_equal(a["prot"].X.toarray(), b["prot"].X.toarray())
+    truth = a.uns["cmn_synthetic"]
+    assert truth["params"]["structure"] == "programs"
+    assert truth["program_weights"].shape == (10, 10)  # programs × proteins
+    assert ((truth["own_share"] >= 0.3) & (truth["own_share"] <= 0.7)).all()
+    assert (truth["driver_kind"] == "own_gene").all()
+    coding = a["prot"].var["coding_gene"].to_numpy()
+    assert len(set(coding)) == 10
+    assert all(name == f"{g}-prot" for name, g in zip(a["prot"].var_names, coding, strict=True))
+    assert all(list(truth["driver_genes"][p]) == [g] for p, g in zip(a["prot"].var_names, coding, strict=True))
+    # each protein follows its own coding mRNA (positively) and shares low-rank structure with the others
+    mdata = a.copy()
+    cmn.pp.log_normalize(mdata)
+    cmn.pp.clr(mdata)
+    rna_x, prot = (sp.csr_matrix(mdata[k].X).toarray() for k in ("rna", "prot"))
+    rna = pd.DataFrame(rna_x, columns=mdata["rna"].var_names)
+    r_own = [np.corrcoef(rna[g], prot[:, j])[0, 1] for j, g in enumerate(coding)]
+    assert np.mean(r_own) > 0.15
+    sv = np.linalg.svd(prot - prot.mean(0), compute_uv=False)
+    assert sv[0] ** 2 / np.sum(sv**2) > 0.15
+    with pytest.raises(ValueError, match="structure"):
+        cmn.datasets.synthetic_cite(n_obs=20, n_genes=10, n_proteins=2, structure="sparse")

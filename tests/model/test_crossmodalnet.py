@@ -192,6 +192,38 @@ def test_batch_covariate(norm_mdata):
         model.predict_protein(batch="nope")
 
 
+def test_unseen_query_batch_gets_the_average_batch_embedding(norm_mdata, caplog):
+    """Issue 14 item 14: cells of a new donor/batch are predicted with the mean of the trained batch embeddings."""
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time", batch_key="batch")
+    model = _fit(mdata, max_epochs=2)
+    query = norm_mdata.copy()
+    query.obs["batch"] = query.obs["batch"].astype(str)
+    query.obs.loc[query.obs_names[:50], "batch"] = "new_donor"
+    with caplog.at_level("WARNING", logger="crossmodalnet"):
+        got = model.predict_protein(query)
+    assert "50 cell(s) have batch categories the model was not trained on (['new_donor'])" in caplog.text
+    # the same cells decoded by hand with the average batch embedding
+    m = model.module
+    x = torch.as_tensor(query["rna"].X[:50].toarray(), dtype=torch.float32)
+    codes = torch.as_tensor([model._time_code(t) for t in query.obs["time"][:50]])
+    with torch.inference_mode():
+        m.eval()
+        c = m.covariate_embeddings[0].weight[codes] + m.covariate_embeddings[1].weight.mean(0)
+        linear = m.linear_prediction(x, torch.nn.functional.one_hot(codes, m.n_cats_per_cov[0]).float())
+        want = m.generative(m.inference(x)["z"], c, linear)["protein"].numpy()
+    np.testing.assert_allclose(got.to_numpy()[:50], want, atol=1e-5)
+    # the other cells keep their own batch
+    np.testing.assert_allclose(got.to_numpy()[50:], model.predict_protein().to_numpy()[50:], atol=1e-6)
+    # a query without the batch column: every cell gets the average, with a warning
+    del query.obs["batch"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="crossmodalnet"):
+        no_col = model.predict_protein(query)
+    assert "has no batch column 'batch'" in caplog.text
+    np.testing.assert_allclose(no_col.to_numpy()[:50], want, atol=1e-5)
+
+
 def test_batch_of_one_cell_does_not_crash(norm_mdata):
     from crossmodalnet.model._split import stratified_split
 
@@ -257,7 +289,13 @@ def test_predict_on_rna_only_query(trained_model, norm_mdata):
     query.obs["time"] = norm_mdata.obs["time"].to_numpy()
     pred = trained_model.predict_protein(query)
     np.testing.assert_allclose(pred.to_numpy(), trained_model.predict_protein().to_numpy(), rtol=1e-5)
-    no_time = md.MuData({"rna": norm_mdata["rna"].copy()})
+    # the RNA modality's own time column is found under its prefix ("rna:time"); without one, `time=` is needed
+    np.testing.assert_allclose(
+        trained_model.predict_protein(md.MuData({"rna": norm_mdata["rna"].copy()})).to_numpy(), pred.to_numpy()
+    )
+    rna = norm_mdata["rna"].copy()
+    del rna.obs["time"]
+    no_time = md.MuData({"rna": rna})
     with pytest.raises(KeyError, match="pass `time=`"):
         trained_model.predict_protein(no_time)
     assert trained_model.predict_protein(no_time, time=3).shape == (200, 8)
@@ -440,7 +478,7 @@ def test_adversary_removes_time_from_latent():
     probe = {}
     for lambda_dis in (0.5, 0.0):
         scvi.settings.seed = 0
-        model = CrossmodalNet(mdata, n_latent=16, lambda_dis=lambda_dis)
+        model = CrossmodalNet(mdata, preset="paper", n_latent=16, lambda_dis=lambda_dis)
         model.train(max_epochs=40, early_stopping=False, **TRAIN)
         z = model.get_latent_representation()
         probe[lambda_dis] = cross_val_score(LogisticRegression(max_iter=2000), z, mdata.obs["time"], cv=5).mean()

@@ -30,7 +30,7 @@ _DDP_SCRIPT = textwrap.dedent(
     cmn.pp.log_normalize(mdata)
     cmn.pp.clr(mdata)
     CrossmodalNet.setup_mudata(mdata, time_key="time")
-    model = CrossmodalNet(mdata, n_latent=8)
+    model = CrossmodalNet(mdata, preset="paper", n_latent=8)
     model.train(max_epochs=3, batch_size=32, accelerator="cpu", devices=2, strategy="ddp", enable_progress_bar=False)
     rank = int(os.environ.get("LOCAL_RANK", 0))
     state = {k: v.detach().cpu().double().reshape(-1).tolist() for k, v in model.module.state_dict().items()}

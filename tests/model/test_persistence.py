@@ -143,3 +143,29 @@ def test_reloaded_holdout_model_predicts_held_out_time_as_before(norm_mdata, tmp
         # the held-out time point is still interpolated, not read from its never-trained embedding row
         pd.testing.assert_frame_equal(loaded.get_time_embedding(include_untrained=True), emb, check_exact=True)
         assert loaded.trained_time_codes_.tolist() == [0, 2]
+
+
+def test_load_does_not_log_already_downloaded(trained_model, tmp_path):
+    """Issue 14 item 11: scvi-tools' "File ... already downloaded" is not shown on every load."""
+    import logging
+
+    records = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    scvi_download = logging.getLogger("scvi.data._download")
+    handler, level = _Keep(level=logging.DEBUG), scvi_download.level
+    scvi_download.addHandler(handler)
+    scvi_download.setLevel(logging.DEBUG)
+    try:
+        trained_model.save(tmp_path / "m")
+        loaded = CrossmodalNet.load(tmp_path / "m")
+        # the filter is scoped to load(): the same message from scvi elsewhere still gets through
+        scvi_download.info("File x already downloaded")
+    finally:
+        scvi_download.removeHandler(handler)
+        scvi_download.setLevel(level)
+    assert loaded.is_trained_
+    assert records == ["File x already downloaded"]

@@ -220,3 +220,59 @@ def test_untrained_model_and_bad_model_dirs(mdata, tmp_path):
     with pytest.raises(ValueError, match="crossmodalnet.json is missing"):
         CrossmodalNet.load(tmp_path / "partial")
     # other format versions and corrupted files: tests/model/test_persistence.py
+
+
+def test_setup_warns_about_isotypes_and_hashtags(norm_mdata):
+    """Issue 14 item 4: isotype controls and HTOs in the protein modality are flagged with the fix."""
+    import warnings as w
+
+    import mudata as md
+
+    mdata = norm_mdata.copy()
+    prot = mdata["prot"].copy()
+    prot.var_names = ["IgG1_control_TotalSeqB", "HTO_1", *prot.var_names[2:]]
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData({"rna": mdata["rna"].copy(), "prot": prot})
+    with pytest.warns(
+        UserWarning,
+        match=r"isotype controls \['IgG1_control_TotalSeqB'\] and hashtags \(HTO\) \['HTO_1'\].*Remove them",
+    ):
+        CrossmodalNet.setup_mudata(mdata)
+    clean = norm_mdata.copy()
+    with w.catch_warnings():
+        w.simplefilter("error", UserWarning)
+        CrossmodalNet.setup_mudata(clean, time_key="time")
+
+
+def test_setup_resolves_modality_prefixed_obs_columns(norm_mdata, caplog):
+    """Issue 14 item 8: `md.MuData({...})` prefixes modality obs columns ("rna:hash_id"); setup finds them."""
+    rna, prot = norm_mdata["rna"].copy(), norm_mdata["prot"].copy()
+    rna.obs["hash_id"] = norm_mdata.obs["batch"].to_numpy()
+    rna.obs["day"] = norm_mdata.obs["time"].to_numpy()
+    mdata = md.MuData({"rna": rna, "prot": prot})
+    assert "hash_id" not in mdata.obs
+    assert "rna:hash_id" in mdata.obs
+    with caplog.at_level("INFO", logger="crossmodalnet"):
+        CrossmodalNet.setup_mudata(mdata, time_key="day", batch_key="hash_id")
+    assert "`batch_key='hash_id'` is read from `mdata.obs['rna:hash_id']`" in caplog.text
+    model = CrossmodalNet(mdata, n_latent=8)
+    assert sorted(model.batch_categories.astype(str)) == sorted(rna.obs["hash_id"].astype(str).unique())
+    assert model.summary_stats["n_time"] == 3
+    # a query with the bare column name works as well as one with the prefix
+    model.train(max_epochs=1, batch_size=64, accelerator="cpu", enable_progress_bar=False)
+    query = norm_mdata.copy()
+    query.obs["hash_id"] = rna.obs["hash_id"].to_numpy()
+    query.obs["day"] = rna.obs["day"].to_numpy()
+    np.testing.assert_allclose(model.predict_protein(query).to_numpy(), model.predict_protein().to_numpy(), atol=1e-6)
+
+
+def test_setup_message_for_a_column_only_in_a_modality(norm_mdata):
+    """Issue 14 item 8: the error names the modality and a fix that works (not `mdata.update()`)."""
+    mdata = norm_mdata.copy()
+    mdata["rna"].obs["donor"] = "d1"
+    with pytest.raises(
+        KeyError, match=r"column of `mdata\['rna'\].obs` but not of `mdata.obs`.*mdata.obs\['donor'\] ="
+    ):
+        CrossmodalNet.setup_mudata(mdata, batch_key="donor")
+    with pytest.raises(KeyError, match="is not a column of `mdata.obs`; columns are"):
+        CrossmodalNet.setup_mudata(mdata, batch_key="nope")

@@ -132,3 +132,39 @@ def test_gene_rank_marks_coding_genes():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert labels(protein="prot_x") == []  # unknown to the map: nothing marked, no warning
+
+
+def test_predicted_vs_observed_titles_name_the_cells(annotated, trained_model):
+    """Issue 14 item 3: the r in the title is the test-cell r, and the title says which cells it is on."""
+    from crossmodalnet._metrics import pearson_per_protein
+
+    meta = annotated.uns["cmn_protein"]["metrics"]
+    fig = cmn.pl.predicted_vs_observed(annotated, proteins="prot_000", return_fig=True)
+    title = fig.axes[0].get_title()
+    assert title.endswith("test cells")
+    r = meta["per_protein"]["pearson"][list(meta["per_protein"]["protein_names"]).index("prot_000")]
+    assert f"r = {r:.2f}," in title
+    assert fig.axes[0].collections[0].get_offsets().shape[0] == meta["n_cells"]
+
+    fig = cmn.pl.predicted_vs_observed(annotated, proteins="prot_000", cells="all", return_fig=True)
+    assert fig.axes[0].get_title().endswith("all cells (includes training cells)")
+    assert fig.axes[0].collections[0].get_offsets().shape[0] == annotated.n_obs
+    pred = annotated.obsm["cmn_protein"][["prot_000"]].to_numpy()
+    r_all = pearson_per_protein(pred, annotated["prot"][:, "prot_000"].X)[0]
+    assert f"r = {r_all:.2f}," in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="`cells` must be"):
+        cmn.pl.predicted_vs_observed(annotated, cells="train")
+
+
+def test_saliency_ranking_has_a_sign_legend(annotated):
+    """Issue 14 item 12: the sign colours of the saliency bars are explained by a legend."""
+    import matplotlib.colors as mcolors
+
+    fig = cmn.pl.saliency_ranking(annotated, proteins=["prot_000", "prot_001"], colors=("red", "blue"), return_fig=True)
+    legend = fig.axes[0].get_legend()
+    assert legend is not None
+    assert [t.get_text() for t in legend.get_texts()] == ["positive", "negative"]
+    assert legend.get_title().get_text() == "saliency sign"
+    faces = [mcolors.to_hex(h.get_facecolor()) for h in legend.legend_handles]
+    assert faces == [mcolors.to_hex("red"), mcolors.to_hex("blue")]
+    assert fig.axes[1].get_legend() is None

@@ -112,18 +112,18 @@ def test_clr_bad_mask(raw):
     assert "counts" not in raw["prot"].layers  # nothing written on error
 
 
-@pytest.mark.parametrize("isotypes", [None, ["Isotype_1", "Isotype_2"]])
+@pytest.mark.parametrize("isotypes", [[], ["Isotype_1", "Isotype_2"]])
 def test_dsb_matches_muon(iso_mdata, isotypes):
     mdata, empty = iso_mdata
     mdata = mdata.copy()
-    ref = _muon_dsb(mdata["prot"], empty, isotype_controls=isotypes)
-    cmn.pp.dsb(mdata, empty=empty, isotype_controls=isotypes)
+    ref = _muon_dsb(mdata["prot"], empty, isotype_controls=isotypes or None)
+    cmn.pp.dsb(mdata, empty=empty, isotype_controls=isotypes, set_aside_isotypes=False)
     np.testing.assert_allclose(mdata["prot"].X, ref, rtol=1e-4, atol=1e-4)
     rec = mdata["prot"].uns["cmn_preprocessing"]
     assert rec["method"] == "dsb"
     assert rec["fit_on"] == "all"
     assert rec["n_empty_droplets"] == 300
-    assert ("isotype_controls" in rec) == (isotypes is not None)
+    assert ("isotype_controls" in rec) == bool(isotypes)
 
 
 def test_dsb_fits_on_training_cells_only(iso_mdata):
@@ -134,8 +134,8 @@ def test_dsb_fits_on_training_cells_only(iso_mdata):
     X = b["prot"].X.toarray()
     X[~train] = X[~train] * 10 + 50
     b["prot"].X = X
-    cmn.pp.dsb(a, empty=empty, isotype_controls=iso, train_mask=train)
-    cmn.pp.dsb(b, empty=empty, isotype_controls=iso, train_mask=train)
+    cmn.pp.dsb(a, empty=empty, isotype_controls=iso, train_mask=train, set_aside_isotypes=False)
+    cmn.pp.dsb(b, empty=empty, isotype_controls=iso, train_mask=train, set_aside_isotypes=False)
     np.testing.assert_array_equal(a["prot"].X[train], b["prot"].X[train])
     # on the training cells the result is muon's DSB run on the training cells alone
     ref = _muon_dsb(mdata["prot"][train], empty, isotype_controls=iso)
@@ -146,7 +146,7 @@ def test_dsb_fits_on_training_cells_only(iso_mdata):
     test_idx = np.flatnonzero(~train)
     X[test_idx[1:]] *= 3
     c["prot"].X = X
-    cmn.pp.dsb(c, empty=empty, isotype_controls=iso, train_mask=train)
+    cmn.pp.dsb(c, empty=empty, isotype_controls=iso, train_mask=train, set_aside_isotypes=False)
     np.testing.assert_allclose(c["prot"].X[test_idx[0]], a["prot"].X[test_idx[0]], rtol=1e-6)
     assert a["prot"].uns["cmn_preprocessing"]["n_fit_cells"] == int(train.sum())
 
@@ -207,3 +207,74 @@ def test_preprocessing_records_round_trip(iso_mdata, tmp_path):
         for k, v in rec.items():
             np.testing.assert_array_equal(np.asarray(v), np.asarray(got[k]))
     np.testing.assert_array_equal(back["prot"].X, mdata["prot"].X)
+
+
+def test_dsb_detects_and_sets_isotypes_aside(iso_mdata, caplog):
+    """Issue 14 item 4: isotypes are found by name and moved out of the protein targets by default."""
+    mdata, empty = iso_mdata
+    explicit = mdata.copy()
+    cmn.pp.dsb(explicit, empty=empty, isotype_controls=["Isotype_1", "Isotype_2"], set_aside_isotypes=False)
+    mdata = mdata.copy()
+    n_prot = mdata["prot"].n_vars
+    with caplog.at_level("INFO", logger="crossmodalnet"):
+        cmn.pp.dsb(mdata, empty=empty)
+    assert "isotype controls detected by name: ['Isotype_1', 'Isotype_2']" in caplog.text
+    prot = mdata["prot"]
+    assert prot.n_vars == n_prot - 2
+    assert not prot.var_names.str.startswith("Isotype").any()
+    assert mdata.n_vars == mdata["rna"].n_vars + prot.n_vars
+    aside = prot.obsm["cmn_isotype_controls"]
+    assert list(aside.columns) == ["Isotype_1", "Isotype_2"]
+    # the detected isotypes were used in the denoising exactly as if they had been named
+    np.testing.assert_allclose(aside.to_numpy(), explicit["prot"][:, ["Isotype_1", "Isotype_2"]].X, rtol=1e-6)
+    np.testing.assert_allclose(prot.X, explicit["prot"][:, prot.var_names].X, rtol=1e-6)
+    assert prot.uns["cmn_preprocessing"]["isotypes_set_aside"] is True
+    assert list(prot.uns["cmn_preprocessing"]["isotype_controls"]) == ["Isotype_1", "Isotype_2"]
+
+
+def test_control_feature_names_of_real_panels():
+    """Issue 14 item 4: real isotype names (PBMC1k v3, Tsang dsb panel) and hashtags; IgA/IgD/IgM are markers."""
+    import pandas as pd
+
+    from crossmodalnet._utils import detect_control_features
+
+    names = [
+        "CD3_TotalSeqB", "IgG2a_control_TotalSeqB", "IgG1_control_TotalSeqB", "IgG2b_control_TotalSeqB",
+        "MouseIgG1kappaisotype_PROT", "Mouse IgG2bkIsotype_PROT", "RatIgG2bkIsotype_PROT", "IgA_PROT", "IgD_PROT",
+        "IgM_PROT", "HTO_1", "Hashtag2", "B0251-anti-mouse-Hashtag1", "CD45RA", "hash_A",
+    ]  # fmt: skip
+    var = pd.DataFrame({"feature_types": ["ADT"] * 14 + ["Multiplexing Capture"]}, index=names)
+    iso, hto = detect_control_features(var)
+    assert iso == names[1:7]
+    assert hto == ["HTO_1", "Hashtag2", "B0251-anti-mouse-Hashtag1", "hash_A"]
+
+
+def test_log_normalize_accepts_scanpy_counts_layer(raw_mdata):
+    """Issue 14 item 7: raw counts in .X with a copy in layers['counts'] (scanpy's convention) are accepted."""
+    mdata = raw_mdata.copy()
+    mdata["rna"].layers["counts"] = mdata["rna"].X.copy()
+    expected = cmn.pp.log_normalize(raw_mdata.copy(), copy=True)
+    cmn.pp.log_normalize(mdata)
+    np.testing.assert_allclose(mdata["rna"].X.toarray(), expected["rna"].X.toarray(), rtol=1e-6)
+    np.testing.assert_array_equal(mdata["rna"].layers["counts"].toarray(), raw_mdata["rna"].X.toarray())
+    # a counts layer that is not the counts of .X still refuses, and leaves the data as it was
+    other = raw_mdata.copy()
+    other["rna"].layers["counts"] = other["rna"].X * 2
+    with pytest.raises(ValueError, match="differs from `.X`"):
+        cmn.pp.log_normalize(other)
+    np.testing.assert_array_equal(other["rna"].X.toarray(), raw_mdata["rna"].X.toarray())
+
+
+def test_log_normalize_side_effects_on_the_users_anndata(raw_mdata):
+    """Issue 14 item 9: a MuData holds the user's AnnData; copy=True leaves it untouched, copy=False changes it."""
+    import mudata as md
+
+    rna = raw_mdata["rna"].copy()
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData({"rna": rna})
+    out = cmn.pp.log_normalize(mdata, copy=True)
+    np.testing.assert_array_equal(rna.X.toarray(), raw_mdata["rna"].X.toarray())
+    assert "counts" not in rna.layers
+    assert out["rna"].X.max() < 20
+    cmn.pp.log_normalize(mdata)
+    assert rna.X.max() < 20  # documented: in place reaches the AnnData the MuData was built from

@@ -31,15 +31,20 @@ def test_predict_protein_writes(mdata, trained_model):
     assert meta["coverage"] == 1.0
 
     m = meta["metrics"]
-    assert m["cells"] == "all"
-    assert m["n_cells"] == 200
+    # a copy of the model's training data: its training and validation cells are left out by name
+    test = np.sort(np.asarray(trained_model.test_indices))
+    assert m["cells"] == "test"
+    assert m["n_cells"] == test.size
+    assert m["n_excluded_training_cells"] == 200 - test.size
+    assert sorted(m["cell_names"]) == sorted(mdata.obs_names[test])
     for name in ("pearson_protein", "pearson_cell", "spearman_protein", "spearman_cell", "mse"):
         assert np.isfinite(m[name]), name
     for name in ("pearson", "spearman", "mse"):
         assert m["per_protein"][name].shape == (8,)
-    observed = mdata["prot"].X
-    np.testing.assert_allclose(m["per_protein"]["pearson"], pearson_per_protein(pred.to_numpy(), observed), rtol=1e-6)
-    np.testing.assert_allclose(m["mse"], ((pred.to_numpy() - observed) ** 2).mean(), rtol=1e-6)
+    observed = mdata["prot"].X[test]
+    got = pred.to_numpy()[test]
+    np.testing.assert_allclose(m["per_protein"]["pearson"], pearson_per_protein(got, observed), rtol=1e-6)
+    np.testing.assert_allclose(m["mse"], ((got - observed) ** 2).mean(), rtol=1e-6)
 
 
 def test_predict_protein_copy_and_key(mdata, trained_model, assert_unchanged):
@@ -113,7 +118,9 @@ def test_predict_protein_cells_without_rna(norm_mdata, trained_model):
     missing = ~mdata.obs_names.isin(rna.obs_names)
     assert pred[missing].isna().all().all()
     assert pred[~missing].notna().all().all()
-    assert mdata.uns["cmn_protein"]["metrics"]["n_cells"] == 150
+    # cells with RNA, less the model's training and validation cells (same names as its training data)
+    unseen = ~rna.obs_names.isin(trained_model.training_cells)
+    assert mdata.uns["cmn_protein"]["metrics"]["n_cells"] == int(unseen.sum())
 
 
 def test_predict_protein_trains_when_no_model(mdata, caplog):
@@ -217,3 +224,86 @@ def test_predict_protein_duplicated_query_gene_raises(norm_mdata, trained_model)
     assert "cmn_protein" not in query.uns
     assert list(query["rna"].var_names) == names
     np.testing.assert_array_equal(query["rna"].X.toarray(), X)
+
+
+def test_metrics_leave_out_training_cells_of_a_model_loaded_without_data(mdata, trained_model, tmp_path):
+    """Issue 14 item 3: a model loaded without data still scores only its test cells."""
+    from crossmodalnet.model import CrossmodalNet
+
+    trained_model.save(tmp_path / "m")
+    loaded = CrossmodalNet.load(tmp_path / "m")
+    assert loaded.adata is None
+    cmn.tl.predict_protein(mdata, loaded)
+    m = mdata.uns["cmn_protein"]["metrics"]
+    test = np.sort(np.asarray(trained_model.test_indices))
+    assert m["cells"] == "test"
+    assert m["n_cells"] == test.size
+    assert sorted(m["cell_names"]) == sorted(mdata.obs_names[test])
+
+    # cells the model never saw: all are scored, and uns says so
+    other = mdata.copy()
+    other.obs_names = [f"new_{c}" for c in other.obs_names]
+    cmn.tl.predict_protein(other, loaded)
+    assert other.uns["cmn_protein"]["metrics"]["cells"] == "all (none used in training)"
+    assert other.uns["cmn_protein"]["metrics"]["n_cells"] == 200
+
+    # a model that does not know its training cells (saved before they were recorded) says so
+    loaded.training_cells_ = None
+    cmn.tl.predict_protein(mdata, loaded)
+    assert mdata.uns["cmn_protein"]["metrics"]["cells"] == "all cells (includes training cells)"
+    assert mdata.uns["cmn_protein"]["metrics"]["n_cells"] == 200
+
+
+def test_loaded_model_matches_by_saved_gene_ids(norm_mdata, trained_model, tmp_path):
+    """Issue 14 item 6: the model saves its gene IDs, so a model loaded without data matches by ID."""
+    from crossmodalnet.model import CrossmodalNet
+
+    trained_model.save(tmp_path / "m")
+    loaded = CrossmodalNet.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.gene_ids_["gene_ids"], norm_mdata["rna"].var["gene_ids"].to_numpy())
+    query = cmn.pp.to_mudata(norm_mdata["rna"].copy())
+    query["rna"].var_names = [f"SYMBOL{i}" for i in range(query["rna"].n_vars)]  # only the IDs match
+    query.obs["time"] = norm_mdata.obs["time"].to_numpy()
+    cmn.tl.predict_protein(query, loaded, gene_id_column="gene_ids")
+    assert query.uns["cmn_protein"]["coverage"] == 1.0
+    np.testing.assert_allclose(
+        query.obsm["cmn_protein"].to_numpy(), trained_model.predict_protein(norm_mdata.copy()).to_numpy(), atol=1e-5
+    )
+
+
+def test_predictions_for_scanpy_and_muon_plotting(mdata, trained_model):
+    """Issue 14 item 13: predictions as obs columns or as a modality, besides obsm (the default)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import muon as mu
+    import scanpy as sc
+
+    cmn.tl.predict_protein(mdata, trained_model)
+    pred = mdata.obsm["cmn_protein"]
+    assert not any(c.startswith("cmn_protein_") for c in mdata.obs.columns)
+    assert "cmn_protein" not in mdata.mod
+
+    obs_version = mdata.copy()
+    cmn.tl.predict_protein(obs_version, trained_model, add_to="obs")
+    np.testing.assert_allclose(obs_version.obs["cmn_protein_prot_000"].to_numpy(), pred["prot_000"].to_numpy())
+    assert obs_version.uns["cmn_protein"]["params"]["add_to"] == "obs"
+    cmn.tl.basal_embedding(obs_version, trained_model)
+    mu.pl.embedding(obs_version, basis="X_cmn_basal", color="cmn_protein_prot_000", show=False)
+
+    cmn.tl.predict_protein(mdata, trained_model, add_to="modality")
+    mod = mdata["cmn_protein"]
+    assert mod.shape == (200, 8)
+    assert list(mod.var_names) == list(trained_model.protein_names)
+    np.testing.assert_allclose(mod.X, pred.to_numpy())
+    assert "cmn_protein" in mdata.mod
+    assert mdata.n_obs == 200
+    mod.obsm["X_pca"] = np.random.default_rng(0).normal(size=(200, 2))
+    sc.pl.embedding(mod, basis="pca", color="prot_001", show=False)
+    plt.close("all")
+    cmn.tl.predict_protein(mdata, trained_model, add_to="modality")  # overwriting its own modality is fine
+    with pytest.raises(ValueError, match="already has a modality 'prot'"):
+        cmn.tl.predict_protein(mdata, trained_model, key_added="prot", add_to="modality")
+    with pytest.raises(ValueError, match="`add_to` must be"):
+        cmn.tl.predict_protein(mdata, trained_model, add_to="layer")

@@ -89,7 +89,7 @@ def test_saliency_errors(mdata, trained_model):
     with pytest.raises(KeyError, match="unknown protein"):
         cmn.tl.saliency(mdata, trained_model, proteins="nope")
     with pytest.raises(ValueError, match="method"):
-        cmn.tl.saliency(mdata, trained_model, method="smoothgrad")
+        cmn.tl.saliency(mdata, trained_model, method="deeplift")
     with pytest.raises(ValueError, match="selects no cell"):
         cmn.tl.saliency(mdata, trained_model, mask_obs=np.zeros(200, dtype=bool))
     assert "cmn_saliency" not in mdata["rna"].varm
@@ -136,7 +136,7 @@ def linear_model(norm_mdata):
     scvi.settings.seed = 0
     mdata = norm_mdata.copy()
     CrossmodalNet.setup_mudata(mdata, time_key="time")
-    model = CrossmodalNet(mdata, n_latent=6, use_batch_norm=False, dropout_rate=0.0)
+    model = CrossmodalNet(mdata, preset="paper", n_latent=6, use_batch_norm=False, dropout_rate=0.0)
     model.train(max_epochs=1, batch_size=64, accelerator="cpu", enable_progress_bar=False)
     enc, dec = model.module.encoder.layers, model.module.decoder.layers
     assert isinstance(enc[1], torch.nn.ReLU)

@@ -32,8 +32,11 @@ SYNTHETIC_SIZES: dict[str, tuple[int, int, int]] = {
 }
 """Named sizes of generated data, ``(cells, genes, proteins)``; D1–D3 are the paper's Table S2 sizes."""
 
-REAL_DATASETS = ("bmmc", "pbmc")
-"""Short names of the real data sets (600-cell sanity checks, not paper-comparable benchmarks)."""
+REAL_DATASETS = ("bmmc", "pbmc", "dyngen")
+"""Short names of the data sets in ``shared/data`` (small sanity checks, not paper-comparable benchmarks)."""
+
+SYNTHETIC_STRUCTURES = ("drivers", "programs")
+"""Protein structures of :func:`~crossmodalnet.datasets.synthetic_cite` used by the benchmark."""
 
 SETTINGS = ("in_distribution", "heldout_time")
 """Evaluation settings: 80/5/15 split stratified by time, and one middle time point held out."""
@@ -166,7 +169,7 @@ def resolve_shared_dir(shared_dir: str | os.PathLike | None = None) -> Path | No
     return None
 
 
-def load_synthetic(size: str, *, seed: int = 0) -> BenchmarkData:
+def load_synthetic(size: str, *, seed: int = 0, structure: str = "drivers") -> BenchmarkData:
     """Generate :func:`~crossmodalnet.datasets.synthetic_cite` data of a named size.
 
     Three time points (days 2, 3, 4); RNA log-normalised, proteins CLR-normalised per cell, both
@@ -178,19 +181,26 @@ def load_synthetic(size: str, *, seed: int = 0) -> BenchmarkData:
         A key of ``SYNTHETIC_SIZES``.
     seed
         Seed of the simulator.
+    structure
+        ``structure`` of :func:`~crossmodalnet.datasets.synthetic_cite`; ``"programs"`` data sets
+        are named ``synthetic_programs_<size>``.
     """
     import crossmodalnet as cmn
 
     if size not in SYNTHETIC_SIZES:
         raise ValueError(f"Unknown synthetic size {size!r}; choose from {list(SYNTHETIC_SIZES)}.")
+    if structure not in SYNTHETIC_STRUCTURES:
+        raise ValueError(f"Unknown synthetic structure {structure!r}; choose from {list(SYNTHETIC_STRUCTURES)}.")
     n_obs, n_genes, n_proteins = SYNTHETIC_SIZES[size]
-    mdata = cmn.datasets.synthetic_cite(n_obs=n_obs, n_genes=n_genes, n_proteins=n_proteins, n_time_points=3, rng=seed)
+    mdata = cmn.datasets.synthetic_cite(
+        n_obs=n_obs, n_genes=n_genes, n_proteins=n_proteins, n_time_points=3, structure=structure, rng=seed
+    )
     cmn.pp.log_normalize(mdata)
     cmn.pp.clr(mdata)
     time = mdata.obs["time"].to_numpy()
     cats = sorted(np.unique(time).tolist())
     return BenchmarkData(
-        name=f"synthetic_{size}",
+        name=f"synthetic_{size}" if structure == "drivers" else f"synthetic_programs_{size}",
         X=_dense(mdata["rna"].X),
         Y=_dense(mdata["prot"].X),
         time=time.astype(object),
@@ -202,7 +212,7 @@ def load_synthetic(size: str, *, seed: int = 0) -> BenchmarkData:
         rna_counts=_csr(mdata["rna"].layers["counts"]),
         protein_counts=_csr(mdata["prot"].layers["counts"]),
         holdout=cats[len(cats) // 2],
-        extra={"size": size, "seed": seed},
+        extra={"size": size, "seed": seed, "structure": structure},
     )
 
 
@@ -288,23 +298,74 @@ def load_pbmc(shared_dir: Path) -> BenchmarkData:
     )
 
 
+def load_dyngen(shared_dir: Path) -> BenchmarkData:
+    """Load ``dyngen_bifurcating_200`` (200 cells; 4 simulation-time bins act as time points).
+
+    RNA counts are log-normalised with :func:`crossmodalnet.pp.log_normalize`; protein molecule
+    counts are CLR-normalised per cell with :func:`crossmodalnet.pp.clr`. Each time bin becomes
+    the numeric time point of its midpoint (60, 180, 300, 420), so a held-out bin can be
+    interpolated; the held-out setting holds out the third bin (300).
+    """
+    import anndata as ad
+    import mudata as md
+
+    import crossmodalnet as cmn
+
+    folder = Path(shared_dir) / "data" / "dyngen_bifurcating_200"
+    rna = ad.read_h5ad(folder / "rna.h5ad")
+    prot = ad.read_h5ad(folder / "protein.h5ad")
+    common = rna.obs_names.intersection(prot.obs_names, sort=False)
+    rna, prot = rna[common].copy(), prot[common].copy()
+    prot.var_names = [f"{v}-prot" for v in prot.var_names]
+    rna.X, prot.X = _csr(rna.X), _csr(prot.X)
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData({"rna": rna, "prot": prot})
+    cmn.pp.log_normalize(mdata)
+    cmn.pp.clr(mdata)
+    bins = rna.obs["time_bin"]
+    order = list(bins.cat.categories) if hasattr(bins, "cat") else sorted(bins.unique())
+    order = sorted(order, key=lambda b: float(str(b).lstrip("t").split("-")[0]))
+    mids = {b: (lambda lo, hi: (lo + hi) // 2)(*(int(x) for x in str(b).lstrip("t").split("-"))) for b in order}
+    time = np.array([mids[b] for b in bins.astype(str)], dtype=object)
+    cats = [mids[b] for b in order]
+    return BenchmarkData(
+        name="dyngen_bifurcating_200",
+        X=_dense(mdata["rna"].X),
+        Y=_dense(mdata["prot"].X),
+        time=time,
+        time_categories=cats,
+        time_role="simulation-time bin midpoint (60, 180, 300, 420)",
+        gene_names=pd.Index(mdata["rna"].var_names.astype(str)),
+        protein_names=pd.Index(mdata["prot"].var_names.astype(str)),
+        obs_names=pd.Index(mdata.obs_names.astype(str)),
+        rna_counts=_csr(mdata["rna"].layers["counts"]),
+        protein_counts=_csr(mdata["prot"].layers["counts"]),
+        holdout=cats[len(cats) // 2],
+        sanity_check=True,
+    )
+
+
 def load_dataset(spec: str, *, seed: int = 0, shared_dir: Path | None = None) -> BenchmarkData | None:
-    """Load a data set from its spec: ``"synthetic:<size>"``, ``"bmmc"`` or ``"pbmc"``.
+    """Load a data set from its spec: ``"synthetic:<size>"``, ``"programs:<size>"``, ``"bmmc"``, ``"pbmc"`` or ``"dyngen"``.
 
     Returns ``None`` (with a logged message) for a real set whose files are missing.
     """
     if spec.startswith("synthetic:"):
         return load_synthetic(spec.split(":", 1)[1], seed=seed)
+    if spec.startswith("programs:"):
+        return load_synthetic(spec.split(":", 1)[1], seed=seed, structure="programs")
     if spec not in REAL_DATASETS:
-        raise ValueError(f"Unknown data set {spec!r}; use 'synthetic:<size>', 'bmmc' or 'pbmc'.")
+        raise ValueError(
+            f"Unknown data set {spec!r}; use 'synthetic:<size>', 'programs:<size>', 'bmmc', 'pbmc' or 'dyngen'."
+        )
     if shared_dir is None:
         logger.info("skipping %s: no shared data folder (pass --shared-dir or set %s)", spec, SHARED_DIR_ENV)
         return None
-    folder = {"bmmc": "bmmc_cite_600", "pbmc": "pbmc1k_protein_v3"}[spec]
+    folder = {"bmmc": "bmmc_cite_600", "pbmc": "pbmc1k_protein_v3", "dyngen": "dyngen_bifurcating_200"}[spec]
     if not (Path(shared_dir) / "data" / folder / "rna.h5ad").is_file():
         logger.info("skipping %s: %s not found", spec, Path(shared_dir) / "data" / folder)
         return None
-    return load_bmmc(shared_dir) if spec == "bmmc" else load_pbmc(shared_dir)
+    return {"bmmc": load_bmmc, "pbmc": load_pbmc, "dyngen": load_dyngen}[spec](shared_dir)
 
 
 def make_split(data: BenchmarkData, setting: str, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -372,6 +372,9 @@ def _worker(spec: str, split: Split, fingerprint: tuple, key: str, cfg_dict: dic
     # pool starve the other and make LightGBM/torch timings erratic.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from crossmodalnet import settings
+
+    settings.verbosity = "warning"  # the package's logger has its own handler; keep the child to warnings
     try:
         limits = _limit_threads(cfg.threads)
         shared = Path(cfg.shared_dir) if cfg.shared_dir else None
@@ -601,7 +604,8 @@ _STANDARD_NOTES = (
     "a held-out time point. totalVI gets the time point as its batch.",
     "Selection on validation cells only: Ridge alpha (0.1 to 10^4), SVD rank (32 to 256) with its alpha, LightGBM "
     "rounds (cap 300, early stopping 20), and early stopping of the MLPs and CrossmodalNet (patience 10, on mean "
-    "per-protein Pearson, best epoch restored). CrossmodalNet otherwise keeps the paper's Table S1 defaults. "
+    "per-protein Pearson, best epoch restored); the default CrossmodalNet also chooses its linear path's ridge "
+    "penalty there. 'CrossmodalNet (paper preset)' keeps the paper's Table S1 settings. "
     "LightGBM uses fixed parameters: the paper's randomized-CV tuning was not repeated.",
     "totalVI (transductive, the standard imputation recipe): trained on the raw counts of all cells, with the test "
     "cells' protein counts zeroed and the test cells in a batch of their own (proteins treated as missing). Its "
@@ -623,12 +627,14 @@ def _tasks(cfg: BenchmarkConfig, shared: Path | None) -> list[tuple[str, list[st
         settings = list(cfg.settings) if size in sizes else ["in_distribution"]
         isolated = {"in_distribution"} if size in speed_sizes else set()
         tasks.append((f"synthetic:{size}", settings, isolated))
+    if "programs" in cfg.data:
+        tasks += [(f"programs:{size}", list(cfg.settings), set()) for size in dict.fromkeys(cfg.sizes)]
     for name in REAL_DATASETS:
         if name in cfg.data:
             tasks.append((name, list(cfg.settings), set()))
-    unknown = set(cfg.data) - {"synthetic", *REAL_DATASETS}
+    unknown = set(cfg.data) - {"synthetic", "programs", *REAL_DATASETS}
     if unknown:
-        raise ValueError(f"Unknown data {sorted(unknown)}; choose from ['synthetic', 'bmmc', 'pbmc'].")
+        raise ValueError(f"Unknown data {sorted(unknown)}; choose from {['synthetic', 'programs', *REAL_DATASETS]}.")
     return tasks
 
 
@@ -653,7 +659,9 @@ def run_benchmark(
     Parameters
     ----------
     data
-        ``"synthetic"``, ``"bmmc"`` (``bmmc_cite_600``) and/or ``"pbmc"`` (``pbmc1k_protein_v3``).
+        ``"synthetic"``, ``"programs"`` (``synthetic_cite(structure="programs")`` at ``sizes``),
+        ``"bmmc"`` (``bmmc_cite_600``), ``"pbmc"`` (``pbmc1k_protein_v3``) and/or ``"dyngen"``
+        (``dyngen_bifurcating_200``).
     sizes
         Synthetic sizes (keys of ``SYNTHETIC_SIZES``) scored in every
         setting; default ``["D1"]``, or ``["quick"]`` with ``quick=True``.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from numbers import Integral, Real
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import anndata as ad
 import numpy as np
@@ -171,6 +171,7 @@ def synthetic_cite(
     density: float | None = None,
     n_isotypes: int = 0,
     sparse: bool = True,
+    structure: Literal["drivers", "programs"] = "drivers",
     rng: int | np.random.Generator | None = 0,
 ) -> MuData:
     r"""Simulate a time-resolved CITE-seq experiment with planted RNA-to-protein drivers.
@@ -208,6 +209,12 @@ def synthetic_cite(
         They carry ambient background counts only.
     sparse
         Store ``.X`` of both modalities as :class:`scipy.sparse.csr_matrix` instead of a dense array.
+    structure
+        How proteins depend on RNA. ``"drivers"``: each protein follows ``n_drivers`` sparse driver
+        genes (own gene, other genes, or an interaction). ``"programs"``: each protein follows the
+        cell's low-rank program activity (the same programs that shape the RNA) plus its own coding
+        mRNA, as most real surface proteins do; ``n_drivers`` is then ignored and every protein is
+        ``"own_gene"`` with its coding gene as its only listed driver.
     rng
         Seed, :class:`numpy.random.Generator` or ``None`` (fresh entropy).
 
@@ -251,6 +258,11 @@ def synthetic_cite(
       are NB(technical factor * batch factor * ``exp(log-mean)``) plus ambient Poisson background
       (``protein_background[j]`` * technical factor) present in every droplet. ``"own_gene"`` proteins
       are named ``<gene>-prot`` and their first driver, with a positive weight, is that coding gene.
+    - With ``structure="programs"`` the activation is instead
+      :math:`u = \rho_j x_{\text{own}} + \sqrt{1 - \rho_j^2}\, \tilde a P_j / \lVert P_j \rVert`, where
+      :math:`\tilde a` is the cell's standardised program activity, :math:`P` a Gaussian programs ×
+      proteins matrix (``mdata.uns["cmn_synthetic"]["program_weights"]``) and
+      :math:`\rho_j \sim U(0.3, 0.7)` the share of the coding mRNA (``"own_share"``).
     - Drivers are drawn from the better-expressed half of the genes, disjoint across proteins unless
       ``n_proteins * n_drivers > n_genes``. Kinds are split evenly; with ``n_drivers == 1`` there are no
       ``"interaction"`` proteins.
@@ -294,6 +306,10 @@ def synthetic_cite(
         raise ValueError(f"`density` must be None or a number in (0, 1], got {density!r}.")
     if not isinstance(sparse, bool | np.bool_):
         raise TypeError(f"`sparse` must be a bool, got {type(sparse).__name__}.")
+    if structure not in ("drivers", "programs"):
+        raise ValueError(f"`structure` must be 'drivers' or 'programs', got {structure!r}.")
+    if structure == "programs":
+        n_drivers = 1
     gen, seed = _resolve_rng(rng)
     time_effect = float(time_effect)
 
@@ -353,14 +369,19 @@ def synthetic_cite(
 
     # --- protein regulation ----------------------------------------------------------------------------------
     drivers = _choose_drivers(gen, np.log(rna_mu.mean(axis=0)), n_proteins, n_drivers)
-    kinds_pool = np.array(DRIVER_KINDS if n_drivers >= 2 else DRIVER_KINDS[:2])
-    kinds = kinds_pool[gen.permutation(np.arange(n_proteins) % kinds_pool.size)]
-    _unique_coding_genes(drivers, kinds)
-
-    weights = gen.choice([-1.0, 1.0], size=(n_proteins, n_drivers)) * gen.uniform(0.6, 1.2, (n_proteins, n_drivers))
+    if structure == "programs":
+        kinds = np.full(n_proteins, "own_gene")
+        _unique_coding_genes(drivers, kinds)
+        program_weights = gen.normal(0.0, 1.0, (_N_PROGRAMS, n_proteins))
+        own_share = gen.uniform(0.3, 0.7, n_proteins)
+    else:
+        kinds_pool = np.array(DRIVER_KINDS if n_drivers >= 2 else DRIVER_KINDS[:2])
+        kinds = kinds_pool[gen.permutation(np.arange(n_proteins) % kinds_pool.size)]
+        _unique_coding_genes(drivers, kinds)
+        weights = gen.choice([-1.0, 1.0], size=(n_proteins, n_drivers)) * gen.uniform(0.6, 1.2, (n_proteins, n_drivers))
+        weights[kinds == "own_gene", 0] = gen.uniform(1.0, 1.5, int((kinds == "own_gene").sum()))
+        interaction_sign = gen.choice([-1.0, 1.0], size=n_proteins) * gen.uniform(0.8, 1.2, n_proteins)
     own = kinds == "own_gene"
-    weights[own, 0] = gen.uniform(1.0, 1.5, int(own.sum()))
-    interaction_sign = gen.choice([-1.0, 1.0], size=n_proteins) * gen.uniform(0.8, 1.2, n_proteins)
     amplitude = gen.uniform(1.0, 1.6, n_proteins)
     offset = gen.uniform(-0.5, 0.5, n_proteins)
     prot_baseline = gen.normal(_PROT_BASELINE_LOG_MEAN, _PROT_BASELINE_SD, n_proteins)
@@ -378,8 +399,13 @@ def synthetic_cite(
     x = (x - x.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
     xd = x[:, inverse.reshape(drivers.shape)]  # (n_obs, n_proteins, n_drivers)
 
-    u = np.einsum("ipk,pk->ip", xd, weights) / np.linalg.norm(weights, axis=1)
-    if n_drivers >= 2:
+    if structure == "programs":
+        a = (activity - activity.mean(axis=0)) / activity.std(axis=0)
+        programs_part = a @ program_weights / np.linalg.norm(program_weights, axis=0)
+        u = own_share * xd[:, :, 0] + np.sqrt(1.0 - own_share**2) * programs_part
+    else:
+        u = np.einsum("ipk,pk->ip", xd, weights) / np.linalg.norm(weights, axis=1)
+    if structure == "drivers" and n_drivers >= 2:
         inter = kinds == "interaction"
         prod = xd[:, inter, 0] * xd[:, inter, 1]
         prod -= prod.mean(axis=0)
@@ -439,6 +465,7 @@ def synthetic_cite(
         "protein_background": background,
         "rna_time_genes": gene_names[time_genes].astype(str),
         "state_proportions": state_props,
+        **({"program_weights": program_weights, "own_share": own_share} if structure == "programs" else {}),
         "params": {
             "n_obs": n_obs,
             "n_genes": n_genes,
@@ -451,6 +478,7 @@ def synthetic_cite(
             "density": -1.0 if density is None else float(density),
             "n_isotypes": n_isotypes,
             "sparse": bool(sparse),
+            "structure": structure,
             "rng": seed,
         },
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -22,15 +23,23 @@ from scvi.data import AnnDataManager, fields
 from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
+from scvi.train._callbacks import LoudEarlyStopping
 
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
+from crossmodalnet._settings import quiet_third_party
 from crossmodalnet._utils import (
+    NormalizedRows,
     check_aligned_cells,
     check_finite,
     check_unique_names,
+    detect_control_features,
     get_layer,
     get_modality,
     looks_like_counts,
+    missing_obs_column_message,
+    query_normalization,
+    resolve_obs_column,
+    rna_normalization_record,
     zero_variance_columns,
 )
 from crossmodalnet.module import CrossmodalModule
@@ -48,9 +57,48 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _MONITORS = ("pearson_cell_validation", "pearson_protein_validation")
+
+PRESETS: dict[str, dict[str, object]] = {
+    "paper": {
+        "n_latent": 512,
+        "dropout_rate": 0.05,
+        "use_batch_norm": True,
+        "n_hidden_discriminator": 128,
+        "lambda_dis": 0.5,
+        "standardize_input": False,
+        "input_reduction": None,
+        "n_input_features": None,
+        "standardize_protein": False,
+        "linear_path": False,
+    },
+    "default": {
+        "n_latent": 512,
+        "dropout_rate": 0.05,
+        "use_batch_norm": True,
+        "n_hidden_discriminator": 128,
+        "lambda_dis": 0.5,
+        "standardize_input": False,
+        "input_reduction": None,
+        "n_input_features": None,
+        "standardize_protein": True,
+        "linear_path": True,
+    },
+}
+"""Model settings of each preset: ``"paper"`` is Table S1 of :cite:t:`Yang2023`; ``"default"`` adds the linear path."""
+
+TRAIN_PRESETS: dict[str, dict[str, object]] = {
+    "paper": {"max_epochs": 500, "early_stopping_patience": 10},
+    "default": {"max_epochs": 500, "early_stopping_patience": 10},
+}
+"""Training settings that differ between presets (used where :meth:`CrossmodalNet.train` gets ``None``)."""
+
+LINEAR_ALPHA_GRID = tuple(float(a) for a in np.logspace(-4, 3, 29))
+"""Ridge penalties of the linear path, relative to the mean squared singular value of the training RNA."""
 _MANIFEST = "crossmodalnet.json"
 _FORMAT_NAME = "crossmodalnet-model"
 _FORMAT_VERSION = 1
+_SALIENCY_METHODS = ("gradient", "gradient_x_sd", "gradient_x_input", "integrated_gradients", "smoothgrad")
+_BASELINE_METHODS = ("gradient_x_input", "integrated_gradients")
 
 
 def _package_version() -> str:
@@ -104,6 +152,50 @@ def _factorize(values: pd.Series) -> tuple[np.ndarray, list]:
     return codes.astype(np.int64), list(uniques)
 
 
+class _DropMessages(logging.Filter):
+    """Drop log records whose message contains one of ``fragments``."""
+
+    def __init__(self, *fragments: str):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(f in record.getMessage() for f in self.fragments)
+
+
+@contextlib.contextmanager
+def _without_messages(logger_name: str, *fragments: str) -> Iterator[None]:
+    """Silence specific messages of one third-party logger for the duration of a call the package makes."""
+    target = logging.getLogger(logger_name)
+    drop = _DropMessages(*fragments)
+    target.addFilter(drop)
+    try:
+        yield
+    finally:
+        target.removeFilter(drop)
+
+
+class _EarlyStopping(LoudEarlyStopping):
+    """scvi-tools' early stopping, with its reason logged (debug) instead of printed; ``train`` logs a summary."""
+
+    def teardown(self, _trainer, _pl_module, stage: str | None = None) -> None:
+        """Log the reason for stopping."""
+        if self.early_stopping_reason is not None:
+            logger.debug("%s", self.early_stopping_reason.strip())
+
+
+def _gene_id_columns(var: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Text columns of the RNA ``var`` with one distinct value per gene (gene IDs), saved with the model."""
+    out = {}
+    for col in var.columns:
+        values = var[col]
+        if (
+            pd.api.types.is_object_dtype(values) or isinstance(values.dtype, pd.CategoricalDtype | pd.StringDtype)
+        ) and (values.notna().all() and values.is_unique):
+            out[str(col)] = values.astype(str).to_numpy()
+    return out
+
+
 def _is_data_parallel(strategy: object) -> bool:
     """Whether a Lightning ``strategy`` argument asks for distributed data parallel training."""
     if strategy is None:
@@ -125,10 +217,23 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
     balanced by GradNorm. Unseen time points between two trained ones are predicted from the
     linear interpolation of their embeddings.
 
+    The default preset adds a linear path ("wide and deep"): a ridge regression from genes to
+    proteins with one intercept per time point, fitted in closed form on the training cells with
+    its penalty chosen on the validation cells. The networks learn the residual over it, starting
+    from exactly the ridge solution, and the best-epoch restoration can keep that starting point, so
+    the validation score never ends below the ridge solution's. ``preset="paper"`` is the paper's
+    model with its Table S1 settings.
+
     Parameters
     ----------
     mdata
         MuData registered with :meth:`~crossmodalnet.model.CrossmodalNet.setup_mudata`.
+    preset
+        ``"default"``: the paper's architecture plus the linear path and standardised proteins.
+        ``"paper"``: exactly Table S1 of :cite:t:`Yang2023` (no linear path, registered protein scale).
+        Every other argument left as ``None`` takes the preset's value; an explicit value overrides
+        it. The preset also sets :meth:`train`'s ``max_epochs`` and ``early_stopping_patience`` when
+        those are ``None``. Measured effects of the default preset are on the docs page *Benchmarks*.
     n_latent
         Dimension of the basal latent and of the time embedding (Table S1: 512).
     dropout_rate
@@ -161,8 +266,12 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
         training cells (fitted at the first :meth:`train` call, saved with the model). The losses
         are then computed on that scale, so each protein weighs the same in the MSE, as it does in
         per-protein Pearson; predictions are still returned on the registered scale. Off by
-        default (the paper trains on the registered scale). Part of the small-data recipe, with
-        ``train(input_group_lasso=...)``: see the docs page *Small data sets*.
+        by the paper preset (the paper trains on the registered scale); on by the default preset.
+    linear_path
+        Add the linear ridge path beside the networks (default preset: on; paper preset: off). Its
+        weights are fitted at the first :meth:`train` call on the training cells and saved with the
+        model. A held-out time point gets its intercepts interpolated with the same weights as its
+        time embedding.
     registry
         Used by :meth:`load` to build a model without data; leave unset.
 
@@ -188,7 +297,8 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
     digits between runs; ``model.train(..., deterministic=True)`` asks Lightning for deterministic
     algorithms at some speed cost. Inputs are used as registered:
     register log-normalised RNA and normalised (CLR or DSB) proteins, e.g. with
-    :func:`crossmodalnet.pp.log_normalize` and :func:`crossmodalnet.pp.clr`.
+    :func:`crossmodalnet.pp.log_normalize` and :func:`crossmodalnet.pp.clr`. Query RNA with raw
+    counts is normalised as the training RNA was (:attr:`rna_normalization`), or refused.
     """
 
     _module_cls = CrossmodalModule
@@ -200,18 +310,42 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
         self,
         mdata: MuData | None = None,
         *,
-        n_latent: int = 512,
-        dropout_rate: float = 0.05,
-        use_batch_norm: bool = True,
-        n_hidden_discriminator: int = 128,
-        lambda_dis: float = 0.5,
-        standardize_input: bool = False,
+        preset: Literal["default", "paper"] = "default",
+        n_latent: int | None = None,
+        dropout_rate: float | None = None,
+        use_batch_norm: bool | None = None,
+        n_hidden_discriminator: int | None = None,
+        lambda_dis: float | None = None,
+        standardize_input: bool | None = None,
         input_reduction: Literal["hvg", "svd"] | None = None,
         n_input_features: int | None = None,
-        standardize_protein: bool = False,
+        standardize_protein: bool | None = None,
+        linear_path: bool | None = None,
         registry: dict | None = None,
     ):
+        if preset not in PRESETS:
+            raise ValueError(f"`preset` must be one of {list(PRESETS)}, got {preset!r}.")
         super().__init__(mdata, registry=registry)
+        given = {
+            "n_latent": n_latent,
+            "dropout_rate": dropout_rate,
+            "use_batch_norm": use_batch_norm,
+            "n_hidden_discriminator": n_hidden_discriminator,
+            "lambda_dis": lambda_dis,
+            "standardize_input": standardize_input,
+            "standardize_protein": standardize_protein,
+            "linear_path": linear_path,
+        }
+        resolved = {k: (PRESETS[preset][k] if v is None else v) for k, v in given.items()}
+        n_latent, dropout_rate, use_batch_norm = (
+            resolved["n_latent"],
+            resolved["dropout_rate"],
+            resolved["use_batch_norm"],
+        )
+        n_hidden_discriminator, lambda_dis = resolved["n_hidden_discriminator"], resolved["lambda_dis"]
+        standardize_input, standardize_protein = resolved["standardize_input"], resolved["standardize_protein"]
+        linear_path = resolved["linear_path"]
+        self.preset = preset
         if input_reduction is not None and n_input_features is None:
             n_input_features = {"hvg": 2000, "svd": 256}.get(input_reduction)
         n_time = self.summary_stats[f"n_{REGISTRY_KEYS.TIME_KEY}"]
@@ -229,14 +363,26 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
             input_reduction=input_reduction,
             n_input_features=n_input_features,
             standardize_protein=standardize_protein,
+            linear_path=linear_path,
         )
         self.split_: dict = {}
         self.trained_time_codes_: np.ndarray | None = None
+        self.training_cells_: np.ndarray | None = None
+        self.rna_normalization_: dict | None = None
+        if mdata is not None:
+            rna = mdata.mod[self._setup_arg("rna_key")]
+            X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            self.rna_normalization_ = rna_normalization_record(X, rna.uns)
+        self.gene_ids_: dict[str, np.ndarray] = (
+            {} if mdata is None else _gene_id_columns(mdata.mod[self._setup_arg("rna_key")].var)
+        )
         self._model_summary_string = (
             f"CrossmodalNet: {self.n_genes} genes → {self.n_proteins} proteins, n_latent={n_latent}, "
             f"{n_time} time point(s), {n_batch} batch(es)"
             + ("" if input_reduction is None else f", input {input_reduction} → {n_input_features} features")
             + (", standardised proteins" if standardize_protein else "")
+            + (", linear path" if linear_path else "")
+            + f" (preset {preset!r})"
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -309,6 +455,20 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
                 UserWarning,
                 stacklevel=2,
             )
+        isotypes, hashtags = detect_control_features(prot.var)
+        if isotypes or hashtags:
+            found = ([f"isotype controls {isotypes[:5]}"] if isotypes else []) + (
+                [f"hashtags (HTO) {hashtags[:5]}"] if hashtags else []
+            )
+            warnings.warn(
+                f"mdata[{protein_key!r}] holds {' and '.join(found)}: they would become prediction targets (a "
+                "hashtag is predicted through the batch covariate, not from RNA) and lower the mean per-protein "
+                "Pearson. Remove them before setup: `cmn.pp.dsb` sets isotypes aside, or "
+                f"`mdata.mod[{protein_key!r}] = mdata[{protein_key!r}][:, ~mdata[{protein_key!r}].var_names.isin(names)].copy()`; "
+                "demultiplex hashtags into an `obs` column first (e.g. for `batch_key`).",
+                UserWarning,
+                stacklevel=2,
+            )
         constant = zero_variance_columns(X_prot)
         if constant.any():
             warnings.warn(
@@ -317,20 +477,22 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
                 UserWarning,
                 stacklevel=2,
             )
+        columns = {}
         for key, what in ((time_key, "time_key"), (batch_key, "batch_key")):
             if key is None:
                 continue
-            if key not in mdata.obs:
-                raise KeyError(
-                    f"`{what}={key!r}` is not a column of `mdata.obs`; columns are {list(mdata.obs.columns)}. "
-                    "Add it to `mdata.obs` (or run `mdata.update()` after adding it to a modality)."
-                )
+            column = resolve_obs_column(mdata, key)
+            if column is None:
+                raise KeyError(missing_obs_column_message(mdata, key, what))
+            if column != key:
+                logger.info("CrossmodalNet.setup_mudata: `%s=%r` is read from `mdata.obs[%r]`", what, key, column)
+            columns[what] = key = column
             n_missing = int(mdata.obs[key].isna().sum())
             if n_missing:
                 raise ValueError(
                     f"`mdata.obs[{key!r}]` has {n_missing} missing value(s) of {mdata.n_obs}; fill or drop those cells first."
                 )
-        if time_key is not None and mdata.obs[time_key].nunique() < 2:
+        if time_key is not None and mdata.obs[columns["time_key"]].nunique() < 2:
             logger.warning(
                 "`mdata.obs[%r]` has a single time point: CrossmodalNet trains without a time discriminator.", time_key
             )
@@ -342,8 +504,8 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
             fields.MuDataLayerField(
                 REGISTRY_KEYS.PROTEIN_KEY, protein_layer, mod_key=protein_key, is_count_data=False, mod_required=True
             ),
-            fields.MuDataCategoricalObsField(REGISTRY_KEYS.TIME_KEY, time_key, mod_key=None),
-            fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=None),
+            fields.MuDataCategoricalObsField(REGISTRY_KEYS.TIME_KEY, columns.get("time_key"), mod_key=None),
+            fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, columns.get("batch_key"), mod_key=None),
         ]
         adata_manager = AnnDataManager(fields=mudata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(mdata, **kwargs)
@@ -422,7 +584,7 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
 
     def train(
         self,
-        max_epochs: int = 500,
+        max_epochs: int | None = None,
         *,
         split: Literal["random", "holdout_time"] = "random",
         holdout_time: object = None,
@@ -432,7 +594,7 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
         batch_size: int = 256,
         sparse_batches: bool = False,
         early_stopping: bool = True,
-        early_stopping_patience: int = 10,
+        early_stopping_patience: int | None = None,
         early_stopping_monitor: Literal["pearson_cell_validation", "pearson_protein_validation"] = (
             "pearson_protein_validation"
         ),
@@ -449,12 +611,18 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
         input_group_lasso: float = 0.0,
         **trainer_kwargs,
     ) -> None:
-        """Train with the Fader/GradNorm objective (paper Algorithm 1, Table S1 defaults).
+        """Train with the Fader/GradNorm objective (paper Algorithm 1; Table S1 settings as defaults).
+
+        With a linear path (the default preset), its ridge solution is fitted first on the
+        training cells in closed form, then the networks learn the residual.
+        The state before the first epoch counts as a candidate of the best-epoch restoration, so the
+        validation score of the trained model is never below that of the ridge solution alone.
 
         Parameters
         ----------
         max_epochs
-            Maximum number of passes over the training cells.
+            Maximum number of passes over the training cells; ``None`` takes the preset's value
+            (500 for both presets).
         split
             ``"random"``: train/validation/test stratified by time point (the paper's
             in-distribution setting). ``"holdout_time"``: every cell of ``holdout_time`` is the
@@ -475,9 +643,10 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
         early_stopping
             Stop when ``early_stopping_monitor`` has not improved for ``early_stopping_patience``
             epochs. Whether or not it stops early, the weights of the best validation epoch are
-            restored at the end.
+            restored at the end. With a linear path, the state before the first epoch is a candidate
+            too (``model.split_["best_epoch"]`` is then -1).
         early_stopping_patience
-            Epochs without improvement before stopping.
+            Epochs without improvement before stopping; ``None`` takes the preset's value (10 for both).
         early_stopping_monitor
             Validation Pearson to monitor: mean per protein (default) or mean per cell (the paper's
             Kaggle metric). Per-cell r is inflated by differences between protein means and levels
@@ -507,8 +676,20 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
             With ``input_reduction``, the groups are the reduced features.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (a Lightning trainer).
+
+        Notes
+        -----
+        A second call continues training from the current weights, with the modules in training
+        mode, on the split of the first call (split arguments that differ are ignored with a warning),
+        with GradNorm's weights and reference losses kept and fresh optimisers and early stopping. The
+        current weights compete with every new epoch and are kept if none beats their validation
+        Pearson (``split_["best_epoch"] == -1``).
         """
         check_input_group_lasso(input_group_lasso)  # before anything changes on the model
+        train_defaults = TRAIN_PRESETS[getattr(self, "preset", "paper")]
+        max_epochs = train_defaults["max_epochs"] if max_epochs is None else max_epochs
+        if early_stopping_patience is None:
+            early_stopping_patience = train_defaults["early_stopping_patience"]
         if early_stopping_monitor not in _MONITORS:
             raise ValueError(f"`early_stopping_monitor` must be one of {_MONITORS}, got {early_stopping_monitor!r}.")
         if self.adata_manager is None:
@@ -517,18 +698,38 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
                 "(`CrossmodalNet.load(dir_path, mdata)`) to continue training."
             )
         seed = split_seed if split_seed is not None else (settings.seed if settings.seed is not None else 0)
-        train_idx, val_idx, test_idx = self._make_split(split, holdout_time, train_size, validation_size, seed)
-        self.split_ = {
-            "kind": split,
-            "seed": int(seed),
-            "train_size": float(train_size),
-            "validation_size": float(validation_size),
-            "n_train": int(train_idx.size),
-            "n_validation": int(val_idx.size),
-            "n_test": int(test_idx.size),
-        }
-        if split == "holdout_time":
-            self.split_["holdout_time"] = str(holdout_time)
+        previous = self._previous_split()
+        if previous is not None:
+            # Continued training: a new split would train on the model's earlier test cells.
+            train_idx, val_idx, test_idx = previous
+            requested = {"kind": split, "seed": int(seed), "train_size": float(train_size)}
+            requested["validation_size"] = float(validation_size)
+            if any(self.split_.get(k) != v for k, v in requested.items()):
+                logger.warning(
+                    "Continued training keeps the model's split %s; the split arguments of this call are ignored "
+                    "(a new split would train on earlier test cells). Train a new model for another split.",
+                    {k: self.split_.get(k) for k in requested},
+                )
+            logger.info(
+                "Continuing training from the current weights on the same split (%d train, %d validation cells)",
+                train_idx.size,
+                val_idx.size,
+            )
+        else:
+            train_idx, val_idx, test_idx = self._make_split(split, holdout_time, train_size, validation_size, seed)
+            self.split_ = {
+                "kind": split,
+                "seed": int(seed),
+                "train_size": float(train_size),
+                "validation_size": float(validation_size),
+                "n_train": int(train_idx.size),
+                "n_validation": int(val_idx.size),
+                "n_test": int(test_idx.size),
+            }
+            if split == "holdout_time":
+                self.split_["holdout_time"] = str(holdout_time)
+        # names of the cells the weights were fitted or selected on, so metrics can leave them out later
+        self.training_cells_ = np.asarray(self.adata.obs_names[np.sort(np.r_[train_idx, val_idx])], dtype=str)
         codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1)
         self.trained_time_codes_ = np.unique(codes[train_idx]).astype(np.int64)
 
@@ -540,6 +741,9 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
             self.module.fit_protein_scaling(mean, std)
         if self.module.input_reduction is not None and not bool(self.module.input_reduction_fitted):
             self._fit_input_reduction(train_idx, seed=seed)
+        self._fit_gene_moments(train_idx)
+        if self.module.linear_path and not bool(self.module.linear_path_fitted):
+            self._fit_linear_path(train_idx, val_idx)
         data_splitter = self._data_splitter_cls(
             self.adata_manager,
             external_indexing=[train_idx, val_idx, test_idx],
@@ -562,8 +766,23 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
         callbacks = list(trainer_kwargs.pop("callbacks", []))
         has_validation = val_idx.size > 0
         restore = RestoreBestWeights(monitor=early_stopping_monitor, mode="max")
+        if has_validation and (previous is not None or self.module.linear_path):
+            # The current weights compete with every new epoch: continued training never ends below them,
+            # and a first training with a linear path never ends below its ridge-only start.
+            restore.set_initial(self._validation_score(val_idx, early_stopping_monitor), self.module.state_dict())
         if has_validation:
             callbacks.append(restore)
+            if early_stopping:
+                # scvi-tools' own callback, which prints its reason: the summary line below says it instead
+                callbacks.append(
+                    _EarlyStopping(
+                        monitor=early_stopping_monitor,
+                        min_delta=0.0,
+                        patience=early_stopping_patience,
+                        mode="max",
+                        warmup_epochs=0,
+                    )
+                )
         else:
             # Lightning refuses an empty validation loader: switch the validation loop off.
             trainer_kwargs["limit_val_batches"] = 0
@@ -573,27 +792,168 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
                     UserWarning,
                     stacklevel=2,
                 )
-        runner = self._train_runner_cls(
-            self,
-            training_plan=plan,
-            data_splitter=data_splitter,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            early_stopping=early_stopping and has_validation,
-            early_stopping_monitor=early_stopping_monitor,
-            early_stopping_patience=early_stopping_patience,
-            early_stopping_mode="max",
-            callbacks=callbacks,
-            **{"check_val_every_n_epoch": 1, **trainer_kwargs},
-        )
-        runner()
+        n_batches = int(np.ceil(train_idx.size / batch_size))
+        # no Lightning warning that an epoch has fewer batches than its logging interval
+        trainer_kwargs.setdefault("log_every_n_steps", max(1, min(50, n_batches)))
+        with quiet_third_party():  # Lightning's info lines and deprecation notices; not the user's warnings
+            runner = self._train_runner_cls(
+                self,
+                training_plan=plan,
+                data_splitter=data_splitter,
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                early_stopping=False,
+                callbacks=callbacks,
+                **{"check_val_every_n_epoch": 1, **trainer_kwargs},
+            )
+            # load() and the end of train() leave the module in evaluation mode; Lightning keeps that mode.
+            self.module.train()
+            runner()
         # scvi-tools' logger keeps object columns; numeric ones are what users plot and compare.
         self.history_ = {k: v.astype(float) for k, v in (self.history_ or {}).items()}
+        n_epochs = runner.trainer.current_epoch
         if restore.best_epoch is not None:
+            # -1: no epoch of this call beat the weights it started from, which were kept
             self.split_["best_epoch"] = int(restore.best_epoch)
             self.split_["best_" + early_stopping_monitor] = float(restore.best_score)
+            logger.info(
+                "Trained %d epoch(s)%s; kept the weights of %s (validation %s %.3f)",
+                n_epochs,
+                " (stopped early)" if n_epochs < max_epochs else "",
+                f"epoch {restore.best_epoch + 1}" if restore.best_epoch >= 0 else "the start of this call",
+                early_stopping_monitor.replace("_validation", "").replace("_", " "),
+                restore.best_score,
+            )
+        else:
+            logger.info("Trained %d epoch(s) (no validation cells)", n_epochs)
         self.module.eval()
+
+    @torch.no_grad()
+    def _predict_registered(self, idx: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """Predictions (original scale) of registered cells at their own time point and batch, in eval mode."""
+        was_training = self.module.training
+        self.module.eval()
+        keys = (REGISTRY_KEYS.X_KEY, REGISTRY_KEYS.TIME_KEY, REGISTRY_KEYS.BATCH_KEY)
+        arrays = {k: self.adata_manager.get_from_registry(k) for k in keys}
+        out = []
+        for start in range(0, idx.size, chunk):
+            rows = idx[start : start + chunk]
+            x = arrays[REGISTRY_KEYS.X_KEY][rows]
+            x = x.toarray() if sparse.issparse(x) else np.asarray(x)
+            tensors = {REGISTRY_KEYS.X_KEY: torch.as_tensor(x, dtype=torch.float32, device=self.device)}
+            for k in keys[1:]:
+                tensors[k] = torch.as_tensor(np.asarray(arrays[k])[rows], device=self.device)
+            z = self.module.inference(tensors[REGISTRY_KEYS.X_KEY])["z"]
+            cov = self.module.covariate_embedding_from_tensors(tensors)
+            pred = self.module.generative(z, cov, self.module.linear_from_tensors(tensors))["protein"]
+            out.append(pred.cpu().numpy())
+        self.module.train(was_training)
+        return np.vstack(out) if out else np.zeros((0, self.n_proteins), dtype=np.float32)
+
+    def _validation_score(self, val_idx: np.ndarray, monitor: str) -> float:
+        """The early-stopping score of the current module on the validation cells."""
+        from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein
+
+        pred = self._predict_registered(np.asarray(val_idx)).astype(np.float64)
+        true = self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, val_idx)
+        score = pearson_per_protein if monitor == "pearson_protein_validation" else pearson_per_cell
+        return float(np.nanmean(score(pred, true)))
+
+    def _registered_dense(self, registry_key: str, idx: np.ndarray) -> np.ndarray:
+        block = self.adata_manager.get_from_registry(registry_key)[np.asarray(idx)]
+        return block.toarray().astype(np.float64) if sparse.issparse(block) else np.asarray(block, dtype=np.float64)
+
+    def _fit_linear_path(self, train_idx: np.ndarray, val_idx: np.ndarray) -> float:
+        """Fit the linear path as ridge regression on the training cells, penalty chosen on validation cells.
+
+        Proteins are taken on the loss scale (standardised with ``standardize_protein``). Genes and
+        proteins are centred within each time point of the training cells, so every trained time
+        point gets its own intercept; an unseen time point gets the intercepts interpolated with
+        the same weights as its time embedding. The penalty is one value for all proteins, chosen
+        from :data:`LINEAR_ALPHA_GRID` (times the mean squared singular value) by the validation
+        mean squared error; without validation cells, by generalised cross-validation on the training
+        cells. All candidates come from one SVD of the centred training RNA.
+
+        Parameters
+        ----------
+        train_idx
+            Registered cells to fit on.
+        val_idx
+            Registered cells to choose the penalty on (may be empty).
+
+        Returns
+        -------
+        The chosen penalty (absolute).
+        """
+        from scipy import linalg
+
+        train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1).astype(np.int64)
+        X = self._registered_dense(REGISTRY_KEYS.X_KEY, train_idx)
+        Y = (
+            self.module.scale_protein(
+                torch.as_tensor(self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, train_idx), dtype=torch.float32)
+            )
+            .double()
+            .numpy()
+        )
+        n_time = len(self.time_categories)
+        t_train = codes[train_idx]
+        mean_x = np.tile(X.mean(0), (n_time, 1))
+        mean_y = np.tile(Y.mean(0), (n_time, 1))
+        for c in np.unique(t_train):
+            mean_x[c], mean_y[c] = X[t_train == c].mean(0), Y[t_train == c].mean(0)
+        Xc, Yc = X - mean_x[t_train], Y - mean_y[t_train]
+        U, sv, Vt = linalg.svd(Xc, full_matrices=False, lapack_driver="gesdd")
+        keep = sv > sv.max() * 1e-10 if sv.size else sv.astype(bool)
+        U, sv, Vt = U[:, keep], sv[keep], Vt[keep]
+        UtY = U.T @ Yc
+        alphas = np.asarray(LINEAR_ALPHA_GRID) * float(np.mean(sv**2)) if sv.size else np.ones(1)
+        t_val = codes[val_idx]
+        val_known = np.isin(t_val, t_train)
+        if val_idx.size and val_known.any():
+            Xv = self._registered_dense(REGISTRY_KEYS.X_KEY, val_idx[val_known])
+            Yv = (
+                self.module.scale_protein(
+                    torch.as_tensor(
+                        self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, val_idx[val_known]), dtype=torch.float32
+                    )
+                )
+                .double()
+                .numpy()
+            )
+            tv = t_val[val_known]
+            P = (Xv - mean_x[tv]) @ Vt.T
+            errors = [np.mean((P @ ((sv / (sv**2 + a))[:, None] * UtY) + mean_y[tv] - Yv) ** 2) for a in alphas]
+        else:
+            n = X.shape[0]
+            resid_total = np.sum(Yc**2) - np.sum(UtY**2)
+            errors = []
+            for a in alphas:
+                shrink = sv**2 / (sv**2 + a)
+                rss = resid_total + np.sum(((1 - shrink)[:, None] * UtY) ** 2)
+                errors.append(rss / n / max(1 - shrink.sum() / n, 1e-6) ** 2)
+        alpha = float(alphas[int(np.argmin(errors))])
+        W = Vt.T @ ((sv / (sv**2 + alpha))[:, None] * UtY)
+        intercept = mean_y - mean_x @ W
+        self.module.fit_linear_path(torch.as_tensor(W), torch.as_tensor(intercept), alpha)
+        logger.info("linear path: ridge alpha %.4g (%d candidates)", alpha, len(alphas))
+        return alpha
+
+    def _previous_split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Train, validation and test positions of an earlier ``train`` call on this data, if any."""
+        if not self.is_trained_ or not self.split_:
+            return None
+        try:
+            parts = [
+                np.asarray(a, dtype=np.int64) for a in (self.train_indices, self.validation_indices, self.test_indices)
+            ]
+        except AttributeError:
+            return None
+        if sum(p.size for p in parts) != self.adata.n_obs or any(p.size and p.max() >= self.adata.n_obs for p in parts):
+            return None
+        return parts[0], parts[1], parts[2]
 
     def _column_moments(
         self, registry_key: str, train_idx: np.ndarray, chunk: int = 4096
@@ -794,8 +1154,33 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
                 "`cmn.pp.harmonize_genes(mdata, model)`."
             )
         X = get_layer(rna, layer, rna_key)
+        where = f"mdata[{rna_key!r}]" + (f".layers[{layer!r}]" if layer else ".X")
+        target_sum = query_normalization(X, self.rna_normalization, where, "CrossmodalNet")
+        if target_sum is not None:
+            X = NormalizedRows(X, target_sum)
         rows = rna.obs_names.get_indexer(mdata.obs_names)
         return X, rows
+
+    @property
+    def training_cells(self) -> pd.Index | None:
+        """Names of the training and validation cells (the cells the weights were fitted or selected on).
+
+        Saved with the model, so metrics on any MuData can leave these cells out; ``None`` before
+        training and for models saved before it was recorded.
+        """
+        cells = getattr(self, "training_cells_", None)
+        return None if cells is None else pd.Index(np.asarray(cells, dtype=str))
+
+    @property
+    def rna_normalization(self) -> dict | None:
+        """How the training RNA was normalised, recorded at initialisation and saved with the model.
+
+        ``{'method': 'log1p_normalize_total', 'target_sum': ...}`` (from :func:`crossmodalnet.pp.log_normalize`,
+        or ``'inferred': True`` from the data), ``{'method': 'counts'}`` or ``{'method': 'unknown'}``;
+        ``None`` for models saved before it was recorded. Query RNA with raw counts is normalised the
+        same way, or refused when the method is unknown.
+        """
+        return getattr(self, "rna_normalization_", None)
 
     def _iter_batches(
         self, X, rows: np.ndarray, batch_size: int, *, allow_sparse: bool = False
@@ -859,8 +1244,8 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
             codes, values = np.zeros(n, dtype=np.int64), [time]
         elif time_key is None:
             codes, values = np.zeros(n, dtype=np.int64), [self.time_categories[0]]
-        elif time_key in mdata.obs:
-            codes, values = _factorize(mdata.obs[time_key])
+        elif resolve_obs_column(mdata, time_key) is not None:
+            codes, values = _factorize(mdata.obs[resolve_obs_column(mdata, time_key)])
             if (codes < 0).any():
                 raise ValueError(f"`mdata.obs[{time_key!r}]` has missing values; pass `time=` or fill them.")
         else:
@@ -879,18 +1264,34 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
             codes, values = np.zeros(n, dtype=np.int64), [batch]
         elif batch_key is None:
             codes, values = np.zeros(n, dtype=np.int64), [b_cats[0]]
-        elif batch_key in mdata.obs:
-            codes, values = _factorize(mdata.obs[batch_key])
+        elif resolve_obs_column(mdata, batch_key) is not None:
+            codes, values = _factorize(mdata.obs[resolve_obs_column(mdata, batch_key)])
         else:
-            raise KeyError(
-                f"`mdata.obs` has no batch column {batch_key!r}; pass `batch=` with one of {b_cats.tolist()}."
+            logger.warning(
+                "`mdata.obs` has no batch column %r: every cell gets the average embedding of the trained batches "
+                "%s (pass `batch=` to choose one)",
+                batch_key,
+                b_cats.tolist()[:10],
             )
+            return np.full(n, len(b_cats), dtype=np.int64)
         lookup = b_cats.get_indexer([str(v) for v in values])
         unknown = sorted({str(v) for v, c in zip(values, lookup, strict=True) if c < 0})
-        if unknown or (codes < 0).any():
-            unknown = unknown or ["<missing>"]
-            raise ValueError(f"Unknown batch categories {unknown[:5]}; pass `batch=` with one of {b_cats.tolist()}.")
-        return lookup[codes].astype(np.int64)
+        if batch is not None and unknown:
+            raise ValueError(f"Unknown batch category {batch!r}; pass `batch=` with one of {b_cats.tolist()}.")
+        # a new donor or batch (or a missing value) gets the average of the trained batch embeddings
+        lookup = np.append(np.where(lookup < 0, len(b_cats), lookup), len(b_cats))
+        out = lookup[codes].astype(np.int64)
+        n_unseen = int((out == len(b_cats)).sum())
+        if n_unseen:
+            shown = unknown[:5] + (["<missing>"] if (codes < 0).any() else [])
+            logger.warning(
+                "%d cell(s) have batch categories the model was not trained on (%s): they get the average embedding "
+                "of the trained batches (pass `batch=` to choose one of %s)",
+                n_unseen,
+                shown,
+                b_cats.tolist()[:10],
+            )
+        return out
 
     def _covariates(
         self,
@@ -908,6 +1309,8 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
         w_rows, w_codes = self._cell_time_weights(mdata, time=time, allow_extrapolation=allow_extrapolation)
         b_codes = torch.from_numpy(self._batch_codes(mdata, batch=batch))
         b_table = self.module.covariate_embeddings[1].weight.detach()
+        # last row: the average batch embedding, for batches not seen in training
+        b_table = torch.cat([b_table, b_table.mean(dim=0, keepdim=True)])
         w_index = torch.from_numpy(w_codes)
 
         def of(pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -951,7 +1354,9 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
             numeric value between two trained time points uses the linear interpolation of their
             embeddings; a held-out time point of the registered data is interpolated the same way.
         batch
-            Predict every cell as this batch category instead of its own.
+            Predict every cell as this batch category instead of its own. Cells whose own category
+            was not seen in training (a new donor), or that have no batch column, get the average of
+            the trained batch embeddings, with a warning.
         batch_size
             Cells per forward pass; memory is bounded by it.
         allow_extrapolation
@@ -1018,11 +1423,13 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
         for pos, x in self._iter_batches(X, rows, batch_size, allow_sparse=self.module.sparse_input):
             z = self.module.inference(x)["z"]
             w, b = covariates(pos)
+            # the linear path is linear in the time weights: both interpolations share it
+            linear = self.module.linear_prediction(x, w) if self.module.linear_path else None
             if interpolation == "embedding":
-                pred = self.module.generative(z, w @ table + b)["protein"]
+                pred = self.module.generative(z, w @ table + b, linear)["protein"]
             else:
                 pred = sum(
-                    w[:, c : c + 1] * self.module.generative(z, table[c] + b)["protein"]
+                    w[:, c : c + 1] * self.module.generative(z, table[c] + b, linear)["protein"]
                     for c in torch.nonzero(w.abs().sum(0)).flatten().tolist()
                 )
             out[pos] = pred.cpu().numpy()
@@ -1052,27 +1459,76 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
             out[pos] = self.module.inference(x)["z"].cpu().numpy()
         return out
 
+    def _training_gene_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation of every gene over the training cells (for saliency scaling and baselines).
+
+        Fitted by :meth:`train` (``gene_moments_``, saved with the model); a model trained before that
+        attribute existed recomputes them from scvi-tools' ``train_indices`` when it still has them.
+        """
+        moments = getattr(self, "gene_moments_", None)
+        if moments is None:
+            train_idx = getattr(self, "train_indices", None)
+            if train_idx is None or self.adata_manager is None:
+                raise ValueError(
+                    "This model has no gene statistics of its training cells (it was saved by an older version). "
+                    "Use `method='gradient'` or `method='integrated_gradients'` with `baseline='zeros'`, "
+                    "or retrain the model."
+                )
+            self._fit_gene_moments(np.asarray(train_idx))
+            moments = self.gene_moments_
+        return (
+            torch.as_tensor(np.asarray(moments["mean"]), dtype=torch.float32),
+            torch.as_tensor(np.asarray(moments["sd"]), dtype=torch.float32),
+        )
+
+    def _fit_gene_moments(self, train_idx: np.ndarray) -> None:
+        """Store the mean and standard deviation of every gene over the training cells in ``gene_moments_``."""
+        mean, sd = self._column_moments(REGISTRY_KEYS.X_KEY, np.asarray(train_idx))
+        self.gene_moments_ = {"mean": mean.numpy(), "sd": sd.numpy()}
+
     def get_saliency(
         self,
         mdata: MuData | None = None,
         *,
         proteins: str | Sequence[str] | None = None,
-        method: Literal["gradient", "integrated_gradients"] = "gradient",
+        method: Literal[
+            "gradient", "gradient_x_sd", "gradient_x_input", "integrated_gradients", "smoothgrad"
+        ] = "gradient",
         aggregate: Literal["sum", "mean", "abs_sum", "abs_mean"] = "sum",
+        baseline: Literal["zeros", "mean"] | None = None,
         indices: Sequence[int] | np.ndarray | None = None,
         time: object = None,
         n_steps: int = 50,
+        n_samples: int = 20,
+        noise_scale: float = 0.15,
+        random_state: int = 0,
         batch_size: int = 256,
     ) -> pd.DataFrame:
         r"""Rank genes for each protein by saliency :cite:p:`Simonyan2013,Yang2023`.
 
-        ``method="gradient"`` computes the paper's :math:`\gamma_j = \sum_i \partial \hat y_i(j) / \partial x_i`
-        over the chosen cells. ``method="integrated_gradients"`` replaces each gradient by the
-        integrated gradient from an all-zero expression baseline, :math:`(x_i - 0) \cdot
-        \frac{1}{K}\sum_k \nabla \hat y_i(j)(\tfrac{k}{K} x_i)`, which attributes the prediction
-        to genes the cell actually expresses. Gradients are taken with respect to the registered RNA
-        input (e.g. log-normalised expression), with the network in evaluation mode, batched: one
-        backward pass per batch computes all requested proteins at once.
+        Each cell :math:`i` gets an attribution :math:`a_i(g, j)` of gene :math:`g` to protein
+        :math:`j`, and ``aggregate`` combines them over the chosen cells. With
+        :math:`\partial_g \hat y_j(x) = \partial \hat y_j / \partial x_g` at expression :math:`x`,
+        :math:`s_g` the gene's standard deviation over the training cells and :math:`b` the baseline:
+
+        - ``"gradient"``: :math:`a_i = \partial_g \hat y_j(x_i)`, the paper's :math:`\gamma_j`
+          (with ``aggregate="sum"``). Its unit is protein per unit of log-expression, which favours
+          genes that vary little.
+        - ``"gradient_x_sd"``: :math:`a_i = s_g\,\partial_g \hat y_j(x_i)`, the change of the protein
+          per gene standard deviation (attributions in standardised-gene units).
+        - ``"gradient_x_input"``: :math:`a_i = (x_{ig} - b_g)\,\partial_g \hat y_j(x_i)`.
+        - ``"integrated_gradients"`` :cite:p:`Sundararajan2017`:
+          :math:`a_i = (x_{ig} - b_g)\,\frac{1}{K}\sum_k \partial_g \hat y_j(b + \alpha_k (x_i - b))`
+          with :math:`\alpha_k = (k + 1/2)/K`, ``K = n_steps``. The attributions of a cell sum to
+          :math:`\hat y_j(x_i) - \hat y_j(b)`.
+        - ``"smoothgrad"`` :cite:p:`Smilkov2017`: :math:`a_i = s_g\,\frac{1}{N}\sum_n \partial_g \hat
+          y_j(x_i + \varepsilon_n)` with :math:`\varepsilon_{ng} \sim \mathcal N(0, (\sigma s_g)^2)`,
+          ``N = n_samples``, :math:`\sigma` = ``noise_scale``: ``"gradient_x_sd"`` averaged over noisy
+          copies of each cell.
+
+        Gradients are taken with respect to the registered RNA input (e.g. log-normalised
+        expression), with the network in evaluation mode, batched: one backward pass per batch (and
+        per step or noise sample) computes all requested proteins at once.
 
         Parameters
         ----------
@@ -1081,32 +1537,60 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
         proteins
             Proteins to compute; all by default.
         method
-            ``"gradient"`` (the paper's saliency) or ``"integrated_gradients"``.
+            Attribution per cell, see above: ``"gradient"`` (the paper's saliency),
+            ``"gradient_x_sd"``, ``"gradient_x_input"``, ``"integrated_gradients"`` or ``"smoothgrad"``.
         aggregate
             How per-cell attributions are combined: ``"sum"`` (the paper's :math:`\gamma_j`, signed),
             ``"mean"`` (sum divided by the number of cells, comparable across cell subsets),
-            ``"abs_sum"`` / ``"abs_mean"`` (magnitudes, so opposite effects in different cells do not cancel).
+            ``"abs_sum"`` / ``"abs_mean"`` (magnitudes, so opposite effects in different cells do not
+            cancel). Attributions relative to the mean cell (``baseline="mean"``) are positive in some
+            cells and negative in others by construction: combine them with ``"abs_sum"`` or ``"abs_mean"``.
+        baseline
+            Reference expression :math:`b` of ``"gradient_x_input"`` and ``"integrated_gradients"``:
+            ``"zeros"`` (no expression; the default) or ``"mean"`` (the mean training cell). Other
+            methods take no baseline.
         indices
             Positions of the cells to use (e.g. one time point or cell type); all cells by default.
         time
             Evaluate every cell at this time point instead of its own.
         n_steps
             Riemann steps of integrated gradients.
+        n_samples
+            Noisy copies of each cell for SmoothGrad.
+        noise_scale
+            Standard deviation of SmoothGrad's noise, in units of each gene's standard deviation over
+            the training cells.
+        random_state
+            Seed of SmoothGrad's noise. The same seed, cells and ``batch_size`` give the same scores on CPU.
         batch_size
             Cells per backward pass; memory grows with ``batch_size × n_genes × n_proteins``.
 
         Returns
         -------
-        Genes × proteins DataFrame of saliency scores; rank genes by it (larger = stronger positive
-        driver for signed aggregates).
+        Genes × proteins DataFrame of saliency scores; rank genes by their magnitude (for signed
+        aggregates, positive = the gene raises the protein).
         """
         self._check_trained()
-        if method not in ("gradient", "integrated_gradients"):
-            raise ValueError(f"`method` must be 'gradient' or 'integrated_gradients', got {method!r}.")
+        if method not in _SALIENCY_METHODS:
+            raise ValueError(f"`method` must be one of {', '.join(map(repr, _SALIENCY_METHODS))}, got {method!r}.")
         if aggregate not in ("sum", "mean", "abs_sum", "abs_mean"):
             raise ValueError(f"`aggregate` must be one of 'sum', 'mean', 'abs_sum', 'abs_mean', got {aggregate!r}.")
+        if baseline is not None and method not in _BASELINE_METHODS:
+            raise ValueError(
+                f"`baseline` applies to 'gradient_x_input' and 'integrated_gradients' only; "
+                f"drop it for method={method!r}."
+            )
+        baseline = "zeros" if baseline is None else baseline
+        if baseline not in ("zeros", "mean"):
+            raise ValueError(f"`baseline` must be 'zeros' or 'mean', got {baseline!r}.")
         if n_steps < 1:
             raise ValueError(f"`n_steps` must be at least 1, got {n_steps}.")
+        if n_samples < 1:
+            raise ValueError(f"`n_samples` must be at least 1, got {n_samples}.")
+        if not (np.isfinite(noise_scale) and noise_scale >= 0):
+            raise ValueError(
+                f"`noise_scale` must be a non-negative number (gene standard deviations), got {noise_scale!r}."
+            )
         mdata = self._resolve_mdata(mdata)
         names = (
             [proteins]
@@ -1124,29 +1608,51 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
             keep = np.zeros(mdata.n_obs, dtype=bool)
             keep[np.asarray(indices)] = True
             rows = np.where(keep, rows, -1)
+        gene_mean = gene_sd = None
+        if method in ("gradient_x_sd", "smoothgrad") or (method in _BASELINE_METHODS and baseline == "mean"):
+            gene_mean, gene_sd = (t.to(self.device) for t in self._training_gene_moments())
+        generator = torch.Generator().manual_seed(int(random_state)) if method == "smoothgrad" else None
         self.module.eval()
         n_cells = 0
         total = torch.zeros(len(names), self.n_genes, dtype=torch.float64)
         eye = torch.eye(len(names), device=self.device)
+
+        def gradients(xs: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            """Proteins × cells × genes gradient at expression ``xs`` (one batched backward pass)."""
+            xs = xs.detach().requires_grad_(requires_grad=True)
+            with torch.enable_grad():
+                # `w`: the time weights of the current batch (set in the loop below)
+                linear = self.module.linear_prediction(xs, w) if self.module.linear_path else None
+                out = self.module.generative(self.module.inference(xs)["z"], c, linear)["protein"]
+                out = out[:, cols.to(xs.device)]
+                # grad_outputs[j] selects protein j for every cell
+                (g,) = torch.autograd.grad(
+                    out, xs, grad_outputs=eye[:, None, :].expand(-1, xs.shape[0], -1), is_grads_batched=True
+                )
+            return g
+
         for pos, x in self._iter_batches(X, rows, batch_size):
             w, b = covariates(pos)
             c = w @ table + b
             n_cells += x.shape[0]
-            if method == "gradient":
-                steps, scale = [x], None
-            else:
-                steps, scale = [x * ((k + 0.5) / n_steps) for k in range(n_steps)], x
-            acc = torch.zeros(len(names), *x.shape, device=x.device)
-            for xs in steps:
-                xs = xs.detach().requires_grad_(requires_grad=True)
-                with torch.enable_grad():
-                    out = self.module.generative(self.module.inference(xs)["z"], c)["protein"][:, cols.to(x.device)]
-                    # one batched backward: grad_outputs[j] selects protein j for every cell
-                    (g,) = torch.autograd.grad(
-                        out, xs, grad_outputs=eye[:, None, :].expand(-1, x.shape[0], -1), is_grads_batched=True
-                    )
-                acc += g
-            per_cell = acc if scale is None else acc / n_steps * scale
+            ref = gene_mean.expand_as(x) if baseline == "mean" and method in _BASELINE_METHODS else torch.zeros_like(x)
+            if method in ("gradient", "gradient_x_sd"):
+                per_cell = gradients(x, c)
+            elif method == "gradient_x_input":
+                per_cell = gradients(x, c) * (x - ref)
+            elif method == "integrated_gradients":
+                acc = torch.zeros(len(names), *x.shape, device=x.device)
+                for k in range(n_steps):
+                    acc += gradients(ref + (x - ref) * ((k + 0.5) / n_steps), c)
+                per_cell = acc / n_steps * (x - ref)
+            else:  # smoothgrad
+                acc = torch.zeros(len(names), *x.shape, device=x.device)
+                for _ in range(n_samples):
+                    noise = torch.randn(x.shape, generator=generator).to(x.device)
+                    acc += gradients(x + noise * (noise_scale * gene_sd), c)
+                per_cell = acc / n_samples
+            if method in ("gradient_x_sd", "smoothgrad"):
+                per_cell = per_cell * gene_sd
             per_cell = per_cell.abs() if aggregate.startswith("abs") else per_cell
             total += per_cell.sum(dim=1).double().cpu()
         if n_cells == 0:
@@ -1240,13 +1746,15 @@ class CrossmodalNet(UncertaintyMixin, BaseModelClass):
         The model, in evaluation mode.
         """
         _verify_model_dir(Path(dir_path), prefix)
-        return super().load(
-            str(dir_path),
-            adata=mdata if mdata is not None else False,
-            accelerator=accelerator,
-            device=device,
-            prefix=prefix,
-        )
+        # scvi-tools logs "File ... already downloaded" for every local model file; nothing is downloaded here
+        with _without_messages("scvi.data._download", "already downloaded"):
+            return super().load(
+                str(dir_path),
+                adata=mdata if mdata is not None else False,
+                accelerator=accelerator,
+                device=device,
+                prefix=prefix,
+            )
 
     def __repr__(self) -> str:
         state = "trained" if self.is_trained_ else "untrained"

@@ -83,6 +83,12 @@ class Decoder(nn.Module):
             nn.Linear(n_latent, n_output),
         )
 
+    @torch.no_grad()
+    def zero_output_layer(self) -> None:
+        """Set the output layer's weight and bias to zero, so the decoder starts by predicting 0."""
+        self.layers[-1].weight.zero_()
+        self.layers[-1].bias.zero_()
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Decode a latent state (cells × d) into proteins (cells × proteins)."""
         return self.layers(h)

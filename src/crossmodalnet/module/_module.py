@@ -58,6 +58,12 @@ class CrossmodalModule(BaseModuleClass):
         Train on proteins centred and scaled with statistics fitted on the training cells
         (:meth:`fit_protein_scaling`): the losses are computed on that scale, so every protein
         weighs the same in the MSE; predictions are returned on the original scale.
+    linear_path
+        Add a linear map from genes to proteins beside the networks ("wide and deep"): the
+        prediction is ``x W + b[t] + MLP2(z + T[t])`` on the loss scale. ``W`` and the per-time
+        intercepts ``b`` are buffers set in closed form by :meth:`fit_linear_path` (ridge regression
+        on the training cells); the last layer of MLP2 starts at zero, so training starts exactly
+        at the ridge solution and the networks learn the residual.
     sparse_input
         Feed sparse CSR batches straight to the first layer at inference (prediction, basal
         embedding) instead of densifying them. Not a saved setting; training densifies each mini-batch
@@ -79,6 +85,7 @@ class CrossmodalModule(BaseModuleClass):
         input_reduction: Literal["hvg", "svd"] | None = None,
         n_input_features: int | None = None,
         standardize_protein: bool = False,
+        linear_path: bool = False,
         sparse_input: bool = True,
     ):
         super().__init__()
@@ -130,6 +137,14 @@ class CrossmodalModule(BaseModuleClass):
             self.register_buffer("protein_mean", torch.zeros(n_output))
             self.register_buffer("protein_scale", torch.ones(n_output))
             self.register_buffer("protein_scaling_fitted", torch.zeros((), dtype=torch.bool))
+        # Likewise, the linear path's buffers exist only when it is used.
+        self.linear_path = linear_path
+        if linear_path:
+            self.register_buffer("linear_weight", torch.zeros(n_input, n_output))
+            self.register_buffer("linear_intercept", torch.zeros(self.n_cats_per_cov[0], n_output))
+            self.register_buffer("linear_alpha", torch.zeros(()))
+            self.register_buffer("linear_path_fitted", torch.zeros((), dtype=torch.bool))
+            self.decoder.zero_output_layer()
 
     @torch.no_grad()
     def fit_input_scaling(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -146,6 +161,38 @@ class CrossmodalModule(BaseModuleClass):
         self.protein_mean.copy_(mean)
         self.protein_scale.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
         self.protein_scaling_fitted.fill_(1)
+
+    @torch.no_grad()
+    def fit_linear_path(self, weight: torch.Tensor, intercept: torch.Tensor, alpha: float) -> None:
+        """Set the linear path: genes × proteins ``weight``, time points × proteins ``intercept`` (loss scale)."""
+        if not self.linear_path:
+            raise ValueError("This module has no linear path (`linear_path=False`).")
+        weight = torch.as_tensor(weight, dtype=torch.float32)
+        intercept = torch.as_tensor(intercept, dtype=torch.float32)
+        if tuple(weight.shape) != tuple(self.linear_weight.shape):
+            raise ValueError(f"Expected a linear weight of shape {tuple(self.linear_weight.shape)}.")
+        if tuple(intercept.shape) != tuple(self.linear_intercept.shape):
+            raise ValueError(f"Expected linear intercepts of shape {tuple(self.linear_intercept.shape)}.")
+        self.linear_weight.copy_(weight)
+        self.linear_intercept.copy_(intercept)
+        self.linear_alpha.fill_(float(alpha))
+        self.linear_path_fitted.fill_(1)
+
+    def linear_prediction(self, x: torch.Tensor, time_weights: torch.Tensor) -> torch.Tensor:
+        """Linear path on the loss scale: ``x W + time_weights @ b`` (zero without a linear path).
+
+        ``x`` is the registered expression (dense or sparse CSR, before any input scaling or
+        reduction); ``time_weights`` is cells × time points (one-hot, or interpolation weights).
+        """
+        if not self.linear_path:
+            return torch.zeros(x.shape[0], self.n_output, device=x.device)
+        xw = torch.sparse.mm(x, self.linear_weight) if x.layout != torch.strided else x @ self.linear_weight
+        return xw + time_weights @ self.linear_intercept
+
+    def time_weights_from_tensors(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One-hot time point of each cell (cells × time points)."""
+        codes = tensors[REGISTRY_KEYS.TIME_KEY].reshape(-1).long()
+        return nn.functional.one_hot(codes, self.n_cats_per_cov[0]).to(self.linear_intercept.dtype)
 
     def scale_protein(self, y: torch.Tensor) -> torch.Tensor:
         """Put proteins (cells × proteins, original scale) on the scale the losses are computed on."""
@@ -208,7 +255,16 @@ class CrossmodalModule(BaseModuleClass):
     def _get_generative_input(
         self, tensors: dict[str, torch.Tensor], inference_outputs: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        return {"z": inference_outputs["z"], "cov_embedding": self.covariate_embedding_from_tensors(tensors)}
+        out = {"z": inference_outputs["z"], "cov_embedding": self.covariate_embedding_from_tensors(tensors)}
+        if self.linear_path:
+            out["linear"] = self.linear_from_tensors(tensors)
+        return out
+
+    def linear_from_tensors(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Linear path of a mini-batch on the loss scale, or ``None`` without a linear path."""
+        if not self.linear_path:
+            return None
+        return self.linear_prediction(tensors[REGISTRY_KEYS.X_KEY], self.time_weights_from_tensors(tensors))
 
     @auto_move_data
     def inference(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -216,13 +272,17 @@ class CrossmodalModule(BaseModuleClass):
         return {"z": self.encoder(self.reduce_input(self.scale_input(x)))}
 
     @auto_move_data
-    def generative(self, z: torch.Tensor, cov_embedding: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Decode ``z`` plus the covariate embedding into proteins.
+    def generative(
+        self, z: torch.Tensor, cov_embedding: torch.Tensor, linear: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Decode ``z`` plus the covariate embedding into proteins, plus the linear path if given.
 
         Returns ``"protein"`` on the original scale and ``"protein_scaled"`` on the scale of the
         losses (the same tensor unless ``standardize_protein``).
         """
         scaled = self.decoder(z + cov_embedding)
+        if linear is not None:
+            scaled = scaled + linear
         if not self.standardize_protein:
             return {"protein": scaled, "protein_scaled": scaled}
         return {"protein": scaled * self.protein_scale + self.protein_mean, "protein_scaled": scaled}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import pandas as pd
 from scipy import sparse
 
 from crossmodalnet import _keys
+from crossmodalnet._constants import ALL_CELLS_INCLUDING_TRAINING, NO_TRAINING_CELLS
 from crossmodalnet._docs import docs
 from crossmodalnet.pp._utils import select_names
 
@@ -36,6 +38,7 @@ def predicted_vs_observed(
     panel_size: tuple[float, float] = (3.0, 3.0),
     size: float | None = None,
     color: str = "C0",
+    cells: Literal["scored", "all"] = "scored",
     ax: Axes | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
@@ -65,6 +68,11 @@ def predicted_vs_observed(
         Marker size; scaled to the number of cells by default.
     color
         Marker colour.
+    cells
+        ``"scored"``: the cells :func:`crossmodalnet.tl.predict_protein` computed its metrics on (the
+        model's test cells when it knows its training cells). ``"all"``: every cell with a prediction
+        and an observation. The title says which, e.g. ``"r = 0.78, test cells"`` or
+        ``"all cells (includes training cells)"``.
     %(plot_tail)s
 
     Returns
@@ -86,7 +94,17 @@ def predicted_vs_observed(
         raise KeyError(f"{_CALLER}: `mdata[{protein_key!r}]` has no layer {layer!r}.")
     observed = [p for p in pred.columns if p in set(prot.var_names)]
     selected = select_names(proteins, observed, "protein(s) with observations", _CALLER)
-    cells = pred.index[pred.notna().all(axis=1).to_numpy()].intersection(prot.obs_names, sort=False)
+    if cells not in ("scored", "all"):
+        raise ValueError(f"{_CALLER}: `cells` must be 'scored' or 'all', got {cells!r}.")
+    scored = meta.get("metrics", {}) if isinstance(meta.get("metrics"), dict) else {}
+    label = str(scored.get("cells", ALL_CELLS_INCLUDING_TRAINING))
+    which = pred.index[pred.notna().all(axis=1).to_numpy()].intersection(prot.obs_names, sort=False)
+    if cells == "scored" and "cell_names" in scored:
+        which = which.intersection(pd.Index(np.asarray(scored["cell_names"], dtype=str)), sort=False)
+        label = "test cells" if label == "test" else label
+    elif label != NO_TRAINING_CELLS:
+        label = ALL_CELLS_INCLUDING_TRAINING
+    cells = which
     if len(cells) == 0:
         raise ValueError(f"{_CALLER}: no cell has both a prediction and an observation.")
     X = prot.X if layer is None else prot.layers[layer]
@@ -100,7 +118,7 @@ def predicted_vs_observed(
         x, y = true[:, j], guess[:, j]
         r = np.corrcoef(x, y)[0, 1] if x.std() > 0 and y.std() > 0 else np.nan
         a.scatter(x, y, s=s, c=color, alpha=0.6, linewidths=0, rasterized=len(cells) > 5000)
-        a.set_title(f"{protein}\nr = {r:.2f}")
+        a.set_title(f"{protein}\nr = {r:.2f}, {label}")
         a.set_xlabel("observed")
         a.set_ylabel("predicted")
     return finish(fig, ax=ax, show=show, save=save, return_fig=return_fig)

@@ -42,7 +42,7 @@ def saliency_ranking(
     """Bar chart of the genes with the largest absolute saliency for each protein.
 
     Reads ``mdata[rna_key].varm[key]`` from :func:`crossmodalnet.tl.saliency`. The strongest gene
-    is at the top; bar colour gives the sign of the score.
+    is at the top; bar colour gives the sign of the score, explained by a legend on the first panel.
 
     Parameters
     ----------
@@ -83,4 +83,15 @@ def saliency_ranking(
         a.set_yticks(np.arange(len(top))[::-1], labels=list(top.index.astype(str)))
         a.set_xlabel("|saliency|")
         a.set_title(protein)
+    if selected:
+        from matplotlib.patches import Patch
+
+        # one legend for the sign colours, on the first panel
+        axes[0].legend(
+            handles=[Patch(color=colors[0], label="positive"), Patch(color=colors[1], label="negative")],
+            title="saliency sign",
+            loc="lower right",
+            fontsize="small",
+            title_fontsize="small",
+        )
     return finish(fig, ax=ax, show=show, save=save, return_fig=return_fig)

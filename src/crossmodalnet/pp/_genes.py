@@ -48,12 +48,17 @@ def _model_ids(model: CrossmodalNet, gene_id_column: str, model_gene_ids: Sequen
                 f"`model_gene_ids` has {len(ids)} entries; the model has {len(genes)} genes (`model.gene_names`)."
             )
         return ids
+    saved = getattr(model, "gene_ids_", None) or {}
+    for column in (gene_id_column, "gene_ids"):
+        if column in saved and len(saved[column]) == len(genes):
+            return pd.Index(np.asarray(saved[column]).astype(str))
     train = getattr(model, "adata", None)
     rna_key = _model_setup_arg(model, "rna_key")
     if train is None or rna_key not in getattr(train, "mod", {}):
         raise ValueError(
             f"Matching by `gene_id_column={gene_id_column!r}` needs the model's gene IDs, but the model has no "
-            "training data attached. Pass `model_gene_ids=` (IDs aligned with `model.gene_names`)."
+            f"training data attached and saved no `var[{gene_id_column!r}]` of its genes (it saves the ID columns "
+            f"of its RNA `var`: {sorted(saved)}). Pass `model_gene_ids=` (IDs aligned with `model.gene_names`)."
         )
     var = train.mod[rna_key].var
     column = gene_id_column if gene_id_column in var else ("gene_ids" if "gene_ids" in var else None)

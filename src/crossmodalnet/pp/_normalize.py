@@ -18,7 +18,8 @@ from scipy import sparse
 from crossmodalnet import _keys
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY
 from crossmodalnet._docs import docs
-from crossmodalnet._utils import get_modality, is_nonnegative_integer
+from crossmodalnet._settings import quiet_third_party
+from crossmodalnet._utils import detect_control_features, get_modality, is_nonnegative_integer
 
 from ._utils import obs_mask, resolve_seed
 
@@ -38,13 +39,26 @@ def _check_counts(X, what: str, caller: str) -> None:
         )
 
 
+def _same_values(a, b) -> bool:
+    if a.shape != b.shape:
+        return False
+    if sparse.issparse(a) or sparse.issparse(b):
+        a, b = sparse.csr_matrix(a), sparse.csr_matrix(b)
+        return (a != b).nnz == 0
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+
 def _keep_counts(adata: AnnData, counts_layer: str | None, caller: str) -> None:
     if counts_layer is None:
         return
     if counts_layer in adata.layers:
+        # scanpy's convention: raw counts in .X with a copy in layers['counts'] before normalising
+        if _same_values(adata.layers[counts_layer], adata.X):
+            logger.info("%s: layer %r already holds the counts of `.X`; kept as it is", caller, counts_layer)
+            return
         raise ValueError(
-            f"{caller}: layer {counts_layer!r} already exists; was this modality normalised already? "
-            "Pass `counts_layer=None` to skip keeping counts or another layer name."
+            f"{caller}: layer {counts_layer!r} already exists and differs from `.X`; was this modality normalised "
+            "already? Pass `counts_layer=None` to skip keeping counts or another layer name."
         )
     adata.layers[counts_layer] = adata.X.copy()
 
@@ -85,6 +99,10 @@ def log_normalize(
     Both steps act on each cell alone, so no statistic of other cells (training or test) enters a
     cell's values: there is nothing to fit on training cells only.
 
+    With ``copy=False`` the RNA modality is changed in place. A MuData built with
+    ``md.MuData({"rna": adata, ...})`` holds ``adata`` itself, not a copy, so ``adata`` changes too;
+    pass ``copy=True`` (which leaves it untouched) or build the MuData from ``adata.copy()``.
+
     Parameters
     ----------
     %(mdata)s Raw RNA counts in ``mdata[rna_key].X``.
@@ -92,7 +110,8 @@ def log_normalize(
     target_sum
         Total counts per cell after normalisation.
     counts_layer
-        Layer to keep the raw counts in; ``None`` keeps no copy.
+        Layer to keep the raw counts in; ``None`` keeps no copy. An existing layer that already holds
+        the counts of ``.X`` (scanpy's convention) is kept; one that differs raises.
     %(copy)s
 
     Returns
@@ -163,7 +182,8 @@ def clr(
         ``{'method': 'clr', 'axis': ..., 'flavor': 'seurat'}``; with ``axis=0`` also the fitted
         per-protein ``log_mean``, ``fit_on`` and ``n_fit_cells``.
     """
-    import muon as mu
+    with quiet_third_party():  # muon's import warns about scanpy's `__version__`
+        import muon as mu
 
     caller = "cmn.pp.clr"
     if axis not in (0, 1):
@@ -220,6 +240,7 @@ def dsb(
     empty: AnnData,
     protein_key: str = DEFAULT_PROTEIN_KEY,
     isotype_controls: Sequence[str] | None = None,
+    set_aside_isotypes: bool = True,
     pseudocount: int = 10,
     denoise_counts: bool = True,
     train_mask: str | Sequence[bool] | np.ndarray | None = None,
@@ -247,6 +268,11 @@ def dsb(
     %(protein_key)s
     isotype_controls
         Names of isotype-control proteins, used with the background level as the technical covariate.
+        ``None``: detected by name (e.g. ``IgG2a_control_TotalSeqB``, ``MouseIgG1kappaisotype``) and a
+        boolean ``var['isotype']``, and logged; ``[]``: none.
+    set_aside_isotypes
+        Move the isotype controls out of ``mdata[protein_key]`` after normalisation, into
+        ``mdata[protein_key].obsm['cmn_isotype_controls']``, so they do not become prediction targets.
     pseudocount
         Added to the counts before the log.
     denoise_counts
@@ -276,7 +302,9 @@ def dsb(
     >>> cmn.pp.dsb(mdata, empty=empty, isotype_controls=["Isotype_1", "Isotype_2"])
     """
     import anndata as ad
-    import muon as mu
+
+    with quiet_third_party():  # muon's import warns about scanpy's `__version__`
+        import muon as mu
     import pandas as pd
 
     caller = "cmn.pp.dsb"
@@ -288,7 +316,12 @@ def dsb(
     if len(missing):
         raise ValueError(f"{caller}: `empty` lacks {len(missing)} protein(s) of the cells, e.g. {list(missing[:5])}.")
     _check_counts(empty.X, "`empty.X`", caller)
-    ctrl: list[str] = [] if isotype_controls is None else [str(c) for c in isotype_controls]
+    if isotype_controls is None:
+        ctrl = detect_control_features(prot.var)[0]
+        if ctrl:
+            logger.info("%s: isotype controls detected by name: %s", caller, ctrl)
+    else:
+        ctrl = [str(c) for c in isotype_controls]
     unknown = [c for c in ctrl if c not in prot.var_names]
     if unknown:
         raise KeyError(f"{caller}: isotype control(s) {unknown} are not proteins of `mdata[{protein_key!r}]`.")
@@ -346,7 +379,28 @@ def dsb(
         record["isotype_controls"] = np.asarray(ctrl, dtype=str)
     prot.uns[_keys.PREPROCESSING] = record
     _added(caller, protein_key, counts_layer, "DSB" + (", denoised" if denoise_counts else ""))
+    if ctrl and set_aside_isotypes:
+        _set_aside(mdata, protein_key, ctrl, caller)
     return mdata if copy else None
+
+
+def _set_aside(mdata: MuData, protein_key: str, features: list[str], caller: str) -> None:
+    """Move ``features`` out of ``mdata[protein_key]`` into its ``.obsm`` (normalised values, cells × features)."""
+    import mudata as md
+    import pandas as pd
+
+    prot = mdata.mod[protein_key]
+    X = prot[:, features].X
+    aside = pd.DataFrame(X.toarray() if sparse.issparse(X) else np.asarray(X), index=prot.obs_names, columns=features)
+    kept = prot[:, ~prot.var_names.isin(features)].copy()
+    kept.obsm[_keys.ISOTYPES] = aside
+    kept.uns[_keys.PREPROCESSING]["isotypes_set_aside"] = True
+    mdata.mod[protein_key] = kept
+    with md.set_options(pull_on_update=False):
+        mdata.update()
+    logger.info(
+        "%s: set %d isotype control(s) aside: mdata[%r].obsm[%r]", caller, len(features), protein_key, _keys.ISOTYPES
+    )
 
 
 @docs.dedent

@@ -11,7 +11,12 @@ from scipy import sparse
 from scipy.stats import rankdata
 
 from crossmodalnet import _keys
-from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY
+from crossmodalnet._constants import (
+    ALL_CELLS_INCLUDING_TRAINING,
+    DEFAULT_PROTEIN_KEY,
+    DEFAULT_RNA_KEY,
+    NO_TRAINING_CELLS,
+)
 from crossmodalnet._docs import docs
 from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein
 from crossmodalnet._utils import get_layer
@@ -61,7 +66,12 @@ def prediction_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
 
 
 def _observed_metrics(
-    pred: pd.DataFrame, mdata: MuData, model: CrossmodalNet, protein_key: str, test_cells: pd.Index | None
+    pred: pd.DataFrame,
+    mdata: MuData,
+    model: CrossmodalNet,
+    protein_key: str,
+    test_cells: pd.Index | None,
+    training_cells: pd.Index | None = None,
 ) -> dict | None:
     """Metrics against ``mdata[protein_key]`` (in the model's protein layer) where it exists."""
     if protein_key not in mdata.mod:
@@ -73,8 +83,19 @@ def _observed_metrics(
         return None
     proteins = [p for p in pred.columns if p in set(prot.var_names)]
     cells = pred.index[pred.notna().all(axis=1).to_numpy()].intersection(prot.obs_names, sort=False)
+    n_excluded = 0
     if test_cells is not None:
         cells = cells.intersection(test_cells, sort=False)
+        label = "test"
+    elif training_cells is not None:
+        keep = ~cells.isin(training_cells)
+        n_excluded = int((~keep).sum())
+        cells = cells[keep]
+        label = "test" if n_excluded else NO_TRAINING_CELLS
+    else:
+        label = ALL_CELLS_INCLUDING_TRAINING
+    if n_excluded:
+        logger.info("%s: left %d training/validation cells of the model out of the metrics", _CALLER, n_excluded)
     if not proteins or len(cells) < 2:
         return None
     rows = prot.obs_names.get_indexer(cells)
@@ -87,7 +108,9 @@ def _observed_metrics(
     metrics = prediction_metrics(pred.loc[cells, proteins].to_numpy(), true)
     metrics["per_protein"]["protein_names"] = np.asarray(proteins, dtype=str)
     metrics["n_cells"] = len(cells)
-    metrics["cells"] = "all" if test_cells is None else "test"
+    metrics["cells"] = label
+    metrics["n_excluded_training_cells"] = n_excluded
+    metrics["cell_names"] = np.asarray(cells, dtype=str)
     return metrics
 
 
@@ -108,6 +131,8 @@ def uncertainty_record(
     protein_key: str,
     test_cells: pd.Index | None,
     n_missing_genes: int,
+    *,
+    training_cells: pd.Index | None = None,
 ) -> dict:
     """The ``uncertainty`` record of ``.uns[key_added]``: level, multipliers of a grid of levels, observed calibration."""
     levels = sorted({*_LEVELS, float(unc.level)})
@@ -126,6 +151,8 @@ def uncertainty_record(
     cells = bounds["std"].index[bounds["std"].notna().all(axis=1).to_numpy()]
     if test_cells is not None:
         cells = cells.intersection(test_cells, sort=False)
+    elif training_cells is not None:
+        cells = cells.difference(training_cells, sort=False)
     record["eval_indices"] = bounds["std"].index.get_indexer(cells).astype(np.int64)
     if protein_key in mdata.mod and len(cells) >= 2:
         prot = mdata.mod[protein_key]
@@ -146,6 +173,28 @@ def uncertainty_record(
             err_rank, spread_rank = rankdata(err, axis=0), rankdata(spread, axis=0)
             record["spearman"] = pearson_per_protein(spread_rank, err_rank)
     return record
+
+
+def _add_plottable(mdata: MuData, pred: pd.DataFrame, key_added: str, add_to: str) -> str:
+    """Write the predictions as ``obs`` columns or as a modality; return what was added."""
+    import anndata as ad
+    import mudata as md
+
+    if add_to == "obs":
+        columns = [f"{key_added}_{p}" for p in pred.columns]
+        for col, p in zip(columns, pred.columns, strict=True):
+            mdata.obs[col] = pred[p].to_numpy()
+        return f"mdata.obs[{columns[0]!r}, ...] ({len(columns)} columns)"
+    mod = ad.AnnData(
+        X=pred.to_numpy(dtype=np.float32),
+        obs=pd.DataFrame(index=pred.index.copy()),
+        var=pd.DataFrame(index=pred.columns.copy()),
+    )
+    mod.uns["cmn_protein"] = {"source": "cmn.tl.predict_protein"}
+    mdata.mod[key_added] = mod
+    with md.set_options(pull_on_update=False):
+        mdata.update()
+    return f"mdata.mod[{key_added!r}] (cells × proteins)"
 
 
 def _train_here(
@@ -193,6 +242,7 @@ def predict_protein(
     model_kwargs: Mapping[str, object] | None = None,
     train_kwargs: Mapping[str, object] | None = None,
     key_added: str = _keys.PROTEIN,
+    add_to: Literal["obs", "modality"] | None = None,
     copy: bool = False,
 ) -> MuData | None:
     """Predict surface-protein abundance of every cell from its RNA :cite:p:`Yang2023`.
@@ -205,7 +255,9 @@ def predict_protein(
 
     When observed proteins exist for the predicted cells (``mdata[protein_key]``, same cell and
     protein names, in the layer the model was trained on), Pearson and Spearman correlations and the
-    MSE are recorded. If ``mdata`` is the model's training data, only its test cells are scored.
+    MSE are recorded. The model's training and validation cells (:attr:`~crossmodalnet.model.CrossmodalNet.training_cells`,
+    saved with the model) are left out by name, on its training data and on any other MuData; when the
+    model does not know them, ``metrics['cells']`` says ``"all cells (includes training cells)"``.
 
     Parameters
     ----------
@@ -243,6 +295,12 @@ def predict_protein(
     train_kwargs
         With ``model=None``: passed to :meth:`~crossmodalnet.model.CrossmodalNet.train`.
     %(key_added)s
+    add_to
+        Also write the predictions where scanpy/muon plotting finds them: ``"obs"`` adds one column
+        ``mdata.obs[f"{key_added}_{protein}"]`` per protein (``mu.pl.umap(mdata, color="cmn_protein_CD19")``);
+        ``"modality"`` adds ``mdata.mod[key_added]``, an AnnData with cells × proteins in ``.X`` and the
+        proteins as ``var`` (``sc.pl.umap(mdata[key_added], color="CD19")`` once it has an embedding).
+        ``mdata.obsm[key_added]`` is written in every case.
     %(copy)s
 
     Returns
@@ -257,8 +315,11 @@ def predict_protein(
         epochs), ``protein_names``, ``coverage`` (matched / model genes; with ``genes``, the matching
         record, when genes had to be matched) and, with observed proteins, ``metrics``:
         ``pearson_protein``, ``spearman_protein`` (means over proteins), ``pearson_cell``,
-        ``spearman_cell`` (means over cells), ``mse``, ``n_cells``, ``cells`` (``"all"`` or
-        ``"test"``) and ``per_protein`` (arrays ``pearson``, ``spearman``, ``mse``, ``protein_names``).
+        ``spearman_cell`` (means over cells), ``mse``, ``n_cells``, ``cells`` (``"test"``: the model's
+        training and validation cells were left out; ``"all (none used in training)"``; or
+        ``"all cells (includes training cells)"`` when the model does not know its training cells),
+        ``n_excluded_training_cells``, ``cell_names`` (the scored cells) and ``per_protein`` (arrays
+        ``pearson``, ``spearman``, ``mse``, ``protein_names``).
         With ``uncertainty=True`` also ``uncertainty``: ``level``, ``method``, ``calibration``,
         ``n_calibration_cells``, ``levels`` and ``multipliers`` (levels × proteins, the interval
         multiplier ``k`` of each level, read by :func:`crossmodalnet.pl.calibration`), ``n_missing_genes``,
@@ -280,6 +341,12 @@ def predict_protein(
         from crossmodalnet.model._uncertainty import _check_level
 
         _check_level(level)  # before any training or writing
+    if add_to not in (None, "obs", "modality"):
+        raise ValueError(f"{_CALLER}: `add_to` must be None, 'obs' or 'modality', got {add_to!r}.")
+    if add_to == "modality" and key_added in mdata.mod and "cmn_protein" not in mdata.mod[key_added].uns:
+        raise ValueError(
+            f"{_CALLER}: `mdata` already has a modality {key_added!r} not written by this function; pick another `key_added`."
+        )
     trained_here = model is None
     if copy:
         mdata_in, mdata = mdata, mdata.copy()
@@ -336,16 +403,23 @@ def predict_protein(
     # Scoring the model's own training cells would flatter it: on its training data, score its test cells.
     training_data = getattr(model, "adata", None)
     test_cells = None
-    if training_data is not None and (training_data is mdata or training_data is mdata_in):
+    if (
+        model.training_cells is None
+        and training_data is not None
+        and (training_data is mdata or training_data is mdata_in)
+    ):
         test_idx = getattr(model, "test_indices", None)
         if test_idx is not None and len(test_idx):
             test_cells = training_data.obs_names[np.asarray(test_idx, dtype=np.int64)]
-    metrics = _observed_metrics(pred, mdata, model, protein_key, test_cells)
+    training_cells = model.training_cells if test_cells is None else None
+    metrics = _observed_metrics(pred, mdata, model, protein_key, test_cells, training_cells)
     bounds = None
     if unc is not None:
         bounds = {name: _frame_like(getattr(unc, name), pred) for name in ("std", "lower", "upper")}
         n_filled = 0 if inp.genes is None else len(inp.genes["filled_genes"])
-        uncertainty_meta = uncertainty_record(model, unc, bounds, mdata, protein_key, test_cells, n_filled)
+        uncertainty_meta = uncertainty_record(
+            model, unc, bounds, mdata, protein_key, test_cells, n_filled, training_cells=training_cells
+        )
 
     meta = {
         "params": {
@@ -365,6 +439,7 @@ def predict_protein(
             "model_kwargs": model_kwargs,
             "train_kwargs": train_kwargs,
             "key_added": key_added,
+            "add_to": add_to,
             "trained_here": trained_here,
         },
         "model": model_info(model),
@@ -381,7 +456,10 @@ def predict_protein(
             mdata.obsm[slot] = bounds[name]
             added.append(f"mdata.obsm[{slot!r}]")
     mdata.uns[keys.uns] = portable(meta)
-    log_added(_CALLER, [*added, f"mdata.uns[{keys.uns!r}]"])
+    added.append(f"mdata.uns[{keys.uns!r}]")
+    if add_to is not None:
+        added.append(_add_plottable(mdata, pred, key_added, add_to))
+    log_added(_CALLER, added)
     if metrics is not None:
         logger.info(
             "%s: on %d %s cells: Pearson per protein %.3f, per cell %.3f; MSE %.3f",

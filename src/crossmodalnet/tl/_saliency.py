@@ -42,11 +42,15 @@ def saliency(
     model: CrossmodalNet,
     *,
     proteins: str | Sequence[str] | None = None,
-    method: Literal["gradient", "integrated_gradients"] = "gradient",
+    method: Literal["gradient", "gradient_x_sd", "gradient_x_input", "integrated_gradients", "smoothgrad"] = "gradient",
     aggregate: Literal["sum", "mean", "abs_sum", "abs_mean"] = "sum",
+    baseline: Literal["zeros", "mean"] | None = None,
     mask_obs: str | Sequence[bool] | np.ndarray | None = None,
     time: object = None,
     n_steps: int = 50,
+    n_samples: int = 20,
+    noise_scale: float = 0.15,
+    random_state: int = 0,
     n_top: int = 20,
     rna_key: str = DEFAULT_RNA_KEY,
     gene_id_column: str | None = None,
@@ -59,11 +63,14 @@ def saliency(
     r"""Score every gene's influence on each predicted protein with saliency maps :cite:p:`Simonyan2013,Yang2023`.
 
     ``method="gradient"`` is the paper's :math:`\gamma_j = \sum_i \partial \hat y_i(j) / \partial x_i`,
-    summed over the chosen cells. ``method="integrated_gradients"`` replaces each gradient by the
-    integrated gradient from an all-zero expression baseline, which attributes a prediction only to
-    genes the cell expresses. Computed by
-    :meth:`~crossmodalnet.model.CrossmodalNet.get_saliency`, batched over cells with one backward
-    pass per batch for all proteins.
+    summed over the chosen cells. The other methods rescale or replace each cell's gradient:
+    ``"gradient_x_sd"`` multiplies it by the gene's standard deviation over the training cells
+    (standardised-gene units), ``"gradient_x_input"`` by the cell's expression minus a baseline,
+    ``"integrated_gradients"`` integrates it from a baseline (all-zero expression or the mean training
+    cell) :cite:p:`Sundararajan2017`, and ``"smoothgrad"`` averages ``"gradient_x_sd"`` over noisy
+    copies of each cell :cite:p:`Smilkov2017`. The formulas are in
+    :meth:`~crossmodalnet.model.CrossmodalNet.get_saliency`, which computes the scores, batched over
+    cells with one backward pass per batch for all proteins.
 
     Parameters
     ----------
@@ -71,12 +78,17 @@ def saliency(
     %(model)s
     %(proteins)s
     method
-        ``"gradient"`` (the paper's saliency) or ``"integrated_gradients"``.
+        ``"gradient"`` (the paper's saliency), ``"gradient_x_sd"``, ``"gradient_x_input"``,
+        ``"integrated_gradients"`` or ``"smoothgrad"``.
     aggregate
         How per-cell attributions are combined over cells: ``"sum"`` (the paper's :math:`\gamma_j`,
         signed: positive for genes that raise the protein), ``"mean"`` (the sum divided by the number
         of cells, comparable between cell subsets), ``"abs_sum"`` and ``"abs_mean"`` (of magnitudes,
-        so opposite effects in different cells do not cancel).
+        so opposite effects in different cells do not cancel). Use an ``abs`` aggregate with
+        ``baseline="mean"``: attributions relative to the mean cell cancel in a signed sum.
+    baseline
+        Reference expression of ``"gradient_x_input"`` and ``"integrated_gradients"``: ``"zeros"``
+        (default) or ``"mean"`` (the mean training cell). Other methods take no baseline.
     mask_obs
         Cells to aggregate over: a boolean array aligned with ``mdata.obs_names`` or the name of a
         boolean column of ``mdata.obs`` (e.g. one time point or cell type); all cells by default.
@@ -84,6 +96,12 @@ def saliency(
         Evaluate every cell at this time point instead of its own.
     n_steps
         Riemann steps of integrated gradients.
+    n_samples
+        Noisy copies of each cell for SmoothGrad.
+    noise_scale
+        Standard deviation of SmoothGrad's noise, in units of each gene's training standard deviation.
+    random_state
+        Seed of SmoothGrad's noise (deterministic on CPU for the same cells and ``batch_size``).
     n_top
         Number of top genes per protein to list in ``.uns[key_added]['top_genes']``.
     %(rna_key)s
@@ -102,8 +120,9 @@ def saliency(
         genes the model does not use. Genes rank by the magnitude of their score; the sign of a
         signed aggregate gives the direction.
     ``mdata.uns[key_added]``
-        ``method``, ``aggregate``, ``n_steps`` and ``baseline`` (``"zeros"``, integrated gradients
-        only), ``n_cells`` (cells aggregated), ``top_genes`` (protein → the ``n_top`` genes of largest
+        ``method``, ``aggregate``, ``baseline`` (``"zeros"`` or ``"mean"``; ``"gradient_x_input"`` and
+        ``"integrated_gradients"`` only), ``n_steps`` (integrated gradients only), ``n_samples``,
+        ``noise_scale`` and ``random_state`` (SmoothGrad only), ``n_cells`` (cells aggregated), ``top_genes`` (protein → the ``n_top`` genes of largest
         absolute score, strongest first), ``params``, ``model``, ``protein_names`` (the proteins scored)
         and ``coverage``.
 
@@ -139,9 +158,13 @@ def saliency(
         proteins=names,
         method=method,
         aggregate=aggregate,
+        baseline=baseline,
         indices=indices,
         time=time,
         n_steps=n_steps,
+        n_samples=n_samples,
+        noise_scale=noise_scale,
+        random_state=random_state,
         batch_size=batch_size,
     )
     rna = mdata.mod[rna_key]
@@ -162,9 +185,13 @@ def saliency(
             "proteins": names,
             "method": method,
             "aggregate": aggregate,
+            "baseline": baseline,
             "mask_obs": mask_obs,
             "time": time,
             "n_steps": n_steps,
+            "n_samples": n_samples,
+            "noise_scale": noise_scale,
+            "random_state": random_state,
             "n_top": n_top,
             "rna_key": rna_key,
             "gene_id_column": gene_id_column,
@@ -177,8 +204,12 @@ def saliency(
         "coverage": inp.coverage,
         "genes": inp.genes,
     }
+    if method in ("gradient_x_input", "integrated_gradients"):
+        meta["baseline"] = baseline or "zeros"
     if method == "integrated_gradients":
-        meta |= {"n_steps": n_steps, "baseline": "zeros"}
+        meta["n_steps"] = n_steps
+    if method == "smoothgrad":
+        meta |= {"n_samples": n_samples, "noise_scale": noise_scale, "random_state": random_state}
     if copy:
         mdata = mdata.copy()
     mdata.mod[rna_key].varm[keys.varm] = table

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from crossmodalnet._utils import get_layer, get_modality
+from crossmodalnet._utils import NormalizedRows, get_layer, get_modality, query_normalization, resolve_obs_column
 from crossmodalnet.pp._genes import align_matrix, check_coverage, match_genes
 
 if TYPE_CHECKING:
@@ -147,7 +147,10 @@ def model_input(
         rna.var, model, gene_id_column=gene_id_column, model_gene_ids=model_gene_ids, rna_key=rna_key, caller=caller
     )
     check_coverage(info, min_coverage, rna_key=rna_key, caller=caller)
-    aligned = align_matrix(X, idx)
+    # raw counts: normalised over all the query's genes, as `cmn.pp.log_normalize` would, before matching
+    where = f"mdata[{rna_key!r}]" + (f".layers[{layer!r}]" if layer else ".X")
+    target_sum = query_normalization(X, model.rna_normalization, where, caller)
+    aligned = align_matrix(X if target_sum is None else NormalizedRows(X, target_sum), idx)
     adata = ad.AnnData(
         X=aligned if layer is None else None,
         obs=pd.DataFrame(index=rna.obs_names.copy()),
@@ -157,8 +160,9 @@ def model_input(
     with md.set_options(pull_on_update=False):
         tmp = md.MuData({model_key: adata})
     for col in (setup_arg(model, "time_key"), setup_arg(model, "batch_key")):
-        if col is not None and col in mdata.obs:
-            tmp.obs[col] = mdata.obs[col].reindex(tmp.obs_names)
+        found = None if col is None else resolve_obs_column(mdata, col)
+        if found is not None:
+            tmp.obs[col] = mdata.obs[found].reindex(tmp.obs_names)
     return ModelInput(tmp, float(info["coverage"]), info, idx)
 
 

@@ -161,7 +161,8 @@ class FaderGradNormPlan(TrainingPlan):
         module = self.module
         target = module.scale_protein(_dense(batch[REGISTRY_KEYS.PROTEIN_KEY]))
         z = module.inference(batch[REGISTRY_KEYS.X_KEY])["z"]
-        pred = module.generative(z, module.covariate_embedding_from_tensors(batch))["protein_scaled"]
+        linear = module.linear_from_tensors(batch)
+        pred = module.generative(z, module.covariate_embedding_from_tensors(batch), linear)["protein_scaled"]
         codes = module.covariate_codes(batch)
         nlc = nlc_loss(pred, target)
         fader, mse, ce = fader_loss(
@@ -250,7 +251,7 @@ class FaderGradNormPlan(TrainingPlan):
         module = self.module
         target = _dense(batch[REGISTRY_KEYS.PROTEIN_KEY])
         z = module.inference(batch[REGISTRY_KEYS.X_KEY])["z"]
-        out = module.generative(z, module.covariate_embedding_from_tensors(batch))
+        out = module.generative(z, module.covariate_embedding_from_tensors(batch), module.linear_from_tensors(batch))
         pred = out["protein"]
         # Losses on the training scale (standardised proteins if enabled); Pearson on the original scale.
         pred_s, target_s = out["protein_scaled"], module.scale_protein(target)
@@ -300,6 +301,21 @@ class RestoreBestWeights(pl.Callback):
         self.best_score: float | None = None
         self.best_epoch: int | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
+
+    def set_initial(self, score: float, state: dict[str, torch.Tensor]) -> None:
+        """Start from given weights (trained earlier, or a linear path's ridge-only start): kept unless an epoch scores better (``best_epoch`` -1).
+
+        Parameters
+        ----------
+        score
+            The monitored validation metric of ``state``; a non-finite score is ignored.
+        state
+            Module ``state_dict`` to keep (copied).
+        """
+        if np.isfinite(score):
+            self.best_score = float(score)
+            self.best_epoch = -1
+            self._best_state = copy.deepcopy(state)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Snapshot the weights if the monitored metric improved."""
