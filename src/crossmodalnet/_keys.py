@@ -59,6 +59,21 @@ class Keys:
         return self.key_added
 
     @property
+    def obsm_std(self) -> str:
+        """Spread of each value of the cell-level table in ``mdata.obsm``: ``key_added`` + ``_std``."""
+        return self.key_added + "_std"
+
+    @property
+    def obsm_lower(self) -> str:
+        """Lower interval bound of each value of the cell-level table: ``key_added`` + ``_lower``."""
+        return self.key_added + "_lower"
+
+    @property
+    def obsm_upper(self) -> str:
+        """Upper interval bound of each value of the cell-level table: ``key_added`` + ``_upper``."""
+        return self.key_added + "_upper"
+
+    @property
     def varm(self) -> str:
         """Feature-level table in ``mdata[mod].varm``."""
         return self.key_added

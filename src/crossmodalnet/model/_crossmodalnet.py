@@ -47,6 +47,7 @@ from crossmodalnet.train import FaderGradNormPlan, RestoreBestWeights
 from crossmodalnet.train._plan import check_input_group_lasso
 
 from ._split import holdout_split, stratified_split
+from ._uncertainty import ProteinUncertainty, UncertaintyMixin
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -206,7 +207,7 @@ def _is_data_parallel(strategy: object) -> bool:
     return isinstance(strategy, DDPStrategy)
 
 
-class CrossmodalNet(BaseModelClass):
+class CrossmodalNet(UncertaintyMixin, BaseModelClass):
     """Predict surface proteins from RNA with a time-aware Fader network :cite:p:`Yang2023`.
 
     MLP1 encodes genes into a basal latent ``z``; a learnable embedding of the time point
@@ -1334,8 +1335,14 @@ class CrossmodalNet(BaseModelClass):
         batch_size: int = 1024,
         allow_extrapolation: bool = False,
         interpolation: Literal["embedding", "prediction"] = "embedding",
-    ) -> pd.DataFrame:
-        """Predict protein abundance of every cell from its RNA.
+        return_uncertainty: bool = False,
+        level: float = 0.9,
+        calibration: Literal["auto", "protein", "pooled"] = "auto",
+        missing_genes: Sequence[str] | None = None,
+        n_imputations: int = 10,
+        rng: int | np.random.Generator | None = 0,
+    ) -> pd.DataFrame | ProteinUncertainty:
+        """Predict protein abundance of every cell from its RNA, optionally with calibrated uncertainty.
 
         Parameters
         ----------
@@ -1362,12 +1369,48 @@ class CrossmodalNet(BaseModelClass):
             the trained ones, which the decoder never saw; on ``synthetic_cite`` with the middle
             day held out, interpolating predictions lowered the test MSE (see the benchmarks page).
             Trained time points give identical results either way.
+        return_uncertainty
+            Also return a spread and a central interval of every predicted value (see
+            :class:`~crossmodalnet.model.ProteinUncertainty` and the docs page *Uncertainty*). The
+            first call calibrates it on the validation cells
+            (:meth:`~crossmodalnet.model.CrossmodalNet.calibrate_uncertainty`).
+        level
+            With ``return_uncertainty``: nominal coverage of the interval.
+        calibration
+            With ``return_uncertainty``: split-conformal multiplier per protein (``"protein"``), one
+            for all proteins (``"pooled"``), or per protein only with at least 100 calibration
+            cells (``"auto"``).
+        missing_genes
+            With ``return_uncertainty``: model genes the query did not measure (filled with zeros in
+            ``mdata``); their imputation spread widens the intervals.
+            :func:`crossmodalnet.tl.predict_protein` passes the genes it had to fill.
+        n_imputations
+            With ``missing_genes``: draws of the missing genes from the training cells' values.
+        rng
+            With ``return_uncertainty``: seed or :class:`numpy.random.Generator` of the MC-dropout
+            masks and imputations.
 
         Returns
         -------
         Cells × proteins DataFrame on the scale of the registered protein layer; cells without RNA
-        get NaN rows.
+        get NaN rows. With ``return_uncertainty=True``, a
+        :class:`~crossmodalnet.model.ProteinUncertainty` holding that DataFrame as ``mean`` and
+        ``std``, ``lower`` and ``upper`` DataFrames of the same shape.
         """
+        if return_uncertainty:
+            return self._predict_with_uncertainty(
+                mdata,
+                level=level,
+                calibration=calibration,
+                missing_genes=missing_genes,
+                n_imputations=n_imputations,
+                rng=rng,
+                time=time,
+                batch=batch,
+                batch_size=batch_size,
+                allow_extrapolation=allow_extrapolation,
+                interpolation=interpolation,
+            )
         self._check_trained()
         mdata = self._resolve_mdata(mdata)
         if interpolation not in ("embedding", "prediction"):

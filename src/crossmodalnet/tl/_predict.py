@@ -114,6 +114,67 @@ def _observed_metrics(
     return metrics
 
 
+def _frame_like(values: pd.DataFrame, pred: pd.DataFrame) -> pd.DataFrame:
+    out = values.reindex(pred.index)
+    out.columns = pred.columns.copy()
+    return out
+
+
+_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def uncertainty_record(
+    model: CrossmodalNet,
+    unc,
+    bounds: dict[str, pd.DataFrame],
+    mdata: MuData,
+    protein_key: str,
+    test_cells: pd.Index | None,
+    n_missing_genes: int,
+    *,
+    training_cells: pd.Index | None = None,
+) -> dict:
+    """The ``uncertainty`` record of ``.uns[key_added]``: level, multipliers of a grid of levels, observed calibration."""
+    levels = sorted({*_LEVELS, float(unc.level)})
+    calibration = unc.calibration
+    multipliers = np.vstack([model._multiplier(lv, calibration) for lv in levels])
+    record = {
+        "level": float(unc.level),
+        "method": str(model.uncertainty_["method"]),
+        "calibration": calibration,
+        "n_calibration_cells": int(model.uncertainty_["n_cells"]),
+        "levels": np.asarray(levels),
+        "multipliers": multipliers,
+        "n_missing_genes": int(n_missing_genes),
+    }
+    pred = None
+    cells = bounds["std"].index[bounds["std"].notna().all(axis=1).to_numpy()]
+    if test_cells is not None:
+        cells = cells.intersection(test_cells, sort=False)
+    elif training_cells is not None:
+        cells = cells.difference(training_cells, sort=False)
+    record["eval_indices"] = bounds["std"].index.get_indexer(cells).astype(np.int64)
+    if protein_key in mdata.mod and len(cells) >= 2:
+        prot = mdata.mod[protein_key]
+        layer = setup_arg(model, "protein_layer")
+        proteins = list(bounds["std"].columns)
+        if (layer is None or layer in prot.layers) and set(proteins) <= set(prot.var_names):
+            X = get_layer(prot, layer, protein_key)
+            X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+            true = X[prot.obs_names.get_indexer(cells)][:, prot.var_names.get_indexer(proteins)].astype(np.float64)
+            if not np.isfinite(true).all():
+                return record
+            lo = bounds["lower"].loc[cells].to_numpy(np.float64)
+            hi = bounds["upper"].loc[cells].to_numpy(np.float64)
+            record["coverage"] = float(((true >= lo) & (true <= hi)).mean())
+            pred = unc.mean.reindex(cells).to_numpy(np.float64)
+            err = np.abs(true - pred)
+            spread = bounds["std"].loc[cells].to_numpy(np.float64)
+            err_rank, spread_rank = rankdata(err, axis=0), rankdata(spread, axis=0)
+            record["spearman"] = pearson_per_protein(spread_rank, err_rank)
+    return record
+
+
 def _add_plottable(mdata: MuData, pred: pd.DataFrame, key_added: str, add_to: str) -> str:
     """Write the predictions as ``obs`` columns or as a modality; return what was added."""
     import anndata as ad
@@ -174,6 +235,9 @@ def predict_protein(
     model_gene_ids: Sequence[str] | None = None,
     min_coverage: float = 0.5,
     batch_size: int = 1024,
+    uncertainty: bool = False,
+    level: float = 0.9,
+    rng: int | np.random.Generator | None = 0,
     setup_kwargs: Mapping[str, object] | None = None,
     model_kwargs: Mapping[str, object] | None = None,
     train_kwargs: Mapping[str, object] | None = None,
@@ -215,6 +279,14 @@ def predict_protein(
         :meth:`~crossmodalnet.model.CrossmodalNet.predict_protein`.
     %(harmonize)s
     %(batch_size)s
+    uncertainty
+        Also write the spread and the central ``level`` interval of every predicted value
+        (:meth:`~crossmodalnet.model.CrossmodalNet.predict_protein` with ``return_uncertainty=True``,
+        calibrated on the model's validation cells). Model genes missing from the query are imputed
+        from the training cells' values and widen the intervals.
+    level
+        With ``uncertainty``: nominal coverage of the interval.
+    %(rng)s With ``uncertainty``: MC-dropout masks and imputations.
     setup_kwargs
         With ``model=None``: passed to :meth:`~crossmodalnet.model.CrossmodalNet.setup_mudata`
         (e.g. ``{"time_key": "time"}``).
@@ -248,6 +320,15 @@ def predict_protein(
         ``"all cells (includes training cells)"`` when the model does not know its training cells),
         ``n_excluded_training_cells``, ``cell_names`` (the scored cells) and ``per_protein`` (arrays
         ``pearson``, ``spearman``, ``mse``, ``protein_names``).
+        With ``uncertainty=True`` also ``uncertainty``: ``level``, ``method``, ``calibration``,
+        ``n_calibration_cells``, ``levels`` and ``multipliers`` (levels × proteins, the interval
+        multiplier ``k`` of each level, read by :func:`crossmodalnet.pl.calibration`), ``n_missing_genes``,
+        ``eval_indices`` (positions of the scored cells) and, with observed proteins, ``coverage``
+        (observed fraction inside the interval) and ``spearman`` (per protein, spread vs absolute error).
+    ``mdata.obsm[key_added + "_std"]``
+        With ``uncertainty=True``: :class:`~pandas.DataFrame` like ``obsm[key_added]``, the spread of each value.
+    ``mdata.obsm[key_added + "_lower"]``, ``mdata.obsm[key_added + "_upper"]``
+        With ``uncertainty=True``: the bounds of the central ``level`` interval.
 
     Examples
     --------
@@ -256,6 +337,10 @@ def predict_protein(
     >>> query.obsm["cmn_protein"].head()
     """
     keys = _keys.Keys(key_added)
+    if uncertainty:
+        from crossmodalnet.model._uncertainty import _check_level
+
+        _check_level(level)  # before any training or writing
     if add_to not in (None, "obs", "modality"):
         raise ValueError(f"{_CALLER}: `add_to` must be None, 'obs' or 'modality', got {add_to!r}.")
     if add_to == "modality" and key_added in mdata.mod and "cmn_protein" not in mdata.mod[key_added].uns:
@@ -286,14 +371,31 @@ def predict_protein(
         min_coverage=min_coverage,
         caller=_CALLER,
     )
-    pred = model.predict_protein(
-        inp.mdata,
-        time=time,
-        batch=batch,
-        batch_size=batch_size,
-        allow_extrapolation=allow_extrapolation,
-        interpolation=interpolation,
-    )
+    unc = None
+    if uncertainty:
+        filled = [] if inp.genes is None else [str(g) for g in inp.genes["filled_genes"]]
+        unc = model.predict_protein(
+            inp.mdata,
+            time=time,
+            batch=batch,
+            batch_size=batch_size,
+            allow_extrapolation=allow_extrapolation,
+            interpolation=interpolation,
+            return_uncertainty=True,
+            level=level,
+            missing_genes=filled,
+            rng=rng,
+        )
+        pred = unc.mean
+    else:
+        pred = model.predict_protein(
+            inp.mdata,
+            time=time,
+            batch=batch,
+            batch_size=batch_size,
+            allow_extrapolation=allow_extrapolation,
+            interpolation=interpolation,
+        )
     pred = pred.reindex(mdata.obs_names)
     pred.columns = pd.Index(pred.columns.astype(str))
     pred.columns.name = None
@@ -311,6 +413,13 @@ def predict_protein(
             test_cells = training_data.obs_names[np.asarray(test_idx, dtype=np.int64)]
     training_cells = model.training_cells if test_cells is None else None
     metrics = _observed_metrics(pred, mdata, model, protein_key, test_cells, training_cells)
+    bounds = None
+    if unc is not None:
+        bounds = {name: _frame_like(getattr(unc, name), pred) for name in ("std", "lower", "upper")}
+        n_filled = 0 if inp.genes is None else len(inp.genes["filled_genes"])
+        uncertainty_meta = uncertainty_record(
+            model, unc, bounds, mdata, protein_key, test_cells, n_filled, training_cells=training_cells
+        )
 
     meta = {
         "params": {
@@ -323,6 +432,9 @@ def predict_protein(
             "gene_id_column": gene_id_column,
             "min_coverage": min_coverage,
             "batch_size": batch_size,
+            "uncertainty": uncertainty,
+            "level": level if uncertainty else None,
+            "rng": rng if uncertainty and isinstance(rng, int) else None,
             "setup_kwargs": setup_kwargs,
             "model_kwargs": model_kwargs,
             "train_kwargs": train_kwargs,
@@ -335,13 +447,16 @@ def predict_protein(
         "coverage": inp.coverage,
         "genes": inp.genes,
         "metrics": metrics,
+        "uncertainty": None if unc is None else uncertainty_meta,
     }
     mdata.obsm[keys.obsm] = pred
+    added = [f"mdata.obsm[{keys.obsm!r}] ({pred.shape[0]} cells × {pred.shape[1]} proteins)"]
+    if bounds is not None:
+        for slot, name in ((keys.obsm_std, "std"), (keys.obsm_lower, "lower"), (keys.obsm_upper, "upper")):
+            mdata.obsm[slot] = bounds[name]
+            added.append(f"mdata.obsm[{slot!r}]")
     mdata.uns[keys.uns] = portable(meta)
-    added = [
-        f"mdata.obsm[{keys.obsm!r}] ({pred.shape[0]} cells × {pred.shape[1]} proteins)",
-        f"mdata.uns[{keys.uns!r}]",
-    ]
+    added.append(f"mdata.uns[{keys.uns!r}]")
     if add_to is not None:
         added.append(_add_plottable(mdata, pred, key_added, add_to))
     log_added(_CALLER, added)

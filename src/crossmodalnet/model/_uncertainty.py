@@ -1,0 +1,606 @@
+"""Calibrated uncertainty of predicted proteins: MC-dropout spread, extra spread terms, split-conformal scaling.
+
+The model class inherits :class:`UncertaintyMixin`; it only calls the model's prediction path
+(:meth:`~crossmodalnet.model.CrossmodalNet.predict_protein`), so any change to how a prediction is
+computed carries over to its uncertainty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import sparse
+from torch import nn
+
+from crossmodalnet._utils import get_layer, get_modality
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from mudata import MuData
+
+logger = logging.getLogger(__name__)
+
+_CALIBRATIONS = ("auto", "protein", "pooled")
+_MIN_CELLS_PER_PROTEIN = 100
+_MIN_CELLS = 5
+_N_NEIGHBOURS = 20
+_N_QUANTILES = 33
+_MAX_SKETCH_CELLS = 2000
+
+
+@dataclass(frozen=True)
+class ProteinUncertainty:
+    """Predicted proteins with a per-value spread and a central interval (cells × proteins each).
+
+    Attributes
+    ----------
+    mean
+        The prediction, identical to ``predict_protein(..., return_uncertainty=False)``.
+    std
+        Spread of each predicted value, on the protein scale: the calibrated MC-dropout spread, plus
+        the spread across interpolated time points and across imputations of missing genes.
+    lower, upper
+        Bounds of the central interval at ``level``: ``mean ∓ k · std``, with ``k`` the
+        split-conformal quantile of the validation cells.
+    level
+        Nominal coverage of the interval.
+    multiplier
+        ``k`` of each protein (equal for all proteins with pooled calibration).
+    calibration
+        ``"protein"`` (one ``k`` per protein) or ``"pooled"`` (one ``k`` for all).
+    """
+
+    mean: pd.DataFrame
+    std: pd.DataFrame
+    lower: pd.DataFrame
+    upper: pd.DataFrame
+    level: float
+    multiplier: pd.Series
+    calibration: str
+
+
+def conformal_quantile(scores: np.ndarray, level: float) -> float:
+    """Split-conformal quantile: the ``⌈(n + 1) · level⌉``-th smallest finite score (``inf`` if too few).
+
+    Parameters
+    ----------
+    scores
+        Non-conformity scores of the calibration values.
+    level
+        Nominal coverage, in (0, 1).
+
+    Returns
+    -------
+    The multiplier that covers at least ``level`` of exchangeable new values.
+    """
+    scores = np.sort(np.asarray(scores, dtype=np.float64)[np.isfinite(scores)])
+    n = scores.size
+    rank = math.ceil((n + 1) * level)
+    if n == 0 or rank > n:
+        return float("inf")
+    return float(scores[rank - 1])
+
+
+def _seed_of(rng: int | np.random.Generator | None) -> int:
+    if isinstance(rng, np.random.Generator):
+        return int(rng.integers(2**62))
+    if rng is None:
+        return int(np.random.default_rng().integers(2**62))
+    return int(rng)
+
+
+def _check_level(level: float) -> float:
+    if isinstance(level, bool) or not isinstance(level, int | float) or not 0.0 < float(level) < 1.0:
+        raise ValueError(f"`level` must be a number strictly between 0 and 1 (e.g. 0.9), got {level!r}.")
+    return float(level)
+
+
+@contextlib.contextmanager
+def _mc_dropout(module: nn.Module, rate: float | None, generator: torch.Generator) -> Iterator[None]:
+    """Keep the network in evaluation mode but let every dropout layer drop units (seeded masks)."""
+    layers = [m for m in module.modules() if isinstance(m, nn.Dropout)]
+    if not layers:
+        raise ValueError("The model has no dropout layer, so MC dropout cannot give a spread.")
+    rates = [m.p if rate is None else rate for m in layers]
+    if max(rates) <= 0:
+        raise ValueError(
+            "The model was trained without dropout (`dropout_rate=0`), so MC dropout gives no spread; pass "
+            "`dropout_rate=` (e.g. 0.05) to `calibrate_uncertainty`."
+        )
+
+    def make_hook(p: float):
+        def hook(_mod, inputs, _output):
+            x = inputs[0]
+            if p <= 0:
+                return x
+            keep = torch.rand(x.shape, generator=generator, device=generator.device) >= p
+            return x * keep.to(x.device, x.dtype) / (1.0 - p)
+
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(p)) for m, p in zip(layers, rates, strict=True)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class UncertaintyMixin:
+    """Per-value spread and calibrated intervals for :meth:`predict_protein`.
+
+    The spread of a predicted value has up to four parts, added as variances:
+
+    1. the model's own variability: the standard deviation over MC-dropout passes;
+    2. the local difficulty: the RMS training residual of the cell's nearest training cells in the
+       basal latent (1 and 2 are scaled per protein to the RMS of the validation errors);
+    3. for a cell at an interpolated (unseen) time point, the spread of the predictions at the two
+       neighbouring trained time points around the prediction, weighted by the interpolation weights;
+    4. for a query with genes the model was trained on but the query lacks, the spread of the
+       predictions when those genes are filled with draws from the training cells' values instead
+       of zeros (multiple imputation).
+
+    The interval is ``prediction ∓ k · std``, where ``k`` is the split-conformal quantile of
+    ``|observed − predicted| / std`` over the validation cells (they select the best epoch but
+    never enter a gradient step) :cite:p:`Gal2016,Lei2018`.
+    """
+
+    uncertainty_: dict | None = None
+
+    # --- calibration -------------------------------------------------------------------------
+    def calibrate_uncertainty(
+        self,
+        mdata: MuData | None = None,
+        *,
+        indices: Sequence[int] | np.ndarray | None = None,
+        n_samples: int = 30,
+        dropout_rate: float | None = None,
+        rng: int | np.random.Generator | None = 0,
+        batch_size: int = 1024,
+    ) -> None:
+        """Calibrate the uncertainty of :meth:`predict_protein` on held-out cells with observed proteins.
+
+        Stores in ``model.uncertainty_`` (saved and loaded with the model) the per-protein scale of
+        the MC-dropout spread and the non-conformity scores ``|y − ŷ| / std`` of every calibration
+        value, from which the interval multiplier of any level is computed. From up to 2,000
+        training cells it also keeps the basal latent and squared residuals (for the local term) and
+        a quantile sketch of each gene (to impute genes a query lacks). :meth:`predict_protein` with ``return_uncertainty=True`` calls this on the
+        validation cells if the model is not calibrated yet.
+
+        Parameters
+        ----------
+        mdata
+            MuData with RNA and observed proteins (the model's modalities and layers); defaults to
+            the training data.
+        indices
+            Positions of the calibration cells in ``mdata``. Defaults to the model's validation
+            cells when ``mdata`` is the training data, else to all cells of ``mdata``. Never use
+            training cells: their errors are smaller than those of new cells.
+        n_samples
+            MC-dropout passes per cell.
+        dropout_rate
+            Dropout rate of the MC passes; ``None`` uses each dropout layer's trained rate.
+        rng
+            Seed or :class:`numpy.random.Generator` of the dropout masks and of the gene sketch.
+        batch_size
+            Cells per forward pass.
+        """
+        self._check_trained()
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
+            raise ValueError(f"`n_samples` must be an integer of at least 2, got {n_samples!r}.")
+        if dropout_rate is not None and not 0.0 < float(dropout_rate) < 1.0:
+            raise ValueError(f"`dropout_rate` must be None or strictly between 0 and 1, got {dropout_rate!r}.")
+        own = mdata is None or mdata is self.adata
+        mdata = self._resolve_mdata(mdata)
+        if indices is None:
+            if own:
+                indices = getattr(self, "validation_indices_", None)
+                if indices is None or len(indices) == 0:
+                    raise ValueError(
+                        "The model has no validation cells to calibrate on (trained with `validation_size=0`?). "
+                        "Pass held-out cells with observed proteins: `calibrate_uncertainty(mdata, indices=...)`."
+                    )
+            else:
+                indices = np.arange(mdata.n_obs)
+        indices = np.unique(np.asarray(indices, dtype=np.int64))
+        if indices.size == 0 or indices.min() < 0 or indices.max() >= mdata.n_obs:
+            raise ValueError(f"`indices` must be non-empty positions in [0, {mdata.n_obs}), got {indices.size} values.")
+        if indices.size < _MIN_CELLS:
+            raise ValueError(
+                f"Calibration needs at least {_MIN_CELLS} held-out cells with observed proteins, got {indices.size}; "
+                "train with a larger `validation_size` or pass more cells."
+            )
+        sub = mdata[indices].copy()
+        observed = self._observed_proteins(sub)
+        seed = _seed_of(rng)
+        pred, s_mc = self._mc_spread(
+            sub, n_samples=n_samples, dropout_rate=dropout_rate, seed=seed, batch_size=batch_size
+        )
+        have = np.isfinite(pred).all(axis=1) & np.isfinite(observed).all(axis=1)
+        pred, s_mc, observed = pred[have], s_mc[have], observed[have]
+        if pred.shape[0] < _MIN_CELLS:
+            raise ValueError(f"Fewer than {_MIN_CELLS} calibration cells have both RNA and observed proteins.")
+        reference = self._reference_residuals(seed, batch_size=batch_size)
+        local = self._local_spread(sub, reference, batch_size=batch_size)[have]
+        s_mc = np.sqrt(s_mc**2 + local**2)
+        floor = self._spread_floor(s_mc)
+        s_mc = np.maximum(s_mc, floor)
+        err = np.abs(observed - pred)
+        scale = np.sqrt(np.mean((err / s_mc) ** 2, axis=0))
+        scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+        scores = err / (scale * s_mc)
+        self.uncertainty_ = {
+            "method": "mc_dropout_split_conformal",
+            "scores": scores.astype(np.float32),
+            "scale": scale.astype(np.float64),
+            "floor": floor.astype(np.float64),
+            "n_samples": int(n_samples),
+            "dropout_rate": float("nan") if dropout_rate is None else float(dropout_rate),
+            "seed": int(seed),
+            "n_cells": int(scores.shape[0]),
+            "calibration_indices": indices[have] if own else np.zeros(0, dtype=np.int64),
+            "n_epochs": self._n_epochs_trained(),
+            "gene_quantiles": self._gene_sketch(seed),
+            **reference,
+        }
+        logger.info("calibrated uncertainty on %d held-out cells (%d MC-dropout passes)", scores.shape[0], n_samples)
+
+    def _n_epochs_trained(self) -> int:
+        history = getattr(self, "history_", None) or {}
+        return int(max((len(v) for v in history.values()), default=0))
+
+    @staticmethod
+    def _spread_floor(s_mc: np.ndarray) -> np.ndarray:
+        """Smallest MC spread per protein: 1% of its median positive spread (proteins never exactly certain)."""
+        floor = np.zeros(s_mc.shape[1])
+        for j in range(s_mc.shape[1]):
+            pos = s_mc[:, j][s_mc[:, j] > 0]
+            floor[j] = 0.01 * np.median(pos) if pos.size else 1e-6
+        return np.maximum(floor, 1e-6)
+
+    def _observed_proteins(self, mdata: MuData) -> np.ndarray:
+        """Observed proteins of ``mdata`` (cells × model proteins), in the registered layer."""
+        protein_key = self._setup_arg("protein_key")
+        layer = self._setup_arg("protein_layer")
+        prot = get_modality(mdata, protein_key, "CrossmodalNet.calibrate_uncertainty", role="protein")
+        missing = self.protein_names.difference(pd.Index(prot.var_names.astype(str)))
+        if len(missing):
+            raise KeyError(
+                f"Calibration needs every predicted protein in `mdata[{protein_key!r}]`; missing: {list(missing[:5])}."
+            )
+        X = get_layer(prot, layer, protein_key)
+        X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+        X = X[:, pd.Index(prot.var_names.astype(str)).get_indexer(self.protein_names)].astype(np.float64)
+        rows = prot.obs_names.get_indexer(mdata.obs_names)
+        out = np.full((mdata.n_obs, self.n_proteins), np.nan)
+        out[rows >= 0] = X[rows[rows >= 0]]
+        return out
+
+    def _reference_cells(self, seed: int) -> np.ndarray | None:
+        """Positions of up to 2,000 training cells of the training data (``None`` without it)."""
+        train_idx = getattr(self, "train_indices_", None)
+        if self.adata is None or train_idx is None or len(train_idx) == 0:
+            return None
+        rows = np.sort(np.asarray(train_idx, dtype=np.int64))
+        if rows.size > _MAX_SKETCH_CELLS:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, _MAX_SKETCH_CELLS, replace=False))
+        return rows
+
+    def _reference_residuals(self, seed: int, *, batch_size: int) -> dict:
+        """Basal latent and squared residuals of up to 2,000 training cells (empty arrays without training data)."""
+        rows = self._reference_cells(seed)
+        if rows is None:
+            return {
+                "reference_latent": np.zeros((0, self.module.n_latent), dtype=np.float32),
+                "reference_residual_sq": np.zeros((0, self.n_proteins), dtype=np.float32),
+            }
+        ref = self.adata[rows].copy()
+        pred = self.predict_protein(ref, batch_size=batch_size).to_numpy(dtype=np.float64)
+        residual_sq = (self._observed_proteins(ref) - pred) ** 2
+        return {
+            "reference_latent": self.get_latent_representation(ref, batch_size=batch_size).astype(np.float32),
+            "reference_residual_sq": residual_sq.astype(np.float32),
+        }
+
+    def _local_spread(self, mdata: MuData, reference: dict, *, batch_size: int) -> np.ndarray:
+        """RMS training residual of each cell's nearest training cells in the basal latent (cells × proteins)."""
+        latent = np.asarray(reference["reference_latent"])
+        residual_sq = np.asarray(reference["reference_residual_sq"], dtype=np.float64)
+        out = np.zeros((mdata.n_obs, self.n_proteins))
+        if latent.shape[0] == 0:
+            return out
+        from sklearn.neighbors import NearestNeighbors
+
+        z = self.get_latent_representation(mdata, batch_size=batch_size)
+        have = np.isfinite(z).all(axis=1)
+        if not have.any():
+            return out
+        k = min(_N_NEIGHBOURS, latent.shape[0])
+        _, nn_idx = NearestNeighbors(n_neighbors=k).fit(latent).kneighbors(z[have])
+        out[have] = np.sqrt(residual_sq[nn_idx].mean(axis=1))
+        out[~have] = np.nan
+        return out
+
+    def _gene_sketch(self, seed: int) -> np.ndarray:
+        """Quantiles (``_N_QUANTILES`` × genes) of each gene over up to 2,000 training cells, or an empty array."""
+        rows = self._reference_cells(seed)
+        if rows is None:
+            return np.zeros((0, self.n_genes), dtype=np.float32)
+        X, _ = self._rna_rows(self.adata)
+        block = X[rows]
+        block = block.toarray() if sparse.issparse(block) else np.asarray(block)
+        return np.quantile(block.astype(np.float64), np.linspace(0, 1, _N_QUANTILES), axis=0).astype(np.float32)
+
+    # --- spread components -------------------------------------------------------------------
+    def _mc_spread(
+        self, mdata: MuData, *, n_samples: int, dropout_rate: float | None, seed: int, batch_size: int, **kwargs
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Prediction (eval mode) and standard deviation over ``n_samples`` MC-dropout passes."""
+        pred = self.predict_protein(mdata, batch_size=batch_size, **kwargs).to_numpy(dtype=np.float64)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        total = np.zeros_like(pred)
+        total_sq = np.zeros_like(pred)
+        with _mc_dropout(self.module, dropout_rate, generator):
+            for _ in range(n_samples):
+                draw = self.predict_protein(mdata, batch_size=batch_size, **kwargs).to_numpy(dtype=np.float64)
+                total += draw
+                total_sq += draw**2
+        mean = total / n_samples
+        var = np.maximum(total_sq / n_samples - mean**2, 0.0) * n_samples / (n_samples - 1)
+        return pred, np.sqrt(var)
+
+    def _time_variance(
+        self, mdata: MuData, pred: np.ndarray, *, time: object, allow_extrapolation: bool, **kwargs
+    ) -> np.ndarray:
+        """``Σ_c w_c (ŷ_c − ŷ)²`` over the trained time points ``c`` an interpolated cell's time is made of."""
+        w_rows, w_codes = self._cell_time_weights(mdata, time=time, allow_extrapolation=allow_extrapolation)
+        W = w_rows.numpy()[w_codes].astype(np.float64)
+        var = np.zeros_like(pred)
+        mixed = np.abs(W).max(axis=1) < 1.0 - 1e-9
+        if not mixed.any():
+            return var
+        for c in np.flatnonzero(np.abs(W[mixed]).sum(axis=0) > 0):
+            at_c = self.predict_protein(mdata, time=self.time_categories[c], **kwargs).to_numpy(dtype=np.float64)
+            var[mixed] += np.abs(W[mixed, c : c + 1]) * (at_c[mixed] - pred[mixed]) ** 2
+        return var
+
+    def _imputation_variance(
+        self,
+        mdata: MuData,
+        pred: np.ndarray,
+        *,
+        missing_genes: Sequence[str],
+        n_imputations: int,
+        seed: int,
+        **kwargs,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Spread of the prediction when the missing genes are drawn from the training cells' values.
+
+        Returns the mean squared shift of the prediction from ``pred`` and the mean squared local spread
+        (:meth:`_local_spread`) over the imputed inputs.
+        """
+        genes = pd.Index(self.gene_names)
+        missing = pd.Index([str(g) for g in missing_genes])
+        unknown = missing.difference(genes)
+        if len(unknown):
+            raise KeyError(f"`missing_genes` holds genes the model does not use: {list(unknown[:5])}.")
+        cols = genes.get_indexer(missing.unique())
+        if cols.size == 0:
+            return np.zeros_like(pred), np.full_like(pred, np.nan)
+        sketch = np.asarray((self.uncertainty_ or {}).get("gene_quantiles", np.zeros((0, 0))))
+        if sketch.shape[0] == 0:
+            raise ValueError(
+                "The uncertainty calibration holds no training-cell gene values to impute missing genes "
+                "(calibrated without the training data). Calibrate with the training data attached."
+            )
+        X, rows = self._rna_rows(mdata)
+        X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+        X = np.asarray(X, dtype=np.float32)
+        grid = np.linspace(0, 1, sketch.shape[0])
+        generator = np.random.default_rng(seed)
+        var = np.zeros_like(pred)
+        local_sq = np.zeros_like(pred)
+        for _ in range(n_imputations):
+            filled = X.copy()
+            u = generator.random((X.shape[0], cols.size))
+            for j, col in enumerate(cols):
+                filled[:, col] = np.interp(u[:, j], grid, sketch[:, col])
+            tmp = self._with_rna(mdata, filled)
+            draw = self.predict_protein(tmp, **kwargs).to_numpy(dtype=np.float64)
+            local = self._local_spread(tmp, self.uncertainty_, batch_size=kwargs.get("batch_size", 1024))
+            # cells of `mdata` without RNA have no row in the RNA modality
+            have = rows >= 0
+            aligned = np.full_like(pred, np.nan)
+            aligned[have] = draw[rows[have]]
+            var += (aligned - pred) ** 2
+            aligned[have] = local[rows[have]]
+            local_sq += aligned**2
+        return var / n_imputations, local_sq / n_imputations
+
+    def _spread(
+        self,
+        mdata: MuData,
+        *,
+        missing_genes: Sequence[str] | None,
+        n_imputations: int,
+        seed: int,
+        time: object = None,
+        allow_extrapolation: bool = False,
+        **kwargs,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Prediction and total spread (cells × proteins) of every cell of ``mdata``."""
+        state = self.uncertainty_
+        rate = state["dropout_rate"]
+        pred, s_mc = self._mc_spread(
+            mdata,
+            n_samples=int(state["n_samples"]),
+            dropout_rate=None if not np.isfinite(rate) else float(rate),
+            seed=seed,
+            time=time,
+            allow_extrapolation=allow_extrapolation,
+            **kwargs,
+        )
+        var_imputation = 0.0
+        if missing_genes is not None and len(missing_genes):
+            # the neighbours of a cell whose genes were zeroed are found from its imputed expression instead
+            var_imputation, local_sq = self._imputation_variance(
+                mdata,
+                pred,
+                missing_genes=missing_genes,
+                n_imputations=n_imputations,
+                seed=seed + 1,
+                time=time,
+                allow_extrapolation=allow_extrapolation,
+                **kwargs,
+            )
+        else:
+            local_sq = np.full_like(pred, np.nan)
+        if np.isnan(local_sq).all():
+            local_sq = self._local_spread(mdata, state, batch_size=kwargs.get("batch_size", 1024)) ** 2
+        s_mc = np.sqrt(s_mc**2 + local_sq)
+        sigma = np.asarray(state["scale"]) * np.maximum(s_mc, np.asarray(state["floor"]))
+        var = sigma**2 + var_imputation
+        var += self._time_variance(mdata, pred, time=time, allow_extrapolation=allow_extrapolation, **kwargs)
+        return pred, np.sqrt(var)
+
+    def _missing_gene_scores(
+        self, missing_genes: Sequence[str], *, n_imputations: int, seed: int, **kwargs
+    ) -> np.ndarray | None:
+        """Non-conformity scores of the calibration cells with ``missing_genes`` zeroed, as in the query.
+
+        ``None`` when the calibration cells are not available (model without its training data).
+        """
+        cells = self.uncertainty_.get("calibration_indices")
+        if self.adata is None or cells is None or len(cells) == 0:
+            return None
+        sub = self.adata[np.asarray(cells, dtype=np.int64)].copy()
+        observed = self._observed_proteins(sub)
+        X, rows = self._rna_rows(sub)
+        X = X.toarray() if sparse.issparse(X) else np.asarray(X, dtype=np.float32)
+        X = np.array(X, dtype=np.float32)
+        X[:, pd.Index(self.gene_names).get_indexer(pd.Index([str(g) for g in missing_genes]))] = 0.0
+        zeroed = self._with_rna(sub, X)
+        pred, std = self._spread(zeroed, missing_genes=missing_genes, n_imputations=n_imputations, seed=seed, **kwargs)
+        pred_sub = np.full_like(pred, np.nan)
+        std_sub = np.full_like(std, np.nan)
+        pred_sub[rows >= 0], std_sub[rows >= 0] = pred[rows[rows >= 0]], std[rows[rows >= 0]]
+        return np.abs(observed - pred_sub) / std_sub
+
+    def _with_rna(self, mdata: MuData, X: np.ndarray) -> MuData:
+        """A MuData with ``X`` (cells of ``mdata[rna_key]`` × model genes) as RNA and ``mdata``'s covariate columns."""
+        import anndata as ad
+        import mudata as md
+
+        rna_key, layer = self._setup_arg("rna_key"), self._setup_arg("rna_layer")
+        rna = mdata.mod[rna_key]
+        adata = ad.AnnData(
+            X=X if layer is None else None,
+            obs=pd.DataFrame(index=rna.obs_names.copy()),
+            var=pd.DataFrame(index=pd.Index(self.gene_names).copy()),
+            layers=None if layer is None else {layer: X},
+        )
+        with md.set_options(pull_on_update=False):
+            tmp = md.MuData({rna_key: adata})
+        for col in (self._setup_arg("time_key"), self._setup_arg("batch_key")):
+            if col is not None and col in mdata.obs:
+                tmp.obs[col] = mdata.obs[col].reindex(tmp.obs_names).to_numpy()
+        return tmp
+
+    def _resolve_calibration(self, calibration: str) -> str:
+        if calibration != "auto":
+            return calibration
+        return "protein" if self.uncertainty_["n_cells"] >= _MIN_CELLS_PER_PROTEIN else "pooled"
+
+    def _multiplier(self, level: float, calibration: str, scores: np.ndarray | None = None) -> np.ndarray:
+        """Interval multiplier ``k`` of each protein at ``level`` (from the stored scores by default)."""
+        scores = np.asarray(self.uncertainty_["scores"] if scores is None else scores, dtype=np.float64)
+        calibration = self._resolve_calibration(calibration)
+        if calibration == "pooled":
+            k = np.full(scores.shape[1], conformal_quantile(scores.ravel(), level))
+        else:
+            k = np.array([conformal_quantile(scores[:, j], level) for j in range(scores.shape[1])])
+        if not np.isfinite(k).all():
+            raise ValueError(
+                f"{scores.shape[0]} calibration cells are too few for a {level:.0%} interval per protein; "
+                "use `calibration='pooled'` or a lower `level`."
+            )
+        return k
+
+    def _predict_with_uncertainty(
+        self,
+        mdata: MuData | None,
+        *,
+        level: float,
+        calibration: Literal["auto", "protein", "pooled"],
+        missing_genes: Sequence[str] | None,
+        n_imputations: int,
+        rng: int | np.random.Generator | None,
+        time: object,
+        allow_extrapolation: bool,
+        **kwargs,
+    ) -> ProteinUncertainty:
+        """The body of ``predict_protein(..., return_uncertainty=True)``."""
+        level = _check_level(level)
+        if calibration not in _CALIBRATIONS:
+            raise ValueError(f"`calibration` must be one of {_CALIBRATIONS}, got {calibration!r}.")
+        if isinstance(n_imputations, bool) or not isinstance(n_imputations, int) or n_imputations < 1:
+            raise ValueError(f"`n_imputations` must be a positive integer, got {n_imputations!r}.")
+        if isinstance(missing_genes, str):
+            raise TypeError("`missing_genes` must be a sequence of gene names, not one string.")
+        self._check_trained()
+        mdata = self._resolve_mdata(mdata)
+        state = self.uncertainty_
+        if state is None or state.get("n_epochs") != self._n_epochs_trained():
+            if self.adata is None:
+                raise ValueError(
+                    "The model's uncertainty is not calibrated: call `model.calibrate_uncertainty()` with the "
+                    "training data attached (before saving), or `calibrate_uncertainty(mdata, indices=...)` on "
+                    "held-out cells with observed proteins."
+                )
+            logger.info("calibrating the uncertainty on the model's validation cells")
+            self.calibrate_uncertainty(batch_size=kwargs.get("batch_size", 1024))
+            state = self.uncertainty_
+        seed = _seed_of(rng)
+        pred, std = self._spread(
+            mdata,
+            missing_genes=missing_genes,
+            n_imputations=n_imputations,
+            seed=seed,
+            time=time,
+            allow_extrapolation=allow_extrapolation,
+            **kwargs,
+        )
+        k = self._multiplier(level, calibration)
+        if missing_genes is not None and len(missing_genes):
+            scores = self._missing_gene_scores(missing_genes, n_imputations=n_imputations, seed=seed, **kwargs)
+            if scores is None:
+                logger.warning(
+                    "the model's training data is not attached: intervals of a query with missing genes are "
+                    "widened by the imputation spread but not recalibrated for the missing genes"
+                )
+            else:
+                # the calibration cells with the same genes missing give the multiplier; it is folded into
+                # the spread, so that `std` carries the extra uncertainty and `k` stays that of the model
+                std = std * (self._multiplier(level, calibration, scores=scores) / k)
+        index, columns = mdata.obs_names.copy(), self.protein_names.copy()
+
+        def frame(values: np.ndarray) -> pd.DataFrame:
+            return pd.DataFrame(values.astype(np.float32), index=index, columns=columns)
+
+        return ProteinUncertainty(
+            mean=frame(pred),
+            std=frame(std),
+            lower=frame(pred - k * std),
+            upper=frame(pred + k * std),
+            level=level,
+            multiplier=pd.Series(k, index=columns.copy(), name="multiplier"),
+            calibration=self._resolve_calibration(calibration),
+        )

@@ -1,0 +1,243 @@
+"""Calibrated uncertainty of predicted proteins: coverage, determinism, widening, persistence, errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+import crossmodalnet as cmn
+from crossmodalnet.model import CrossmodalNet, ProteinUncertainty
+from crossmodalnet.model._uncertainty import conformal_quantile
+
+TRAIN = {"max_epochs": 15, "batch_size": 64, "accelerator": "cpu", "enable_progress_bar": False}
+
+
+def _observed(mdata, cells) -> np.ndarray:
+    X = mdata["prot"][cells].X
+    return (X.toarray() if sparse.issparse(X) else np.asarray(X)).astype(float)
+
+
+@pytest.fixture(scope="module")
+def unc_model(norm_mdata):
+    """A model with 50 validation cells (for calibration) and 50 test cells."""
+    import scvi
+
+    scvi.settings.seed = 0
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=16)
+    model.train(train_size=0.5, validation_size=0.25, **TRAIN)
+    return model
+
+
+@pytest.fixture(scope="module")
+def holdout_model():
+    """A model trained without the middle time point (strong time effect), which is predicted by interpolation."""
+    import scvi
+
+    scvi.settings.seed = 0
+    mdata = cmn.datasets.synthetic_cite(n_obs=240, n_genes=60, n_proteins=8, n_time_points=3, time_effect=3.0, rng=1)
+    cmn.pp.log_normalize(mdata)
+    cmn.pp.clr(mdata)
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=16)
+    times = np.sort(mdata.obs["time"].unique())
+    model.train(split="holdout_time", holdout_time=times[1], train_size=0.6, validation_size=0.3, **TRAIN)
+    return model
+
+
+def test_conformal_quantile_is_the_finite_sample_rank():
+    scores = np.arange(1, 20, dtype=float)  # 19 scores: rank ceil(20 * 0.9) = 18
+    assert conformal_quantile(scores, 0.9) == 18.0
+    assert conformal_quantile(scores, 0.5) == 10.0
+    assert conformal_quantile(np.arange(5.0), 0.9) == np.inf  # too few values for 90%
+
+
+def test_returns_mean_std_and_interval(unc_model):
+    res = unc_model.predict_protein(return_uncertainty=True)
+    assert isinstance(res, ProteinUncertainty)
+    plain = unc_model.predict_protein()
+    pd.testing.assert_frame_equal(res.mean, plain)
+    for frame in (res.std, res.lower, res.upper):
+        assert frame.shape == plain.shape
+        assert frame.index.equals(plain.index)
+        assert frame.columns.equals(plain.columns)
+    assert (res.std.to_numpy() > 0).all()
+    assert res.level == 0.9
+    # 50 calibration cells: fewer than 100, so one pooled multiplier
+    assert res.calibration == "pooled"
+    assert res.multiplier.nunique() == 1
+    k = res.multiplier.to_numpy()
+    np.testing.assert_allclose(res.upper.to_numpy() - res.mean.to_numpy(), k * res.std.to_numpy(), rtol=1e-5)
+    np.testing.assert_allclose(res.mean.to_numpy() - res.lower.to_numpy(), k * res.std.to_numpy(), rtol=1e-5)
+    assert unc_model.uncertainty_["n_cells"] == 50
+    assert unc_model.uncertainty_["scores"].shape == (50, unc_model.n_proteins)
+
+
+def test_coverage_on_test_cells_is_close_to_nominal(unc_model):
+    mdata = unc_model.adata
+    cells = mdata.obs_names[np.sort(unc_model.test_indices)]
+    y = _observed(mdata, cells)
+    for level in (0.5, 0.9):
+        res = unc_model.predict_protein(return_uncertainty=True, level=level)
+        inside = (y >= res.lower.loc[cells].to_numpy()) & (y <= res.upper.loc[cells].to_numpy())
+        # 50 test cells × 8 proteins; split conformal targets `level` (plus at most 1/51)
+        assert level - 0.1 <= inside.mean() <= level + 0.08, (level, inside.mean())
+    wide = unc_model.predict_protein(return_uncertainty=True, level=0.95)
+    narrow = unc_model.predict_protein(return_uncertainty=True, level=0.5)
+    assert (wide.upper.to_numpy() - wide.lower.to_numpy() > narrow.upper.to_numpy() - narrow.lower.to_numpy()).all()
+
+
+def test_deterministic_for_a_seed(unc_model):
+    a = unc_model.predict_protein(return_uncertainty=True, rng=3)
+    b = unc_model.predict_protein(return_uncertainty=True, rng=3)
+    c = unc_model.predict_protein(return_uncertainty=True, rng=4)
+    pd.testing.assert_frame_equal(a.std, b.std)
+    pd.testing.assert_frame_equal(a.lower, b.lower)
+    assert not np.allclose(a.std.to_numpy(), c.std.to_numpy())
+
+
+def test_same_seed_same_calibration(norm_mdata, unc_model):
+    import scvi
+
+    scvi.settings.seed = 0
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    other = CrossmodalNet(mdata, n_latent=16)
+    other.train(train_size=0.5, validation_size=0.25, **TRAIN)
+    a = unc_model.predict_protein(return_uncertainty=True)
+    b = other.predict_protein(return_uncertainty=True)
+    np.testing.assert_array_equal(a.upper.to_numpy(), b.upper.to_numpy())
+
+
+def test_missing_genes_widen_intervals(unc_model):
+    mdata = unc_model.adata
+    cells = mdata.obs_names[np.sort(unc_model.test_indices)]
+    full = cmn.pp.to_mudata(mdata["rna"][cells].copy())
+    full.obs["time"] = mdata.obs.loc[cells, "time"].to_numpy()
+    # half of the genes are missing, among them every planted driver of a protein
+    drivers = {str(g) for genes in mdata.uns["cmn_synthetic"]["driver_genes"].values() for g in genes}
+    genes = pd.Index(unc_model.gene_names)
+    others = np.random.default_rng(0).permutation(np.flatnonzero(~genes.isin(drivers)))
+    keep = others[: unc_model.n_genes // 2]
+    assert not genes[keep].isin(drivers).any()
+    half = cmn.pp.to_mudata(mdata["rna"][cells][:, np.sort(keep)].copy())
+    half.obs["time"] = full.obs["time"].to_numpy()
+    cmn.tl.predict_protein(full, unc_model, uncertainty=True)
+    with pytest.warns(UserWarning, match="filled with zeros"):
+        cmn.tl.predict_protein(half, unc_model, uncertainty=True, min_coverage=0.4)
+    assert half.uns["cmn_protein"]["uncertainty"]["n_missing_genes"] == unc_model.n_genes - keep.size
+    assert full.uns["cmn_protein"]["uncertainty"]["n_missing_genes"] == 0
+    ratio = half.obsm["cmn_protein_std"].to_numpy() / full.obsm["cmn_protein_std"].to_numpy()
+    assert np.median(ratio) > 1.08, np.median(ratio)
+    # without the imputation term the spreads are of the same size: the widening comes from it
+    bare = unc_model.predict_protein(_aligned(half, unc_model), return_uncertainty=True)
+    assert np.median(half.obsm["cmn_protein_std"].to_numpy() / bare.std.to_numpy()) > 1.08
+
+
+def _aligned(query, model):
+    """``query`` with the model's genes, missing ones as zeros."""
+    import anndata as ad
+
+    X = np.zeros((query.n_obs, model.n_genes), dtype=np.float32)
+    idx = pd.Index(query["rna"].var_names).get_indexer(model.gene_names)
+    rna = query["rna"].X
+    rna = rna.toarray() if sparse.issparse(rna) else np.asarray(rna)
+    X[:, idx >= 0] = rna[:, idx[idx >= 0]]
+    out = cmn.pp.to_mudata(ad.AnnData(X, obs=query["rna"].obs.copy(), var=pd.DataFrame(index=model.gene_names)))
+    out.obs["time"] = query.obs["time"].to_numpy()
+    return out
+
+
+def test_interpolated_time_widens_intervals(holdout_model):
+    mdata = holdout_model.adata
+    test = np.sort(holdout_model.test_indices)
+    assert mdata.obs["time"].iloc[test].nunique() == 1  # the held-out time point
+    query = mdata[test].copy()
+    interpolated = holdout_model.predict_protein(query, return_uncertainty=True)
+    trained_time = holdout_model.time_categories[holdout_model._trained_codes()[0]]
+    at_trained = holdout_model.predict_protein(query, time=trained_time, return_uncertainty=True)
+    ratio = interpolated.std.to_numpy() / at_trained.std.to_numpy()
+    assert np.median(ratio) > 1.0, np.median(ratio)
+    # the spread between the neighbouring time points' predictions: positive at the interpolated time only
+    extra = holdout_model._time_variance(query, interpolated.mean.to_numpy(float), time=None, allow_extrapolation=False)
+    assert (extra > 0).all()
+    same = holdout_model._time_variance(
+        query, at_trained.mean.to_numpy(float), time=trained_time, allow_extrapolation=False
+    )
+    assert (same == 0).all()
+    y = _observed(mdata, query.obs_names)
+    inside = (y >= interpolated.lower.to_numpy()) & (y <= interpolated.upper.to_numpy())
+    assert inside.mean() > 0.75
+
+
+def test_save_load_gives_identical_intervals(unc_model, tmp_path):
+    before = unc_model.predict_protein(return_uncertainty=True)
+    unc_model.save(tmp_path / "m", overwrite=True)
+    loaded = CrossmodalNet.load(tmp_path / "m")  # without data: calibration comes from the file
+    after = loaded.predict_protein(unc_model.adata, return_uncertainty=True)
+    pd.testing.assert_frame_equal(before.std, after.std)
+    pd.testing.assert_frame_equal(before.upper, after.upper)
+    assert loaded.uncertainty_["gene_quantiles"].shape[1] == unc_model.n_genes
+
+
+def test_uncalibrated_model_without_data_raises(unc_model, tmp_path):
+    state = unc_model.uncertainty_
+    try:
+        unc_model.uncertainty_ = None
+        unc_model.save(tmp_path / "u", overwrite=True)
+    finally:
+        unc_model.uncertainty_ = state
+    loaded = CrossmodalNet.load(tmp_path / "u")
+    with pytest.raises(ValueError, match="not calibrated"):
+        loaded.predict_protein(unc_model.adata, return_uncertainty=True)
+    # calibrating on explicit held-out cells works without the training data
+    loaded.calibrate_uncertainty(unc_model.adata, indices=unc_model.validation_indices)
+    assert loaded.uncertainty_["gene_quantiles"].shape[0] == 0
+    loaded.predict_protein(unc_model.adata, return_uncertainty=True)
+    with pytest.raises(ValueError, match="gene values to impute"):
+        loaded.predict_protein(unc_model.adata, return_uncertainty=True, missing_genes=[unc_model.gene_names[0]])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"level": 1.5}, ValueError, "`level`"),
+        ({"level": 0}, ValueError, "`level`"),
+        ({"calibration": "cells"}, ValueError, "`calibration`"),
+        ({"n_imputations": 0}, ValueError, "`n_imputations`"),
+        ({"missing_genes": ["not_a_gene"]}, KeyError, "does not use"),
+        ({"missing_genes": "gene_0"}, TypeError, "sequence"),
+        ({"calibration": "protein", "level": 0.99}, ValueError, "too few"),
+    ],
+)
+def test_bad_arguments(unc_model, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        unc_model.predict_protein(return_uncertainty=True, **kwargs)
+
+
+def test_calibrate_bad_arguments(unc_model):
+    state = unc_model.uncertainty_
+    with pytest.raises(ValueError, match="`n_samples`"):
+        unc_model.calibrate_uncertainty(n_samples=1)
+    with pytest.raises(ValueError, match="at least 5"):
+        unc_model.calibrate_uncertainty(unc_model.adata, indices=[0, 1, 2])
+    query = cmn.pp.to_mudata(unc_model.adata["rna"].copy())
+    with pytest.raises(KeyError, match="prot"):
+        unc_model.calibrate_uncertainty(query)
+    assert unc_model.uncertainty_ is state
+
+
+def test_no_validation_cells_raises(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.train(max_epochs=1, validation_size=0.0, accelerator="cpu", enable_progress_bar=False)
+    with pytest.raises(ValueError, match="no validation cells"):
+        model.predict_protein(return_uncertainty=True)
