@@ -11,9 +11,14 @@ TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 
 
-def test_three_tutorials_exist():
+def test_tutorials_exist():
     names = {p.name for p in NOTEBOOKS}
-    assert {"getting_started.ipynb", "time_resolved_interpretation.ipynb", "rna_only_imputation.ipynb"} <= names
+    assert {
+        "getting_started.ipynb",
+        "time_resolved_interpretation.ipynb",
+        "rna_only_imputation.ipynb",
+        "uncertainty.ipynb",
+    } <= names
 
 
 @pytest.mark.slow
