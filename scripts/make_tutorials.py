@@ -295,6 +295,10 @@ def execute(path: Path, *, timeout: int = 900) -> None:
     """Execute a notebook in place (cwd = its folder), raising on the first failing cell."""
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    # tqdm warns at import that ipywidgets is missing, naming the builder's site-packages: not for readers
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and "TqdmWarning" in o.text)]
     nbformat.write(nb, path)
 
 
