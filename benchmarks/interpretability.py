@@ -60,8 +60,8 @@ import pandas as pd
 
 import crossmodalnet as cmn
 from crossmodalnet._metrics import regression_metrics
-from crossmodalnet.benchmark import BenchmarkData, coding_gene_rank, make_split
-from crossmodalnet.benchmark._data import _csr, _dense, load_bmmc, load_pbmc, resolve_shared_dir
+from crossmodalnet.benchmark import BenchmarkData, coding_gene_rank, make_split, normalized_mudata
+from crossmodalnet.benchmark._data import load_bmmc, load_pbmc, resolve_shared_dir
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -89,28 +89,19 @@ class Task:
 def load_dyngen(shared_dir: Path) -> BenchmarkData:
     """``dyngen_bifurcating_200``: log-normalised mRNA, CLR proteins, time bins as time."""
     import anndata as ad
-    import mudata as md
 
     folder = Path(shared_dir) / "data" / "dyngen_bifurcating_200"
     rna = ad.read_h5ad(folder / "rna.h5ad")
     prot = ad.read_h5ad(folder / "protein.h5ad")
-    rna.X, prot.X = _csr(rna.X), _csr(prot.X)
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": rna, "prot": prot})
-    cmn.pp.log_normalize(mdata)
-    cmn.pp.clr(mdata)
+    mdata = normalized_mudata(rna, prot)
     time = prot.obs["time_bin"]
     cats = [str(c) for c in time.cat.categories] if hasattr(time, "cat") else sorted(map(str, time.unique()))
-    return BenchmarkData(
+    return BenchmarkData.from_mudata(
+        mdata,
         name="dyngen_bifurcating_200",
-        X=_dense(mdata["rna"].X),
-        Y=_dense(mdata["prot"].X),
         time=time.astype(str).to_numpy(dtype=object),
         time_categories=cats,
         time_role="time bin (4 bins of simulation time)",
-        gene_names=pd.Index(mdata["rna"].var_names.astype(str)),
-        protein_names=pd.Index(mdata["prot"].var_names.astype(str)),
-        obs_names=pd.Index(mdata.obs_names.astype(str)),
         sanity_check=True,
     )
 

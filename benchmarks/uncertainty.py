@@ -44,34 +44,22 @@ SETS = ("synthetic", "bmmc", "pbmc", "dyngen")
 def load_dyngen(shared: Path):
     """``dyngen_bifurcating_200``: log-normalised RNA, CLR proteins, time = mean ``sim_time`` of each ``time_bin``."""
     import anndata as ad
-    import mudata as md
 
-    import crossmodalnet as cmn
-    from crossmodalnet.benchmark._data import BenchmarkData, _csr, _dense
+    from crossmodalnet.benchmark import BenchmarkData, normalized_mudata
 
     folder = shared / "data" / "dyngen_bifurcating_200"
     rna, prot = ad.read_h5ad(folder / "rna.h5ad"), ad.read_h5ad(folder / "protein.h5ad")
     prot.var_names = [f"{v}_protein" for v in prot.var_names]
-    rna.X, prot.X = _csr(rna.X), _csr(prot.X)
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": rna, "prot": prot})
-    cmn.pp.log_normalize(mdata)
-    cmn.pp.clr(mdata)
+    mdata = normalized_mudata(rna, prot)
     centre = rna.obs.groupby("time_bin", observed=True)["sim_time"].mean().round(1)
     time = rna.obs["time_bin"].map(centre).astype(float).to_numpy()
     cats = sorted(np.unique(time).tolist())
-    return BenchmarkData(
+    return BenchmarkData.from_mudata(
+        mdata,
         name="dyngen_bifurcating_200",
-        X=_dense(mdata["rna"].X),
-        Y=_dense(mdata["prot"].X),
         time=time.astype(object),
         time_categories=cats,
         time_role="mean sim_time of 4 time bins",
-        gene_names=pd.Index(mdata["rna"].var_names.astype(str)),
-        protein_names=pd.Index(mdata["prot"].var_names.astype(str)),
-        obs_names=pd.Index(mdata.obs_names.astype(str)),
-        rna_counts=_csr(mdata["rna"].layers["counts"]),
-        protein_counts=_csr(mdata["prot"].layers["counts"]),
         holdout=cats[len(cats) // 2],
         sanity_check=True,
     )
@@ -80,25 +68,19 @@ def load_dyngen(shared: Path):
 def load_synthetic_small(seed: int = 0):
     """``synthetic_cite``: 600 cells × 500 genes × 20 proteins, days 2/3/4 (day 3 is held out)."""
     import crossmodalnet as cmn
-    from crossmodalnet.benchmark._data import BenchmarkData, _csr, _dense
+    from crossmodalnet.benchmark import BenchmarkData
 
     mdata = cmn.datasets.synthetic_cite(n_obs=600, n_genes=500, n_proteins=20, n_time_points=3, rng=seed)
     cmn.pp.log_normalize(mdata)
     cmn.pp.clr(mdata)
     time = mdata.obs["time"].to_numpy()
     cats = sorted(np.unique(time).tolist())
-    return BenchmarkData(
+    return BenchmarkData.from_mudata(
+        mdata,
         name="synthetic_cite_600",
-        X=_dense(mdata["rna"].X),
-        Y=_dense(mdata["prot"].X),
         time=time.astype(object),
         time_categories=cats,
         time_role="simulated day (2, 3, 4)",
-        gene_names=pd.Index(mdata["rna"].var_names.astype(str)),
-        protein_names=pd.Index(mdata["prot"].var_names.astype(str)),
-        obs_names=pd.Index(mdata.obs_names.astype(str)),
-        rna_counts=_csr(mdata["rna"].layers["counts"]),
-        protein_counts=_csr(mdata["prot"].layers["counts"]),
         holdout=cats[len(cats) // 2],
     )
 

@@ -5,7 +5,15 @@ Run it with ``crossmodalnet benchmark`` (see ``crossmodalnet benchmark --help``)
 ``fit(X_train, Y_train, X_val, Y_val, time_train, time_val)`` / ``predict(X, time)``.
 """
 
-from ._data import SETTINGS, SYNTHETIC_SIZES, BenchmarkData, load_dataset, load_synthetic, make_split
+from ._data import (
+    SETTINGS,
+    SYNTHETIC_SIZES,
+    BenchmarkData,
+    load_dataset,
+    load_synthetic,
+    make_split,
+    normalized_mudata,
+)
 from ._interpretability import coding_gene_rank
 from ._methods import METHODS, Method, Split, make_method
 from ._run import METRICS, BenchmarkConfig, run_benchmark
@@ -24,5 +32,6 @@ __all__ = [
     "load_synthetic",
     "make_method",
     "make_split",
+    "normalized_mudata",
     "run_benchmark",
 ]

@@ -20,6 +20,7 @@ from scipy import sparse
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from anndata import AnnData
     from mudata import MuData
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,41 @@ class BenchmarkData:
             f"time: {self.time_role}"
         )
 
+    @classmethod
+    def from_mudata(
+        cls, mdata: MuData, *, name: str, time: np.ndarray, time_categories: list, time_role: str, **kwargs
+    ) -> BenchmarkData:
+        """Build from a MuData with normalised ``"rna"`` and ``"prot"`` and raw counts in ``layers["counts"]``.
+
+        Parameters
+        ----------
+        mdata
+            The data set, e.g. from :func:`normalized_mudata`.
+        name, time, time_categories, time_role
+            As the attributes of the same names.
+        **kwargs
+            Further attributes (``holdout``, ``sanity_check``, ``extra``, ...).
+
+        Returns
+        -------
+        The data set, with dense ``X``/``Y`` and sparse counts.
+        """
+        rna, prot = mdata["rna"], mdata["prot"]
+        return cls(
+            name=name,
+            X=_dense(rna.X),
+            Y=_dense(prot.X),
+            time=time,
+            time_categories=time_categories,
+            time_role=time_role,
+            gene_names=pd.Index(rna.var_names.astype(str)),
+            protein_names=pd.Index(prot.var_names.astype(str)),
+            obs_names=pd.Index(mdata.obs_names.astype(str)),
+            rna_counts=_csr(rna.layers["counts"]) if "counts" in rna.layers else None,
+            protein_counts=_csr(prot.layers["counts"]) if "counts" in prot.layers else None,
+            **kwargs,
+        )
+
     def to_mudata(self, *, time_key: str = "time") -> MuData:
         """Build a MuData (``"rna"``: ``X``, ``"prot"``: ``Y``) with the time label in ``obs[time_key]``."""
         import anndata as ad
@@ -144,6 +180,31 @@ def _dense(X) -> np.ndarray:
 
 def _csr(X) -> sparse.csr_matrix:
     return sparse.csr_matrix(X, dtype=np.float32)
+
+
+def normalized_mudata(rna: AnnData, prot: AnnData) -> MuData:
+    """Paired raw-count modalities as a MuData: log-normalised RNA and CLR proteins, counts kept in ``layers``.
+
+    Parameters
+    ----------
+    rna, prot
+        RNA and protein counts over the same cells (changed in place: ``.X`` becomes CSR).
+
+    Returns
+    -------
+    MuData with modalities ``"rna"`` and ``"prot"``, normalised by :func:`crossmodalnet.pp.log_normalize`
+    and :func:`crossmodalnet.pp.clr`.
+    """
+    import mudata as md
+
+    import crossmodalnet as cmn
+
+    rna.X, prot.X = _csr(rna.X), _csr(prot.X)
+    with md.set_options(pull_on_update=False):
+        mdata = md.MuData({"rna": rna, "prot": prot})
+    cmn.pp.log_normalize(mdata)
+    cmn.pp.clr(mdata)
+    return mdata
 
 
 def resolve_shared_dir(shared_dir: str | os.PathLike | None = None) -> Path | None:
@@ -199,18 +260,12 @@ def load_synthetic(size: str, *, seed: int = 0, structure: str = "drivers") -> B
     cmn.pp.clr(mdata)
     time = mdata.obs["time"].to_numpy()
     cats = sorted(np.unique(time).tolist())
-    return BenchmarkData(
+    return BenchmarkData.from_mudata(
+        mdata,
         name=f"synthetic_{size}" if structure == "drivers" else f"synthetic_programs_{size}",
-        X=_dense(mdata["rna"].X),
-        Y=_dense(mdata["prot"].X),
         time=time.astype(object),
         time_categories=cats,
         time_role="simulated day (2, 3, 4)",
-        gene_names=pd.Index(mdata["rna"].var_names.astype(str)),
-        protein_names=pd.Index(mdata["prot"].var_names.astype(str)),
-        obs_names=pd.Index(mdata.obs_names.astype(str)),
-        rna_counts=_csr(mdata["rna"].layers["counts"]),
-        protein_counts=_csr(mdata["prot"].layers["counts"]),
         holdout=cats[len(cats) // 2],
         extra={"size": size, "seed": seed, "structure": structure},
     )
@@ -259,9 +314,6 @@ def load_pbmc(shared_dir: Path) -> BenchmarkData:
     with :func:`crossmodalnet.pp.clr`. In-distribution only.
     """
     import anndata as ad
-    import mudata as md
-
-    import crossmodalnet as cmn
 
     folder = Path(shared_dir) / "data" / "pbmc1k_protein_v3"
     rna = ad.read_h5ad(folder / "rna.h5ad")
@@ -272,24 +324,13 @@ def load_pbmc(shared_dir: Path) -> BenchmarkData:
     is_iso = np.array(["control" in v.lower() or v.lower().startswith("igg") for v in adt.var_names])
     dropped = [str(v) for v in adt.var_names[is_iso]]
     adt = adt[:, ~is_iso].copy()
-    rna.X, adt.X = _csr(rna.X), _csr(adt.X)
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": rna, "prot": adt})
-    cmn.pp.log_normalize(mdata)
-    cmn.pp.clr(mdata)
-    n = mdata.n_obs
-    return BenchmarkData(
+    mdata = normalized_mudata(rna, adt)
+    return BenchmarkData.from_mudata(
+        mdata,
         name="pbmc1k_protein_v3",
-        X=_dense(mdata["rna"].X),
-        Y=_dense(mdata["prot"].X),
-        time=np.full(n, "all", dtype=object),
+        time=np.full(mdata.n_obs, "all", dtype=object),
         time_categories=["all"],
         time_role="none (one pseudo time point)",
-        gene_names=pd.Index(mdata["rna"].var_names.astype(str)),
-        protein_names=pd.Index(mdata["prot"].var_names.astype(str)),
-        obs_names=pd.Index(mdata.obs_names.astype(str)),
-        rna_counts=_csr(mdata["rna"].layers["counts"]),
-        protein_counts=_csr(mdata["prot"].layers["counts"]),
         holdout=None,
         holdout_reason="no time covariate",
         sanity_check=True,
@@ -307,9 +348,6 @@ def load_dyngen(shared_dir: Path) -> BenchmarkData:
     interpolated; the held-out setting holds out the third bin (300).
     """
     import anndata as ad
-    import mudata as md
-
-    import crossmodalnet as cmn
 
     folder = Path(shared_dir) / "data" / "dyngen_bifurcating_200"
     rna = ad.read_h5ad(folder / "rna.h5ad")
@@ -317,29 +355,19 @@ def load_dyngen(shared_dir: Path) -> BenchmarkData:
     common = rna.obs_names.intersection(prot.obs_names, sort=False)
     rna, prot = rna[common].copy(), prot[common].copy()
     prot.var_names = [f"{v}-prot" for v in prot.var_names]
-    rna.X, prot.X = _csr(rna.X), _csr(prot.X)
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": rna, "prot": prot})
-    cmn.pp.log_normalize(mdata)
-    cmn.pp.clr(mdata)
+    mdata = normalized_mudata(rna, prot)
     bins = rna.obs["time_bin"]
     order = list(bins.cat.categories) if hasattr(bins, "cat") else sorted(bins.unique())
     order = sorted(order, key=lambda b: float(str(b).lstrip("t").split("-")[0]))
     mids = {b: (lambda lo, hi: (lo + hi) // 2)(*(int(x) for x in str(b).lstrip("t").split("-"))) for b in order}
     time = np.array([mids[b] for b in bins.astype(str)], dtype=object)
     cats = [mids[b] for b in order]
-    return BenchmarkData(
+    return BenchmarkData.from_mudata(
+        mdata,
         name="dyngen_bifurcating_200",
-        X=_dense(mdata["rna"].X),
-        Y=_dense(mdata["prot"].X),
         time=time,
         time_categories=cats,
         time_role="simulation-time bin midpoint (60, 180, 300, 420)",
-        gene_names=pd.Index(mdata["rna"].var_names.astype(str)),
-        protein_names=pd.Index(mdata["prot"].var_names.astype(str)),
-        obs_names=pd.Index(mdata.obs_names.astype(str)),
-        rna_counts=_csr(mdata["rna"].layers["counts"]),
-        protein_counts=_csr(mdata["prot"].layers["counts"]),
         holdout=cats[len(cats) // 2],
         sanity_check=True,
     )
