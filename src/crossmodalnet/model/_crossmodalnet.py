@@ -58,31 +58,21 @@ logger = logging.getLogger(__name__)
 
 _MONITORS = ("pearson_cell_validation", "pearson_protein_validation")
 
+_PAPER: dict[str, object] = {
+    "n_latent": 512,
+    "dropout_rate": 0.05,
+    "use_batch_norm": True,
+    "n_hidden_discriminator": 128,
+    "lambda_dis": 0.5,
+    "standardize_input": False,
+    "input_reduction": None,
+    "n_input_features": None,
+    "standardize_protein": False,
+    "linear_path": False,
+}
 PRESETS: dict[str, dict[str, object]] = {
-    "paper": {
-        "n_latent": 512,
-        "dropout_rate": 0.05,
-        "use_batch_norm": True,
-        "n_hidden_discriminator": 128,
-        "lambda_dis": 0.5,
-        "standardize_input": False,
-        "input_reduction": None,
-        "n_input_features": None,
-        "standardize_protein": False,
-        "linear_path": False,
-    },
-    "default": {
-        "n_latent": 512,
-        "dropout_rate": 0.05,
-        "use_batch_norm": True,
-        "n_hidden_discriminator": 128,
-        "lambda_dis": 0.5,
-        "standardize_input": False,
-        "input_reduction": None,
-        "n_input_features": None,
-        "standardize_protein": True,
-        "linear_path": True,
-    },
+    "paper": _PAPER,
+    "default": {**_PAPER, "standardize_protein": True, "linear_path": True},
 }
 """Model settings of each preset: ``"paper"`` is Table S1 of :cite:t:`Yang2023`; ``"default"`` adds the linear path."""
 
