@@ -371,31 +371,22 @@ def predict_protein(
         min_coverage=min_coverage,
         caller=_CALLER,
     )
+    kwargs = {
+        "time": time,
+        "batch": batch,
+        "batch_size": batch_size,
+        "allow_extrapolation": allow_extrapolation,
+        "interpolation": interpolation,
+    }
     unc = None
     if uncertainty:
         filled = [] if inp.genes is None else [str(g) for g in inp.genes["filled_genes"]]
         unc = model.predict_protein(
-            inp.mdata,
-            time=time,
-            batch=batch,
-            batch_size=batch_size,
-            allow_extrapolation=allow_extrapolation,
-            interpolation=interpolation,
-            return_uncertainty=True,
-            level=level,
-            missing_genes=filled,
-            rng=rng,
+            inp.mdata, **kwargs, return_uncertainty=True, level=level, missing_genes=filled, rng=rng
         )
         pred = unc.mean
     else:
-        pred = model.predict_protein(
-            inp.mdata,
-            time=time,
-            batch=batch,
-            batch_size=batch_size,
-            allow_extrapolation=allow_extrapolation,
-            interpolation=interpolation,
-        )
+        pred = model.predict_protein(inp.mdata, **kwargs)
     pred = pred.reindex(mdata.obs_names)
     pred.columns = pd.Index(pred.columns.astype(str))
     pred.columns.name = None
