@@ -68,21 +68,10 @@ def load_dyngen(shared: Path):
 def load_synthetic_small(seed: int = 0):
     """``synthetic_cite``: 600 cells × 500 genes × 20 proteins, days 2/3/4 (day 3 is held out)."""
     import crossmodalnet as cmn
-    from crossmodalnet.benchmark import BenchmarkData
+    from crossmodalnet.benchmark import synthetic_benchmark_data
 
     mdata = cmn.datasets.synthetic_cite(n_obs=600, n_genes=500, n_proteins=20, n_time_points=3, rng=seed)
-    cmn.pp.log_normalize(mdata)
-    cmn.pp.clr(mdata)
-    time = mdata.obs["time"].to_numpy()
-    cats = sorted(np.unique(time).tolist())
-    return BenchmarkData.from_mudata(
-        mdata,
-        name="synthetic_cite_600",
-        time=time.astype(object),
-        time_categories=cats,
-        time_role="simulated day (2, 3, 4)",
-        holdout=cats[len(cats) // 2],
-    )
+    return synthetic_benchmark_data(mdata, name="synthetic_cite_600")
 
 
 def load(name: str, shared: Path):

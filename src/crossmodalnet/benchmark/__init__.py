@@ -13,6 +13,7 @@ from ._data import (
     load_synthetic,
     make_split,
     normalized_mudata,
+    synthetic_benchmark_data,
 )
 from ._interpretability import coding_gene_rank
 from ._methods import METHODS, Method, Split, make_method
@@ -34,4 +35,5 @@ __all__ = [
     "make_split",
     "normalized_mudata",
     "run_benchmark",
+    "synthetic_benchmark_data",
 ]

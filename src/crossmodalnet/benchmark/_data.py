@@ -256,18 +256,40 @@ def load_synthetic(size: str, *, seed: int = 0, structure: str = "drivers") -> B
     mdata = cmn.datasets.synthetic_cite(
         n_obs=n_obs, n_genes=n_genes, n_proteins=n_proteins, n_time_points=3, structure=structure, rng=seed
     )
+    name = f"synthetic_{size}" if structure == "drivers" else f"synthetic_programs_{size}"
+    return synthetic_benchmark_data(mdata, name=name, extra={"size": size, "seed": seed, "structure": structure})
+
+
+def synthetic_benchmark_data(mdata: MuData, *, name: str, **kwargs) -> BenchmarkData:
+    """Normalise a raw :func:`~crossmodalnet.datasets.synthetic_cite` MuData (in place) for the harness.
+
+    Parameters
+    ----------
+    mdata
+        Raw counts with ``obs["time"]``; RNA is log-normalised and proteins CLR-normalised in place.
+    name
+        Data-set name.
+    **kwargs
+        Further :class:`BenchmarkData` attributes (``extra``, ...).
+
+    Returns
+    -------
+    The data set; its middle time point is the held-out one.
+    """
+    import crossmodalnet as cmn
+
     cmn.pp.log_normalize(mdata)
     cmn.pp.clr(mdata)
     time = mdata.obs["time"].to_numpy()
     cats = sorted(np.unique(time).tolist())
     return BenchmarkData.from_mudata(
         mdata,
-        name=f"synthetic_{size}" if structure == "drivers" else f"synthetic_programs_{size}",
+        name=name,
         time=time.astype(object),
         time_categories=cats,
-        time_role="simulated day (2, 3, 4)",
+        time_role=f"simulated day ({', '.join(str(c) for c in cats)})",
         holdout=cats[len(cats) // 2],
-        extra={"size": size, "seed": seed, "structure": structure},
+        **kwargs,
     )
 
 
