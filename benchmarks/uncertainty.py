@@ -204,12 +204,7 @@ def run_totalvi(data, split, seed: int, args) -> tuple[list[dict], list]:
     method = TotalVIMethod(seed=seed, threads=1, max_epochs=args.totalvi_epochs).fit_split(data, split)
     t_train = time.perf_counter() - t0
     test = np.sort(split.test)
-    if split.setting == "in_distribution" and len(method.ref_batches_) > 1:
-        groups = pd.Series(np.asarray(data.time)[test]).astype(str).to_numpy()
-        targets = {g: f"ref_{g}" for g in np.unique(groups)}
-    else:
-        groups = np.full(test.size, "all")
-        targets = {"all": method.ref_batches_ if len(method.ref_batches_) > 1 else method.ref_batches_[0]}
+    groups, targets = method.transform_batches(data, split, test)
     samples = np.zeros((args.n_samples, test.size, data.Y.shape[1]))
     for g, tb in targets.items():
         idx = np.flatnonzero(groups == g)

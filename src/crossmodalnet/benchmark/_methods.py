@@ -643,15 +643,22 @@ class TotalVIMethod(Method):
         self.info = {"epochs": n_epochs, "max_epochs": max_epochs}
         return self
 
+    def transform_batches(self, data: BenchmarkData, split: Split, test: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Group of each test cell and the reference batch(es) each group is decoded as.
+
+        In-distribution with several time points, a cell is decoded as its own time point's reference
+        batch; otherwise every cell is decoded as (the average of) all reference batches.
+        """
+        if split.setting == "in_distribution" and len(self.ref_batches_) > 1:
+            groups = pd.Series(np.asarray(data.time)[test]).astype(str).to_numpy()
+            return groups, {g: f"ref_{g}" for g in np.unique(groups)}
+        groups = np.full(test.size, "all")
+        return groups, {"all": self.ref_batches_ if len(self.ref_batches_) > 1 else self.ref_batches_[0]}
+
     def predict_split(self, data, split):
         test = np.asarray(split.test)
         out = np.zeros((test.size, data.Y.shape[1]), dtype=np.float32)
-        if split.setting == "in_distribution" and len(self.ref_batches_) > 1:
-            groups = pd.Series(np.asarray(data.time)[test]).astype(str).to_numpy()
-            targets = {g: f"ref_{g}" for g in np.unique(groups)}
-        else:
-            groups = np.full(test.size, "all")
-            targets = {"all": self.ref_batches_ if len(self.ref_batches_) > 1 else self.ref_batches_[0]}
+        groups, targets = self.transform_batches(data, split, test)
         for g, tb in targets.items():
             rows = np.flatnonzero(groups == g)
             _, prot = self.model_.get_normalized_expression(
