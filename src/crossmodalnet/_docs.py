@@ -93,6 +93,13 @@ save
 return_fig
     Return the :class:`~matplotlib.figure.Figure` instead of showing it."""
 
+_prediction_keys = """\
+key
+    ``key_added`` of :func:`crossmodalnet.tl.predict_protein`.
+protein_key
+    Modality of the observed proteins; defaults to the one recorded by
+    :func:`crossmodalnet.tl.predict_protein`."""
+
 _plot_returns = """\
 :class:`~matplotlib.figure.Figure` if ``return_fig=True``, else ``None``."""
 
@@ -112,5 +119,6 @@ docs = DocstringProcessor(
     proteins=_proteins,
     plot_tail=_plot_tail,
     plot_returns=_plot_returns,
+    prediction_keys=_prediction_keys,
 )
 """The package's :class:`docrep.DocstringProcessor`; decorate with ``@docs.dedent``."""

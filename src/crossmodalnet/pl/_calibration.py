@@ -54,11 +54,7 @@ def calibration(
     ----------
     %(mdata_plot)s
     %(proteins)s
-    key
-        ``key_added`` of :func:`crossmodalnet.tl.predict_protein`.
-    protein_key
-        Modality of the observed proteins; defaults to the one recorded by
-        :func:`crossmodalnet.tl.predict_protein`.
+    %(prediction_keys)s
     panels
         Draw both panels, or only ``"coverage"`` or ``"error"`` (needed with ``ax``).
     n_bins

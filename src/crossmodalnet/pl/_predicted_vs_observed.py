@@ -53,11 +53,7 @@ def predicted_vs_observed(
     ----------
     %(mdata_plot)s
     %(proteins)s
-    key
-        ``key_added`` of :func:`crossmodalnet.tl.predict_protein`.
-    protein_key
-        Modality of the observed proteins; defaults to the one recorded by
-        :func:`crossmodalnet.tl.predict_protein`.
+    %(prediction_keys)s
     layer
         Layer of the observed proteins; defaults to the layer the model was trained on.
     ncols
