@@ -15,7 +15,6 @@ import scvi
 
 import crossmodalnet as cmn
 from crossmodalnet.model import CrossmodalNet
-from crossmodalnet.model._crossmodalnet import _is_data_parallel
 
 _DDP_SCRIPT = textwrap.dedent(
     """
@@ -41,15 +40,29 @@ _DDP_SCRIPT = textwrap.dedent(
 )
 
 
-def test_is_data_parallel():
-    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+class _StopAtSplitter(Exception):
+    pass
 
-    assert _is_data_parallel("ddp")
-    assert _is_data_parallel("ddp_spawn")
-    assert _is_data_parallel(DDPStrategy())
-    assert not _is_data_parallel(None)
-    assert not _is_data_parallel("auto")
-    assert not _is_data_parallel(SingleDeviceStrategy("cpu"))
+
+def test_ddp_strategy_uses_distributed_sampler(norm_mdata):
+    """`train()` asks the data splitter for a distributed sampler exactly when the strategy is DDP."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    seen = []
+
+    def splitter(*args, **kwargs):
+        seen.append(kwargs["distributed_sampler"])
+        raise _StopAtSplitter
+
+    for strategy in ("ddp", "ddp_spawn", DDPStrategy(), None, "auto"):
+        model = CrossmodalNet(mdata, n_latent=4)
+        model._data_splitter_cls = splitter
+        kwargs = {} if strategy is None else {"strategy": strategy}
+        with pytest.raises(_StopAtSplitter):
+            model.train(max_epochs=1, **kwargs)
+    assert seen == [True, True, True, False, False]
 
 
 @pytest.mark.slow

@@ -10,8 +10,10 @@ import torch
 
 from crossmodalnet._metrics import pearson_per_protein
 from crossmodalnet.model import CrossmodalNet
-from crossmodalnet.model._crossmodalnet import LINEAR_ALPHA_GRID, PRESETS, TRAIN_PRESETS
+from crossmodalnet.model._linear import LINEAR_ALPHA_GRID
+from crossmodalnet.model._presets import PRESETS, TRAIN_PRESETS
 from crossmodalnet.module import CrossmodalModule
+from crossmodalnet.train import FaderGradNormPlan
 
 TRAIN = {"accelerator": "cpu", "enable_progress_bar": False}
 
@@ -53,7 +55,11 @@ def test_paper_preset_is_table_s1(setup_mdata):
     # the paper's last layer is not zeroed
     assert m.decoder.layers[-1].weight.abs().sum() > 0
     # Table S1 training settings
-    defaults = {k: p.default for k, p in inspect.signature(CrossmodalNet.train).parameters.items()}
+    # (training-plan settings are written once, as the plan's defaults; `train()` forwards only what is given)
+    train_defaults = {k: p.default for k, p in inspect.signature(CrossmodalNet.train).parameters.items()}
+    defaults = {k: p.default for k, p in inspect.signature(FaderGradNormPlan.__init__).parameters.items()}
+    defaults["batch_size"] = train_defaults["batch_size"]
+    assert train_defaults["lr"] is None
     assert TRAIN_PRESETS["paper"] == {"max_epochs": 500, "early_stopping_patience": 10}
     assert defaults["lr"] == 1e-3
     assert defaults["weight_decay"] == 5e-6

@@ -43,3 +43,31 @@ def test_split_errors():
         stratified_split(groups, train_size=0.9, validation_size=0.2)
     with pytest.raises(ValueError, match="No cell belongs"):
         holdout_split(groups, 7)
+
+
+def test_external_indexing_trains_on_exactly_that_split(trained_model):
+    from crossmodalnet.model import CrossmodalNet
+
+    mdata = trained_model.adata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    n = mdata.n_obs
+    train, val, test = np.arange(0, n // 2), np.arange(n // 2, n // 2 + 20), np.arange(n // 2 + 20, n)
+    bad = {
+        "overlap": [train, np.r_[val, train[:3]], test],
+        "must lie in": [train, val, np.r_[test, n]],
+        "no training cells": [[], val, test],
+        "2 or 3 arrays": [train],
+        "integers": [train.astype(float), val, test],
+    }
+    for match, indices in bad.items():
+        model = CrossmodalNet(mdata, n_latent=4)
+        with pytest.raises(ValueError, match=match):
+            model.train(max_epochs=1, datasplitter_kwargs={"external_indexing": indices})
+        assert model.split_ == {}
+    model = CrossmodalNet(mdata, n_latent=4)
+    model.train(max_epochs=1, datasplitter_kwargs={"external_indexing": [train, val, test]})
+    for mine, theirs in ((train, model.train_indices), (val, model.validation_indices), (test, model.test_indices)):
+        np.testing.assert_array_equal(np.sort(theirs), mine)
+    assert model.split_["kind"] == "external"
+    with pytest.raises(ValueError, match="arguments of `train"):
+        model.train(max_epochs=1, datasplitter_kwargs={"batch_size": 8})

@@ -1,23 +1,28 @@
 from __future__ import annotations
 
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import crossmodalnet as cmn
+from crossmodalnet.model._query import QueryMixin
+
+
+class _Reference(QueryMixin):
+    """A stand-in for a trained model: the model's query mixin over gene names, keys and training data."""
+
+    def __init__(self, gene_names, adata):
+        self.gene_names, self.adata = gene_names, adata
+
+    def get_setup_arg(self, name):
+        return {"rna_key": "rna", "rna_layer": None}[name]
 
 
 @pytest.fixture
 def reference(norm_mdata):
-    """A stand-in for a trained model: harmonisation only reads gene names, keys and training data."""
-    return SimpleNamespace(
-        gene_names=pd.Index(norm_mdata["rna"].var_names),
-        registry_={"setup_args": {"rna_key": "rna", "rna_layer": None}},
-        adata=norm_mdata,
-    )
+    return _Reference(pd.Index(norm_mdata["rna"].var_names), norm_mdata)
 
 
 def _query(norm_mdata, *, n_keep, seed=0):
@@ -80,7 +85,7 @@ def test_harmonize_by_gene_ids(norm_mdata, reference):
     assert query["rna"].n_vars == 50
     assert "cmn_harmonize" not in query.uns
     # the model's IDs can also be given explicitly (e.g. for a model loaded without data)
-    bare = SimpleNamespace(gene_names=reference.gene_names, registry_=reference.registry_, adata=None)
+    bare = _Reference(reference.gene_names, None)
     with pytest.raises(ValueError, match="model_gene_ids"):
         cmn.pp.harmonize_genes(query, bare, gene_id_column="gene_ids", copy=True)
     ids = norm_mdata["rna"].var["gene_ids"].to_numpy()

@@ -538,12 +538,10 @@ class CrossmodalNetMethod(Method):
                         f"({len(theirs)} vs {len(mine)} cells); the comparison would be unfair."
                     )
         else:
-            # Arrays: the caller fixed which cells train and which validate. `train()` draws its own
-            # split, so pin it on this instance to (training rows, validation rows, no test rows).
+            # Arrays: the caller fixed which cells train and which validate (no test cells).
             train_idx, val_idx = external
             fixed = [np.asarray(train_idx, dtype=np.int64), np.asarray(val_idx, dtype=np.int64), np.array([], np.int64)]
-            model._make_split = lambda *args, **kw: fixed
-            model.train(max_epochs, split_seed=self.seed, **kwargs)
+            model.train(max_epochs, split_seed=self.seed, datasplitter_kwargs={"external_indexing": fixed}, **kwargs)
         self.model_ = model
         self.gene_names_ = data.gene_names
         history = model.history or {}

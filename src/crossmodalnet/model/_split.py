@@ -1,8 +1,17 @@
-"""Reproducible train/validation/test splits stratified by time point (pure numpy)."""
+"""Train/validation/test splits: reproducible splits stratified by time point (pure numpy), and a model's split."""
 
 from __future__ import annotations
 
+import logging
+from typing import Literal
+
 import numpy as np
+
+from crossmodalnet._constants import REGISTRY_KEYS
+
+from ._validation import check_external_indexing
+
+logger = logging.getLogger(__name__)
 
 
 def _validate_sizes(train_size: float, validation_size: float) -> None:
@@ -96,3 +105,88 @@ def holdout_split(
     frac_train = train_size / (train_size + validation_size)
     tr, va, _ = stratified_split(groups[rest], train_size=frac_train, validation_size=1 - frac_train, rng=rng)
     return np.sort(rest[tr]), np.sort(rest[va]), np.flatnonzero(is_test).astype(np.int64)
+
+
+class SplitMixin:
+    """The split a model trains on: drawn at the first ``train``, given as ``external_indexing``, or kept."""
+
+    def _make_split(
+        self,
+        split: Literal["random", "holdout_time"],
+        holdout_time: object,
+        train_size: float,
+        validation_size: float,
+        seed: int,
+    ) -> list[np.ndarray]:
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1)
+        if split == "random":
+            parts = stratified_split(codes, train_size=train_size, validation_size=validation_size, rng=seed)
+        elif split == "holdout_time":
+            if holdout_time is None:
+                raise ValueError("`split='holdout_time'` needs `holdout_time`, the time point to hold out.")
+            code = self._time_code(holdout_time)
+            parts = holdout_split(codes, code, train_size=train_size, validation_size=validation_size, rng=seed)
+        else:
+            raise ValueError(f"`split` must be 'random' or 'holdout_time', got {split!r}.")
+        return list(parts)
+
+    def _previous_split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Train, validation and test positions of an earlier ``train`` call on this data, if any."""
+        if not self.is_trained_ or not self.split_:
+            return None
+        try:
+            parts = [
+                np.asarray(a, dtype=np.int64) for a in (self.train_indices, self.validation_indices, self.test_indices)
+            ]
+        except AttributeError:
+            return None
+        if sum(p.size for p in parts) != self.adata.n_obs or any(p.size and p.max() >= self.adata.n_obs for p in parts):
+            return None
+        return parts[0], parts[1], parts[2]
+
+    def _resolve_split(
+        self,
+        split: Literal["random", "holdout_time"],
+        holdout_time: object,
+        train_size: float,
+        validation_size: float,
+        seed: int,
+        external_indexing: list | None,
+    ) -> tuple[list[np.ndarray], bool]:
+        """The split of this ``train`` call and whether it continues an earlier one; records ``split_``."""
+        if external_indexing is not None:
+            given = check_external_indexing(external_indexing, self.adata.n_obs)
+            requested = {"kind": "external"}
+        else:
+            requested = {"kind": split, "seed": int(seed), "train_size": float(train_size)}
+            requested["validation_size"] = float(validation_size)
+        previous = self._previous_split()
+        if previous is not None:
+            # Continued training: a new split would train on the model's earlier test cells.
+            same = all(self.split_.get(k) == v for k, v in requested.items()) and (
+                external_indexing is None
+                or all(np.array_equal(np.sort(a), np.sort(b)) for a, b in zip(given, previous, strict=True))
+            )
+            if not same:
+                logger.warning(
+                    "Continued training keeps the model's split %s; the split arguments of this call are ignored "
+                    "(a new split would train on earlier test cells). Train a new model for another split.",
+                    {k: self.split_.get(k) for k in requested},
+                )
+            logger.info(
+                "Continuing training from the current weights on the same split (%d train, %d validation cells)",
+                previous[0].size,
+                previous[1].size,
+            )
+            return list(previous), True
+        if external_indexing is not None:
+            parts = given
+        else:
+            parts = self._make_split(split, holdout_time, train_size, validation_size, seed)
+        self.split_ = {
+            **requested,
+            **dict(zip(("n_train", "n_validation", "n_test"), (int(p.size) for p in parts), strict=True)),
+        }
+        if split == "holdout_time" and external_indexing is None:
+            self.split_["holdout_time"] = str(holdout_time)
+        return parts, False

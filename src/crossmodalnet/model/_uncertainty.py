@@ -193,7 +193,7 @@ class UncertaintyMixin:
         batch_size
             Cells per forward pass.
         """
-        self._check_trained()
+        self._check_if_trained(warn=False)
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
             raise ValueError(f"`n_samples` must be an integer of at least 2, got {n_samples!r}.")
         if dropout_rate is not None and not 0.0 < float(dropout_rate) < 1.0:
@@ -268,8 +268,8 @@ class UncertaintyMixin:
 
     def _observed_proteins(self, mdata: MuData) -> np.ndarray:
         """Observed proteins of ``mdata`` (cells × model proteins), in the registered layer."""
-        protein_key = self._setup_arg("protein_key")
-        layer = self._setup_arg("protein_layer")
+        protein_key = self.get_setup_arg("protein_key")
+        layer = self.get_setup_arg("protein_layer")
         prot = get_modality(mdata, protein_key, "CrossmodalNet.calibrate_uncertainty", role="protein")
         missing = self.protein_names.difference(pd.Index(prot.var_names.astype(str)))
         if len(missing):
@@ -499,7 +499,7 @@ class UncertaintyMixin:
         import anndata as ad
         import mudata as md
 
-        rna_key, layer = self._setup_arg("rna_key"), self._setup_arg("rna_layer")
+        rna_key, layer = self.get_setup_arg("rna_key"), self.get_setup_arg("rna_layer")
         rna = mdata.mod[rna_key]
         adata = ad.AnnData(
             X=X if layer is None else None,
@@ -509,7 +509,7 @@ class UncertaintyMixin:
         )
         with md.set_options(pull_on_update=False):
             tmp = md.MuData({rna_key: adata})
-        for col in (self._setup_arg("time_key"), self._setup_arg("batch_key")):
+        for col in (self.get_setup_arg("time_key"), self.get_setup_arg("batch_key")):
             if col is not None and col in mdata.obs:
                 tmp.obs[col] = mdata.obs[col].reindex(tmp.obs_names).to_numpy()
         return tmp
@@ -555,7 +555,7 @@ class UncertaintyMixin:
             raise ValueError(f"`n_imputations` must be a positive integer, got {n_imputations!r}.")
         if isinstance(missing_genes, str):
             raise TypeError("`missing_genes` must be a sequence of gene names, not one string.")
-        self._check_trained()
+        self._check_if_trained(warn=False)
         mdata = self._resolve_mdata(mdata)
         state = self.uncertainty_
         if state is None or state.get("n_epochs") != self._n_epochs_trained():

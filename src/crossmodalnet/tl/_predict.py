@@ -21,7 +21,7 @@ from crossmodalnet._docs import docs
 from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein
 from crossmodalnet._utils import get_layer
 
-from ._utils import check_model, log_added, model_info, model_input, portable, setup_arg
+from ._utils import check_model, log_added, model_info, model_input, portable
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -77,7 +77,7 @@ def _observed_metrics(
     if protein_key not in mdata.mod:
         return None
     prot = mdata.mod[protein_key]
-    layer = setup_arg(model, "protein_layer")
+    layer = model.get_setup_arg("protein_layer")
     if layer is not None and layer not in prot.layers:
         logger.info("%s: no layer %r in mdata[%r]; no metrics computed", _CALLER, layer, protein_key)
         return None
@@ -156,7 +156,7 @@ def uncertainty_record(
     record["eval_indices"] = bounds["std"].index.get_indexer(cells).astype(np.int64)
     if protein_key in mdata.mod and len(cells) >= 2:
         prot = mdata.mod[protein_key]
-        layer = setup_arg(model, "protein_layer")
+        layer = model.get_setup_arg("protein_layer")
         proteins = list(bounds["std"].columns)
         if (layer is None or layer in prot.layers) and set(proteins) <= set(prot.var_names):
             X = get_layer(prot, layer, protein_key)

@@ -13,7 +13,7 @@ from crossmodalnet._constants import DEFAULT_RNA_KEY
 from crossmodalnet._docs import docs
 from crossmodalnet.pp._utils import obs_mask, select_names
 
-from ._utils import check_model, log_added, model_info, model_input, portable, setup_arg
+from ._utils import check_model, log_added, model_info, model_input, portable
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -174,7 +174,7 @@ def saliency(
     table = pd.DataFrame(table, index=rna.var_names.copy(), columns=pd.Index(names))
 
     selected = inp.mdata.obs_names if indices is None else inp.mdata.obs_names[indices]
-    n_cells = int(selected.isin(inp.mdata.mod[setup_arg(model, "rna_key")].obs_names).sum())
+    n_cells = int(selected.isin(inp.mdata.mod[model.get_setup_arg("rna_key")].obs_names).sum())
     tops = {p: top_genes(table[p], n_top) for p in names}
     meta = {
         "method": method,

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from crossmodalnet._gene_matching import align_matrix, check_coverage
 from crossmodalnet._utils import NormalizedRows, get_layer, get_modality, query_normalization, resolve_obs_column
-from crossmodalnet.pp._genes import align_matrix, check_coverage, match_genes
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -80,11 +80,6 @@ def check_model(model: object, caller: str) -> CrossmodalNet:
     return model
 
 
-def setup_arg(model: CrossmodalNet, name: str):
-    """A registered ``setup_mudata`` argument of the model (``None`` if absent)."""
-    return model.registry_["setup_args"].get(name)
-
-
 def model_info(model: CrossmodalNet) -> dict:
     """The ``model`` record of ``.uns[key_added]``: class, version, sizes and registered keys (no ``None``)."""
     from crossmodalnet import __version__
@@ -100,7 +95,7 @@ def model_info(model: CrossmodalNet) -> dict:
         "n_epochs": n_epochs,
     }
     for name in ("rna_key", "protein_key", "rna_layer", "protein_layer", "time_key", "batch_key"):
-        info[name] = setup_arg(model, name)
+        info[name] = model.get_setup_arg(name)
     return portable(info)
 
 
@@ -138,13 +133,13 @@ def model_input(
     import mudata as md
 
     rna = get_modality(mdata, rna_key, caller, role="RNA")
-    model_key, layer = setup_arg(model, "rna_key"), setup_arg(model, "rna_layer")
+    model_key, layer = model.get_setup_arg("rna_key"), model.get_setup_arg("rna_layer")
     genes = pd.Index(model.gene_names)
     X = get_layer(rna, layer, rna_key)
     if rna_key == model_key and pd.Index(rna.var_names.astype(str)).equals(genes) and gene_id_column is None:
         return ModelInput(mdata, 1.0, None, np.arange(len(genes)))
-    idx, info = match_genes(
-        rna.var, model, gene_id_column=gene_id_column, model_gene_ids=model_gene_ids, rna_key=rna_key, caller=caller
+    idx, info = model._match_query_genes(
+        rna.var, gene_id_column=gene_id_column, model_gene_ids=model_gene_ids, rna_key=rna_key, caller=caller
     )
     check_coverage(info, min_coverage, rna_key=rna_key, caller=caller)
     # raw counts: normalised over all the query's genes, as `cmn.pp.log_normalize` would, before matching
@@ -159,7 +154,7 @@ def model_input(
     )
     with md.set_options(pull_on_update=False):
         tmp = md.MuData({model_key: adata})
-    for col in (setup_arg(model, "time_key"), setup_arg(model, "batch_key")):
+    for col in (model.get_setup_arg("time_key"), model.get_setup_arg("batch_key")):
         found = None if col is None else resolve_obs_column(mdata, col)
         if found is not None:
             tmp.obs[col] = mdata.obs[found].reindex(tmp.obs_names)

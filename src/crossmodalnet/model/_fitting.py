@@ -1,0 +1,148 @@
+"""What a model fits in closed form on its training cells before the networks train.
+
+Gene and protein scaling, the input reduction (HVG selection or truncated SVD), the linear path,
+and the gene moments used by saliency.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import torch
+from scipy import sparse
+
+from crossmodalnet._constants import REGISTRY_KEYS
+
+from ._linear import fit_ridge_by_time
+
+logger = logging.getLogger(__name__)
+
+
+def column_moments(X, rows: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation of ``X`` over ``rows``, read by row chunks.
+
+    Parameters
+    ----------
+    X
+        Dense, sparse or backed matrix.
+    rows
+        Row positions to use.
+    chunk
+        Rows read at once.
+
+    Returns
+    -------
+    Mean and (population) standard deviation of each column.
+    """
+    total = np.zeros(X.shape[1])
+    total_sq = np.zeros(X.shape[1])
+    rows = np.sort(rows)
+    for start in range(0, rows.size, chunk):
+        block = X[rows[start : start + chunk]]
+        if sparse.issparse(block):
+            total += np.asarray(block.sum(axis=0)).ravel()
+            total_sq += np.asarray(block.multiply(block).sum(axis=0)).ravel()
+        else:
+            block = np.asarray(block, dtype=np.float64)
+            total += block.sum(axis=0)
+            total_sq += (block**2).sum(axis=0)
+    mean = total / rows.size
+    return mean, np.sqrt(np.maximum(total_sq / rows.size - mean**2, 0.0))
+
+
+class TrainingFitMixin:
+    """Fit the model's closed-form parts on its training cells (each only once, at the first ``train``)."""
+
+    def _fit_on_training_cells(self, train_idx: np.ndarray, val_idx: np.ndarray, *, seed: int) -> None:
+        module = self.module
+        if module.standardize_input and not bool(module.input_scaling_fitted):
+            module.fit_input_scaling(*self._column_moments(REGISTRY_KEYS.X_KEY, train_idx))
+        if module.standardize_protein and not bool(module.protein_scaling_fitted):
+            module.fit_protein_scaling(*self._column_moments(REGISTRY_KEYS.PROTEIN_KEY, train_idx))
+        if module.input_reduction is not None and not bool(module.input_reduction_fitted):
+            self._fit_input_reduction(train_idx, seed=seed)
+        self._fit_gene_moments(train_idx)
+        if module.linear_path and not bool(module.linear_path_fitted):
+            self._fit_linear_path(train_idx, val_idx)
+
+    def _column_moments(self, registry_key: str, train_idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, std = column_moments(self.adata_manager.get_from_registry(registry_key), np.asarray(train_idx))
+        return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+
+    def _fit_gene_moments(self, train_idx: np.ndarray) -> None:
+        """Store the mean and standard deviation of every gene over the training cells in ``gene_moments_``."""
+        mean, sd = self._column_moments(REGISTRY_KEYS.X_KEY, np.asarray(train_idx))
+        self.gene_moments_ = {"mean": mean.numpy(), "sd": sd.numpy()}
+
+    def _fit_input_reduction(self, train_idx: np.ndarray, *, seed: int) -> None:
+        """Fit the HVG selection or the truncated SVD of the module's input on the training cells."""
+        X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        block = X[np.sort(train_idx)]
+        block = block.tocsr() if sparse.issparse(block) else np.asarray(block, dtype=np.float32)
+        k = self.module.n_features
+        if self.module.input_reduction == "hvg":
+            import scanpy as sc
+            from anndata import AnnData
+
+            # scanpy's seurat flavour expects log-normalised data, which is what the model is given.
+            tmp = AnnData(block)
+            tmp.var_names = self.gene_names.astype(str)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                sc.pp.highly_variable_genes(tmp, n_top_genes=k, flavor="seurat", inplace=True)
+            disp = np.nan_to_num(tmp.var["dispersions_norm"].to_numpy(dtype=float), nan=-np.inf)
+            hvg = tmp.var["highly_variable"].to_numpy(dtype=bool)
+            # scanpy's selection; ties at its cut-off can give more or fewer than k genes: keep exactly k,
+            # scanpy's genes first, then by normalised dispersion, then by position
+            order = np.lexsort((np.arange(disp.size), -disp, ~hvg))
+            self.module.fit_input_reduction(torch.as_tensor(np.sort(order[:k])))
+        else:
+            from sklearn.decomposition import TruncatedSVD
+
+            if k >= min(block.shape):
+                raise ValueError(
+                    f"`n_input_features={k}` SVD components need more than {k} training cells and genes; "
+                    f"there are {block.shape[0]} training cells. Use fewer components."
+                )
+            svd = TruncatedSVD(n_components=k, random_state=seed).fit(block)
+            self.module.fit_input_reduction(torch.as_tensor(svd.components_.T.copy(), dtype=torch.float32))
+
+    def _loss_scale_proteins(self, idx: np.ndarray) -> np.ndarray:
+        """Registered proteins of cells ``idx`` on the loss scale (standardised with ``standardize_protein``)."""
+        Y = torch.as_tensor(self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, idx), dtype=torch.float32)
+        return self.module.scale_protein(Y).double().numpy()
+
+    def _fit_linear_path(self, train_idx: np.ndarray, val_idx: np.ndarray) -> float:
+        """Fit the linear path on the training cells, its penalty chosen on validation cells of trained time points.
+
+        Proteins are taken on the loss scale. An unseen time point later gets the intercepts
+        interpolated with the same weights as its time embedding. See
+        :func:`~crossmodalnet.model._linear.fit_ridge_by_time`.
+
+        Returns
+        -------
+        The chosen penalty (absolute).
+        """
+        train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1).astype(np.int64)
+        t_train, t_val = codes[train_idx], codes[val_idx]
+        val_known = val_idx[np.isin(t_val, t_train)]
+        validation = {}
+        if val_known.size:
+            validation = {
+                "X_val": self._registered_dense(REGISTRY_KEYS.X_KEY, val_known),
+                "Y_val": self._loss_scale_proteins(val_known),
+                "t_val": codes[val_known],
+            }
+        W, intercept, alpha, n_candidates = fit_ridge_by_time(
+            self._registered_dense(REGISTRY_KEYS.X_KEY, train_idx),
+            self._loss_scale_proteins(train_idx),
+            t_train,
+            len(self.time_categories),
+            **validation,
+        )
+        self.module.fit_linear_path(torch.as_tensor(W), torch.as_tensor(intercept), alpha)
+        logger.info("linear path: ridge alpha %.4g (%d candidates)", alpha, n_candidates)
+        return alpha

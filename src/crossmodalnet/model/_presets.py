@@ -1,0 +1,54 @@
+"""Settings of the model presets and the validation metrics training can monitor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_PAPER: dict[str, object] = {
+    "n_latent": 512,
+    "dropout_rate": 0.05,
+    "use_batch_norm": True,
+    "n_hidden_discriminator": 128,
+    "lambda_dis": 0.5,
+    "standardize_input": False,
+    "input_reduction": None,
+    "n_input_features": None,
+    "standardize_protein": False,
+    "linear_path": False,
+}
+PRESETS: dict[str, dict[str, object]] = {
+    "paper": _PAPER,
+    "default": {**_PAPER, "standardize_protein": True, "linear_path": True},
+}
+"""Model settings of each preset: ``"paper"`` is Table S1 of :cite:t:`Yang2023`; ``"default"`` adds the linear path."""
+
+TRAIN_PRESETS: dict[str, dict[str, object]] = {
+    "paper": {"max_epochs": 500, "early_stopping_patience": 10},
+    "default": {"max_epochs": 500, "early_stopping_patience": 10},
+}
+"""Training settings that differ between presets (used where :meth:`CrossmodalNet.train` gets ``None``)."""
+
+MONITORS = ("pearson_cell_validation", "pearson_protein_validation")
+"""Validation metrics that early stopping and best-epoch restoration can follow."""
+
+N_INPUT_FEATURES = {"hvg": 2000, "svd": 256}
+"""Default number of features kept by each ``input_reduction``."""
+
+
+def resolve_preset(preset: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Model settings: each ``None`` in ``given`` replaced by the preset's value.
+
+    Parameters
+    ----------
+    preset
+        Name of a preset in :data:`PRESETS`.
+    given
+        Settings passed by the user, ``None`` where not given.
+
+    Returns
+    -------
+    The resolved settings, with the same keys as ``given``.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"`preset` must be one of {list(PRESETS)}, got {preset!r}.")
+    return {k: (PRESETS[preset][k] if v is None else v) for k, v in given.items()}
