@@ -59,8 +59,8 @@ import numpy as np
 import pandas as pd
 
 import crossmodalnet as cmn
-from crossmodalnet._metrics import regression_metrics
-from crossmodalnet.benchmark import BenchmarkData, coding_gene_rank, make_split, normalized_mudata
+from crossmodalnet._metrics import prediction_metrics
+from crossmodalnet.benchmark import METRICS, BenchmarkData, coding_gene_rank, make_split, normalized_mudata
 from crossmodalnet.benchmark._data import load_bmmc, load_pbmc, resolve_shared_dir
 
 if TYPE_CHECKING:
@@ -128,6 +128,12 @@ def pearson_abs(task: Task) -> pd.DataFrame:
     return pd.DataFrame(np.abs(r), index=task.data.gene_names, columns=task.data.protein_names)
 
 
+def _scores(pred: np.ndarray, true: np.ndarray) -> dict:
+    """Mean per-protein and per-cell Pearson and MSE (the harness's accuracy columns)."""
+    metrics = prediction_metrics(pred, true)
+    return {k: metrics[k] for k in METRICS}
+
+
 def _ridge(task: Task) -> tuple[np.ndarray, np.ndarray, dict]:
     """Per-protein-alpha Ridge on standardised genes: coefficients (genes × proteins), gene sds, test metrics."""
     from sklearn.linear_model import Ridge
@@ -149,7 +155,7 @@ def _ridge(task: Task) -> tuple[np.ndarray, np.ndarray, dict]:
     coef[sd == 0] = 0.0
     intercept = Y[task.train].mean(0)
     pred = Z[task.test] @ coef + intercept
-    metrics = regression_metrics(pred, Y[task.test])
+    metrics = _scores(pred, Y[task.test])
     metrics["median_alpha"] = float(np.median(ALPHAS[best]))
     task.extra[key] = (coef, sd, metrics)
     return task.extra[key]
@@ -226,7 +232,7 @@ def _model(task: Task):
         if not np.array_equal(np.sort(np.asarray(theirs)), np.sort(mine)):
             raise RuntimeError(f"the model drew another {what} split than the harness")
     pred = model.predict_protein(mdata).to_numpy()
-    metrics = regression_metrics(pred[task.test], data.Y[task.test])
+    metrics = _scores(pred[task.test], data.Y[task.test])
     metrics |= {"epochs": len(model.history["loss_train"]), "train_seconds": seconds}
     print(
         f"  seed {task.seed} model: {metrics['epochs']} epochs in {seconds:.0f} s; test Pearson per protein "

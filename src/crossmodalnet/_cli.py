@@ -160,6 +160,7 @@ def demo(args: argparse.Namespace) -> int:
     import scvi
 
     import crossmodalnet as cmn
+    from crossmodalnet._metrics import prediction_metrics
     from crossmodalnet.model import CrossmodalNet
 
     out = Path(args.out)
@@ -184,8 +185,6 @@ def demo(args: argparse.Namespace) -> int:
     pred.to_csv(out / "predicted_proteins.csv")
 
     test = model.test_indices
-    from crossmodalnet.tl._predict import prediction_metrics
-
     true = np.asarray(mdata["prot"].X.toarray() if hasattr(mdata["prot"].X, "toarray") else mdata["prot"].X)
     m = prediction_metrics(pred.to_numpy()[test], true[test])
     summary = pd.DataFrame(

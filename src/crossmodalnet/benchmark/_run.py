@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein, regression_metrics
+from crossmodalnet._metrics import pearson_per_cell, prediction_metrics
 
 from ._data import REAL_DATASETS, SETTINGS, SYNTHETIC_SIZES, load_dataset, make_split, resolve_shared_dir
 from ._methods import METHODS, Split, make_method, method_display_name, parse_methods
@@ -295,16 +295,10 @@ def run_method(
         row["status"] = f"failed: prediction of shape {pred.shape} with non-finite values or wrong shape"
         return row, empty, empty
     with np.errstate(all="ignore"):
-        metrics = regression_metrics(pred, true) if np.isfinite(pearson_per_protein(pred, true)).any() else None
-        r_prot = pearson_per_protein(pred, true)
-        r_cell = pearson_per_cell(pred, true)
-    if metrics is None:  # every protein predicted as a constant: per-protein Pearson undefined
-        metrics = {
-            "pearson_protein": math.nan,
-            "pearson_cell": float(np.nanmean(r_cell)),
-            "mse": float(np.mean((pred - true) ** 2)),
-        }
-    row.update(metrics)
+        metrics = prediction_metrics(pred, true)
+    r_prot = metrics["per_protein"]["pearson"]
+    r_cell = pearson_per_cell(pred, true)
+    row.update({k: metrics[k] for k in METRICS})
     row.update(
         {
             "pearson_protein_median": float(np.nanmedian(r_prot)) if np.isfinite(r_prot).any() else math.nan,
@@ -327,7 +321,7 @@ def run_method(
             "method": row["method"],
             "protein": np.asarray(data.protein_names),
             "pearson": r_prot,
-            "mse": ((pred - true) ** 2).mean(axis=0),
+            "mse": metrics["per_protein"]["mse"],
         }
     )
     per_cell = pd.DataFrame(
