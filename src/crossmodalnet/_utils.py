@@ -305,6 +305,13 @@ def resolve_seed(rng: int | np.random.Generator | None) -> int | None:
     return int(rng)
 
 
+def check_level(level: float) -> float:
+    """Return ``level`` as a float, or raise a :class:`ValueError` unless it lies strictly between 0 and 1."""
+    if isinstance(level, bool) or not isinstance(level, int | float) or not 0.0 < float(level) < 1.0:
+        raise ValueError(f"`level` must be a number strictly between 0 and 1 (e.g. 0.9), got {level!r}.")
+    return float(level)
+
+
 def select_names(value: str | Sequence[str] | None, available: Sequence[str], what: str, caller: str) -> list[str]:
     """Requested names (all of ``available`` if ``None``), or a :class:`KeyError` naming the unknown ones."""
     avail = [str(a) for a in available]

@@ -19,7 +19,7 @@ from crossmodalnet._constants import (
 )
 from crossmodalnet._docs import docs
 from crossmodalnet._metrics import pearson_per_protein, prediction_metrics
-from crossmodalnet._utils import get_layer
+from crossmodalnet._utils import check_level, get_layer
 
 from ._utils import check_model, log_added, model_info, model_input, portable
 
@@ -308,9 +308,7 @@ def predict_protein(
     """
     keys = _keys.Keys(key_added)
     if uncertainty:
-        from crossmodalnet.model._uncertainty import _check_level
-
-        _check_level(level)  # before any training or writing
+        check_level(level)  # before any training or writing
     if add_to not in (None, "obs", "modality"):
         raise ValueError(f"{_CALLER}: `add_to` must be None, 'obs' or 'modality', got {add_to!r}.")
     if add_to == "modality" and key_added in mdata.mod and "cmn_protein" not in mdata.mod[key_added].uns:
