@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--sizes", default="D1")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-dir", default="../shared/data", help="folder holding the real data sets")
     parser.add_argument("--summarise-only", action="store_true")
     parser.add_argument(
         "--include", default="", help="comma-separated output folders of other runs to add to the summary"
@@ -80,6 +81,7 @@ def main() -> None:
                     out=folder,
                     seed=seed,
                     threads=args.threads,
+                    data_dir=args.data_dir,
                 )
             if (folder / "results.csv").is_file():
                 frames.append(pd.read_csv(folder / "results.csv").assign(seed=seed))

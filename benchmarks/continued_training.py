@@ -23,8 +23,8 @@ import scvi
 import torch
 
 import crossmodalnet as cmn
+from crossmodalnet._metrics import prediction_metrics
 from crossmodalnet.model import CrossmodalNet
-from crossmodalnet.tl._predict import prediction_metrics
 
 TRAIN = {"batch_size": 128, "accelerator": "cpu", "enable_progress_bar": False, "logger": False}
 

@@ -28,7 +28,8 @@ from scipy import sparse
 from sklearn.linear_model import Lasso, Ridge
 
 import crossmodalnet as cmn
-from crossmodalnet._metrics import regression_metrics
+from crossmodalnet._metrics import prediction_metrics
+from crossmodalnet.benchmark import METRICS
 from crossmodalnet.model import CrossmodalNet
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
@@ -60,7 +61,7 @@ def ridge_fit_predict(X, Y, train, val, test, *, time_onehot=None, lasso=False):
     for alpha in LASSO_ALPHAS if lasso else ALPHAS:
         model = (Lasso(alpha=alpha, max_iter=5000) if lasso else Ridge(alpha=alpha)).fit(X[train], Y[train])
         pred = model.predict(X[test])
-        score = regression_metrics(model.predict(X[val]), Y[val])["pearson_protein"]
+        score = prediction_metrics(model.predict(X[val]), Y[val])["pearson_protein"]
         if best is None or score > best[0]:
             best = (score, alpha, pred)
     return best[2], best[1]
@@ -78,7 +79,8 @@ CONFIGS = {
 
 
 def _row(setting, method, pred, Y, **extra) -> dict:
-    return {"setting": setting, "method": method, **regression_metrics(pred, Y), **extra}
+    metrics = prediction_metrics(pred, Y)
+    return {"setting": setting, "method": method, **{k: metrics[k] for k in METRICS}, **extra}
 
 
 def run_seed(args, seed: int) -> list[dict]:

@@ -27,7 +27,7 @@ def main() -> None:
     import torch
 
     from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein
-    from crossmodalnet.benchmark._data import TRAIN_SIZE, VALIDATION_SIZE, load_dataset, resolve_shared_dir
+    from crossmodalnet.benchmark._data import TRAIN_SIZE, VALIDATION_SIZE, load_dataset
     from crossmodalnet.model import CrossmodalNet
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,18 +35,16 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--data", default=",".join(SPECS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-dir", default="../shared/data", help="folder holding dyngen_bifurcating_200/")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    shared = resolve_shared_dir()
     rows = []
     for spec in args.data.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            data = load_dataset(spec, seed=seed, shared_dir=shared)
-            if data is None:
-                continue
+            data = load_dataset(spec, seed=seed, data_dir=args.data_dir)
             for held in data.time_categories[1:-1]:
                 mdata = data.to_mudata()
                 scvi.settings.seed = seed

@@ -7,7 +7,7 @@ paralogues count once), summarised as the median over the proteins whose coding 
 Coding genes come from :func:`crossmodalnet.pp.protein_genes` for the human panels and are exact for
 dyngen (protein i is the product of gene i).
 
-Data sets (from ``shared/data``):
+Data sets (from ``--data-dir``, default ``../shared/data``):
 
 - ``bmmc``: ``bmmc_cite_600`` as the benchmark harness loads it (log-normalised RNA, CLR ADT).
 - ``pbmc``: ``pbmc1k_protein_v3`` (isotype controls dropped; ``cmn.pp.log_normalize`` and ``cmn.pp.clr``).
@@ -59,9 +59,9 @@ import numpy as np
 import pandas as pd
 
 import crossmodalnet as cmn
-from crossmodalnet._metrics import regression_metrics
-from crossmodalnet.benchmark import BenchmarkData, coding_gene_rank, make_split, normalized_mudata
-from crossmodalnet.benchmark._data import load_bmmc, load_pbmc, resolve_shared_dir
+from crossmodalnet._metrics import prediction_metrics
+from crossmodalnet.benchmark import METRICS, BenchmarkData, coding_gene_rank, make_split, normalized_mudata
+from crossmodalnet.benchmark._data import load_bmmc, load_pbmc
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -86,11 +86,11 @@ class Task:
     config: dict = field(default_factory=dict)
 
 
-def load_dyngen(shared_dir: Path) -> BenchmarkData:
+def load_dyngen(data_dir: Path) -> BenchmarkData:
     """``dyngen_bifurcating_200``: log-normalised mRNA, CLR proteins, time bins as time."""
     import anndata as ad
 
-    folder = Path(shared_dir) / "data" / "dyngen_bifurcating_200"
+    folder = Path(data_dir) / "dyngen_bifurcating_200"
     rna = ad.read_h5ad(folder / "rna.h5ad")
     prot = ad.read_h5ad(folder / "protein.h5ad")
     mdata = normalized_mudata(rna, prot)
@@ -106,9 +106,9 @@ def load_dyngen(shared_dir: Path) -> BenchmarkData:
     )
 
 
-def load(name: str, shared_dir: Path) -> tuple[BenchmarkData, dict[str, tuple[str, ...]]]:
+def load(name: str, data_dir: Path) -> tuple[BenchmarkData, dict[str, tuple[str, ...]]]:
     """A data set and its protein → coding-gene mapping (restricted to measured genes)."""
-    data = {"bmmc": load_bmmc, "pbmc": load_pbmc, "dyngen": load_dyngen}[name](shared_dir)
+    data = {"bmmc": load_bmmc, "pbmc": load_pbmc, "dyngen": load_dyngen}[name](data_dir)
     if name == "dyngen":
         mapping = {p: (p,) for p in data.protein_names if p in set(data.gene_names)}
     else:
@@ -126,6 +126,12 @@ def pearson_abs(task: Task) -> pd.DataFrame:
         r = (Xc.T @ Yc) / np.outer(np.sqrt((Xc**2).sum(0)), np.sqrt((Yc**2).sum(0)))
     r[~np.isfinite(r)] = np.nan
     return pd.DataFrame(np.abs(r), index=task.data.gene_names, columns=task.data.protein_names)
+
+
+def _scores(pred: np.ndarray, true: np.ndarray) -> dict:
+    """Mean per-protein and per-cell Pearson and MSE (the harness's accuracy columns)."""
+    metrics = prediction_metrics(pred, true)
+    return {k: metrics[k] for k in METRICS}
 
 
 def _ridge(task: Task) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -149,7 +155,7 @@ def _ridge(task: Task) -> tuple[np.ndarray, np.ndarray, dict]:
     coef[sd == 0] = 0.0
     intercept = Y[task.train].mean(0)
     pred = Z[task.test] @ coef + intercept
-    metrics = regression_metrics(pred, Y[task.test])
+    metrics = _scores(pred, Y[task.test])
     metrics["median_alpha"] = float(np.median(ALPHAS[best]))
     task.extra[key] = (coef, sd, metrics)
     return task.extra[key]
@@ -226,7 +232,7 @@ def _model(task: Task):
         if not np.array_equal(np.sort(np.asarray(theirs)), np.sort(mine)):
             raise RuntimeError(f"the model drew another {what} split than the harness")
     pred = model.predict_protein(mdata).to_numpy()
-    metrics = regression_metrics(pred[task.test], data.Y[task.test])
+    metrics = _scores(pred[task.test], data.Y[task.test])
     metrics |= {"epochs": len(model.history["loss_train"]), "train_seconds": seconds}
     print(
         f"  seed {task.seed} model: {metrics['epochs']} epochs in {seconds:.0f} s; test Pearson per protein "
@@ -270,12 +276,12 @@ METHODS: dict[str, Callable[[Task], pd.DataFrame]] = {
 
 
 def run(
-    datasets: list[str], seeds: list[int], shared_dir: Path, methods: list[str], config: dict | None = None
+    datasets: list[str], seeds: list[int], data_dir: Path, methods: list[str], config: dict | None = None
 ) -> tuple[pd.DataFrame, ...]:
     """Per-protein ranks, per-seed summary and mean-over-seeds summary (``config``: see :func:`resolve_config`)."""
     per_protein, summary = [], []
     for name in datasets:
-        data, mapping = load(name, shared_dir)
+        data, mapping = load(name, data_dir)
         constant = data.Y.std(0) == 0
         evaluated = {p: g for p, g in mapping.items() if g and not constant[data.protein_names.get_loc(p)]}
         print(
@@ -341,20 +347,17 @@ def main() -> None:
     parser.add_argument("--train-kwargs", type=json.loads, default={}, help="JSON: more model.train(...) arguments")
     parser.add_argument("--config-name", default=None, help="name of the results folder (default: --config)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--shared-dir", type=Path, default=None, help="folder holding data/ (default: ../shared)")
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"), help="folder holding the data sets")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/interpretability"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    shared = resolve_shared_dir(args.shared_dir)
-    if shared is None:
-        raise SystemExit("no shared data folder: pass --shared-dir (the folder that holds data/)")
     import torch
 
     torch.set_num_threads(args.threads)
     config = resolve_config(args.config, args.model_kwargs, args.train_kwargs)
     name = args.config_name or args.config
     print(f"model configuration {name!r}: {config}", flush=True)
-    per_protein, summary, mean = run(args.datasets, args.seeds, shared, args.methods, config)
+    per_protein, summary, mean = run(args.datasets, args.seeds, args.data_dir, args.methods, config)
     for table in (per_protein, summary, mean):
         table.insert(0, "config", name)
     args.out = args.out / name

@@ -41,13 +41,13 @@ logger = logging.getLogger("uncertainty")
 SETS = ("synthetic", "bmmc", "pbmc", "dyngen")
 
 
-def load_dyngen(shared: Path):
+def load_dyngen(data_dir: Path):
     """``dyngen_bifurcating_200``: log-normalised RNA, CLR proteins, time = mean ``sim_time`` of each ``time_bin``."""
     import anndata as ad
 
     from crossmodalnet.benchmark import BenchmarkData, normalized_mudata
 
-    folder = shared / "data" / "dyngen_bifurcating_200"
+    folder = data_dir / "dyngen_bifurcating_200"
     rna, prot = ad.read_h5ad(folder / "rna.h5ad"), ad.read_h5ad(folder / "protein.h5ad")
     prot.var_names = [f"{v}_protein" for v in prot.var_names]
     mdata = normalized_mudata(rna, prot)
@@ -74,15 +74,15 @@ def load_synthetic_small(seed: int = 0):
     return synthetic_benchmark_data(mdata, name="synthetic_cite_600")
 
 
-def load(name: str, shared: Path):
+def load(name: str, data_dir: Path):
     """A :class:`~crossmodalnet.benchmark._data.BenchmarkData` by short name."""
     from crossmodalnet.benchmark._data import load_bmmc, load_pbmc
 
     return {
         "synthetic": lambda: load_synthetic_small(0),
-        "bmmc": lambda: load_bmmc(shared),
-        "pbmc": lambda: load_pbmc(shared),
-        "dyngen": lambda: load_dyngen(shared),
+        "bmmc": lambda: load_bmmc(data_dir),
+        "pbmc": lambda: load_pbmc(data_dir),
+        "dyngen": lambda: load_dyngen(data_dir),
     }[name]()
 
 
@@ -234,7 +234,7 @@ def run_totalvi(data, split, seed: int, args) -> tuple[list[dict], list]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="results/uncertainty")
-    parser.add_argument("--shared-dir", default="../shared")
+    parser.add_argument("--data-dir", default="../shared/data", help="folder holding the data sets")
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--level", type=float, default=0.9)
@@ -256,7 +256,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows, per_protein = [], []
     for name in args.sets.split(","):
-        data = load(name, Path(args.shared_dir))
+        data = load(name, Path(args.data_dir))
         settings = ["in_distribution"] + (["heldout_time"] if data.holdout is not None else [])
         for setting in settings:
             for seed in (int(s) for s in args.seeds.split(",")):

@@ -149,3 +149,20 @@ def test_cli_train_normalises_reports_test_metrics_and_predict_takes_batch(tmp_p
     assert abs(pred.to_numpy() - want.to_numpy()).max() < 1e-4
     assert main(["-q", "predict", str(model_dir), str(qpath), "--out", str(tmp_path / "q.csv"), "--batch", "nope"]) == 2
     assert "Unknown batch category 'nope'" in capfd.readouterr().err
+
+
+def test_cli_reports_input_errors_but_lets_bugs_raise(h5mu, tmp_path, monkeypatch, capsys):
+    from crossmodalnet.model import CrossmodalNet
+
+    def broken(*args, **kwargs):
+        raise TypeError("a bug inside the package")
+
+    args = ["-q", "predict", str(tmp_path / "model"), str(h5mu), "--out", str(tmp_path / "p.csv")]
+    monkeypatch.setattr(CrossmodalNet, "load", classmethod(lambda cls, *a, **k: broken()))
+    with pytest.raises(TypeError, match="a bug inside the package"):
+        main(args)
+    monkeypatch.setattr(
+        CrossmodalNet, "load", classmethod(lambda cls, *a, **k: (_ for _ in ()).throw(ValueError("bad input")))
+    )
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == "crossmodalnet predict: error: ValueError: bad input"

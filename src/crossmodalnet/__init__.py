@@ -20,7 +20,7 @@ __all__ = ["datasets", "model", "pl", "pp", "settings", "tl", "__version__"]
 
 
 def __getattr__(name: str):
-    # `model` pulls in scvi-tools and Lightning (~10 s); load it only when asked for.
+    # `model` pulls in scvi-tools and Lightning, which are slow to import; load it only when asked for.
     if name == "model":
         import importlib
 

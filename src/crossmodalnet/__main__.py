@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY
+
 logger = logging.getLogger("crossmodalnet")
 
 
@@ -22,34 +24,6 @@ def _lazy(name: str):
             return 2
 
     return run
-
-
-def _benchmark(args: argparse.Namespace) -> int:
-    """Run the benchmark harness (:func:`crossmodalnet.benchmark.run_benchmark`) and write its tables to --out."""
-    import os
-
-    # set before torch/LightGBM load OpenMP: idle threads sleep instead of spinning (steadier timings)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from crossmodalnet.benchmark import run_benchmark
-
-    results = run_benchmark(
-        data=args.data,
-        sizes=args.sizes,
-        methods=args.methods,
-        settings=args.settings,
-        out=args.out,
-        quick=args.quick,
-        speed=args.speed,
-        speed_sizes=args.speed_sizes,
-        max_epochs=args.max_epochs,
-        seed=args.seed,
-        threads=args.threads,
-        shared_dir=args.shared_dir,
-        speed_timeout=args.speed_timeout,
-    )
-    n_failed = int(results["status"].str.startswith(("failed", "timeout")).sum())
-    print(f"{len(results)} result rows ({n_failed} failed or timed out); wrote {args.out}/results.md")
-    return 0
 
 
 def _add_benchmark_parser(sub) -> None:
@@ -76,9 +50,12 @@ def _add_benchmark_parser(sub) -> None:
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--threads", type=int, default=2, help="torch, BLAS and LightGBM threads")
     bench.add_argument(
-        "--shared-dir", default=None, help="folder with data/ (default $CMN_SHARED_DIR or <repo>/../shared)"
+        "--data-dir",
+        default=None,
+        help="folder holding the real data sets (bmmc_cite_600/, pbmc1k_protein_v3/, dyngen_bifurcating_200/), "
+        "e.g. ../shared/data; needed for bmmc, pbmc and dyngen",
     )
-    bench.set_defaults(func=_benchmark)
+    bench.set_defaults(func=_lazy("benchmark"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model on a CITE-seq .h5mu and save it to --out")
     train.add_argument("input", help="CITE-seq MuData (.h5mu) with RNA and protein modalities")
     train.add_argument("--out", required=True, help="model folder to write")
-    train.add_argument("--rna-key", default="rna")
-    train.add_argument("--protein-key", default="prot")
+    train.add_argument("--rna-key", default=DEFAULT_RNA_KEY)
+    train.add_argument("--protein-key", default=DEFAULT_PROTEIN_KEY)
     train.add_argument("--rna-layer", default=None, help="RNA layer (default .X; log-normalised expected)")
     train.add_argument("--protein-layer", default=None, help="protein layer (default .X; normalised expected)")
     train.add_argument(
@@ -139,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", help="model folder written by `crossmodalnet train`")
     predict.add_argument("input", help=".h5mu, or an RNA-only .h5ad (genes matched to the model's by name)")
     predict.add_argument("--out", required=True, help="output: .csv (cells × proteins) or .h5mu (with obsm)")
-    predict.add_argument("--rna-key", default="rna")
+    predict.add_argument("--rna-key", default=DEFAULT_RNA_KEY)
     predict.add_argument("--time", default=None, help="predict every cell at this time point")
     predict.add_argument(
         "--batch",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from crossmodalnet import _keys
+from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY
 
 if TYPE_CHECKING:
     import argparse
@@ -18,7 +22,7 @@ class CLIError(Exception):
     """An error to report to the user in one line, without a traceback (exit status 2)."""
 
 
-def _read(path: str, *, rna_key: str = "rna") -> MuData:
+def _read(path: str, *, rna_key: str = DEFAULT_RNA_KEY) -> MuData:
     """Read an ``.h5mu`` (or an RNA-only ``.h5ad``, wrapped as a MuData) or fail with a clear message."""
     import anndata as ad
     import mudata as md
@@ -36,13 +40,18 @@ def _read(path: str, *, rna_key: str = "rna") -> MuData:
     raise CLIError(f"unsupported input {p.name}: give an .h5mu (CITE-seq) or .h5ad (RNA only) file")
 
 
-def _known_errors(func):
-    """Turn the package's documented input errors into one-line CLI errors."""
+USER_ERRORS = (KeyError, ValueError, FileExistsError, FileNotFoundError)
+"""Errors the package raises for bad input (validation); the CLI reports them in one line. Others are bugs and raise."""
 
+
+def _known_errors(func):
+    """Turn the package's input-validation errors into one-line CLI errors; let every other exception raise."""
+
+    @functools.wraps(func)
     def wrapper(args):
         try:
             return func(args)
-        except (KeyError, ValueError, TypeError, FileExistsError, FileNotFoundError) as err:
+        except USER_ERRORS as err:
             msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
             raise CLIError(f"{type(err).__name__}: {msg}") from err
 
@@ -95,7 +104,7 @@ def train(args: argparse.Namespace) -> int:
     )
     model.save(out, overwrite=args.overwrite)
     cmn.tl.predict_protein(mdata, model, rna_key=args.rna_key, protein_key=args.protein_key)
-    metrics = mdata.uns["cmn_protein"].get("metrics")
+    metrics = mdata.uns[_keys.Keys(_keys.PROTEIN).uns].get("metrics")
     scores = (
         f"; on {metrics['n_cells']} {metrics['cells']} cells: Pearson per protein {metrics['pearson_protein']:.3f}, "
         f"per cell {metrics['pearson_cell']:.3f}, MSE {metrics['mse']:.3f}"
@@ -137,13 +146,14 @@ def predict(args: argparse.Namespace) -> int:
         batch=args.batch,
         min_coverage=args.min_coverage,
     )
-    pred = mdata.obsm["cmn_protein"]
+    keys = _keys.Keys(_keys.PROTEIN)
+    pred = mdata.obsm[keys.obsm]
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".h5mu":
         mdata.write_h5mu(out)
     else:
         pred.to_csv(out)
-    coverage = mdata.uns["cmn_protein"].get("coverage")
+    coverage = mdata.uns[keys.uns].get("coverage")
     extra = f"; gene coverage {coverage:.1%}" if isinstance(coverage, float) else ""
     print(f"predicted {pred.shape[1]} proteins for {pred.shape[0]} cells{extra}; wrote {out}")
     return 0
@@ -160,6 +170,7 @@ def demo(args: argparse.Namespace) -> int:
     import scvi
 
     import crossmodalnet as cmn
+    from crossmodalnet._metrics import prediction_metrics
     from crossmodalnet.model import CrossmodalNet
 
     out = Path(args.out)
@@ -180,13 +191,12 @@ def demo(args: argparse.Namespace) -> int:
     model = CrossmodalNet(mdata, n_latent=args.n_latent)
     model.train(max_epochs=args.max_epochs, accelerator="cpu", enable_progress_bar=not args.quiet)
     cmn.tl.predict_protein(mdata, model)
-    pred = mdata.obsm["cmn_protein"]
+    pred = mdata.obsm[_keys.Keys(_keys.PROTEIN).obsm]
     pred.to_csv(out / "predicted_proteins.csv")
 
     test = model.test_indices
-    from crossmodalnet.tl._predict import prediction_metrics
-
-    true = np.asarray(mdata["prot"].X.toarray() if hasattr(mdata["prot"].X, "toarray") else mdata["prot"].X)
+    prot = mdata[DEFAULT_PROTEIN_KEY]
+    true = np.asarray(prot.X.toarray() if hasattr(prot.X, "toarray") else prot.X)
     m = prediction_metrics(pred.to_numpy()[test], true[test])
     summary = pd.DataFrame(
         [
@@ -216,4 +226,29 @@ def demo(args: argparse.Namespace) -> int:
         f"{what}\ntest cells: {len(test)}  per-protein Pearson {m['pearson_protein']:.3f}  "
         f"per-cell Pearson {m['pearson_cell']:.3f}  MSE {m['mse']:.4f}\nwrote {out}/"
     )
+    return 0
+
+
+@_known_errors
+def benchmark(args: argparse.Namespace) -> int:
+    """``crossmodalnet benchmark``: run :func:`crossmodalnet.benchmark.run_benchmark` and write its tables to ``--out``."""
+    from crossmodalnet.benchmark import run_benchmark
+
+    results = run_benchmark(
+        data=args.data,
+        sizes=args.sizes,
+        methods=args.methods,
+        settings=args.settings,
+        out=args.out,
+        quick=args.quick,
+        speed=args.speed,
+        speed_sizes=args.speed_sizes,
+        max_epochs=args.max_epochs,
+        seed=args.seed,
+        threads=args.threads,
+        data_dir=args.data_dir,
+        speed_timeout=args.speed_timeout,
+    )
+    n_failed = int(results["status"].str.startswith(("failed", "timeout")).sum())
+    print(f"{len(results)} result rows ({n_failed} failed or timed out); wrote {args.out}/results.md")
     return 0

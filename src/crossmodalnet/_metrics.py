@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 
 
 def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -27,8 +28,13 @@ def pearson_per_protein(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return _pearson_rows(np.asarray(pred).T, np.asarray(true).T)
 
 
-def regression_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """Mean per-protein and per-cell Pearson correlation and MSE of a prediction.
+def _finite_mean(values: np.ndarray) -> float:
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
+def prediction_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
+    """Pearson, Spearman and MSE of a prediction, per protein and per cell.
 
     Parameters
     ----------
@@ -37,15 +43,31 @@ def regression_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
 
     Returns
     -------
-    ``pearson_protein`` (mean over proteins), ``pearson_cell`` (mean over cells) and ``mse``;
-    constant rows or columns are left out of the means.
+    ``pearson_protein``, ``spearman_protein`` (means over proteins), ``pearson_cell``,
+    ``spearman_cell`` (means over cells), ``mse`` (over all entries) and ``per_protein`` (a dict of
+    arrays ``pearson``, ``spearman`` and ``mse``, one value per protein). Correlations of constant rows
+    or columns are NaN and left out of the means; a mean over no defined value is NaN.
     """
     pred = np.asarray(pred, dtype=np.float64)
     true = np.asarray(true, dtype=np.float64)
     if pred.shape != true.shape:
         raise ValueError(f"Shapes differ: prediction {pred.shape} vs observation {true.shape}.")
+    rank_p0, rank_t0 = rankdata(pred, axis=0), rankdata(true, axis=0)
+    rank_p1, rank_t1 = rankdata(pred, axis=1), rankdata(true, axis=1)
+    per_protein = {
+        "pearson": pearson_per_protein(pred, true),
+        "spearman": pearson_per_protein(rank_p0, rank_t0),
+        "mse": ((pred - true) ** 2).mean(axis=0),
+    }
+    per_cell = {
+        "pearson": pearson_per_cell(pred, true),
+        "spearman": pearson_per_cell(rank_p1, rank_t1),
+    }
     return {
-        "pearson_protein": float(np.nanmean(pearson_per_protein(pred, true))),
-        "pearson_cell": float(np.nanmean(pearson_per_cell(pred, true))),
-        "mse": float(np.mean((pred - true) ** 2)),
+        "pearson_protein": _finite_mean(per_protein["pearson"]),
+        "spearman_protein": _finite_mean(per_protein["spearman"]),
+        "pearson_cell": _finite_mean(per_cell["pearson"]),
+        "spearman_cell": _finite_mean(per_cell["spearman"]),
+        "mse": float(per_protein["mse"].mean()),
+        "per_protein": per_protein,
     }

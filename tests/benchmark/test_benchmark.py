@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ from crossmodalnet._metrics import pearson_per_protein
 from crossmodalnet.benchmark import METHODS, METRICS, SETTINGS, make_method, run_benchmark
 from crossmodalnet.benchmark._methods import RidgeMethod, clr_rows, method_display_name
 
+DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"
 ARRAY_METHODS = [k for k, (cls, _) in METHODS.items() if not cls.transductive]
 
 
@@ -105,7 +107,7 @@ def _check_outputs(out, results: pd.DataFrame, methods: list[str], settings: lis
 def test_run_benchmark_quick(tmp_path):
     out = tmp_path / "quick"
     # one thread: the smoke test must stay fast on a busy 2-core CI runner
-    results = run_benchmark(data="synthetic", quick=True, out=out, threads=1, shared_dir=tmp_path / "missing")
+    results = run_benchmark(data="synthetic", quick=True, out=out, threads=1)
     _check_outputs(out, results, list(METHODS), list(SETTINGS))
     assert set(results["dataset"]) == {"synthetic_quick"}
     assert set(METRICS) <= set(results.columns)
@@ -113,7 +115,7 @@ def test_run_benchmark_quick(tmp_path):
     assert (ok["n_train"] + ok["n_val"] + ok["n_test"] == ok["n_cells"]).all()
 
 
-def test_cli_quick_with_speed_and_missing_real_data(tmp_path):
+def test_cli_quick_with_speed(tmp_path):
     from crossmodalnet.__main__ import main
 
     out = tmp_path / "cli"
@@ -124,14 +126,12 @@ def test_cli_quick_with_speed_and_missing_real_data(tmp_path):
             "benchmark",
             "--quick",
             "--data",
-            "synthetic,pbmc",
+            "synthetic",
             "--methods",
             ",".join(methods),
             "--speed",
             "--threads",
             "1",
-            "--shared-dir",
-            str(tmp_path / "no_shared"),
             "--out",
             str(out),
         ]
@@ -140,7 +140,6 @@ def test_cli_quick_with_speed_and_missing_real_data(tmp_path):
     results = pd.read_csv(out / "results.csv")
     _check_outputs(out, results, methods, list(SETTINGS))
     md = (out / "results.md").read_text()
-    assert "`pbmc` skipped" in md
     assert "## Speed" in md
     iso = results[results["isolated_process"].astype(bool)]
     assert len(iso) == len(methods)  # in-distribution runs of each method, each in its own process
@@ -178,8 +177,41 @@ def test_preset_methods(toy_linear):
     assert score > 0.5
 
 
+def test_real_data_needs_an_explicit_folder(tmp_path, capsys):
+    from crossmodalnet.__main__ import main
+    from crossmodalnet.benchmark import load_dataset
+
+    with pytest.raises(ValueError, match=r"need `data_dir` \(CLI: `--data-dir`\).*pbmc1k_protein_v3/"):
+        load_dataset("pbmc")
+    with pytest.raises(FileNotFoundError, match="bmmc_cite_600/rna.h5ad"):
+        load_dataset("bmmc", data_dir=tmp_path)
+    out = tmp_path / "cli"
+    args = ["-q", "benchmark", "--quick", "--data", "synthetic,pbmc", "--methods", "ridge", "--out", str(out)]
+    assert main(args) == 2
+    assert "`--data-dir`" in capsys.readouterr().err
+    assert main([*args, "--data-dir", str(tmp_path / "nothing")]) == 2
+    assert "lacks the files" in capsys.readouterr().err
+    assert not out.exists()  # checked before any work or output
+
+
+def test_missing_optional_package_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    from crossmodalnet.benchmark import make_method
+
+    monkeypatch.setitem(sys.modules, "lightgbm", None)  # makes `import lightgbm` raise ImportError
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "lightgbm" else object())
+    with pytest.raises(ImportError, match=r"lightgbm \(for lightgbm\).*crossmodalnet-tools\[benchmark\]"):
+        run_benchmark(data="synthetic", quick=True, methods="ridge,lightgbm", out=tmp_path / "out", threads=1)
+    assert not (tmp_path / "out").exists()
+    X = np.zeros((6, 2), dtype=np.float32)
+    t = np.zeros(6, dtype=object)
+    with pytest.raises(ImportError, match=r"crossmodalnet-tools\[benchmark\]"):
+        make_method("lightgbm", quick=True, threads=1).fit(X, X, X, X, t, t)
+
+
 def test_programs_and_dyngen_loaders():
-    from crossmodalnet.benchmark._data import load_dataset, resolve_shared_dir
+    from crossmodalnet.benchmark import load_dataset
 
     data = load_dataset("programs:quick", seed=0)
     assert data.name == "synthetic_programs_quick"
@@ -188,10 +220,9 @@ def test_programs_and_dyngen_loaders():
     assert data.Y.shape == (240, 8)
     with pytest.raises(ValueError, match="Unknown data set"):
         load_dataset("nonsense")
-    shared = resolve_shared_dir()
-    if shared is None or not (shared / "data" / "dyngen_bifurcating_200").is_dir():
-        pytest.skip("shared/data/dyngen_bifurcating_200 not available")
-    dyn = load_dataset("dyngen", shared_dir=shared)
+    if not (DATA_DIR / "dyngen_bifurcating_200").is_dir():
+        pytest.skip("../shared/data/dyngen_bifurcating_200 is not beside the repository")
+    dyn = load_dataset("dyngen", data_dir=DATA_DIR)
     assert dyn.X.shape == (200, 150)
     assert dyn.Y.shape == (200, 150)
     assert dyn.time_categories == [60, 180, 300, 420]

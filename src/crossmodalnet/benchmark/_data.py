@@ -1,4 +1,4 @@
-"""Benchmark data sets: generated CITE-seq at named sizes and the small real sets in ``shared/data``.
+"""Benchmark data sets: generated CITE-seq at named sizes and small real sets read from a given folder.
 
 Every loader returns a :class:`BenchmarkData` holding dense model inputs (log-normalised RNA),
 dense targets (CLR-normalised proteins), one time label per cell and the raw counts that totalVI
@@ -8,7 +8,6 @@ needs. Nothing here imports torch.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +17,7 @@ import pandas as pd
 from scipy import sparse
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Sequence
 
     from anndata import AnnData
@@ -34,7 +34,10 @@ SYNTHETIC_SIZES: dict[str, tuple[int, int, int]] = {
 """Named sizes of generated data, ``(cells, genes, proteins)``; D1–D3 are the paper's Table S2 sizes."""
 
 REAL_DATASETS = ("bmmc", "pbmc", "dyngen")
-"""Short names of the data sets in ``shared/data`` (small sanity checks, not paper-comparable benchmarks)."""
+"""Short names of the real data sets (small sanity checks, not paper-comparable benchmarks)."""
+
+REAL_DATASET_FOLDERS = {"bmmc": "bmmc_cite_600", "pbmc": "pbmc1k_protein_v3", "dyngen": "dyngen_bifurcating_200"}
+"""Folder of each real data set inside ``data_dir``; each holds ``rna.h5ad`` and the protein file."""
 
 SYNTHETIC_STRUCTURES = ("drivers", "programs")
 """Protein structures of :func:`~crossmodalnet.datasets.synthetic_cite` used by the benchmark."""
@@ -44,7 +47,6 @@ SETTINGS = ("in_distribution", "heldout_time")
 
 TRAIN_SIZE = 0.8
 VALIDATION_SIZE = 0.05
-SHARED_DIR_ENV = "CMN_SHARED_DIR"
 
 
 @dataclass
@@ -207,29 +209,6 @@ def normalized_mudata(rna: AnnData, prot: AnnData) -> MuData:
     return mdata
 
 
-def resolve_shared_dir(shared_dir: str | os.PathLike | None = None) -> Path | None:
-    """Locate the ``shared`` folder that holds ``data/``.
-
-    Order: the argument, the ``CMN_SHARED_DIR`` environment variable, ``<repo>/../shared`` and
-    ``<cwd>/../shared``. Returns ``None`` (and logs where it looked) when none holds ``data/``.
-    """
-    candidates: list[Path] = []
-    if shared_dir is not None:
-        candidates.append(Path(shared_dir))
-    elif os.environ.get(SHARED_DIR_ENV):
-        candidates.append(Path(os.environ[SHARED_DIR_ENV]))
-    else:
-        here = Path(__file__).resolve()
-        if len(here.parents) > 3:
-            candidates.append(here.parents[3].parent / "shared")
-        candidates.append(Path.cwd().resolve().parent / "shared")
-    for c in candidates:
-        if (c / "data").is_dir():
-            return c.resolve()
-    logger.info("no shared data folder found (looked in %s); real data sets are skipped", [str(c) for c in candidates])
-    return None
-
-
 def load_synthetic(size: str, *, seed: int = 0, structure: str = "drivers") -> BenchmarkData:
     """Generate :func:`~crossmodalnet.datasets.synthetic_cite` data of a named size.
 
@@ -293,7 +272,7 @@ def synthetic_benchmark_data(mdata: MuData, *, name: str, **kwargs) -> Benchmark
     )
 
 
-def load_bmmc(shared_dir: Path) -> BenchmarkData:
+def load_bmmc(data_dir: str | os.PathLike) -> BenchmarkData:
     """Load ``bmmc_cite_600`` (600 cells; donor batch s1d1/s1d2 stands in for time).
 
     RNA ``.X`` is log-normalised and ADT ``.X`` normalised already (per-cell CLR of the counts,
@@ -302,7 +281,7 @@ def load_bmmc(shared_dir: Path) -> BenchmarkData:
     """
     import anndata as ad
 
-    folder = Path(shared_dir) / "data" / "bmmc_cite_600"
+    folder = Path(data_dir) / "bmmc_cite_600"
     rna = ad.read_h5ad(folder / "rna.h5ad")
     adt = ad.read_h5ad(folder / "adt.h5ad")
     common = rna.obs_names.intersection(adt.obs_names, sort=False)
@@ -328,7 +307,7 @@ def load_bmmc(shared_dir: Path) -> BenchmarkData:
     )
 
 
-def load_pbmc(shared_dir: Path) -> BenchmarkData:
+def load_pbmc(data_dir: str | os.PathLike) -> BenchmarkData:
     """Load ``pbmc1k_protein_v3`` (747 cells, no covariate: one pseudo time point).
 
     Raw counts in both files: the three isotype controls are dropped from the proteins, then RNA is
@@ -337,7 +316,7 @@ def load_pbmc(shared_dir: Path) -> BenchmarkData:
     """
     import anndata as ad
 
-    folder = Path(shared_dir) / "data" / "pbmc1k_protein_v3"
+    folder = Path(data_dir) / "pbmc1k_protein_v3"
     rna = ad.read_h5ad(folder / "rna.h5ad")
     adt = ad.read_h5ad(folder / "adt.h5ad")
     common = rna.obs_names.intersection(adt.obs_names, sort=False)
@@ -361,7 +340,7 @@ def load_pbmc(shared_dir: Path) -> BenchmarkData:
     )
 
 
-def load_dyngen(shared_dir: Path) -> BenchmarkData:
+def load_dyngen(data_dir: str | os.PathLike) -> BenchmarkData:
     """Load ``dyngen_bifurcating_200`` (200 cells; 4 simulation-time bins act as time points).
 
     RNA counts are log-normalised with :func:`crossmodalnet.pp.log_normalize`; protein molecule
@@ -371,7 +350,7 @@ def load_dyngen(shared_dir: Path) -> BenchmarkData:
     """
     import anndata as ad
 
-    folder = Path(shared_dir) / "data" / "dyngen_bifurcating_200"
+    folder = Path(data_dir) / "dyngen_bifurcating_200"
     rna = ad.read_h5ad(folder / "rna.h5ad")
     prot = ad.read_h5ad(folder / "protein.h5ad")
     common = rna.obs_names.intersection(prot.obs_names, sort=False)
@@ -395,10 +374,55 @@ def load_dyngen(shared_dir: Path) -> BenchmarkData:
     )
 
 
-def load_dataset(spec: str, *, seed: int = 0, shared_dir: Path | None = None) -> BenchmarkData | None:
+def check_data_dir(names: Sequence[str], data_dir: str | os.PathLike | None) -> Path | None:
+    """Check that ``data_dir`` holds the files of the real data sets ``names``; return it as a path.
+
+    Parameters
+    ----------
+    names
+        Short names of real data sets (elements of ``REAL_DATASETS``); an empty list needs no folder.
+    data_dir
+        Folder holding one subfolder per data set (``bmmc_cite_600/``, ``pbmc1k_protein_v3/``,
+        ``dyngen_bifurcating_200/``).
+
+    Returns
+    -------
+    ``data_dir`` as a :class:`~pathlib.Path`, or ``None`` when ``data_dir`` is ``None`` and no real set is asked for.
+    """
+    names = list(names)
+    if not names:
+        return None if data_dir is None else Path(data_dir)
+    if data_dir is None:
+        raise ValueError(
+            f"Real data sets {names} need `data_dir` (CLI: `--data-dir`), the folder that holds "
+            f"{[REAL_DATASET_FOLDERS[n] + '/' for n in names]}, e.g. `--data-dir ../shared/data`."
+        )
+    missing = [
+        str(Path(data_dir) / REAL_DATASET_FOLDERS[n] / "rna.h5ad")
+        for n in names
+        if not (Path(data_dir) / REAL_DATASET_FOLDERS[n] / "rna.h5ad").is_file()
+    ]
+    if missing:
+        raise FileNotFoundError(f"`data_dir` lacks the files of the requested real data sets: {missing}.")
+    return Path(data_dir)
+
+
+def load_dataset(spec: str, *, seed: int = 0, data_dir: str | os.PathLike | None = None) -> BenchmarkData:
     """Load a data set from its spec: ``"synthetic:<size>"``, ``"programs:<size>"``, ``"bmmc"``, ``"pbmc"`` or ``"dyngen"``.
 
-    Returns ``None`` (with a logged message) for a real set whose files are missing.
+    Parameters
+    ----------
+    spec
+        Generated data ``"synthetic:<size>"`` or ``"programs:<size>"`` (sizes: keys of ``SYNTHETIC_SIZES``),
+        or the short name of a real data set.
+    seed
+        Seed of the simulator (generated data only).
+    data_dir
+        Folder holding the real data sets' folders (see ``REAL_DATASET_FOLDERS``); needed for real sets only.
+
+    Returns
+    -------
+    The data set.
     """
     if spec.startswith("synthetic:"):
         return load_synthetic(spec.split(":", 1)[1], seed=seed)
@@ -408,14 +432,8 @@ def load_dataset(spec: str, *, seed: int = 0, shared_dir: Path | None = None) ->
         raise ValueError(
             f"Unknown data set {spec!r}; use 'synthetic:<size>', 'programs:<size>', 'bmmc', 'pbmc' or 'dyngen'."
         )
-    if shared_dir is None:
-        logger.info("skipping %s: no shared data folder (pass --shared-dir or set %s)", spec, SHARED_DIR_ENV)
-        return None
-    folder = {"bmmc": "bmmc_cite_600", "pbmc": "pbmc1k_protein_v3", "dyngen": "dyngen_bifurcating_200"}[spec]
-    if not (Path(shared_dir) / "data" / folder / "rna.h5ad").is_file():
-        logger.info("skipping %s: %s not found", spec, Path(shared_dir) / "data" / folder)
-        return None
-    return {"bmmc": load_bmmc, "pbmc": load_pbmc, "dyngen": load_dyngen}[spec](shared_dir)
+    folder = check_data_dir([spec], data_dir)
+    return {"bmmc": load_bmmc, "pbmc": load_pbmc, "dyngen": load_dyngen}[spec](folder)
 
 
 def make_split(data: BenchmarkData, setting: str, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -426,7 +444,7 @@ def make_split(data: BenchmarkData, setting: str, *, seed: int = 0) -> tuple[np.
     ``data.holdout`` is a test cell; the rest is split 80:5 stratified by time
     (``holdout_split``).
     """
-    from crossmodalnet.model._split import holdout_split, stratified_split
+    from crossmodalnet.model import holdout_split, stratified_split
 
     codes = data.time_codes
     if setting == "in_distribution":

@@ -79,6 +79,8 @@ class Method(ABC):
     uses_time: ClassVar[str] = ""
     """How the time point enters the method, in words (empty: it does not)."""
     transductive: ClassVar[bool] = False
+    requires: ClassVar[tuple[str, ...]] = ()
+    """Optional packages (import names) the method needs beyond the core dependencies."""
 
     def __init__(self, *, seed: int = 0, quick: bool = False, threads: int = 2, max_epochs: int = 500):
         self.seed = seed
@@ -261,6 +263,7 @@ class LightGBMMethod(Method):
 
     name = "LightGBM"
     uses_time = "one-hot time appended to RNA"
+    requires = ("lightgbm",)
 
     def _params(self) -> dict:
         return {
@@ -282,7 +285,7 @@ class LightGBMMethod(Method):
         }
 
     def fit(self, X_train, Y_train, X_val, Y_val, time_train, time_val):
-        import lightgbm as lgb
+        lgb = import_optional("lightgbm")
 
         self._categories(time_train, time_val)
         params = self._params()
@@ -468,7 +471,7 @@ class CrossmodalNetMethod(Method):
 
         The harness uses :meth:`fit_split` instead, so that the model's own split is used and checked.
         """
-        from crossmodalnet.benchmark._data import BenchmarkData
+        from ._data import BenchmarkData
 
         n_tr = len(X_train)
         times = np.concatenate([np.asarray(time_train, dtype=object), np.asarray(time_val, dtype=object)])
@@ -698,6 +701,51 @@ def method_display_name(key: str) -> str:
     if cls is CrossmodalNetMethod and kwargs.get("preset") == "paper":
         return CrossmodalNetMethod.paper_name
     return cls.name
+
+
+BENCHMARK_EXTRA = "pip install 'crossmodalnet-tools[benchmark]'"
+"""How to install the optional packages of the benchmark methods."""
+
+
+def import_optional(name: str):
+    """Import the optional package ``name`` or raise an :class:`ImportError` that says how to install it.
+
+    Parameters
+    ----------
+    name
+        Import name of the package (e.g. ``"lightgbm"``).
+
+    Returns
+    -------
+    The imported module.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        raise ImportError(f"The benchmark needs the optional package {name!r}: {BENCHMARK_EXTRA}.") from err
+
+
+def check_requirements(keys: Sequence[str]) -> None:
+    """Raise an :class:`ImportError` naming the benchmark extra if a method in ``keys`` lacks an optional package.
+
+    Parameters
+    ----------
+    keys
+        Method keys of ``METHODS``.
+    """
+    from importlib.util import find_spec
+
+    missing = {
+        name: [k for k in keys if name in METHODS[k][0].requires]
+        for k in keys
+        for name in METHODS[k][0].requires
+        if find_spec(name) is None
+    }
+    if missing:
+        needs = "; ".join(f"{name} (for {', '.join(ks)})" for name, ks in missing.items())
+        raise ImportError(f"Optional packages missing: {needs}. Install them with {BENCHMARK_EXTRA}.")
 
 
 def make_method(key: str, **kwargs) -> Method:

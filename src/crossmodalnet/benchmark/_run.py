@@ -25,7 +25,6 @@ import os
 import platform
 import resource
 import shlex
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,10 +34,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein, regression_metrics
+from crossmodalnet._metrics import pearson_per_cell, prediction_metrics
 
-from ._data import REAL_DATASETS, SETTINGS, SYNTHETIC_SIZES, load_dataset, make_split, resolve_shared_dir
-from ._methods import METHODS, Split, make_method, method_display_name, parse_methods
+from ._data import REAL_DATASETS, SETTINGS, SYNTHETIC_SIZES, check_data_dir, load_dataset, make_split
+from ._methods import METHODS, Split, check_requirements, make_method, method_display_name, parse_methods
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -71,7 +70,7 @@ class BenchmarkConfig:
     max_epochs: int = 500
     seed: int = 0
     threads: int = 2
-    shared_dir: str | None = None
+    data_dir: str | None = None
     speed_timeout: float = 1800.0
 
     def command(self) -> str:
@@ -94,8 +93,8 @@ class BenchmarkConfig:
         if self.quick:
             parts.append("--quick")
         parts += [f"--max-epochs {self.max_epochs}", f"--seed {self.seed}", f"--threads {self.threads}"]
-        if self.shared_dir:
-            parts.append(f"--shared-dir {shlex.quote(str(self.shared_dir))}")
+        if self.data_dir:
+            parts.append(f"--data-dir {shlex.quote(str(self.data_dir))}")
         parts.append(f"--out {shlex.quote(str(self.out))}")
         return " ".join(parts)
 
@@ -295,16 +294,10 @@ def run_method(
         row["status"] = f"failed: prediction of shape {pred.shape} with non-finite values or wrong shape"
         return row, empty, empty
     with np.errstate(all="ignore"):
-        metrics = regression_metrics(pred, true) if np.isfinite(pearson_per_protein(pred, true)).any() else None
-        r_prot = pearson_per_protein(pred, true)
-        r_cell = pearson_per_cell(pred, true)
-    if metrics is None:  # every protein predicted as a constant: per-protein Pearson undefined
-        metrics = {
-            "pearson_protein": math.nan,
-            "pearson_cell": float(np.nanmean(r_cell)),
-            "mse": float(np.mean((pred - true) ** 2)),
-        }
-    row.update(metrics)
+        metrics = prediction_metrics(pred, true)
+    r_prot = metrics["per_protein"]["pearson"]
+    r_cell = pearson_per_cell(pred, true)
+    row.update({k: metrics[k] for k in METRICS})
     row.update(
         {
             "pearson_protein_median": float(np.nanmedian(r_prot)) if np.isfinite(r_prot).any() else math.nan,
@@ -327,7 +320,7 @@ def run_method(
             "method": row["method"],
             "protein": np.asarray(data.protein_names),
             "pearson": r_prot,
-            "mse": ((pred - true) ** 2).mean(axis=0),
+            "mse": metrics["per_protein"]["mse"],
         }
     )
     per_cell = pd.DataFrame(
@@ -368,17 +361,13 @@ def _worker(spec: str, split: Split, fingerprint: tuple, key: str, cfg_dict: dic
     cfg = BenchmarkConfig(**cfg_dict)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(cfg.threads)
-    # Idle OpenMP threads sleep instead of spinning: on a shared machine, spinning threads of one
-    # pool starve the other and make LightGBM/torch timings erratic.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from crossmodalnet import settings
 
     settings.verbosity = "warning"  # the package's logger has its own handler; keep the child to warnings
     try:
         limits = _limit_threads(cfg.threads)
-        shared = Path(cfg.shared_dir) if cfg.shared_dir else None
-        data = load_dataset(spec, seed=cfg.seed, shared_dir=shared)
+        data = load_dataset(spec, seed=cfg.seed, data_dir=cfg.data_dir)
         if not np.allclose(_fingerprint(data), fingerprint, rtol=1e-9, atol=0):
             raise RuntimeError(f"the child process rebuilt different data for {spec!r} than the parent")
         row, pp, pc = run_method(key, data, split, cfg=cfg, isolated=True)
@@ -617,7 +606,7 @@ _STANDARD_NOTES = (
 
 
 # --- entry point ------------------------------------------------------------------------------------
-def _tasks(cfg: BenchmarkConfig, shared: Path | None) -> list[tuple[str, list[str], set[str]]]:
+def _tasks(cfg: BenchmarkConfig) -> list[tuple[str, list[str], set[str]]]:
     """(data-set spec, settings, settings to run in isolated processes) for every data set."""
     tasks = []
     synthetic = "synthetic" in cfg.data
@@ -632,9 +621,6 @@ def _tasks(cfg: BenchmarkConfig, shared: Path | None) -> list[tuple[str, list[st
     for name in REAL_DATASETS:
         if name in cfg.data:
             tasks.append((name, list(cfg.settings), set()))
-    unknown = set(cfg.data) - {"synthetic", "programs", *REAL_DATASETS}
-    if unknown:
-        raise ValueError(f"Unknown data {sorted(unknown)}; choose from {['synthetic', 'programs', *REAL_DATASETS]}.")
     return tasks
 
 
@@ -651,7 +637,7 @@ def run_benchmark(
     max_epochs: int = 500,
     seed: int = 0,
     threads: int = 2,
-    shared_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
     speed_timeout: float = 1800.0,
 ) -> pd.DataFrame:
     """Run the benchmark and write its tables, plot and machine record to ``out``.
@@ -685,9 +671,10 @@ def run_benchmark(
         Seed of data generation, splits and models.
     threads
         Threads for torch, BLAS and LightGBM.
-    shared_dir
-        Folder holding ``data/`` with the real sets; default ``$CMN_SHARED_DIR`` or ``<repo>/../shared``.
-        Real sets that cannot be found are skipped with a logged message.
+    data_dir
+        Folder holding the real data sets, one subfolder each (``bmmc_cite_600/``, ``pbmc1k_protein_v3/``,
+        ``dyngen_bifurcating_200/``; e.g. ``shared/data`` beside the repository). Needed when ``data`` names a
+        real set; a missing folder or file is an error before anything runs.
     speed_timeout
         Seconds after which an isolated run is stopped and recorded as a timeout.
 
@@ -702,12 +689,11 @@ def run_benchmark(
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
 
     t_start = time.perf_counter()
-    if "torch" not in sys.modules and "lightgbm" not in sys.modules:
-        # Idle OpenMP threads sleep instead of spinning; must be set before OpenMP loads. On a busy
-        # machine spinning threads otherwise slow small torch/LightGBM fits down many times.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Idle OpenMP threads sleep instead of spinning, so pools of torch, BLAS and LightGBM do not starve each
+    # other. OpenMP reads this when it loads: it applies to this process if torch and LightGBM are not loaded
+    # yet (as from the command line) and always to the isolated runs, which inherit the environment.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     load_start = _loadavg()
-    shared = resolve_shared_dir(shared_dir)
     size_list = _list(sizes, ["quick"] if quick else ["D1"])
     cfg = BenchmarkConfig(
         data=_list(data, ["synthetic"]),
@@ -721,9 +707,14 @@ def run_benchmark(
         max_epochs=max_epochs,
         seed=seed,
         threads=threads,
-        shared_dir=str(shared) if shared is not None else None,
+        data_dir=str(data_dir) if data_dir is not None else None,
         speed_timeout=speed_timeout,
     )
+    unknown = set(cfg.data) - {"synthetic", "programs", *REAL_DATASETS}
+    if unknown:
+        raise ValueError(f"Unknown data {sorted(unknown)}; choose from {['synthetic', 'programs', *REAL_DATASETS]}.")
+    check_data_dir([name for name in REAL_DATASETS if name in cfg.data], data_dir)
+    check_requirements(cfg.methods)
     for s in cfg.settings:
         if s not in SETTINGS:
             raise ValueError(f"Unknown setting {s!r}; choose from {SETTINGS}.")
@@ -739,11 +730,8 @@ def run_benchmark(
     per_cell: list[pd.DataFrame] = []
     notes: list[str] = list(_STANDARD_NOTES)
     try:
-        for spec, settings_, isolated in _tasks(cfg, shared):
-            data_ = load_dataset(spec, seed=seed, shared_dir=shared)
-            if data_ is None:
-                notes.append(f"`{spec}` skipped: data files not found (pass `--shared-dir` or set `CMN_SHARED_DIR`).")
-                continue
+        for spec, settings_, isolated in _tasks(cfg):
+            data_ = load_dataset(spec, seed=seed, data_dir=data_dir)
             logger.info("data %s", data_.describe())
             for setting in settings_:
                 if setting == "heldout_time" and data_.holdout is None:

@@ -19,7 +19,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
-from crossmodalnet._utils import get_layer, get_modality
+from crossmodalnet._utils import check_level, get_layer, get_modality
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -95,12 +95,6 @@ def _seed_of(rng: int | np.random.Generator | None) -> int:
     if rng is None:
         return int(np.random.default_rng().integers(2**62))
     return int(rng)
-
-
-def _check_level(level: float) -> float:
-    if isinstance(level, bool) or not isinstance(level, int | float) or not 0.0 < float(level) < 1.0:
-        raise ValueError(f"`level` must be a number strictly between 0 and 1 (e.g. 0.9), got {level!r}.")
-    return float(level)
 
 
 @contextlib.contextmanager
@@ -548,7 +542,7 @@ class UncertaintyMixin:
         **kwargs,
     ) -> ProteinUncertainty:
         """The body of ``predict_protein(..., return_uncertainty=True)``."""
-        level = _check_level(level)
+        level = check_level(level)
         if calibration not in _CALIBRATIONS:
             raise ValueError(f"`calibration` must be one of {_CALIBRATIONS}, got {calibration!r}.")
         if isinstance(n_imputations, bool) or not isinstance(n_imputations, int) or n_imputations < 1:

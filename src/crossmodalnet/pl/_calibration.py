@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 
 from crossmodalnet import _keys
 from crossmodalnet._docs import docs
-from crossmodalnet.pp._utils import select_names
+from crossmodalnet._utils import select_names
 
 from ._utils import finish, get_uns, grid
 

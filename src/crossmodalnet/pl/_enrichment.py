@@ -8,7 +8,7 @@ import numpy as np
 
 from crossmodalnet import _keys
 from crossmodalnet._docs import docs
-from crossmodalnet.pp._utils import select_names
+from crossmodalnet._utils import select_names
 
 from ._utils import finish, get_uns, grid
 

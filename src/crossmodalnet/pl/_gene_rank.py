@@ -8,8 +8,8 @@ import numpy as np
 
 from crossmodalnet import _keys
 from crossmodalnet._docs import docs
-from crossmodalnet.pp._protein_genes import protein_genes
-from crossmodalnet.pp._utils import select_names
+from crossmodalnet._utils import select_names
+from crossmodalnet.pp import protein_genes
 
 from ._utils import finish, get_uns, grid, saliency_table
 

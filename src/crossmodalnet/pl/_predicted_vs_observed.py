@@ -11,7 +11,7 @@ from scipy import sparse
 from crossmodalnet import _keys
 from crossmodalnet._constants import ALL_CELLS_INCLUDING_TRAINING, NO_TRAINING_CELLS
 from crossmodalnet._docs import docs
-from crossmodalnet.pp._utils import select_names
+from crossmodalnet._utils import select_names
 
 from ._utils import finish, get_uns, grid
 

@@ -19,9 +19,7 @@ from crossmodalnet import _keys
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY
 from crossmodalnet._docs import docs
 from crossmodalnet._settings import quiet_third_party
-from crossmodalnet._utils import detect_control_features, get_modality, is_nonnegative_integer
-
-from ._utils import obs_mask, resolve_seed
+from crossmodalnet._utils import detect_control_features, get_modality, is_nonnegative_integer, obs_mask, resolve_seed
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -15,8 +15,7 @@ import pandas as pd
 from crossmodalnet import _keys
 from crossmodalnet._constants import DEFAULT_RNA_KEY
 from crossmodalnet._docs import docs
-from crossmodalnet._utils import get_modality
-from crossmodalnet.pp._utils import resolve_seed, select_names
+from crossmodalnet._utils import get_modality, resolve_seed, select_names
 
 from ._utils import log_added, portable
 

@@ -18,8 +18,8 @@ from crossmodalnet._constants import (
     NO_TRAINING_CELLS,
 )
 from crossmodalnet._docs import docs
-from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein
-from crossmodalnet._utils import get_layer
+from crossmodalnet._metrics import pearson_per_protein, prediction_metrics
+from crossmodalnet._utils import check_level, get_layer
 
 from ._utils import check_model, log_added, model_info, model_input, portable
 
@@ -33,36 +33,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _CALLER = "cmn.tl.predict_protein"
-
-
-def _nanmean(values: np.ndarray) -> float:
-    values = values[np.isfinite(values)]
-    return float(values.mean()) if values.size else float("nan")
-
-
-def prediction_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
-    """Pearson, Spearman and MSE per protein and per cell (cells × proteins arrays on one scale)."""
-    pred = np.asarray(pred, dtype=np.float64)
-    true = np.asarray(true, dtype=np.float64)
-    rank_p0, rank_t0 = rankdata(pred, axis=0), rankdata(true, axis=0)
-    rank_p1, rank_t1 = rankdata(pred, axis=1), rankdata(true, axis=1)
-    per_protein = {
-        "pearson": pearson_per_protein(pred, true),
-        "spearman": pearson_per_protein(rank_p0, rank_t0),
-        "mse": ((pred - true) ** 2).mean(axis=0),
-    }
-    per_cell = {
-        "pearson": pearson_per_cell(pred, true),
-        "spearman": pearson_per_cell(rank_p1, rank_t1),
-    }
-    return {
-        "pearson_protein": _nanmean(per_protein["pearson"]),
-        "spearman_protein": _nanmean(per_protein["spearman"]),
-        "pearson_cell": _nanmean(per_cell["pearson"]),
-        "spearman_cell": _nanmean(per_cell["spearman"]),
-        "mse": float(per_protein["mse"].mean()),
-        "per_protein": per_protein,
-    }
 
 
 def _observed_metrics(
@@ -338,9 +308,7 @@ def predict_protein(
     """
     keys = _keys.Keys(key_added)
     if uncertainty:
-        from crossmodalnet.model._uncertainty import _check_level
-
-        _check_level(level)  # before any training or writing
+        check_level(level)  # before any training or writing
     if add_to not in (None, "obs", "modality"):
         raise ValueError(f"{_CALLER}: `add_to` must be None, 'obs' or 'modality', got {add_to!r}.")
     if add_to == "modality" and key_added in mdata.mod and "cmn_protein" not in mdata.mod[key_added].uns:

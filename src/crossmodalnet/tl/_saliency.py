@@ -11,7 +11,7 @@ import pandas as pd
 from crossmodalnet import _keys
 from crossmodalnet._constants import DEFAULT_RNA_KEY
 from crossmodalnet._docs import docs
-from crossmodalnet.pp._utils import obs_mask, select_names
+from crossmodalnet._utils import obs_mask, select_names
 
 from ._utils import check_model, log_added, model_info, model_input, portable
 
