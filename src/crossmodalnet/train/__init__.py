@@ -1,4 +1,11 @@
-from crossmodalnet.nn import discriminator_loss, fader_loss, group_lasso, nlc_loss, pearson_per_row
+from crossmodalnet.nn import (
+    adversarial_cross_entropy,
+    discriminator_loss,
+    fader_loss,
+    group_lasso,
+    nlc_loss,
+    pearson_per_row,
+)
 
 from ._gradnorm import GradNormStep, gradnorm_loss, gradnorm_step, renormalize_weights
 from ._plan import FaderGradNormPlan, RestoreBestWeights, check_input_group_lasso, is_discriminator_step
@@ -7,6 +14,7 @@ __all__ = [
     "FaderGradNormPlan",
     "GradNormStep",
     "RestoreBestWeights",
+    "adversarial_cross_entropy",
     "check_input_group_lasso",
     "discriminator_loss",
     "fader_loss",

@@ -41,6 +41,12 @@ def check_input_group_lasso(value: float) -> float:
 class FaderGradNormPlan(TrainingPlan):
     """Manual-optimisation plan alternating discriminator and GradNorm-weighted generator steps.
 
+    A generator step takes the per-task terms from the module's loss
+    (:meth:`~crossmodalnet.module.CrossmodalModule.loss`) and balances NLC against the Fader loss with
+    :func:`~crossmodalnet.train.gradnorm_step`; the optional group-lasso penalty is added outside GradNorm.
+    The defaults are the Table S1 values of :cite:t:`Yang2023`; ``CrossmodalNet.train`` and the
+    benchmarks read them from here.
+
     Parameters
     ----------
     module
