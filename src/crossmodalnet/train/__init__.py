@@ -8,14 +8,13 @@ from crossmodalnet.nn import (
 )
 
 from ._gradnorm import GradNormStep, gradnorm_loss, gradnorm_step, renormalize_weights
-from ._plan import FaderGradNormPlan, RestoreBestWeights, check_input_group_lasso, is_discriminator_step
+from ._plan import FaderGradNormPlan, RestoreBestWeights, is_discriminator_step
 
 __all__ = [
     "FaderGradNormPlan",
     "GradNormStep",
     "RestoreBestWeights",
     "adversarial_cross_entropy",
-    "check_input_group_lasso",
     "discriminator_loss",
     "fader_loss",
     "gradnorm_loss",
