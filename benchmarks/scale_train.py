@@ -11,9 +11,10 @@ Each variant runs in its own fresh process (``multiprocessing`` spawn), one afte
 - ``framework sparse``: the same with ``train(sparse_batches=True)`` (sparse CSR mini-batches into the
   first layer);
 - ``framework hvg2000`` / ``framework svd256``: the same with the optional input reduction;
-- ``plain torch, GradNorm``: a hand-written loop over the same module with the same algorithm
-  (discriminator every 3rd batch, two per-task gradient passes, GradNorm), no scvi-tools or Lightning:
-  the difference to ``framework dense`` is the framework's overhead;
+- ``plain torch, GradNorm``: a hand-written loop over the same module, objective (``CrossmodalModule.loss``)
+  and GradNorm step (``crossmodalnet.train.gradnorm_step``) with the plan's default settings
+  (discriminator every ``learning_step``-th batch), no scvi-tools or Lightning: the difference to
+  ``framework dense`` is the framework's overhead;
 - ``plain torch, one backward``: the same network trained on ``NLC + MSE`` with a single backward pass,
   the cheapest loop of this network (what the GradNorm algorithm itself costs is the difference to the
   previous row).
@@ -51,7 +52,7 @@ VARIANTS = (
 
 def _data(size: str, seed: int):
     import crossmodalnet as cmn
-    from crossmodalnet.benchmark._data import SYNTHETIC_SIZES
+    from crossmodalnet.benchmark import SYNTHETIC_SIZES
 
     n_obs, n_genes, n_proteins = SYNTHETIC_SIZES[size]
     mdata = cmn.datasets.synthetic_cite(n_obs=n_obs, n_genes=n_genes, n_proteins=n_proteins, n_time_points=3, rng=seed)
@@ -108,17 +109,29 @@ def _framework(mdata, variant: str, epochs: int, seed: int) -> dict:
     return {"epoch_s": float(np.median(timer.times[1:])), "wall_s": wall, "epochs": len(timer.times)}
 
 
+def _plan_defaults() -> dict:
+    """Keyword defaults of the training plan (the Table S1 values), so this loop uses the same settings."""
+    import inspect
+
+    from crossmodalnet.train import FaderGradNormPlan
+
+    params = inspect.signature(FaderGradNormPlan.__init__).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
 def _plain(mdata, variant: str, epochs: int, seed: int) -> dict:
-    """The same module and losses in a hand-written loop: no scvi-tools data loader, no Lightning."""
+    """The same module, objective and GradNorm step in a hand-written loop: no scvi-tools data loader, no Lightning."""
     import torch
     from scipy import sparse
 
+    from crossmodalnet._constants import REGISTRY_KEYS
     from crossmodalnet.model._split import stratified_split
     from crossmodalnet.module import CrossmodalModule
-    from crossmodalnet.train._gradnorm import gradnorm_loss, renormalize_weights
-    from crossmodalnet.train._losses import discriminator_loss, fader_loss, nlc_loss
+    from crossmodalnet.nn import discriminator_loss
+    from crossmodalnet.train import gradnorm_step, is_discriminator_step, renormalize_weights
 
     torch.manual_seed(seed)
+    hp = _plan_defaults()
     X = sparse.csr_matrix(mdata["rna"].X, dtype=np.float32)
     Y = torch.as_tensor(np.asarray(mdata["prot"].X, dtype=np.float32))
     t_codes = pd.Categorical(mdata.obs["time"]).codes.astype(np.int64)
@@ -126,10 +139,12 @@ def _plain(mdata, variant: str, epochs: int, seed: int) -> dict:
     n_time = int(t_codes.max()) + 1
     t0 = time.perf_counter()
     module = CrossmodalModule(X.shape[1], Y.shape[1], [n_time])
-    opt = torch.optim.Adam(module.network_parameters(), lr=1e-3, weight_decay=5e-6)
-    opt_d = torch.optim.Adam(module.discriminators.parameters(), lr=0.0087, weight_decay=5e-5)
-    opt_w = torch.optim.Adam([module.loss_weights], lr=0.01475)
-    codes_all = torch.as_tensor(t_codes)
+    opt = torch.optim.Adam(module.network_parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    opt_d = torch.optim.Adam(
+        module.discriminators.parameters(), lr=hp["lr_discriminator"], weight_decay=hp["weight_decay_discriminator"]
+    )
+    opt_w = torch.optim.Adam([module.loss_weights], lr=hp["lr_gradnorm"])
+    codes_all = torch.as_tensor(t_codes, dtype=torch.float32).reshape(-1, 1)
     rng = np.random.default_rng(seed)
     times = []
     count = 0
@@ -139,44 +154,44 @@ def _plain(mdata, variant: str, epochs: int, seed: int) -> dict:
         order = rng.permutation(train)
         for start in range(0, order.size, 256):
             idx = order[start : start + 256]
-            x = torch.from_numpy(X[idx].toarray())
-            y, c = Y[idx], codes_all[idx]
+            tensors = {
+                REGISTRY_KEYS.X_KEY: torch.from_numpy(X[idx].toarray()),
+                REGISTRY_KEYS.PROTEIN_KEY: Y[idx],
+                REGISTRY_KEYS.TIME_KEY: codes_all[idx],
+            }
             count += 1
-            if variant == "plain GradNorm" and count % 3 == 0:
+            if variant == "plain GradNorm" and is_discriminator_step(count, hp["learning_step"]):
                 with torch.no_grad():
-                    z = module.inference(x)["z"]
+                    z = module.inference(tensors[REGISTRY_KEYS.X_KEY])["z"]
                 z = z.requires_grad_(requires_grad=True)
                 logits = [module.discriminators[0](z)]
-                loss, _ = discriminator_loss(logits, [c], z, gradient_penalty=0.4)
+                codes = module.covariate_codes(tensors)
+                loss, _ = discriminator_loss(logits, codes, z, gradient_penalty=hp["gradient_penalty"])
                 opt_d.zero_grad()
                 loss.backward()
                 opt_d.step()
                 continue
-            z = module.inference(x)["z"]
-            pred = module.generative(z, module.covariate_embeddings[0](c))["protein"]
-            nlc = nlc_loss(pred, y)
-            fader, mse, _ = fader_loss(
-                pred, y, disc_logits=[module.discriminators[0](z)], disc_targets=[c], lambda_dis=0.5
-            )
+            _, _, out = module(tensors)
+            terms = out.extra_metrics
             if variant == "plain one":
                 opt.zero_grad()
-                (nlc + mse).backward()
+                (terms["nlc"] + terms["mse"]).backward()
                 opt.step()
                 continue
             params = module.network_parameters()
-            g1 = torch.autograd.grad(nlc, params, retain_graph=True, allow_unused=True)
-            g2 = torch.autograd.grad(fader, params, allow_unused=True)
-            i0 = next(i for i, p in enumerate(params) if p is module.encoder.first_layer.weight)
-            norms = torch.stack([g1[i0].norm(), g2[i0].norm()])
-            losses = torch.stack([nlc.detach(), mse.detach()])
-            if not bool(module.initial_losses.gt(0).all()):
-                module.initial_losses.copy_(losses)
             w = module.loss_weights
-            wn = w.detach().clone()
-            for p, a, b in zip(params, g1, g2, strict=True):
-                p.grad = (0 if a is None else wn[0] * a) + (0 if b is None else wn[1] * b)
-            lg = gradnorm_loss(w, norms, losses, module.initial_losses, alpha=0.5)
-            (w.grad,) = torch.autograd.grad(lg, w)
+            step = gradnorm_step(
+                [terms["nlc"], terms["fader"]],
+                params,
+                module.encoder.first_layer.weight,
+                w,
+                module.initial_losses,
+                ratio_losses=[terms["nlc"], terms["mse"]],
+                alpha=hp["gradnorm_alpha"],
+            )
+            for p, g in zip(params, step.gradients, strict=True):
+                p.grad = g
+            w.grad = step.weight_gradient
             opt.step()
             opt_w.step()
             renormalize_weights(w)

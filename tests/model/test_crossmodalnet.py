@@ -412,12 +412,17 @@ def test_best_validation_epoch_is_restored(norm_mdata, monkeypatch):
 
     import lightning.pytorch as pl
 
-    import crossmodalnet.train._plan as plan_module
+    from crossmodalnet.train import FaderGradNormPlan
 
     # script the monitored metric so the best epoch (1) is known and is not the last one
     script = [0.2, 0.9, 0.5, 0.6, 0.4]
     calls = iter(script)
-    monkeypatch.setattr(plan_module, "pearson_per_protein", lambda pred, true: np.full(pred.shape[1], next(calls)))
+    scores = FaderGradNormPlan.validation_scores
+    monkeypatch.setattr(
+        FaderGradNormPlan,
+        "validation_scores",
+        staticmethod(lambda pred, true: {**scores(pred, true), "pearson_protein_validation": next(calls)}),
+    )
 
     class Snapshots(pl.Callback):
         def __init__(self):

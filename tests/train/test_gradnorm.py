@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crossmodalnet.train import gradnorm_loss, is_discriminator_step, renormalize_weights
+from crossmodalnet.train import gradnorm_loss, gradnorm_step, is_discriminator_step, renormalize_weights
 
 
 def test_gradnorm_loss_value_by_hand():
@@ -89,3 +89,67 @@ def test_discriminator_schedule(learning_step, expected):
 
 def test_discriminator_schedule_off():
     assert not any(is_discriminator_step(t, 0) for t in range(1, 10))
+
+
+def _two_task_net():
+    """A shared layer, a head used by task 1 only, and a parameter no task uses."""
+    torch.manual_seed(0)
+    shared, head, unused = torch.nn.Linear(3, 2), torch.nn.Linear(2, 1), torch.nn.Linear(1, 1)
+    x = torch.randn(16, 3)
+
+    def losses():
+        h = shared(x)
+        return h.square().mean(), (head(h) - 1.0).abs().mean()
+
+    return shared, head, unused, losses
+
+
+def test_gradnorm_step_combines_task_gradients_and_weight_gradient():
+    shared, head, unused, losses = _two_task_net()
+    params = [*shared.parameters(), *head.parameters(), *unused.parameters()]
+    w = torch.nn.Parameter(torch.tensor([0.6, 1.4]))
+    initial = torch.zeros(2)
+    l1, l2 = losses()
+    g1 = torch.autograd.grad(l1, params, retain_graph=True, allow_unused=True)
+    g2 = torch.autograd.grad(l2, params, retain_graph=True, allow_unused=True)
+    ratio = torch.stack([l1.detach(), 2.0 * l2.detach()])
+    step = gradnorm_step([l1, l2], params, shared.weight, w, initial, ratio_losses=list(ratio), alpha=0.5)
+    # the combined gradient is w1·∇L1 + w2·∇L2; the head gets task 2's share only, the unused layer nothing
+    for i in range(2):
+        torch.testing.assert_close(step.gradients[i], 0.6 * g1[i] + 1.4 * g2[i])
+    for i in range(2, 4):
+        assert g1[i] is None
+        torch.testing.assert_close(step.gradients[i], 1.4 * g2[i])
+    assert step.gradients[4] is None
+    assert step.gradients[5] is None
+    # the first step stores the ratio losses as the reference
+    torch.testing.assert_close(initial, ratio)
+    norms = torch.stack([g1[0].norm(), g2[0].norm()])
+    w_ref = w.detach().clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(gradnorm_loss(w_ref, norms, ratio, ratio, alpha=0.5), w_ref)
+    torch.testing.assert_close(step.weight_gradient, expected)
+    assert step.weights.tolist() == pytest.approx([0.6, 1.4])
+    assert w.grad is None, "the step computes gradients; the caller writes them"
+
+
+def test_gradnorm_step_sets_initial_losses_once():
+    shared, _, _, losses = _two_task_net()
+    params = list(shared.parameters())
+    w = torch.nn.Parameter(torch.ones(2))
+    initial = torch.zeros(2)
+    calls = []
+
+    def reduce(t):
+        calls.append(t.clone())
+        return 2.0 * t
+
+    l1, l2 = losses()
+    gradnorm_step([l1, l2 * 0.0 + l1], params, shared.weight, w, initial, reduce=reduce)
+    first = initial.clone()
+    torch.testing.assert_close(first, 2.0 * torch.stack([l1, l1]).detach())  # reduced before it is stored
+    with torch.no_grad():
+        shared.weight.mul_(3.0)  # the losses change ...
+    l1, l2 = losses()
+    gradnorm_step([l1, l2], params, shared.weight, w, initial, reduce=reduce)
+    assert torch.equal(initial, first), "... and the reference stays that of the first step"
+    assert len(calls) == 1

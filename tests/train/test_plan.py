@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from types import SimpleNamespace
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from crossmodalnet._constants import REGISTRY_KEYS
 from crossmodalnet.module import CrossmodalModule
-from crossmodalnet.train import FaderGradNormPlan, RestoreBestWeights, fader_loss, nlc_loss
+from crossmodalnet.nn import fader_loss, nlc_loss
+from crossmodalnet.train import FaderGradNormPlan, RestoreBestWeights
+
+# The plan runs under a bare Lightning trainer without a validation loader (its notice is expected).
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`"),
+    pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated"),
+]
 
 N_CELLS, N_GENES, N_PROTEINS, N_TIMES = 48, 12, 5, 3
 
@@ -44,24 +54,38 @@ def _batch(seed: int, n_times: int = N_TIMES) -> dict[str, torch.Tensor]:
     }
 
 
-class _Recorder:
-    """Stands in for the Lightning trainer around a plan: hands out its optimisers and records steps and logs."""
+OPTIMIZERS = ("net", "dis", "w")  # order of FaderGradNormPlan.configure_optimizers
 
-    def __init__(self, plan: FaderGradNormPlan):
-        self.optimizers = plan.configure_optimizers()
+
+class _Recorder(pl.Callback):
+    """Records which optimiser stepped at which batch count, and the GradNorm state after each batch."""
+
+    def __init__(self):
         self.steps: list[tuple[int, str]] = []
-        self.logs: list[dict[str, float]] = [{}]
-        for name, opt in zip(("net", "dis", "w"), self.optimizers, strict=True):
-            opt.step = self._counting(opt.step, name, plan)
-        plan.optimizers = lambda: self.optimizers
-        plan.log = lambda name, value, **kwargs: self.logs[-1].__setitem__(name, float(value))
+        self.initial_losses: list[list[float]] = []
 
-    def _counting(self, step, name: str, plan: FaderGradNormPlan):
-        def wrapped(*args, **kwargs):
-            self.steps.append((plan.batch_count, name))
-            return step(*args, **kwargs)
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        name = next(n for n, opt in zip(OPTIMIZERS, trainer.optimizers, strict=True) if opt is optimizer)
+        self.steps.append((pl_module.batch_count, name))
 
-        return wrapped
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.initial_losses.append(pl_module.module.initial_losses.tolist())
+
+
+def _fit(plan: FaderGradNormPlan, batches: list[dict[str, torch.Tensor]], *callbacks: pl.Callback) -> None:
+    """Train ``plan`` for one epoch over ``batches`` (in order) with a CPU Lightning trainer, no validation."""
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=list(callbacks),
+    )
+    trainer.fit(plan, train_dataloaders=DataLoader(batches, batch_size=None, shuffle=False))
 
 
 def _reference_gradients(module: CrossmodalModule, batch: dict[str, torch.Tensor], *, lambda_dis: float):
@@ -88,8 +112,9 @@ def test_generator_step_trains_encoder_against_discriminator():
     expected = _reference_gradients(module, batch, lambda_dis=0.5)
     without_adversary = _reference_gradients(module, batch, lambda_dis=0.0)
     plan = FaderGradNormPlan(module, learning_step=3)
-    _Recorder(plan)
-    plan._generator_step(batch, module.adversarial_covariates)
+    rec = _Recorder()
+    _fit(plan, [batch], rec)  # batch 1 of learning_step 3: a generator step
+    assert [name for _, name in rec.steps] == ["net", "w"]
 
     first = module.encoder.first_layer.weight
     i_first = next(i for i, p in enumerate(module.network_parameters()) if p is first)
@@ -104,11 +129,10 @@ def test_generator_step_trains_encoder_against_discriminator():
 def test_discriminator_updates_every_learning_step_batches():
     module = _module()
     plan = FaderGradNormPlan(module, learning_step=3)
-    rec = _Recorder(plan)
+    rec = _Recorder()
     time_dis = module.discriminators[0]  # the batch covariate has one category: no discriminator trained
     dis_before = copy.deepcopy(time_dis.state_dict())
-    for k in range(9):
-        plan.training_step(_batch(k), k)
+    _fit(plan, [_batch(k) for k in range(9)], rec)
     dis_steps = [b for b, name in rec.steps if name == "dis"]
     net_steps = [b for b, name in rec.steps if name == "net"]
     assert dis_steps == [3, 6, 9], "discriminator optimiser steps (batch numbers)"
@@ -120,30 +144,41 @@ def test_discriminator_updates_every_learning_step_batches():
 def test_discriminator_schedule_without_adversarial_covariate():
     module = CrossmodalModule(N_GENES, N_PROTEINS, [1, 1], n_latent=8, dropout_rate=0.0)
     plan = FaderGradNormPlan(module, learning_step=3)
-    rec = _Recorder(plan)
-    for k in range(4):
-        plan.training_step(_batch(k, n_times=1), k)
+    rec = _Recorder()
+    _fit(plan, [_batch(k, n_times=1) for k in range(4)], rec)
     # one time point: no discriminator, so every batch trains the network
     assert [b for b, name in rec.steps if name == "net"] == [1, 2, 3, 4]
     assert not [b for b, name in rec.steps if name == "dis"]
+
+
+class _BatchLosses(pl.Callback):
+    """The NLC and MSE each batch starts from, computed on a copy of the module (the plan's module is untouched)."""
+
+    def __init__(self):
+        self.losses: list[list[float]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        module = copy.deepcopy(pl_module.module)
+        with torch.no_grad():
+            _, _, out = module(batch)
+        self.losses.append([out.extra_metrics["nlc"].item(), out.extra_metrics["mse"].item()])
 
 
 def test_gradnorm_initial_losses_are_set_once():
     module = _module()
     assert module.initial_losses.tolist() == [0.0, 0.0]
     plan = FaderGradNormPlan(module, learning_step=0)
-    rec = _Recorder(plan)
-    plan.training_step(_batch(0), 0)
-    first = [rec.logs[-1]["nlc_train"], rec.logs[-1]["mse_train"]]
-    rec.logs.append({})
-    plan.training_step(_batch(1), 1)
-    second = [rec.logs[-1]["nlc_train"], rec.logs[-1]["mse_train"]]
+    rec, batch_losses = _Recorder(), _BatchLosses()
+    _fit(plan, [_batch(0), _batch(1)], rec, batch_losses)
+    first, second = batch_losses.losses
     # the two steps' losses differ, so the check below tells "set once" from "reset every step"
     assert abs(second[0] - first[0]) > 1e-3
     assert abs(second[1] - first[1]) > 1e-3
-    np.testing.assert_allclose(
-        module.initial_losses.numpy(), first, rtol=1e-6, err_msg="initial_losses must stay those of the first step"
-    )
+    for after_batch in rec.initial_losses:
+        np.testing.assert_allclose(
+            after_batch, first, rtol=1e-6, err_msg="initial_losses must stay those of the first step"
+        )
+    assert len(rec.initial_losses) == 2
 
 
 def _restore_run(scores, *, sanity_first: bool = False):
@@ -174,7 +209,7 @@ def test_restore_best_weights_restores_best_epoch():
 
 
 def test_module_loss_is_the_weighted_objective():
-    """``CrossmodalModule.loss`` (scvi-tools' ``module(tensors)``; the plan computes its own terms) by hand."""
+    """``CrossmodalModule.loss`` (scvi-tools' ``module(tensors)``, whose terms the plan balances) by hand."""
     module = _module(lambda_dis=0.5)
     with torch.no_grad():
         module.loss_weights.copy_(torch.tensor([0.7, 1.3]))
@@ -193,3 +228,31 @@ def test_module_loss_is_the_weighted_objective():
     torch.testing.assert_close(out.extra_metrics["discriminator_ce"], ce)
     torch.testing.assert_close(out.extra_metrics["mse"], mse)
     assert ce.item() > 0.1  # the adversarial term counts
+
+
+def test_plan_defaults_are_table_s1():
+    # the plan is where the training defaults are written; model.train() and the benchmarks read them from here
+    params = inspect.signature(FaderGradNormPlan.__init__).parameters
+    defaults = {name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty}
+    assert defaults == {
+        "lr": 1e-3,
+        "weight_decay": 5e-6,
+        "lr_discriminator": 0.0087,
+        "weight_decay_discriminator": 5e-5,
+        "learning_step": 3,
+        "gradient_penalty": 0.4,
+        "lr_gradnorm": 0.01475,
+        "gradnorm_alpha": 0.5,
+        "input_group_lasso": 0.0,
+    }
+
+
+def test_validation_scores_are_mean_pearson_per_cell_and_per_protein():
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=(30, 6))
+    pred = true + rng.normal(scale=0.8, size=true.shape)
+    scores = FaderGradNormPlan.validation_scores(pred, true)
+    per_cell = np.mean([np.corrcoef(pred[i], true[i])[0, 1] for i in range(30)])
+    per_protein = np.mean([np.corrcoef(pred[:, j], true[:, j])[0, 1] for j in range(6)])
+    assert scores == pytest.approx({"pearson_cell_validation": per_cell, "pearson_protein_validation": per_protein})
+    assert per_cell != pytest.approx(per_protein)

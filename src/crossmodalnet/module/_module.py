@@ -9,7 +9,7 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
 from crossmodalnet._constants import REGISTRY_KEYS
-from crossmodalnet.train._losses import fader_loss, nlc_loss
+from crossmodalnet.nn import adversarial_cross_entropy, fader_loss, nlc_loss
 
 from ._components import Decoder, Discriminator, Encoder
 
@@ -299,30 +299,64 @@ class CrossmodalModule(BaseModuleClass):
         codes = self.covariate_codes(tensors)
         return sum(emb(c) for emb, c in zip(self.covariate_embeddings, codes, strict=True))
 
+    def protein_from_tensors(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Observed proteins of a mini-batch on the original scale, dense (a sparse batch is densified)."""
+        y = tensors[REGISTRY_KEYS.PROTEIN_KEY]
+        return y if y.layout == torch.strided else y.to_dense()
+
+    @property
+    def covariate_names(self) -> list[str]:
+        """Names of the covariates, in the order of ``n_cats_per_cov``: ``"time"``, then ``"batch"``."""
+        return ["time", "batch"][: len(self.n_cats_per_cov)]
+
     def loss(
         self,
         tensors: dict[str, torch.Tensor],
         inference_outputs: dict[str, torch.Tensor],
         generative_outputs: dict[str, torch.Tensor],
     ) -> LossOutput:
-        """Weighted NLC + Fader loss of one mini-batch, with the current GradNorm weights."""
-        target = self.scale_protein(tensors[REGISTRY_KEYS.PROTEIN_KEY])
+        """Compute the per-task terms of one mini-batch, and their sum with the current GradNorm weights.
+
+        This is the one place the generator's objective is computed; the training plan balances the
+        terms (:func:`crossmodalnet.train.gradnorm_step`). All terms are on the loss scale
+        (standardised proteins if ``standardize_protein``).
+
+        Parameters
+        ----------
+        tensors
+            Mini-batch from the registry.
+        inference_outputs
+            Output of :meth:`inference` (``"z"``).
+        generative_outputs
+            Output of :meth:`generative` (``"protein_scaled"``).
+
+        Returns
+        -------
+        :class:`~scvi.module.base.LossOutput` with ``loss`` = ``w_nlc · NLC + w_fader · Fader`` (weights
+        detached), ``reconstruction_loss`` = MSE and ``extra_metrics`` holding the differentiable
+        per-task terms ``"nlc"``, ``"fader"`` (MSE − λ · Σ CE), ``"mse"``, ``"discriminator_ce"``
+        (summed over the adversarial covariates) and ``"discriminator_ce_<covariate>"`` for each
+        adversarial covariate (``time``, ``batch``).
+        """
+        target = self.scale_protein(self.protein_from_tensors(tensors))
         pred = generative_outputs["protein_scaled"]
         z = inference_outputs["z"]
         codes = self.covariate_codes(tensors)
         adv = self.adversarial_covariates
-        fader, mse, ce = fader_loss(
-            pred,
-            target,
-            disc_logits=[self.discriminators[i](z) for i in adv],
-            disc_targets=[codes[i] for i in adv],
-            lambda_dis=self.lambda_dis,
-        )
         nlc = nlc_loss(pred, target)
+        ce_per_covariate = adversarial_cross_entropy([self.discriminators[i](z) for i in adv], [codes[i] for i in adv])
+        fader, mse, ce = fader_loss(pred, target, disc_ce=ce_per_covariate, lambda_dis=self.lambda_dis)
         w = self.loss_weights.detach()
+        names = self.covariate_names
         return LossOutput(
             loss=w[0] * nlc + w[1] * fader,
             reconstruction_loss=mse,
             n_obs_minibatch=pred.shape[0],
-            extra_metrics={"nlc": nlc, "mse": mse, "discriminator_ce": ce},
+            extra_metrics={
+                "nlc": nlc,
+                "fader": fader,
+                "mse": mse,
+                "discriminator_ce": ce,
+                **{f"discriminator_ce_{names[i]}": term for i, term in zip(adv, ce_per_covariate, strict=True)},
+            },
         )

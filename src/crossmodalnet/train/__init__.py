@@ -1,13 +1,24 @@
-from ._gradnorm import gradnorm_loss, renormalize_weights
-from ._losses import discriminator_loss, fader_loss, group_lasso, nlc_loss, pearson_per_row
+from crossmodalnet.nn import (
+    adversarial_cross_entropy,
+    discriminator_loss,
+    fader_loss,
+    group_lasso,
+    nlc_loss,
+    pearson_per_row,
+)
+
+from ._gradnorm import GradNormStep, gradnorm_loss, gradnorm_step, renormalize_weights
 from ._plan import FaderGradNormPlan, RestoreBestWeights, is_discriminator_step
 
 __all__ = [
     "FaderGradNormPlan",
+    "GradNormStep",
     "RestoreBestWeights",
+    "adversarial_cross_entropy",
     "discriminator_loss",
     "fader_loss",
     "gradnorm_loss",
+    "gradnorm_step",
     "group_lasso",
     "is_discriminator_step",
     "nlc_loss",

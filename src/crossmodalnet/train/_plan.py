@@ -12,19 +12,14 @@ from scvi.train import TrainingPlan
 
 from crossmodalnet._constants import REGISTRY_KEYS
 from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein
+from crossmodalnet.nn import discriminator_loss, group_lasso
 
-from ._gradnorm import gradnorm_loss, renormalize_weights
-from ._losses import discriminator_loss, fader_loss, group_lasso, nlc_loss
+from ._gradnorm import gradnorm_step, renormalize_weights
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from crossmodalnet.module import CrossmodalModule
-
-
-def _dense(t: torch.Tensor) -> torch.Tensor:
-    """A sparse batch tensor (``train(sparse_batches=True)`` on a sparse protein matrix) as dense."""
-    return t if t.layout == torch.strided else t.to_dense()
 
 
 def is_discriminator_step(batch_count: int, learning_step: int) -> bool:
@@ -45,6 +40,12 @@ def check_input_group_lasso(value: float) -> float:
 
 class FaderGradNormPlan(TrainingPlan):
     """Manual-optimisation plan alternating discriminator and GradNorm-weighted generator steps.
+
+    A generator step takes the per-task terms from the module's loss
+    (:meth:`~crossmodalnet.module.CrossmodalModule.loss`) and balances NLC against the Fader loss with
+    :func:`~crossmodalnet.train.gradnorm_step`; the optional group-lasso penalty is added outside GradNorm.
+    The defaults are the Table S1 values of :cite:t:`Yang2023`; ``CrossmodalNet.train`` and the
+    benchmarks read them from here.
 
     Parameters
     ----------
@@ -110,6 +111,10 @@ class FaderGradNormPlan(TrainingPlan):
         trainer = self._trainer
         return 1 if trainer is None else int(getattr(trainer, "world_size", 1))
 
+    def _mean_across_processes(self, t: torch.Tensor) -> torch.Tensor:
+        """Mean of ``t`` across processes under data-parallel training; ``t`` itself on one process."""
+        return self.trainer.strategy.reduce(t, reduce_op="mean") if self._world_size() > 1 else t
+
     def _set_gradients(self, params: list[torch.Tensor], grads: Sequence[torch.Tensor | None]) -> None:
         """Write ``grads`` into ``.grad`` and, under data-parallel training, average them across processes.
 
@@ -159,74 +164,53 @@ class FaderGradNormPlan(TrainingPlan):
     def _generator_step(self, batch: dict[str, torch.Tensor], adv: list[int]) -> None:
         opt_net, _, opt_w = self.optimizers()
         module = self.module
-        target = module.scale_protein(_dense(batch[REGISTRY_KEYS.PROTEIN_KEY]))
-        z = module.inference(batch[REGISTRY_KEYS.X_KEY])["z"]
-        linear = module.linear_from_tensors(batch)
-        pred = module.generative(z, module.covariate_embedding_from_tensors(batch), linear)["protein_scaled"]
-        codes = module.covariate_codes(batch)
-        nlc = nlc_loss(pred, target)
-        fader, mse, ce = fader_loss(
-            pred,
-            target,
-            disc_logits=[module.discriminators[i](z) for i in adv],
-            disc_targets=[codes[i] for i in adv],
-            lambda_dis=module.lambda_dis,
-        )
-        # Per-task gradients on every network parameter (two backward passes); the weighted sum
-        # is the gradient of L_total, and their first-layer norms feed GradNorm.
+        _, _, out = module(batch)
+        terms = out.extra_metrics
+        # GradNorm balances NLC against the Fader loss; its loss ratios use the positive
+        # reconstruction terms (NLC and MSE), as the Fader loss can be negative through its
+        # adversarial term.
         params = module.network_parameters()
-        grads_nlc = torch.autograd.grad(nlc, params, retain_graph=True, allow_unused=True)
-        grads_fader = torch.autograd.grad(fader, params, allow_unused=True)
         shared = module.encoder.first_layer.weight
-        i_shared = next(i for i, p in enumerate(params) if p is shared)
-        grad_norms = torch.stack([grads_nlc[i_shared].norm(), grads_fader[i_shared].norm()])
-        # GradNorm's loss ratios use the positive reconstruction terms (NLC and MSE): the Fader loss
-        # itself can be negative through its adversarial term, which makes its ratio meaningless.
-        task_losses = torch.stack([nlc.detach(), mse.detach()])
-        if not bool(module.initial_losses.gt(0).all()):
-            first = (
-                self.trainer.strategy.reduce(task_losses, reduce_op="mean") if self._world_size() > 1 else task_losses
-            )
-            module.initial_losses.copy_(first.clamp_min(1e-8))
-
         w = module.loss_weights
-        w_now = w.detach().clone()
+        step = gradnorm_step(
+            [terms["nlc"], terms["fader"]],
+            params,
+            shared,
+            w,
+            module.initial_losses,
+            ratio_losses=[terms["nlc"], terms["mse"]],
+            alpha=self.gradnorm_alpha,
+            reduce=self._mean_across_processes,
+        )
         opt_net.zero_grad(set_to_none=True)
-        combined = []
-        for g1, g2 in zip(grads_nlc, grads_fader, strict=True):
-            if g1 is None and g2 is None:
-                combined.append(None)
-                continue
-            g = 0.0 if g1 is None else w_now[0] * g1
-            combined.append(g if g2 is None else g + w_now[1] * g2)
+        grads = step.gradients
         penalty = None
         if self.input_group_lasso > 0:
             # The penalty is outside GradNorm: its gradient is added to the balanced first-layer gradient.
             penalty = self.input_group_lasso * group_lasso(shared)
             (g_pen,) = torch.autograd.grad(penalty, shared)
-            combined[i_shared] = combined[i_shared] + g_pen
-        self._set_gradients(params, combined)
-
+            i_shared = next(i for i, p in enumerate(params) if p is shared)
+            grads[i_shared] = grads[i_shared] + g_pen
+        self._set_gradients(params, grads)
         opt_w.zero_grad(set_to_none=True)
-        lg = gradnorm_loss(w, grad_norms, task_losses, module.initial_losses, alpha=self.gradnorm_alpha)
-        self._set_gradients([w], torch.autograd.grad(lg, w))
+        self._set_gradients([w], [step.weight_gradient])
         opt_net.step()
         opt_w.step()
         renormalize_weights(w)
 
-        n = target.shape[0]
-        total = w_now[0] * nlc.detach() + w_now[1] * fader.detach()
-        for name, value in {
-            "loss_train": total,
-            "nlc_train": nlc.detach(),
-            "mse_train": mse.detach(),
-            "adversarial_ce_train": ce.detach(),
-            "gradnorm_loss_train": lg.detach(),
-            "w_nlc": w[0].detach(),
-            "w_fader": w[1].detach(),
-            **({} if penalty is None else {"input_group_lasso_train": penalty.detach()}),
-        }.items():
-            self.log(name, value, on_step=False, on_epoch=True, batch_size=n, sync_dist=self._world_size() > 1)
+        logged = {
+            "loss_train": out.loss,
+            "nlc_train": terms["nlc"],
+            "mse_train": terms["mse"],
+            "adversarial_ce_train": terms["discriminator_ce"],
+            "gradnorm_loss_train": step.gradnorm_loss,
+            "w_nlc": w[0],
+            "w_fader": w[1],
+            **({} if penalty is None else {"input_group_lasso_train": penalty}),
+        }
+        n = out.n_obs_minibatch
+        for name, value in logged.items():
+            self.log(name, value.detach(), on_step=False, on_epoch=True, batch_size=n, sync_dist=self._world_size() > 1)
 
     def on_validation_epoch_start(self) -> None:
         """Average the batch-norm statistics across processes before validating (see :meth:`on_train_epoch_end`)."""
@@ -247,26 +231,38 @@ class FaderGradNormPlan(TrainingPlan):
                     buf.copy_(self.trainer.strategy.reduce(buf.clone(), reduce_op="mean"))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Compute validation losses and collect predictions for epoch-level Pearson."""
-        module = self.module
-        target = _dense(batch[REGISTRY_KEYS.PROTEIN_KEY])
-        z = module.inference(batch[REGISTRY_KEYS.X_KEY])["z"]
-        out = module.generative(z, module.covariate_embedding_from_tensors(batch), module.linear_from_tensors(batch))
-        pred = out["protein"]
-        # Losses on the training scale (standardised proteins if enabled); Pearson on the original scale.
-        pred_s, target_s = out["protein_scaled"], module.scale_protein(target)
-        n = target.shape[0]
+        """Log the validation losses and collect predictions for epoch-level Pearson."""
+        _, generative, out = self.module(batch)
+        n = out.n_obs_minibatch
         sync = self._world_size() > 1
-        mse = torch.mean((pred_s - target_s) ** 2)
-        self.log(
-            "nlc_validation", nlc_loss(pred_s, target_s), on_step=False, on_epoch=True, batch_size=n, sync_dist=sync
-        )
-        self.log("mse_validation", mse, on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
-        self._val_pred.append(pred.detach().cpu())
-        self._val_true.append(target.detach().cpu())
+        # Losses on the training scale (standardised proteins if enabled); Pearson on the original scale.
+        for name in ("nlc", "mse"):
+            value = out.extra_metrics[name]
+            self.log(f"{name}_validation", value, on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
+        self._val_pred.append(generative["protein"].detach().cpu())
+        self._val_true.append(self.module.protein_from_tensors(batch).detach().cpu())
+
+    @staticmethod
+    def validation_scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+        """Score the whole validation set: mean per-cell and mean per-protein Pearson.
+
+        Parameters
+        ----------
+        pred, true
+            Predicted and observed proteins on the original scale, validation cells × proteins.
+
+        Returns
+        -------
+        ``{"pearson_cell_validation": ..., "pearson_protein_validation": ...}``, the metrics logged at
+        the end of each validation epoch (early stopping and best-epoch restoration monitor one of them).
+        """
+        return {
+            "pearson_cell_validation": float(np.nanmean(pearson_per_cell(pred, true))),
+            "pearson_protein_validation": float(np.nanmean(pearson_per_protein(pred, true))),
+        }
 
     def on_validation_epoch_end(self) -> None:
-        """Log per-cell and per-protein validation Pearson over the whole validation set."""
+        """Log the validation scores (:meth:`validation_scores`) over the whole validation set."""
         if not self._val_pred:
             return
         pred = torch.cat(self._val_pred).double().numpy()
@@ -276,11 +272,8 @@ class FaderGradNormPlan(TrainingPlan):
         # Under data-parallel training each process scores its own share of the validation cells;
         # sync_dist averages them so every process makes the same early-stopping decision.
         sync = self._world_size() > 1
-        for name, value in (
-            ("pearson_cell_validation", np.nanmean(pearson_per_cell(pred, true))),
-            ("pearson_protein_validation", np.nanmean(pearson_per_protein(pred, true))),
-        ):
-            self.log(name, torch.tensor(float(value), device=self.device), sync_dist=sync)
+        for name, value in self.validation_scores(pred, true).items():
+            self.log(name, torch.tensor(value, device=self.device), sync_dist=sync)
 
 
 class RestoreBestWeights(pl.Callback):

@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from crossmodalnet.train import discriminator_loss, fader_loss, group_lasso, nlc_loss, pearson_per_row
+import crossmodalnet.nn
+import crossmodalnet.train
+from crossmodalnet.nn import (
+    adversarial_cross_entropy,
+    discriminator_loss,
+    fader_loss,
+    group_lasso,
+    nlc_loss,
+    pearson_per_row,
+)
 
 
 def test_pearson_per_row_matches_numpy():
@@ -57,6 +66,33 @@ def test_fader_loss_subtracts_lambda_ce():
     fader2, _, ce2 = fader_loss(pred, target)
     assert fader2.item() == pytest.approx(1.0)
     assert ce2.item() == 0.0
+
+
+def test_fader_loss_from_per_covariate_cross_entropies():
+    gen = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(6, 3, generator=gen), torch.randn(6, 3, generator=gen)
+    logits = [torch.randn(6, 3, generator=gen), torch.randn(6, 2, generator=gen)]
+    codes = [torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([0, 0, 0, 1, 1, 1])]
+    per_cov = adversarial_cross_entropy(logits, codes)
+    assert len(per_cov) == 2
+    for term, lg, c in zip(per_cov, logits, codes, strict=True):
+        # cross-entropy by hand: mean of -log softmax at the true class
+        expected = -torch.log_softmax(lg, dim=1)[torch.arange(6), c].mean()
+        torch.testing.assert_close(term, expected)
+    from_ce = fader_loss(pred, target, disc_ce=per_cov, lambda_dis=0.7)
+    from_logits = fader_loss(pred, target, disc_logits=logits, disc_targets=codes, lambda_dis=0.7)
+    for a, b in zip(from_ce, from_logits, strict=True):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(from_ce[2], per_cov[0] + per_cov[1])
+    torch.testing.assert_close(from_ce[0], from_ce[1] - 0.7 * (per_cov[0] + per_cov[1]))
+    with pytest.raises(ValueError, match="either `disc_ce` or `disc_logits`"):
+        fader_loss(pred, target, disc_ce=per_cov, disc_logits=logits, disc_targets=codes)
+
+
+def test_train_reexports_the_loss_functions():
+    # the documented `crossmodalnet.train` names are the functions of `crossmodalnet.nn`
+    for name in ("nlc_loss", "fader_loss", "discriminator_loss", "group_lasso", "pearson_per_row"):
+        assert getattr(crossmodalnet.train, name) is getattr(crossmodalnet.nn, name)
 
 
 def test_discriminator_loss_penalty():

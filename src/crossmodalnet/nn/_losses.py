@@ -1,9 +1,18 @@
-"""Loss functions of CrossmodalNet as pure tensor functions."""
+"""Loss functions of CrossmodalNet as pure tensor functions.
+
+They sit below both :mod:`crossmodalnet.module` (which computes the per-task terms) and
+:mod:`crossmodalnet.train` (which balances them), so neither imports the other for the objective.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def pearson_per_row(pred: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-8) -> torch.Tensor:
@@ -51,6 +60,23 @@ def nlc_loss(pred: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-6) -> 
     return -torch.log(torch.clamp((r + 1.0) / 2.0, min=eps)).mean()
 
 
+def adversarial_cross_entropy(logits: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Cross-entropy of each discriminator's logits against its covariate's codes.
+
+    Parameters
+    ----------
+    logits
+        Discriminator logits (cells × categories), one per covariate.
+    targets
+        Integer class codes, one tensor per covariate.
+
+    Returns
+    -------
+    One scalar tensor per covariate.
+    """
+    return [F.cross_entropy(lg, codes) for lg, codes in zip(logits, targets, strict=True)]
+
+
 def fader_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -58,6 +84,7 @@ def fader_loss(
     disc_logits: list[torch.Tensor] | None = None,
     disc_targets: list[torch.Tensor] | None = None,
     lambda_dis: float = 0.5,
+    disc_ce: Sequence[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""Fader loss of the encoder/decoder: MSE minus :math:`\lambda` times the discriminators' cross-entropy.
 
@@ -74,15 +101,22 @@ def fader_loss(
         Integer class codes, one tensor per covariate.
     lambda_dis
         Weight of the adversarial term (Table S1 "regularization").
+    disc_ce
+        The discriminators' cross-entropies, already computed (see :func:`adversarial_cross_entropy`),
+        instead of ``disc_logits`` and ``disc_targets``.
 
     Returns
     -------
     The Fader loss, the MSE and the summed discriminator cross-entropy.
     """
+    if disc_ce is not None and (disc_logits is not None or disc_targets is not None):
+        raise ValueError("Pass either `disc_ce` or `disc_logits` and `disc_targets`, not both.")
     mse = F.mse_loss(pred, target)
+    if disc_ce is None:
+        disc_ce = adversarial_cross_entropy(disc_logits or [], disc_targets or [])
     ce = pred.new_zeros(())
-    for logits, codes in zip(disc_logits or [], disc_targets or [], strict=True):
-        ce = ce + F.cross_entropy(logits, codes)
+    for term in disc_ce:
+        ce = ce + term
     return mse - lambda_dis * ce, mse, ce
 
 

@@ -1,0 +1,17 @@
+from ._losses import (
+    adversarial_cross_entropy,
+    discriminator_loss,
+    fader_loss,
+    group_lasso,
+    nlc_loss,
+    pearson_per_row,
+)
+
+__all__ = [
+    "adversarial_cross_entropy",
+    "discriminator_loss",
+    "fader_loss",
+    "group_lasso",
+    "nlc_loss",
+    "pearson_per_row",
+]
