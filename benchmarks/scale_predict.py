@@ -225,9 +225,13 @@ def _model_meta(model_dir: Path) -> dict:
 
 
 def _sha(path: Path) -> str:
-    from crossmodalnet.model._crossmodalnet import _sha256
+    import hashlib
 
-    return _sha256(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # --- query data ------------------------------------------------------------------------------------

@@ -125,7 +125,7 @@ def _plain(mdata, variant: str, epochs: int, seed: int) -> dict:
     from scipy import sparse
 
     from crossmodalnet._constants import REGISTRY_KEYS
-    from crossmodalnet.model._split import stratified_split
+    from crossmodalnet.model import stratified_split
     from crossmodalnet.module import CrossmodalModule
     from crossmodalnet.nn import discriminator_loss
     from crossmodalnet.train import gradnorm_step, is_discriminator_step, renormalize_weights

@@ -132,11 +132,9 @@ def test_parameters_documented(name, func):
 
 
 SRC = Path(cmn.__file__).resolve().parent
-# Cross-package private imports that the issue-15 objective refactor (part B) removes. The lead empties this
-# list after merging it; the test fails on any import not listed here, and on a listed one that is gone.
-KNOWN = {
-    ("module/_module.py", "crossmodalnet.train._losses"),
-}
+# Cross-package private imports that are tolerated (none): the test fails on any import not listed here, and on
+# a listed one that is gone.
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _private_cross_imports(path: Path, src: Path = SRC) -> list[str]:

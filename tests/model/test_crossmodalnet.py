@@ -225,7 +225,7 @@ def test_unseen_query_batch_gets_the_average_batch_embedding(norm_mdata, caplog)
 
 
 def test_batch_of_one_cell_does_not_crash(norm_mdata):
-    from crossmodalnet.model._split import stratified_split
+    from crossmodalnet.model import stratified_split
 
     mdata = norm_mdata.copy()
     CrossmodalNet.setup_mudata(mdata, time_key="time")

@@ -11,8 +11,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from crossmodalnet.model import CrossmodalNet
-from crossmodalnet.module import CrossmodalModule
-from crossmodalnet.module._components import Encoder
+from crossmodalnet.module import CrossmodalModule, Encoder
 
 TRAIN = {"batch_size": 64, "accelerator": "cpu", "enable_progress_bar": False}
 

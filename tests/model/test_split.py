@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crossmodalnet.model._split import holdout_split, stratified_split
+from crossmodalnet.model import holdout_split, stratified_split
 
 
 def test_stratified_split_proportions_and_disjoint():
