@@ -34,6 +34,7 @@ _MIN_CELLS = 5
 _N_NEIGHBOURS = 20
 _N_QUANTILES = 33
 _MAX_SKETCH_CELLS = 2000
+_N_PCS = 30
 
 
 @dataclass(frozen=True)
@@ -295,23 +296,45 @@ class UncertaintyMixin:
         return rows
 
     def _reference_residuals(self, seed: int, *, batch_size: int) -> dict:
-        """Basal latent and squared residuals of up to 2,000 training cells (empty arrays without training data)."""
+        """RNA principal components and squared residuals of up to 2,000 training cells (empty arrays without them).
+
+        The principal components are those of the training cells' standardised RNA; they are stored as a
+        projection of the centred, unscaled RNA.
+        """
         rows = self._reference_cells(seed)
         if rows is None:
             return {
-                "reference_latent": np.zeros((0, self.module.n_latent), dtype=np.float32),
+                "reference_latent": np.zeros((0, 0), dtype=np.float32),
                 "reference_residual_sq": np.zeros((0, self.n_proteins), dtype=np.float32),
+                "pca_mean": np.zeros(0, dtype=np.float32),
+                "pca_components": np.zeros((0, 0), dtype=np.float32),
             }
         ref = self.adata[rows].copy()
         pred = self.predict_protein(ref, batch_size=batch_size).to_numpy(dtype=np.float64)
         residual_sq = (self._observed_proteins(ref) - pred) ** 2
+        X = self._rna_dense(ref)[0]
+        mean = X.mean(axis=0)
+        sd = X.std(axis=0)
+        sd = np.where(sd > 0, sd, 1.0)
+        n_pcs = max(1, min(_N_PCS, X.shape[0] - 1, X.shape[1]))
+        _, _, vt = np.linalg.svd((X - mean) / sd, full_matrices=False)
+        components = (vt[:n_pcs] / sd).T  # genes × PCs, applied to centred (unscaled) expression
         return {
-            "reference_latent": self.get_latent_representation(ref, batch_size=batch_size).astype(np.float32),
+            "reference_latent": ((X - mean) @ components).astype(np.float32),
             "reference_residual_sq": residual_sq.astype(np.float32),
+            "pca_mean": mean.astype(np.float32),
+            "pca_components": components.astype(np.float32),
         }
 
+    def _rna_dense(self, mdata: MuData) -> tuple[np.ndarray, np.ndarray]:
+        """Dense RNA (rows of ``mdata[rna_key]`` × model genes, float64) and the row of each ``mdata`` cell."""
+        X, rows = self._rna_rows(mdata)
+        X = X[np.arange(X.shape[0])] if not isinstance(X, np.ndarray | sparse.spmatrix | sparse.sparray) else X
+        X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+        return X.astype(np.float64), rows
+
     def _local_spread(self, mdata: MuData, reference: dict, *, batch_size: int) -> np.ndarray:
-        """RMS training residual of each cell's nearest training cells in the basal latent (cells × proteins)."""
+        """RMS residual of each cell's nearest training cells in RNA principal-component space (cells × proteins)."""
         latent = np.asarray(reference["reference_latent"])
         residual_sq = np.asarray(reference["reference_residual_sq"], dtype=np.float64)
         out = np.zeros((mdata.n_obs, self.n_proteins))
@@ -319,12 +342,17 @@ class UncertaintyMixin:
             return out
         from sklearn.neighbors import NearestNeighbors
 
-        z = self.get_latent_representation(mdata, batch_size=batch_size)
-        have = np.isfinite(z).all(axis=1)
+        X, rows = self._rna_dense(mdata)
+        z = (X - np.asarray(reference["pca_mean"], dtype=np.float64)) @ np.asarray(
+            reference["pca_components"], dtype=np.float64
+        )
+        have = rows >= 0
+        have[have] = np.isfinite(z[rows[have]]).all(axis=1)
         if not have.any():
+            out[:] = np.nan
             return out
         k = min(_N_NEIGHBOURS, latent.shape[0])
-        _, nn_idx = NearestNeighbors(n_neighbors=k).fit(latent).kneighbors(z[have])
+        _, nn_idx = NearestNeighbors(n_neighbors=k).fit(latent).kneighbors(z[rows[have]])
         out[have] = np.sqrt(residual_sq[nn_idx].mean(axis=1))
         out[~have] = np.nan
         return out
@@ -558,7 +586,7 @@ class UncertaintyMixin:
         self._check_trained()
         mdata = self._resolve_mdata(mdata)
         state = self.uncertainty_
-        if state is None or state.get("n_epochs") != self._n_epochs_trained():
+        if state is None or state.get("n_epochs") != self._n_epochs_trained() or "pca_components" not in state:
             if self.adata is None:
                 raise ValueError(
                     "The model's uncertainty is not calibrated: call `model.calibrate_uncertainty()` with the "
