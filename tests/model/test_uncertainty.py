@@ -118,6 +118,20 @@ def test_local_term_follows_training_residuals_of_rna_neighbours(unc_model):
     assert local[high].mean() > 1.25 * local[~high].mean()
 
 
+def test_spread_scale_is_pooled_below_100_calibration_cells(unc_model):
+    """50 calibration cells: one spread scale for all proteins, the RMS of all scaled validation errors."""
+    unc_model.calibrate_uncertainty()
+    state = unc_model.uncertainty_
+    scale, scores = np.asarray(state["scale"]), np.asarray(state["scores"], dtype=float)
+    assert state["n_cells"] < 100
+    assert scale.shape == (unc_model.n_proteins,)
+    assert np.ptp(scale) == 0
+    assert scale[0] > 0
+    # scores are |error| / (scale · spread): pooled over proteins their RMS is 1, per protein it varies
+    np.testing.assert_allclose(np.sqrt(np.mean(scores**2)), 1.0, rtol=1e-4)
+    assert np.ptp(np.sqrt(np.mean(scores**2, axis=0))) > 0.05
+
+
 def test_deterministic_for_a_seed(unc_model):
     a = unc_model.predict_protein(return_uncertainty=True, rng=3)
     b = unc_model.predict_protein(return_uncertainty=True, rng=3)

@@ -142,7 +142,8 @@ class UncertaintyMixin:
 
     1. the model's own variability: the standard deviation over MC-dropout passes;
     2. the local difficulty: the RMS training residual of the cell's nearest training cells in the
-       basal latent (1 and 2 are scaled per protein to the RMS of the validation errors);
+       principal components of the RNA (1 and 2 are scaled to the RMS of the validation errors: per
+       protein from 100 calibration cells on, with one scale for all proteins below);
     3. for a cell at an interpolated (unseen) time point, the spread of the predictions at the two
        neighbouring trained time points around the prediction, weighted by the interpolation weights;
     4. for a query with genes the model was trained on but the query lacks, the spread of the
@@ -172,7 +173,7 @@ class UncertaintyMixin:
         Stores in ``model.uncertainty_`` (saved and loaded with the model) the per-protein scale of
         the MC-dropout spread and the non-conformity scores ``|y − ŷ| / std`` of every calibration
         value, from which the interval multiplier of any level is computed. From up to 2,000
-        training cells it also keeps the basal latent and squared residuals (for the local term) and
+        training cells it also keeps the RNA principal components and squared residuals (for the local term) and
         a quantile sketch of each gene (to impute genes a query lacks). :meth:`predict_protein` with ``return_uncertainty=True`` calls this on the
         validation cells if the model is not calibrated yet.
 
@@ -235,7 +236,11 @@ class UncertaintyMixin:
         floor = self._spread_floor(s_mc)
         s_mc = np.maximum(s_mc, floor)
         err = np.abs(observed - pred)
-        scale = np.sqrt(np.mean((err / s_mc) ** 2, axis=0))
+        if err.shape[0] >= _MIN_CELLS_PER_PROTEIN:
+            scale = np.sqrt(np.mean((err / s_mc) ** 2, axis=0))
+        else:
+            # too few cells to scale each protein: one scale for all (the local term keeps them apart)
+            scale = np.full(err.shape[1], np.sqrt(np.mean((err / s_mc) ** 2)))
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
         scores = err / (scale * s_mc)
         self.uncertainty_ = {
