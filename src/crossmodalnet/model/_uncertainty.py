@@ -34,7 +34,6 @@ _MIN_CELLS = 5
 _N_NEIGHBOURS = 20
 _N_QUANTILES = 33
 _MAX_SKETCH_CELLS = 2000
-_N_PCS = 30
 
 
 @dataclass(frozen=True)
@@ -141,9 +140,10 @@ class UncertaintyMixin:
     The spread of a predicted value has up to four parts, added as variances:
 
     1. the model's own variability: the standard deviation over MC-dropout passes;
-    2. the local difficulty: the RMS training residual of the cell's nearest training cells in the
-       principal components of the RNA (1 and 2 are scaled to the RMS of the validation errors: per
-       protein from 100 calibration cells on, with one scale for all proteins below);
+    2. the difficulty of the predicted value: for each protein, the RMS training residual of the 20
+       training cells whose prediction of that protein is nearest the cell's (errors grow or shrink
+       with the predicted level); 1 and 2 are scaled to the RMS of the validation errors: per
+       protein from 100 calibration cells on, with one scale for all proteins below;
     3. for a cell at an interpolated (unseen) time point, the spread of the predictions at the two
        neighbouring trained time points around the prediction, weighted by the interpolation weights;
     4. for a query with genes the model was trained on but the query lacks, the spread of the
@@ -173,8 +173,8 @@ class UncertaintyMixin:
         Stores in ``model.uncertainty_`` (saved and loaded with the model) the per-protein scale of
         the MC-dropout spread and the non-conformity scores ``|y − ŷ| / std`` of every calibration
         value, from which the interval multiplier of any level is computed. From up to 2,000
-        training cells it also keeps the RNA principal components and squared residuals (for the local term) and
-        a quantile sketch of each gene (to impute genes a query lacks). :meth:`predict_protein` with ``return_uncertainty=True`` calls this on the
+        training cells it also keeps the predictions and squared residuals (for the level term) and a
+        quantile sketch of each gene (to impute genes a query lacks). :meth:`predict_protein` with ``return_uncertainty=True`` calls this on the
         validation cells if the model is not calibrated yet.
 
         Parameters
@@ -231,7 +231,7 @@ class UncertaintyMixin:
         if pred.shape[0] < _MIN_CELLS:
             raise ValueError(f"Fewer than {_MIN_CELLS} calibration cells have both RNA and observed proteins.")
         reference = self._reference_residuals(seed, batch_size=batch_size)
-        local = self._local_spread(sub, reference, batch_size=batch_size)[have]
+        local = self._level_spread(pred, reference)
         s_mc = np.sqrt(s_mc**2 + local**2)
         floor = self._spread_floor(s_mc)
         s_mc = np.maximum(s_mc, floor)
@@ -239,7 +239,7 @@ class UncertaintyMixin:
         if err.shape[0] >= _MIN_CELLS_PER_PROTEIN:
             scale = np.sqrt(np.mean((err / s_mc) ** 2, axis=0))
         else:
-            # too few cells to scale each protein: one scale for all (the local term keeps them apart)
+            # too few cells to scale each protein: one scale for all (the level term keeps them apart)
             scale = np.full(err.shape[1], np.sqrt(np.mean((err / s_mc) ** 2)))
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
         scores = err / (scale * s_mc)
@@ -301,66 +301,49 @@ class UncertaintyMixin:
         return rows
 
     def _reference_residuals(self, seed: int, *, batch_size: int) -> dict:
-        """RNA principal components and squared residuals of up to 2,000 training cells (empty arrays without them).
-
-        The principal components are those of the training cells' standardised RNA; they are stored as a
-        projection of the centred, unscaled RNA.
-        """
+        """Predictions and squared residuals of up to 2,000 training cells (empty arrays without them)."""
         rows = self._reference_cells(seed)
         if rows is None:
-            return {
-                "reference_latent": np.zeros((0, 0), dtype=np.float32),
-                "reference_residual_sq": np.zeros((0, self.n_proteins), dtype=np.float32),
-                "pca_mean": np.zeros(0, dtype=np.float32),
-                "pca_components": np.zeros((0, 0), dtype=np.float32),
-            }
+            empty = np.zeros((0, self.n_proteins), dtype=np.float32)
+            return {"reference_prediction": empty, "reference_residual_sq": empty.copy()}
         ref = self.adata[rows].copy()
         pred = self.predict_protein(ref, batch_size=batch_size).to_numpy(dtype=np.float64)
         residual_sq = (self._observed_proteins(ref) - pred) ** 2
-        X = self._rna_dense(ref)[0]
-        mean = X.mean(axis=0)
-        sd = X.std(axis=0)
-        sd = np.where(sd > 0, sd, 1.0)
-        n_pcs = max(1, min(_N_PCS, X.shape[0] - 1, X.shape[1]))
-        _, _, vt = np.linalg.svd((X - mean) / sd, full_matrices=False)
-        components = (vt[:n_pcs] / sd).T  # genes × PCs, applied to centred (unscaled) expression
+        keep = np.isfinite(pred).all(axis=1) & np.isfinite(residual_sq).all(axis=1)
         return {
-            "reference_latent": ((X - mean) @ components).astype(np.float32),
-            "reference_residual_sq": residual_sq.astype(np.float32),
-            "pca_mean": mean.astype(np.float32),
-            "pca_components": components.astype(np.float32),
+            "reference_prediction": pred[keep].astype(np.float32),
+            "reference_residual_sq": residual_sq[keep].astype(np.float32),
         }
 
-    def _rna_dense(self, mdata: MuData) -> tuple[np.ndarray, np.ndarray]:
-        """Dense RNA (rows of ``mdata[rna_key]`` × model genes, float64) and the row of each ``mdata`` cell."""
-        X, rows = self._rna_rows(mdata)
-        X = X[np.arange(X.shape[0])] if not isinstance(X, np.ndarray | sparse.spmatrix | sparse.sparray) else X
-        X = X.toarray() if sparse.issparse(X) else np.asarray(X)
-        return X.astype(np.float64), rows
+    @staticmethod
+    def _level_spread(pred: np.ndarray, reference: dict) -> np.ndarray:
+        """RMS training residual of the training cells whose prediction of the protein is nearest ``pred``.
+
+        For each protein, the ``_N_NEIGHBOURS`` training cells with the nearest predicted value (one
+        window of the training cells sorted by their prediction) give the RMS residual of a
+        predicted value ``pred`` (cells × proteins; NaN rows stay NaN, zeros without training cells).
+        """
+        ref_pred = np.asarray(reference["reference_prediction"], dtype=np.float64)
+        residual_sq = np.asarray(reference["reference_residual_sq"], dtype=np.float64)
+        pred = np.asarray(pred, dtype=np.float64)
+        out = np.zeros_like(pred)
+        n = ref_pred.shape[0]
+        if n == 0:
+            return out
+        k = min(_N_NEIGHBOURS, n)
+        for j in range(pred.shape[1]):
+            order = np.argsort(ref_pred[:, j], kind="stable")
+            cumulative = np.r_[0.0, np.cumsum(residual_sq[order, j])]
+            pos = np.searchsorted(ref_pred[order, j], pred[:, j])
+            start = np.clip(pos - k // 2, 0, n - k)
+            out[:, j] = np.sqrt((cumulative[start + k] - cumulative[start]) / k)
+        out[~np.isfinite(pred).all(axis=1)] = np.nan
+        return out
 
     def _local_spread(self, mdata: MuData, reference: dict, *, batch_size: int) -> np.ndarray:
-        """RMS residual of each cell's nearest training cells in RNA principal-component space (cells × proteins)."""
-        latent = np.asarray(reference["reference_latent"])
-        residual_sq = np.asarray(reference["reference_residual_sq"], dtype=np.float64)
-        out = np.zeros((mdata.n_obs, self.n_proteins))
-        if latent.shape[0] == 0:
-            return out
-        from sklearn.neighbors import NearestNeighbors
-
-        X, rows = self._rna_dense(mdata)
-        z = (X - np.asarray(reference["pca_mean"], dtype=np.float64)) @ np.asarray(
-            reference["pca_components"], dtype=np.float64
-        )
-        have = rows >= 0
-        have[have] = np.isfinite(z[rows[have]]).all(axis=1)
-        if not have.any():
-            out[:] = np.nan
-            return out
-        k = min(_N_NEIGHBOURS, latent.shape[0])
-        _, nn_idx = NearestNeighbors(n_neighbors=k).fit(latent).kneighbors(z[rows[have]])
-        out[have] = np.sqrt(residual_sq[nn_idx].mean(axis=1))
-        out[~have] = np.nan
-        return out
+        """:meth:`_level_spread` of the model's predictions of ``mdata`` (cells × proteins)."""
+        pred = self.predict_protein(mdata, batch_size=batch_size).to_numpy(dtype=np.float64)
+        return self._level_spread(pred, reference)
 
     def _gene_sketch(self, seed: int) -> np.ndarray:
         """Quantiles (``_N_QUANTILES`` × genes) of each gene over up to 2,000 training cells, or an empty array."""
@@ -418,7 +401,7 @@ class UncertaintyMixin:
         """Spread of the prediction when the missing genes are drawn from the training cells' values.
 
         Returns the mean squared shift of the prediction from ``pred`` and the mean squared local spread
-        (:meth:`_local_spread`) over the imputed inputs.
+        (:meth:`_level_spread`) over the imputed inputs.
         """
         genes = pd.Index(self.gene_names)
         missing = pd.Index([str(g) for g in missing_genes])
@@ -448,7 +431,7 @@ class UncertaintyMixin:
                 filled[:, col] = np.interp(u[:, j], grid, sketch[:, col])
             tmp = self._with_rna(mdata, filled)
             draw = self.predict_protein(tmp, **kwargs).to_numpy(dtype=np.float64)
-            local = self._local_spread(tmp, self.uncertainty_, batch_size=kwargs.get("batch_size", 1024))
+            local = self._level_spread(draw, self.uncertainty_)
             # cells of `mdata` without RNA have no row in the RNA modality
             have = rows >= 0
             aligned = np.full_like(pred, np.nan)
@@ -483,7 +466,7 @@ class UncertaintyMixin:
         )
         var_imputation = 0.0
         if missing_genes is not None and len(missing_genes):
-            # the neighbours of a cell whose genes were zeroed are found from its imputed expression instead
+            # the level term of a cell whose genes were zeroed is taken at its predictions from imputed expression
             var_imputation, local_sq = self._imputation_variance(
                 mdata,
                 pred,
@@ -497,7 +480,7 @@ class UncertaintyMixin:
         else:
             local_sq = np.full_like(pred, np.nan)
         if np.isnan(local_sq).all():
-            local_sq = self._local_spread(mdata, state, batch_size=kwargs.get("batch_size", 1024)) ** 2
+            local_sq = self._level_spread(pred, state) ** 2
         s_mc = np.sqrt(s_mc**2 + local_sq)
         sigma = np.asarray(state["scale"]) * np.maximum(s_mc, np.asarray(state["floor"]))
         var = sigma**2 + var_imputation
@@ -591,7 +574,7 @@ class UncertaintyMixin:
         self._check_trained()
         mdata = self._resolve_mdata(mdata)
         state = self.uncertainty_
-        if state is None or state.get("n_epochs") != self._n_epochs_trained() or "pca_components" not in state:
+        if state is None or state.get("n_epochs") != self._n_epochs_trained() or "reference_prediction" not in state:
             if self.adata is None:
                 raise ValueError(
                     "The model's uncertainty is not calibrated: call `model.calibrate_uncertainty()` with the "
