@@ -92,6 +92,45 @@ def test_coverage_on_test_cells_is_close_to_nominal(unc_model):
     assert (wide.upper.to_numpy() - wide.lower.to_numpy() > narrow.upper.to_numpy() - narrow.lower.to_numpy()).all()
 
 
+def test_level_term_follows_training_residuals_at_the_predicted_value(unc_model):
+    """A value's level spread is the RMS residual of the training cells with the nearest prediction of that protein."""
+    unc_model.calibrate_uncertainty()
+    state = dict(unc_model.uncertainty_)
+    ref_pred = np.asarray(state["reference_prediction"], dtype=float)
+    assert ref_pred.shape == (len(unc_model.train_indices), unc_model.n_proteins)
+    train = unc_model.adata[np.asarray(unc_model._reference_cells(state["seed"]))].copy()
+    np.testing.assert_allclose(unc_model.predict_protein(train).to_numpy(), ref_pred, rtol=1e-5, atol=1e-5)
+    # plant residuals: large where the training prediction of a protein is above that protein's median
+    high = ref_pred > np.median(ref_pred, axis=0)
+    state["reference_residual_sq"] = np.where(high, 4.0, 0.01)
+    lo, hi = ref_pred.min(axis=0), ref_pred.max(axis=0)
+    query = np.vstack([lo, hi, (lo + hi) / 2, np.full(unc_model.n_proteins, np.nan)])
+    level = unc_model._level_spread(query, state)
+    np.testing.assert_allclose(level[0], 0.1)  # the 20 lowest predictions: all small residuals
+    np.testing.assert_allclose(level[1], 2.0)  # the 20 highest: all large
+    assert np.isnan(level[3]).all()
+    # the calibrated spread of the model's own cells follows the same term
+    cells = unc_model.adata.obs_names[np.sort(unc_model.test_indices)]
+    res = unc_model.predict_protein(unc_model.adata[cells].copy(), return_uncertainty=True)
+    local = unc_model._local_spread(unc_model.adata[cells].copy(), unc_model.uncertainty_, batch_size=1024)
+    rho = [np.corrcoef(res.std.to_numpy()[:, j], local[:, j])[0, 1] for j in range(unc_model.n_proteins)]
+    assert np.nanmean(rho) > 0.9
+
+
+def test_spread_scale_is_pooled_below_100_calibration_cells(unc_model):
+    """50 calibration cells: one spread scale for all proteins, the RMS of all scaled validation errors."""
+    unc_model.calibrate_uncertainty()
+    state = unc_model.uncertainty_
+    scale, scores = np.asarray(state["scale"]), np.asarray(state["scores"], dtype=float)
+    assert state["n_cells"] < 100
+    assert scale.shape == (unc_model.n_proteins,)
+    assert np.ptp(scale) == 0
+    assert scale[0] > 0
+    # scores are |error| / (scale · spread): pooled over proteins their RMS is 1, per protein it varies
+    np.testing.assert_allclose(np.sqrt(np.mean(scores**2)), 1.0, rtol=1e-4)
+    assert np.ptp(np.sqrt(np.mean(scores**2, axis=0))) > 0.05
+
+
 def test_deterministic_for_a_seed(unc_model):
     a = unc_model.predict_protein(return_uncertainty=True, rng=3)
     b = unc_model.predict_protein(return_uncertainty=True, rng=3)

@@ -134,8 +134,10 @@ class UncertaintyMixin:
     The spread of a predicted value has up to four parts, added as variances:
 
     1. the model's own variability: the standard deviation over MC-dropout passes;
-    2. the local difficulty: the RMS training residual of the cell's nearest training cells in the
-       basal latent (1 and 2 are scaled per protein to the RMS of the validation errors);
+    2. the difficulty of the predicted value: for each protein, the RMS training residual of the 20
+       training cells whose prediction of that protein is nearest the cell's (errors grow or shrink
+       with the predicted level); 1 and 2 are scaled to the RMS of the validation errors: per
+       protein from 100 calibration cells on, with one scale for all proteins below;
     3. for a cell at an interpolated (unseen) time point, the spread of the predictions at the two
        neighbouring trained time points around the prediction, weighted by the interpolation weights;
     4. for a query with genes the model was trained on but the query lacks, the spread of the
@@ -165,8 +167,8 @@ class UncertaintyMixin:
         Stores in ``model.uncertainty_`` (saved and loaded with the model) the per-protein scale of
         the MC-dropout spread and the non-conformity scores ``|y − ŷ| / std`` of every calibration
         value, from which the interval multiplier of any level is computed. From up to 2,000
-        training cells it also keeps the basal latent and squared residuals (for the local term) and
-        a quantile sketch of each gene (to impute genes a query lacks). :meth:`predict_protein` with ``return_uncertainty=True`` calls this on the
+        training cells it also keeps the predictions and squared residuals (for the level term) and a
+        quantile sketch of each gene (to impute genes a query lacks). :meth:`predict_protein` with ``return_uncertainty=True`` calls this on the
         validation cells if the model is not calibrated yet.
 
         Parameters
@@ -223,12 +225,16 @@ class UncertaintyMixin:
         if pred.shape[0] < _MIN_CELLS:
             raise ValueError(f"Fewer than {_MIN_CELLS} calibration cells have both RNA and observed proteins.")
         reference = self._reference_residuals(seed, batch_size=batch_size)
-        local = self._local_spread(sub, reference, batch_size=batch_size)[have]
+        local = self._level_spread(pred, reference)
         s_mc = np.sqrt(s_mc**2 + local**2)
         floor = self._spread_floor(s_mc)
         s_mc = np.maximum(s_mc, floor)
         err = np.abs(observed - pred)
-        scale = np.sqrt(np.mean((err / s_mc) ** 2, axis=0))
+        if err.shape[0] >= _MIN_CELLS_PER_PROTEIN:
+            scale = np.sqrt(np.mean((err / s_mc) ** 2, axis=0))
+        else:
+            # too few cells to scale each protein: one scale for all (the level term keeps them apart)
+            scale = np.full(err.shape[1], np.sqrt(np.mean((err / s_mc) ** 2)))
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
         scores = err / (scale * s_mc)
         self.uncertainty_ = {
@@ -289,39 +295,49 @@ class UncertaintyMixin:
         return rows
 
     def _reference_residuals(self, seed: int, *, batch_size: int) -> dict:
-        """Basal latent and squared residuals of up to 2,000 training cells (empty arrays without training data)."""
+        """Predictions and squared residuals of up to 2,000 training cells (empty arrays without them)."""
         rows = self._reference_cells(seed)
         if rows is None:
-            return {
-                "reference_latent": np.zeros((0, self.module.n_latent), dtype=np.float32),
-                "reference_residual_sq": np.zeros((0, self.n_proteins), dtype=np.float32),
-            }
+            empty = np.zeros((0, self.n_proteins), dtype=np.float32)
+            return {"reference_prediction": empty, "reference_residual_sq": empty.copy()}
         ref = self.adata[rows].copy()
         pred = self.predict_protein(ref, batch_size=batch_size).to_numpy(dtype=np.float64)
         residual_sq = (self._observed_proteins(ref) - pred) ** 2
+        keep = np.isfinite(pred).all(axis=1) & np.isfinite(residual_sq).all(axis=1)
         return {
-            "reference_latent": self.get_latent_representation(ref, batch_size=batch_size).astype(np.float32),
-            "reference_residual_sq": residual_sq.astype(np.float32),
+            "reference_prediction": pred[keep].astype(np.float32),
+            "reference_residual_sq": residual_sq[keep].astype(np.float32),
         }
 
-    def _local_spread(self, mdata: MuData, reference: dict, *, batch_size: int) -> np.ndarray:
-        """RMS training residual of each cell's nearest training cells in the basal latent (cells × proteins)."""
-        latent = np.asarray(reference["reference_latent"])
-        residual_sq = np.asarray(reference["reference_residual_sq"], dtype=np.float64)
-        out = np.zeros((mdata.n_obs, self.n_proteins))
-        if latent.shape[0] == 0:
-            return out
-        from sklearn.neighbors import NearestNeighbors
+    @staticmethod
+    def _level_spread(pred: np.ndarray, reference: dict) -> np.ndarray:
+        """RMS training residual of the training cells whose prediction of the protein is nearest ``pred``.
 
-        z = self.get_latent_representation(mdata, batch_size=batch_size)
-        have = np.isfinite(z).all(axis=1)
-        if not have.any():
+        For each protein, the ``_N_NEIGHBOURS`` training cells with the nearest predicted value (one
+        window of the training cells sorted by their prediction) give the RMS residual of a
+        predicted value ``pred`` (cells × proteins; NaN rows stay NaN, zeros without training cells).
+        """
+        ref_pred = np.asarray(reference["reference_prediction"], dtype=np.float64)
+        residual_sq = np.asarray(reference["reference_residual_sq"], dtype=np.float64)
+        pred = np.asarray(pred, dtype=np.float64)
+        out = np.zeros_like(pred)
+        n = ref_pred.shape[0]
+        if n == 0:
             return out
-        k = min(_N_NEIGHBOURS, latent.shape[0])
-        _, nn_idx = NearestNeighbors(n_neighbors=k).fit(latent).kneighbors(z[have])
-        out[have] = np.sqrt(residual_sq[nn_idx].mean(axis=1))
-        out[~have] = np.nan
+        k = min(_N_NEIGHBOURS, n)
+        for j in range(pred.shape[1]):
+            order = np.argsort(ref_pred[:, j], kind="stable")
+            cumulative = np.r_[0.0, np.cumsum(residual_sq[order, j])]
+            pos = np.searchsorted(ref_pred[order, j], pred[:, j])
+            start = np.clip(pos - k // 2, 0, n - k)
+            out[:, j] = np.sqrt((cumulative[start + k] - cumulative[start]) / k)
+        out[~np.isfinite(pred).all(axis=1)] = np.nan
         return out
+
+    def _local_spread(self, mdata: MuData, reference: dict, *, batch_size: int) -> np.ndarray:
+        """:meth:`_level_spread` of the model's predictions of ``mdata`` (cells × proteins)."""
+        pred = self.predict_protein(mdata, batch_size=batch_size).to_numpy(dtype=np.float64)
+        return self._level_spread(pred, reference)
 
     def _gene_sketch(self, seed: int) -> np.ndarray:
         """Quantiles (``_N_QUANTILES`` × genes) of each gene over up to 2,000 training cells, or an empty array."""
@@ -379,7 +395,7 @@ class UncertaintyMixin:
         """Spread of the prediction when the missing genes are drawn from the training cells' values.
 
         Returns the mean squared shift of the prediction from ``pred`` and the mean squared local spread
-        (:meth:`_local_spread`) over the imputed inputs.
+        (:meth:`_level_spread`) over the imputed inputs.
         """
         genes = pd.Index(self.gene_names)
         missing = pd.Index([str(g) for g in missing_genes])
@@ -409,7 +425,7 @@ class UncertaintyMixin:
                 filled[:, col] = np.interp(u[:, j], grid, sketch[:, col])
             tmp = self._with_rna(mdata, filled)
             draw = self.predict_protein(tmp, **kwargs).to_numpy(dtype=np.float64)
-            local = self._local_spread(tmp, self.uncertainty_, batch_size=kwargs.get("batch_size", 1024))
+            local = self._level_spread(draw, self.uncertainty_)
             # cells of `mdata` without RNA have no row in the RNA modality
             have = rows >= 0
             aligned = np.full_like(pred, np.nan)
@@ -444,7 +460,7 @@ class UncertaintyMixin:
         )
         var_imputation = 0.0
         if missing_genes is not None and len(missing_genes):
-            # the neighbours of a cell whose genes were zeroed are found from its imputed expression instead
+            # the level term of a cell whose genes were zeroed is taken at its predictions from imputed expression
             var_imputation, local_sq = self._imputation_variance(
                 mdata,
                 pred,
@@ -458,7 +474,7 @@ class UncertaintyMixin:
         else:
             local_sq = np.full_like(pred, np.nan)
         if np.isnan(local_sq).all():
-            local_sq = self._local_spread(mdata, state, batch_size=kwargs.get("batch_size", 1024)) ** 2
+            local_sq = self._level_spread(pred, state) ** 2
         s_mc = np.sqrt(s_mc**2 + local_sq)
         sigma = np.asarray(state["scale"]) * np.maximum(s_mc, np.asarray(state["floor"]))
         var = sigma**2 + var_imputation
@@ -552,7 +568,7 @@ class UncertaintyMixin:
         self._check_if_trained(warn=False)
         mdata = self._resolve_mdata(mdata)
         state = self.uncertainty_
-        if state is None or state.get("n_epochs") != self._n_epochs_trained():
+        if state is None or state.get("n_epochs") != self._n_epochs_trained() or "reference_prediction" not in state:
             if self.adata is None:
                 raise ValueError(
                     "The model's uncertainty is not calibrated: call `model.calibrate_uncertainty()` with the "
