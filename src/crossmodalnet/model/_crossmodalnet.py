@@ -9,30 +9,30 @@ The other jobs of the model live in named modules: input checks (``_validation``
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from scvi import settings
-from scvi.data import AnnDataManager, fields
+from scvi.data import AnnDataManager
 from scvi.dataloaders import DataSplitter
 from scvi.model._utils import use_distributed_sampler
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
-from scvi.train._callbacks import LoudEarlyStopping
 
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
 from crossmodalnet._settings import quiet_third_party
 from crossmodalnet._utils import rna_normalization_record
 from crossmodalnet.module import CrossmodalModule
-from crossmodalnet.train import FaderGradNormPlan, RestoreBestWeights
+from crossmodalnet.train import FaderGradNormPlan
 
+from ._callbacks import TrainingCallbacksMixin
 from ._fitting import TrainingFitMixin
 from ._inference import BatchedInferenceMixin
 from ._presets import MONITORS, N_INPUT_FEATURES, TRAIN_PRESETS, resolve_preset
 from ._query import QueryMixin, gene_id_columns
+from ._registration import mudata_fields
 from ._saliency import SaliencyMixin
 from ._save_load import SaveLoadMixin
 from ._split import SplitMixin
@@ -52,15 +52,6 @@ _NOT_TRAINED = "The model is not trained yet: call `model.train()` first."
 _SPLITTER_ARGS = ("train_size", "validation_size", "batch_size", "load_sparse_tensor", "distributed_sampler")
 
 
-class _EarlyStopping(LoudEarlyStopping):
-    """scvi-tools' early stopping, with its reason logged (debug) instead of printed; ``train`` logs a summary."""
-
-    def teardown(self, _trainer, _pl_module, stage: str | None = None) -> None:
-        """Log the reason for stopping."""
-        if self.early_stopping_reason is not None:
-            logger.debug("%s", self.early_stopping_reason.strip())
-
-
 class CrossmodalNet(
     SaliencyMixin,
     UncertaintyMixin,
@@ -69,6 +60,7 @@ class CrossmodalNet(
     TimeMixin,
     SplitMixin,
     TrainingFitMixin,
+    TrainingCallbacksMixin,
     SaveLoadMixin,
     BaseModelClass,
 ):
@@ -200,14 +192,6 @@ class CrossmodalNet(
             },
         )
         super().__init__(mdata, registry=registry)
-        n_latent, dropout_rate, use_batch_norm = (
-            resolved["n_latent"],
-            resolved["dropout_rate"],
-            resolved["use_batch_norm"],
-        )
-        n_hidden_discriminator, lambda_dis = resolved["n_hidden_discriminator"], resolved["lambda_dis"]
-        standardize_input, standardize_protein = resolved["standardize_input"], resolved["standardize_protein"]
-        linear_path = resolved["linear_path"]
         self.preset = preset
         if input_reduction is not None and n_input_features is None:
             n_input_features = N_INPUT_FEATURES.get(input_reduction)
@@ -217,37 +201,30 @@ class CrossmodalNet(
             n_input=self.summary_stats["n_vars"],
             n_output=self.summary_stats[f"n_{REGISTRY_KEYS.PROTEIN_KEY}"],
             n_cats_per_cov=[n_time, n_batch],
-            n_latent=n_latent,
-            dropout_rate=dropout_rate,
-            use_batch_norm=use_batch_norm,
-            n_hidden_discriminator=n_hidden_discriminator,
-            lambda_dis=lambda_dis,
-            standardize_input=standardize_input,
             input_reduction=input_reduction,
             n_input_features=n_input_features,
-            standardize_protein=standardize_protein,
-            linear_path=linear_path,
+            **resolved,
         )
         self.split_: dict = {}
         self.trained_time_codes_: np.ndarray | None = None
         self.training_cells_: np.ndarray | None = None
         self.rna_normalization_: dict | None = None
+        self.gene_ids_: dict[str, np.ndarray] = {}
         if mdata is not None:
             rna = mdata.mod[self.get_setup_arg("rna_key")]
             X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
             self.rna_normalization_ = rna_normalization_record(X, rna.uns)
-        self.gene_ids_: dict[str, np.ndarray] = (
-            {} if mdata is None else gene_id_columns(mdata.mod[self.get_setup_arg("rna_key")].var)
-        )
+            self.gene_ids_ = gene_id_columns(rna.var)
         self._model_summary_string = (
-            f"CrossmodalNet: {self.n_genes} genes → {self.n_proteins} proteins, n_latent={n_latent}, "
+            f"CrossmodalNet: {self.n_genes} genes → {self.n_proteins} proteins, n_latent={resolved['n_latent']}, "
             f"{n_time} time point(s), {n_batch} batch(es)"
             + ("" if input_reduction is None else f", input {input_reduction} → {n_input_features} features")
-            + (", standardised proteins" if standardize_protein else "")
-            + (", linear path" if linear_path else "")
+            + (", standardised proteins" if resolved["standardize_protein"] else "")
+            + (", linear path" if resolved["linear_path"] else "")
             + f" (preset {preset!r})"
         )
-        self.init_params_ = self._get_init_params(locals())
+        # the resolved settings are what the model saves
+        self.init_params_ = self._get_init_params({**locals(), **resolved})
 
     # --- registration ------------------------------------------------------------------------
     @classmethod
@@ -301,17 +278,15 @@ class CrossmodalNet(
             time_key=time_key,
             batch_key=batch_key,
         )
-        mudata_fields = [
-            fields.MuDataLayerField(
-                REGISTRY_KEYS.X_KEY, rna_layer, mod_key=rna_key, is_count_data=False, mod_required=True
-            ),
-            fields.MuDataLayerField(
-                REGISTRY_KEYS.PROTEIN_KEY, protein_layer, mod_key=protein_key, is_count_data=False, mod_required=True
-            ),
-            fields.MuDataCategoricalObsField(REGISTRY_KEYS.TIME_KEY, columns.get("time_key"), mod_key=None),
-            fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, columns.get("batch_key"), mod_key=None),
-        ]
-        adata_manager = AnnDataManager(fields=mudata_fields, setup_method_args=setup_method_args)
+        mudata_fields_ = mudata_fields(
+            rna_key=rna_key,
+            protein_key=protein_key,
+            rna_layer=rna_layer,
+            protein_layer=protein_layer,
+            time_column=columns.get("time_key"),
+            batch_column=columns.get("batch_key"),
+        )
+        adata_manager = AnnDataManager(fields=mudata_fields_, setup_method_args=setup_method_args)
         adata_manager.register_fields(mdata, **kwargs)
         cls.register_manager(adata_manager)
 
@@ -532,34 +507,14 @@ class CrossmodalNet(
             distributed_sampler=use_distributed_sampler(trainer_kwargs.get("strategy")),
             **datasplitter_kwargs,
         )
-        callbacks = list(trainer_kwargs.pop("callbacks", []))
-        restore = RestoreBestWeights(monitor=early_stopping_monitor, mode="max")
-        if val_idx.size > 0:
-            if continued or self.module.linear_path:
-                # The current weights compete with every new epoch: continued training never ends below them,
-                # and a first training with a linear path never ends below its ridge-only start.
-                restore.set_initial(self._validation_score(val_idx, early_stopping_monitor), self.module.state_dict())
-            callbacks.append(restore)
-            if early_stopping:
-                # scvi-tools' own callback, which prints its reason: the summary line below says it instead
-                callbacks.append(
-                    _EarlyStopping(
-                        monitor=early_stopping_monitor,
-                        min_delta=0.0,
-                        patience=early_stopping_patience,
-                        mode="max",
-                        warmup_epochs=0,
-                    )
-                )
-        else:
-            # Lightning refuses an empty validation loader: switch the validation loop off.
-            trainer_kwargs["limit_val_batches"] = 0
-            if early_stopping:
-                warnings.warn(
-                    "No validation cells: early stopping and best-epoch restoration are off.",
-                    UserWarning,
-                    stacklevel=2,
-                )
+        callbacks, restore = self._training_callbacks(
+            val_idx,
+            continued=continued,
+            early_stopping=early_stopping,
+            patience=early_stopping_patience,
+            monitor=early_stopping_monitor,
+            trainer_kwargs=trainer_kwargs,
+        )
         n_batches = int(np.ceil(train_idx.size / batch_size))
         # no Lightning warning that an epoch has fewer batches than its logging interval
         trainer_kwargs.setdefault("log_every_n_steps", max(1, min(50, n_batches)))
@@ -582,23 +537,6 @@ class CrossmodalNet(
         self.history_ = {k: v.astype(float) for k, v in (self.history_ or {}).items()}
         self._log_training(runner.trainer.current_epoch, max_epochs, restore, early_stopping_monitor)
         self.module.eval()
-
-    def _log_training(self, n_epochs: int, max_epochs: int, restore: RestoreBestWeights, monitor: str) -> None:
-        """Record the kept epoch in ``split_`` and log one summary line."""
-        if restore.best_epoch is None:
-            logger.info("Trained %d epoch(s) (no validation cells)", n_epochs)
-            return
-        # -1: no epoch of this call beat the weights it started from, which were kept
-        self.split_["best_epoch"] = int(restore.best_epoch)
-        self.split_["best_" + monitor] = float(restore.best_score)
-        logger.info(
-            "Trained %d epoch(s)%s; kept the weights of %s (validation %s %.3f)",
-            n_epochs,
-            " (stopped early)" if n_epochs < max_epochs else "",
-            f"epoch {restore.best_epoch + 1}" if restore.best_epoch >= 0 else "the start of this call",
-            monitor.replace("_validation", "").replace("_", " "),
-            restore.best_score,
-        )
 
     # --- getters ---------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -687,28 +625,14 @@ class CrossmodalNet(
                 interpolation=interpolation,
             )
         self._check_if_trained(warn=False)
-        mdata = self._resolve_mdata(mdata)
-        if interpolation not in ("embedding", "prediction"):
-            raise ValueError(f"`interpolation` must be 'embedding' or 'prediction', got {interpolation!r}.")
-        X, rows = self._rna_rows(mdata)
-        covariates = self._covariates(mdata, time=time, batch=batch, allow_extrapolation=allow_extrapolation)
-        table = self.module.covariate_embeddings[0].weight.detach()
-        self.module.eval()
-        out = np.full((mdata.n_obs, self.n_proteins), np.nan, dtype=np.float32)
-        for pos, x in self._iter_batches(X, rows, batch_size, allow_sparse=self.module.sparse_input):
-            z = self.module.inference(x)["z"]
-            w, b = covariates(pos)
-            # the linear path is linear in the time weights: both interpolations share it
-            linear = self.module.linear_prediction(x, w) if self.module.linear_path else None
-            if interpolation == "embedding":
-                pred = self.module.generative(z, w @ table + b, linear)["protein"]
-            else:
-                pred = sum(
-                    w[:, c : c + 1] * self.module.generative(z, table[c] + b, linear)["protein"]
-                    for c in torch.nonzero(w.abs().sum(0)).flatten().tolist()
-                )
-            out[pos] = pred.cpu().numpy()
-        return pd.DataFrame(out, index=mdata.obs_names.copy(), columns=self.protein_names.copy())
+        return self._predict_frame(
+            self._resolve_mdata(mdata),
+            time=time,
+            batch=batch,
+            batch_size=batch_size,
+            allow_extrapolation=allow_extrapolation,
+            interpolation=interpolation,
+        )
 
     @torch.inference_mode()
     def get_latent_representation(self, mdata: MuData | None = None, *, batch_size: int = 1024) -> np.ndarray:

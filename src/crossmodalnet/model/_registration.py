@@ -1,0 +1,44 @@
+"""The scvi-tools fields a MuData is registered with: RNA and protein layers, time and batch columns."""
+
+from __future__ import annotations
+
+from scvi.data import fields
+
+from crossmodalnet._constants import REGISTRY_KEYS
+
+
+def mudata_fields(
+    *,
+    rna_key: str,
+    protein_key: str,
+    rna_layer: str | None,
+    protein_layer: str | None,
+    time_column: str | None,
+    batch_column: str | None,
+) -> list:
+    """The fields of :meth:`~crossmodalnet.model.CrossmodalNet.setup_mudata`, in registry order.
+
+    Parameters
+    ----------
+    rna_key, protein_key
+        Modalities of the RNA (input) and the proteins (target).
+    rna_layer, protein_layer
+        Their layers; ``None`` uses ``.X``.
+    time_column, batch_column
+        Columns of ``mdata.obs`` with the time point and the batch, as returned by the input checks
+        (``None``: one category).
+
+    Returns
+    -------
+    The :mod:`scvi.data.fields` to pass to :class:`~scvi.data.AnnDataManager`.
+    """
+    return [
+        fields.MuDataLayerField(
+            REGISTRY_KEYS.X_KEY, rna_layer, mod_key=rna_key, is_count_data=False, mod_required=True
+        ),
+        fields.MuDataLayerField(
+            REGISTRY_KEYS.PROTEIN_KEY, protein_layer, mod_key=protein_key, is_count_data=False, mod_required=True
+        ),
+        fields.MuDataCategoricalObsField(REGISTRY_KEYS.TIME_KEY, time_column, mod_key=None),
+        fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_column, mod_key=None),
+    ]
