@@ -28,11 +28,12 @@ from crossmodalnet.module import CrossmodalModule
 from crossmodalnet.train import FaderGradNormPlan
 
 from ._callbacks import TrainingCallbacksMixin
+from ._docstrings import docs
 from ._fitting import TrainingFitMixin
 from ._inference import BatchedInferenceMixin
 from ._presets import MONITORS, N_INPUT_FEATURES, TRAIN_PRESETS, resolve_preset
 from ._query import QueryMixin, gene_id_columns
-from ._registration import mudata_fields
+from ._registration import RegisteredNamesMixin, mudata_fields
 from ._saliency import SaliencyMixin
 from ._save_load import SaveLoadMixin
 from ._split import SplitMixin
@@ -61,6 +62,7 @@ class CrossmodalNet(
     SplitMixin,
     TrainingFitMixin,
     TrainingCallbacksMixin,
+    RegisteredNamesMixin,
     SaveLoadMixin,
     BaseModelClass,
 ):
@@ -104,7 +106,7 @@ class CrossmodalNet(
         Centre and scale every gene by its mean and standard deviation over the training cells
         before MLP1. The statistics are fitted at the first ``train`` call (training cells
         only, never validation or test cells) and saved with the model. Off by default: it amplifies
-        barely expressed, noisy genes (docs page *Small data sets*).
+        barely expressed, noisy genes (docs page *Benchmarks*).
     input_reduction
         Optional input reduction before MLP1, fitted on the training cells at the first
         :meth:`train` call and saved with the model; the model still takes all registered genes.
@@ -144,16 +146,12 @@ class CrossmodalNet(
 
     Notes
     -----
-    See the getting-started tutorial for a complete workflow.
-
-    Reproducibility: on CPU, the same ``scvi.settings.seed``, data and arguments give identical
-    weights, histories and predictions (tested). On GPU, some CUDA kernels (atomic adds in
-    backward passes, cuBLAS reductions) are not deterministic, so results can differ in the last
-    digits between runs; ``model.train(..., deterministic=True)`` asks Lightning for deterministic
-    algorithms at some speed cost. Inputs are used as registered:
-    register log-normalised RNA and normalised (CLR or DSB) proteins, e.g. with
-    :func:`crossmodalnet.pp.log_normalize` and :func:`crossmodalnet.pp.clr`. Query RNA with raw
-    counts is normalised as the training RNA was (:attr:`rna_normalization`), or refused.
+    See the getting-started tutorial for a complete workflow. Register log-normalised RNA and
+    normalised (CLR or DSB) proteins, e.g. with :func:`crossmodalnet.pp.log_normalize` and
+    :func:`crossmodalnet.pp.clr`; query RNA with raw counts is normalised as the training RNA was
+    (:attr:`rna_normalization`), or refused. On CPU, the same ``scvi.settings.seed``, data and
+    arguments give identical weights, histories and predictions; on GPU some CUDA kernels are not
+    deterministic (``train(..., deterministic=True)``; docs page *Scale*).
     """
 
     _module_cls = CrossmodalModule
@@ -297,32 +295,7 @@ class CrossmodalNet(
             "CrossmodalNet trains on a MuData with RNA and protein modalities: use `CrossmodalNet.setup_mudata`."
         )
 
-    # --- names ----------------------------------------------------------------------------------
-    @property
-    def gene_names(self) -> pd.Index:
-        """Genes the model takes as input, in order."""
-        return pd.Index(np.asarray(self.get_state_registry(REGISTRY_KEYS.X_KEY).column_names).astype(str))
-
-    @property
-    def protein_names(self) -> pd.Index:
-        """Proteins the model predicts, in order."""
-        return pd.Index(np.asarray(self.get_state_registry(REGISTRY_KEYS.PROTEIN_KEY).column_names).astype(str))
-
-    @property
-    def n_genes(self) -> int:
-        """Number of input genes."""
-        return len(self.gene_names)
-
-    @property
-    def n_proteins(self) -> int:
-        """Number of predicted proteins."""
-        return len(self.protein_names)
-
-    @property
-    def batch_categories(self) -> np.ndarray:
-        """Registered batch categories."""
-        return np.asarray(self.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping)
-
+    # --- saved state ------------------------------------------------------------------------------
     @property
     def training_cells(self) -> pd.Index | None:
         """Names of the training and validation cells (the cells the weights were fitted or selected on).
@@ -438,7 +411,7 @@ class CrossmodalNet(
             Weight ``μ`` of a group-lasso penalty ``μ · Σ_g ‖W[:, g]‖₂`` on MLP1's first layer, added
             to the loss outside GradNorm (:func:`crossmodalnet.train.group_lasso`). It shrinks whole
             genes towards zero, which helps when few genes drive each protein and cells are few
-            relative to genes (docs page *Small data sets*). 0 is the paper's objective. Its strength
+            relative to genes (docs page *Benchmarks*). 0 is the paper's objective. Its strength
             interacts with ``lr`` (Adam) and ``n_latent``; tune it on validation cells.
             With ``input_reduction``, the groups are the reduced features.
         plan_kwargs
@@ -455,11 +428,8 @@ class CrossmodalNet(
 
         Notes
         -----
-        A second call continues training from the current weights, with the modules in training
-        mode, on the split of the first call (split arguments that differ are ignored with a warning),
-        with GradNorm's weights and reference losses kept and fresh optimisers and early stopping. The
-        current weights compete with every new epoch and are kept if none beats their validation
-        Pearson (``split_["best_epoch"] == -1``).
+        A second call continues from the current weights on the split of the first call, and keeps
+        them unless a new epoch beats their validation Pearson (docs page *Using a model in practice*).
         """
         train_defaults = TRAIN_PRESETS[getattr(self, "preset", "paper")]
         max_epochs = train_defaults["max_epochs"] if max_epochs is None else max_epochs
@@ -539,6 +509,7 @@ class CrossmodalNet(
         self.module.eval()
 
     # --- getters ---------------------------------------------------------------------------------
+    @docs.dedent
     @torch.inference_mode()
     def predict_protein(
         self,
@@ -560,9 +531,7 @@ class CrossmodalNet(
 
         Parameters
         ----------
-        mdata
-            MuData whose RNA modality has the model's genes (same names and order); defaults to
-            the registered MuData. A protein modality is not needed.
+        %(query_mdata)s
         time
             Predict every cell at this time point instead of its own (counterfactual time). A
             numeric value between two trained time points uses the linear interpolation of their
@@ -571,10 +540,8 @@ class CrossmodalNet(
             Predict every cell as this batch category instead of its own. Cells whose own category
             was not seen in training (a new donor), or that have no batch column, get the average of
             the trained batch embeddings, with a warning.
-        batch_size
-            Cells per forward pass; memory is bounded by it.
-        allow_extrapolation
-            Allow numeric time points outside the trained range (linear extrapolation).
+        %(forward_batch_size)s
+        %(allow_extrapolation)s
         interpolation
             How an unseen time point between two trained ones is predicted. ``"embedding"`` (the
             paper's §4.2): decode ``z`` plus the linearly interpolated time embedding.
@@ -634,16 +601,15 @@ class CrossmodalNet(
             interpolation=interpolation,
         )
 
+    @docs.dedent
     @torch.inference_mode()
     def get_latent_representation(self, mdata: MuData | None = None, *, batch_size: int = 1024) -> np.ndarray:
         """Return the basal latent ``z`` of every cell (free of time information by design).
 
         Parameters
         ----------
-        mdata
-            MuData whose RNA modality has the model's genes; defaults to the registered MuData.
-        batch_size
-            Cells per forward pass.
+        %(query_mdata)s
+        %(forward_batch_size)s
 
         Returns
         -------
@@ -657,43 +623,6 @@ class CrossmodalNet(
         for pos, x in self._iter_batches(X, rows, batch_size, allow_sparse=self.module.sparse_input):
             out[pos] = self.module.inference(x)["z"].cpu().numpy()
         return out
-
-    def interpolate_time_embedding(self, values: Sequence[float], *, allow_extrapolation: bool = False) -> pd.DataFrame:
-        """Return the time embedding at arbitrary numeric time points.
-
-        Trained time points give their learned embedding; values between two trained points give the
-        linear interpolation of their embeddings (paper §4.2), as used by :meth:`predict_protein`.
-
-        Parameters
-        ----------
-        values
-            Numeric time points.
-        allow_extrapolation
-            Allow values outside the trained range (linear extrapolation).
-
-        Returns
-        -------
-        Values × ``n_latent`` DataFrame indexed by the values.
-        """
-        index = pd.Index(list(values), name="time")
-        return self._embedding_frame(values, index, allow_extrapolation=allow_extrapolation)
-
-    def get_time_embedding(self, *, include_untrained: bool = False) -> pd.DataFrame:
-        """Return the learned time embedding.
-
-        Parameters
-        ----------
-        include_untrained
-            Also list registered time points never seen in training (e.g. a held-out one), with
-            their interpolated embedding.
-
-        Returns
-        -------
-        Time points × ``n_latent`` DataFrame, index = time points as registered (in time order).
-        """
-        codes = np.arange(len(self.time_categories)) if include_untrained else self._trained_codes()
-        index = pd.Index(self.time_categories[codes].astype(str), name="time")
-        return self._embedding_frame(self.time_categories[codes], index)
 
     def __repr__(self) -> str:
         state = "trained" if self.is_trained_ else "untrained"

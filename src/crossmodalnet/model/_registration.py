@@ -1,7 +1,9 @@
-"""The scvi-tools fields a MuData is registered with: RNA and protein layers, time and batch columns."""
+"""Registration: the scvi-tools fields of a MuData (RNA and protein layers, time and batch) and their names."""
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 from scvi.data import fields
 
 from crossmodalnet._constants import REGISTRY_KEYS
@@ -42,3 +44,32 @@ def mudata_fields(
         fields.MuDataCategoricalObsField(REGISTRY_KEYS.TIME_KEY, time_column, mod_key=None),
         fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_column, mod_key=None),
     ]
+
+
+class RegisteredNamesMixin:
+    """Genes, proteins and batch categories of a model, as registered by :meth:`setup_mudata`."""
+
+    @property
+    def gene_names(self) -> pd.Index:
+        """Genes the model takes as input, in order."""
+        return pd.Index(np.asarray(self.get_state_registry(REGISTRY_KEYS.X_KEY).column_names).astype(str))
+
+    @property
+    def protein_names(self) -> pd.Index:
+        """Proteins the model predicts, in order."""
+        return pd.Index(np.asarray(self.get_state_registry(REGISTRY_KEYS.PROTEIN_KEY).column_names).astype(str))
+
+    @property
+    def n_genes(self) -> int:
+        """Number of input genes."""
+        return len(self.gene_names)
+
+    @property
+    def n_proteins(self) -> int:
+        """Number of predicted proteins."""
+        return len(self.protein_names)
+
+    @property
+    def batch_categories(self) -> np.ndarray:
+        """Registered batch categories."""
+        return np.asarray(self.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping)
