@@ -415,7 +415,7 @@ class CrossmodalNet(
             interacts with ``lr`` (Adam) and ``n_latent``; tune it on validation cells.
             With ``input_reduction``, the groups are the reduced features.
         plan_kwargs
-            Keyword arguments of :class:`~crossmodalnet.train.FaderGradNormPlan`, which holds the
+            Keyword arguments of ``crossmodalnet.train.FaderGradNormPlan``, which holds the
             default of every training-plan setting above (``None`` there: the plan's default).
             The explicit arguments above win over the same keys here.
         datasplitter_kwargs

@@ -77,7 +77,7 @@ def _model_keys() -> set[str]:
 
 
 def _plan_keys() -> set[str]:
-    """Settings of the training plan: parameters of :class:`~crossmodalnet.train.FaderGradNormPlan` (``plan_kwargs``)."""
+    """Settings of the training plan: parameters of ``crossmodalnet.train.FaderGradNormPlan`` (``plan_kwargs``)."""
     return _named_parameters(FaderGradNormPlan.__init__) - {"self", "module"}
 
 
@@ -109,7 +109,7 @@ def table_s1_search_space() -> dict[str, Any]:
     r"""Return the random-search space of the paper's Table S1 :cite:p:`Yang2023` as Ray Tune domains.
 
     Keys are argument names of :class:`~crossmodalnet.model.CrossmodalNet` (model) and of
-    :class:`~crossmodalnet.train.FaderGradNormPlan` (training plan);
+    ``crossmodalnet.train.FaderGradNormPlan`` (training plan);
     :func:`~crossmodalnet.model.tune_hyperparameters` routes each to the right call. Ray is imported
     when the function is called.
 
@@ -383,7 +383,7 @@ def tune_hyperparameters(
         Dictionary from argument name to a Ray Tune domain (``ray.tune.choice``,
         ``ray.tune.loguniform``...) or a fixed value. Each name is routed where it belongs: a
         parameter of :class:`~crossmodalnet.model.CrossmodalNet` to the model, one of
-        :class:`~crossmodalnet.train.FaderGradNormPlan` to ``train(plan_kwargs=...)``, any other
+        ``crossmodalnet.train.FaderGradNormPlan`` to ``train(plan_kwargs=...)``, any other
         (``batch_size``...) to :meth:`~crossmodalnet.model.CrossmodalNet.train`. Defaults to
         :func:`~crossmodalnet.model.table_s1_search_space`. Split arguments and ``max_epochs`` cannot
         be searched.
