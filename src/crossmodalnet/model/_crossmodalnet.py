@@ -33,13 +33,12 @@ from ._fitting import TrainingFitMixin
 from ._inference import BatchedInferenceMixin
 from ._presets import MONITORS, N_INPUT_FEATURES, TRAIN_PRESETS, resolve_preset
 from ._query import QueryMixin, gene_id_columns
-from ._registration import RegisteredNamesMixin, mudata_fields
+from ._registration import RegisteredNamesMixin, checked_fields
 from ._saliency import SaliencyMixin
 from ._save_load import SaveLoadMixin
 from ._split import SplitMixin
 from ._time import TimeMixin
 from ._uncertainty import ProteinUncertainty, UncertaintyMixin
-from ._validation import validate_setup
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -267,7 +266,7 @@ class CrossmodalNet(
         """
         # first statement: only the call's arguments may enter the saved registry
         setup_method_args = cls._get_setup_method_args(**locals())
-        columns = validate_setup(
+        mudata_fields_ = checked_fields(
             mdata,
             rna_key=rna_key,
             protein_key=protein_key,
@@ -275,14 +274,6 @@ class CrossmodalNet(
             protein_layer=protein_layer,
             time_key=time_key,
             batch_key=batch_key,
-        )
-        mudata_fields_ = mudata_fields(
-            rna_key=rna_key,
-            protein_key=protein_key,
-            rna_layer=rna_layer,
-            protein_layer=protein_layer,
-            time_column=columns.get("time_key"),
-            batch_column=columns.get("batch_key"),
         )
         adata_manager = AnnDataManager(fields=mudata_fields_, setup_method_args=setup_method_args)
         adata_manager.register_fields(mdata, **kwargs)

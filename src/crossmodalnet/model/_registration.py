@@ -2,38 +2,56 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 from scvi.data import fields
 
 from crossmodalnet._constants import REGISTRY_KEYS
 
+from ._validation import validate_setup
 
-def mudata_fields(
+if TYPE_CHECKING:
+    from mudata import MuData
+
+
+def checked_fields(
+    mdata: MuData,
     *,
     rna_key: str,
     protein_key: str,
     rna_layer: str | None,
     protein_layer: str | None,
-    time_column: str | None,
-    batch_column: str | None,
+    time_key: str | None,
+    batch_key: str | None,
 ) -> list:
-    """The fields of :meth:`~crossmodalnet.model.CrossmodalNet.setup_mudata`, in registry order.
+    """Check ``mdata`` for :meth:`~crossmodalnet.model.CrossmodalNet.setup_mudata` and return its fields.
 
     Parameters
     ----------
+    mdata
+        CITE-seq MuData; the checks do not change it.
     rna_key, protein_key
         Modalities of the RNA (input) and the proteins (target).
     rna_layer, protein_layer
         Their layers; ``None`` uses ``.X``.
-    time_column, batch_column
-        Columns of ``mdata.obs`` with the time point and the batch, as returned by the input checks
-        (``None``: one category).
+    time_key, batch_key
+        Columns of ``mdata.obs`` with the time point and the batch; ``None``: one category.
 
     Returns
     -------
-    The :mod:`scvi.data.fields` to pass to :class:`~scvi.data.AnnDataManager`.
+    The :mod:`scvi.data.fields`, in registry order, to pass to :class:`~scvi.data.AnnDataManager`.
     """
+    columns = validate_setup(
+        mdata,
+        rna_key=rna_key,
+        protein_key=protein_key,
+        rna_layer=rna_layer,
+        protein_layer=protein_layer,
+        time_key=time_key,
+        batch_key=batch_key,
+    )
     return [
         fields.MuDataLayerField(
             REGISTRY_KEYS.X_KEY, rna_layer, mod_key=rna_key, is_count_data=False, mod_required=True
@@ -41,8 +59,8 @@ def mudata_fields(
         fields.MuDataLayerField(
             REGISTRY_KEYS.PROTEIN_KEY, protein_layer, mod_key=protein_key, is_count_data=False, mod_required=True
         ),
-        fields.MuDataCategoricalObsField(REGISTRY_KEYS.TIME_KEY, time_column, mod_key=None),
-        fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_column, mod_key=None),
+        fields.MuDataCategoricalObsField(REGISTRY_KEYS.TIME_KEY, columns.get("time_key"), mod_key=None),
+        fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, columns.get("batch_key"), mod_key=None),
     ]
 
 
