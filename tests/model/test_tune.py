@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from crossmodalnet.model import CrossmodalNet, table_s1_search_space, tune_hyperparameters
-from crossmodalnet.model._tune import _resolve_arguments
+from crossmodalnet.model._tune import _plan_keys, _resolve_arguments, _route, _train_keys
 
 
 @pytest.fixture
@@ -130,3 +130,27 @@ def test_tune_small_search(mdata, tmp_path):
     assert trials.attrs["experiment_path"].startswith(str(tmp_path))
     assert not math.isnan(trials.loc[0, "mse_validation"])
     assert ray.is_initialized() == started_before  # a Ray instance the search started is shut down
+
+
+def test_settings_routed_to_model_plan_and_train():
+    config = {"n_latent": 8, "lr": 1e-3, "gradnorm_alpha": 1.5, "batch_size": 64}
+    fixed_train = {"validation_size": 0.2, "plan_kwargs": {"weight_decay": 1e-5}}
+    model_kwargs, train_kwargs = _route(config, {"input_reduction": "svd"}, fixed_train)
+    assert model_kwargs == {"input_reduction": "svd", "n_latent": 8}
+    assert train_kwargs == {
+        "validation_size": 0.2,
+        "batch_size": 64,
+        "plan_kwargs": {"weight_decay": 1e-5, "lr": 1e-3, "gradnorm_alpha": 1.5},
+    }
+    assert fixed_train["plan_kwargs"] == {"weight_decay": 1e-5}  # the fixed arguments are not changed
+    # the refit arguments name the plan settings that `train` takes by name
+    _, refit = _route(config, {}, {"validation_size": 0.2}, by_name=True)
+    assert refit == {"validation_size": 0.2, "batch_size": 64, "lr": 1e-3, "gradnorm_alpha": 1.5}
+    # the plan's settings come from its signature, apart from the run and splitter settings of `train`
+    assert _plan_keys() >= {"lr", "gradnorm_alpha", "input_group_lasso"}
+    assert not _plan_keys() & _train_keys()
+
+
+def test_plan_setting_fixed_in_plan_kwargs_cannot_be_searched(mdata):
+    with pytest.raises(ValueError, match="both searched and fixed"):
+        _resolve_arguments(mdata, {"lr": 1e-3}, "pearson_protein_validation", None, None, {"plan_kwargs": {"lr": 1e-2}})

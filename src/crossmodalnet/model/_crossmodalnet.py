@@ -9,36 +9,36 @@ The other jobs of the model live in named modules: input checks (``_validation``
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from scvi import settings
-from scvi.data import AnnDataManager, fields
+from scvi.data import AnnDataManager
 from scvi.dataloaders import DataSplitter
 from scvi.model._utils import use_distributed_sampler
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
-from scvi.train._callbacks import LoudEarlyStopping
 
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
 from crossmodalnet._settings import quiet_third_party
 from crossmodalnet._utils import rna_normalization_record
 from crossmodalnet.module import CrossmodalModule
-from crossmodalnet.train import FaderGradNormPlan, RestoreBestWeights
+from crossmodalnet.train import FaderGradNormPlan
 
+from ._callbacks import TrainingCallbacksMixin
+from ._docstrings import docs
 from ._fitting import TrainingFitMixin
 from ._inference import BatchedInferenceMixin
 from ._presets import MONITORS, N_INPUT_FEATURES, TRAIN_PRESETS, resolve_preset
 from ._query import QueryMixin, gene_id_columns
+from ._registration import RegisteredNamesMixin, checked_fields
 from ._saliency import SaliencyMixin
 from ._save_load import SaveLoadMixin
 from ._split import SplitMixin
 from ._time import TimeMixin
 from ._uncertainty import ProteinUncertainty, UncertaintyMixin
-from ._validation import validate_setup
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -52,15 +52,6 @@ _NOT_TRAINED = "The model is not trained yet: call `model.train()` first."
 _SPLITTER_ARGS = ("train_size", "validation_size", "batch_size", "load_sparse_tensor", "distributed_sampler")
 
 
-class _EarlyStopping(LoudEarlyStopping):
-    """scvi-tools' early stopping, with its reason logged (debug) instead of printed; ``train`` logs a summary."""
-
-    def teardown(self, _trainer, _pl_module, stage: str | None = None) -> None:
-        """Log the reason for stopping."""
-        if self.early_stopping_reason is not None:
-            logger.debug("%s", self.early_stopping_reason.strip())
-
-
 class CrossmodalNet(
     SaliencyMixin,
     UncertaintyMixin,
@@ -69,6 +60,8 @@ class CrossmodalNet(
     TimeMixin,
     SplitMixin,
     TrainingFitMixin,
+    TrainingCallbacksMixin,
+    RegisteredNamesMixin,
     SaveLoadMixin,
     BaseModelClass,
 ):
@@ -112,7 +105,7 @@ class CrossmodalNet(
         Centre and scale every gene by its mean and standard deviation over the training cells
         before MLP1. The statistics are fitted at the first ``train`` call (training cells
         only, never validation or test cells) and saved with the model. Off by default: it amplifies
-        barely expressed, noisy genes (docs page *Small data sets*).
+        barely expressed, noisy genes (docs page *Benchmarks*).
     input_reduction
         Optional input reduction before MLP1, fitted on the training cells at the first
         :meth:`train` call and saved with the model; the model still takes all registered genes.
@@ -152,16 +145,12 @@ class CrossmodalNet(
 
     Notes
     -----
-    See the getting-started tutorial for a complete workflow.
-
-    Reproducibility: on CPU, the same ``scvi.settings.seed``, data and arguments give identical
-    weights, histories and predictions (tested). On GPU, some CUDA kernels (atomic adds in
-    backward passes, cuBLAS reductions) are not deterministic, so results can differ in the last
-    digits between runs; ``model.train(..., deterministic=True)`` asks Lightning for deterministic
-    algorithms at some speed cost. Inputs are used as registered:
-    register log-normalised RNA and normalised (CLR or DSB) proteins, e.g. with
-    :func:`crossmodalnet.pp.log_normalize` and :func:`crossmodalnet.pp.clr`. Query RNA with raw
-    counts is normalised as the training RNA was (:attr:`rna_normalization`), or refused.
+    See the getting-started tutorial for a complete workflow. Register log-normalised RNA and
+    normalised (CLR or DSB) proteins, e.g. with :func:`crossmodalnet.pp.log_normalize` and
+    :func:`crossmodalnet.pp.clr`; query RNA with raw counts is normalised as the training RNA was
+    (:attr:`rna_normalization`), or refused. On CPU, the same ``scvi.settings.seed``, data and
+    arguments give identical weights, histories and predictions; on GPU some CUDA kernels are not
+    deterministic (``train(..., deterministic=True)``; docs page *Scale*).
     """
 
     _module_cls = CrossmodalModule
@@ -200,14 +189,6 @@ class CrossmodalNet(
             },
         )
         super().__init__(mdata, registry=registry)
-        n_latent, dropout_rate, use_batch_norm = (
-            resolved["n_latent"],
-            resolved["dropout_rate"],
-            resolved["use_batch_norm"],
-        )
-        n_hidden_discriminator, lambda_dis = resolved["n_hidden_discriminator"], resolved["lambda_dis"]
-        standardize_input, standardize_protein = resolved["standardize_input"], resolved["standardize_protein"]
-        linear_path = resolved["linear_path"]
         self.preset = preset
         if input_reduction is not None and n_input_features is None:
             n_input_features = N_INPUT_FEATURES.get(input_reduction)
@@ -217,37 +198,30 @@ class CrossmodalNet(
             n_input=self.summary_stats["n_vars"],
             n_output=self.summary_stats[f"n_{REGISTRY_KEYS.PROTEIN_KEY}"],
             n_cats_per_cov=[n_time, n_batch],
-            n_latent=n_latent,
-            dropout_rate=dropout_rate,
-            use_batch_norm=use_batch_norm,
-            n_hidden_discriminator=n_hidden_discriminator,
-            lambda_dis=lambda_dis,
-            standardize_input=standardize_input,
             input_reduction=input_reduction,
             n_input_features=n_input_features,
-            standardize_protein=standardize_protein,
-            linear_path=linear_path,
+            **resolved,
         )
         self.split_: dict = {}
         self.trained_time_codes_: np.ndarray | None = None
         self.training_cells_: np.ndarray | None = None
         self.rna_normalization_: dict | None = None
+        self.gene_ids_: dict[str, np.ndarray] = {}
         if mdata is not None:
             rna = mdata.mod[self.get_setup_arg("rna_key")]
             X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
             self.rna_normalization_ = rna_normalization_record(X, rna.uns)
-        self.gene_ids_: dict[str, np.ndarray] = (
-            {} if mdata is None else gene_id_columns(mdata.mod[self.get_setup_arg("rna_key")].var)
-        )
+            self.gene_ids_ = gene_id_columns(rna.var)
         self._model_summary_string = (
-            f"CrossmodalNet: {self.n_genes} genes → {self.n_proteins} proteins, n_latent={n_latent}, "
+            f"CrossmodalNet: {self.n_genes} genes → {self.n_proteins} proteins, n_latent={resolved['n_latent']}, "
             f"{n_time} time point(s), {n_batch} batch(es)"
             + ("" if input_reduction is None else f", input {input_reduction} → {n_input_features} features")
-            + (", standardised proteins" if standardize_protein else "")
-            + (", linear path" if linear_path else "")
+            + (", standardised proteins" if resolved["standardize_protein"] else "")
+            + (", linear path" if resolved["linear_path"] else "")
             + f" (preset {preset!r})"
         )
-        self.init_params_ = self._get_init_params(locals())
+        # the resolved settings are what the model saves
+        self.init_params_ = self._get_init_params({**locals(), **resolved})
 
     # --- registration ------------------------------------------------------------------------
     @classmethod
@@ -292,7 +266,7 @@ class CrossmodalNet(
         """
         # first statement: only the call's arguments may enter the saved registry
         setup_method_args = cls._get_setup_method_args(**locals())
-        columns = validate_setup(
+        mudata_fields_ = checked_fields(
             mdata,
             rna_key=rna_key,
             protein_key=protein_key,
@@ -301,17 +275,7 @@ class CrossmodalNet(
             time_key=time_key,
             batch_key=batch_key,
         )
-        mudata_fields = [
-            fields.MuDataLayerField(
-                REGISTRY_KEYS.X_KEY, rna_layer, mod_key=rna_key, is_count_data=False, mod_required=True
-            ),
-            fields.MuDataLayerField(
-                REGISTRY_KEYS.PROTEIN_KEY, protein_layer, mod_key=protein_key, is_count_data=False, mod_required=True
-            ),
-            fields.MuDataCategoricalObsField(REGISTRY_KEYS.TIME_KEY, columns.get("time_key"), mod_key=None),
-            fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, columns.get("batch_key"), mod_key=None),
-        ]
-        adata_manager = AnnDataManager(fields=mudata_fields, setup_method_args=setup_method_args)
+        adata_manager = AnnDataManager(fields=mudata_fields_, setup_method_args=setup_method_args)
         adata_manager.register_fields(mdata, **kwargs)
         cls.register_manager(adata_manager)
 
@@ -322,32 +286,7 @@ class CrossmodalNet(
             "CrossmodalNet trains on a MuData with RNA and protein modalities: use `CrossmodalNet.setup_mudata`."
         )
 
-    # --- names ----------------------------------------------------------------------------------
-    @property
-    def gene_names(self) -> pd.Index:
-        """Genes the model takes as input, in order."""
-        return pd.Index(np.asarray(self.get_state_registry(REGISTRY_KEYS.X_KEY).column_names).astype(str))
-
-    @property
-    def protein_names(self) -> pd.Index:
-        """Proteins the model predicts, in order."""
-        return pd.Index(np.asarray(self.get_state_registry(REGISTRY_KEYS.PROTEIN_KEY).column_names).astype(str))
-
-    @property
-    def n_genes(self) -> int:
-        """Number of input genes."""
-        return len(self.gene_names)
-
-    @property
-    def n_proteins(self) -> int:
-        """Number of predicted proteins."""
-        return len(self.protein_names)
-
-    @property
-    def batch_categories(self) -> np.ndarray:
-        """Registered batch categories."""
-        return np.asarray(self.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping)
-
+    # --- saved state ------------------------------------------------------------------------------
     @property
     def training_cells(self) -> pd.Index | None:
         """Names of the training and validation cells (the cells the weights were fitted or selected on).
@@ -463,11 +402,11 @@ class CrossmodalNet(
             Weight ``μ`` of a group-lasso penalty ``μ · Σ_g ‖W[:, g]‖₂`` on MLP1's first layer, added
             to the loss outside GradNorm (:func:`crossmodalnet.train.group_lasso`). It shrinks whole
             genes towards zero, which helps when few genes drive each protein and cells are few
-            relative to genes (docs page *Small data sets*). 0 is the paper's objective. Its strength
+            relative to genes (docs page *Benchmarks*). 0 is the paper's objective. Its strength
             interacts with ``lr`` (Adam) and ``n_latent``; tune it on validation cells.
             With ``input_reduction``, the groups are the reduced features.
         plan_kwargs
-            Keyword arguments of :class:`~crossmodalnet.train.FaderGradNormPlan`, which holds the
+            Keyword arguments of ``crossmodalnet.train.FaderGradNormPlan``, which holds the
             default of every training-plan setting above (``None`` there: the plan's default).
             The explicit arguments above win over the same keys here.
         datasplitter_kwargs
@@ -480,11 +419,8 @@ class CrossmodalNet(
 
         Notes
         -----
-        A second call continues training from the current weights, with the modules in training
-        mode, on the split of the first call (split arguments that differ are ignored with a warning),
-        with GradNorm's weights and reference losses kept and fresh optimisers and early stopping. The
-        current weights compete with every new epoch and are kept if none beats their validation
-        Pearson (``split_["best_epoch"] == -1``).
+        A second call continues from the current weights on the split of the first call, and keeps
+        them unless a new epoch beats their validation Pearson (docs page *Using a model in practice*).
         """
         train_defaults = TRAIN_PRESETS[getattr(self, "preset", "paper")]
         max_epochs = train_defaults["max_epochs"] if max_epochs is None else max_epochs
@@ -532,34 +468,14 @@ class CrossmodalNet(
             distributed_sampler=use_distributed_sampler(trainer_kwargs.get("strategy")),
             **datasplitter_kwargs,
         )
-        callbacks = list(trainer_kwargs.pop("callbacks", []))
-        restore = RestoreBestWeights(monitor=early_stopping_monitor, mode="max")
-        if val_idx.size > 0:
-            if continued or self.module.linear_path:
-                # The current weights compete with every new epoch: continued training never ends below them,
-                # and a first training with a linear path never ends below its ridge-only start.
-                restore.set_initial(self._validation_score(val_idx, early_stopping_monitor), self.module.state_dict())
-            callbacks.append(restore)
-            if early_stopping:
-                # scvi-tools' own callback, which prints its reason: the summary line below says it instead
-                callbacks.append(
-                    _EarlyStopping(
-                        monitor=early_stopping_monitor,
-                        min_delta=0.0,
-                        patience=early_stopping_patience,
-                        mode="max",
-                        warmup_epochs=0,
-                    )
-                )
-        else:
-            # Lightning refuses an empty validation loader: switch the validation loop off.
-            trainer_kwargs["limit_val_batches"] = 0
-            if early_stopping:
-                warnings.warn(
-                    "No validation cells: early stopping and best-epoch restoration are off.",
-                    UserWarning,
-                    stacklevel=2,
-                )
+        callbacks, restore = self._training_callbacks(
+            val_idx,
+            continued=continued,
+            early_stopping=early_stopping,
+            patience=early_stopping_patience,
+            monitor=early_stopping_monitor,
+            trainer_kwargs=trainer_kwargs,
+        )
         n_batches = int(np.ceil(train_idx.size / batch_size))
         # no Lightning warning that an epoch has fewer batches than its logging interval
         trainer_kwargs.setdefault("log_every_n_steps", max(1, min(50, n_batches)))
@@ -583,24 +499,8 @@ class CrossmodalNet(
         self._log_training(runner.trainer.current_epoch, max_epochs, restore, early_stopping_monitor)
         self.module.eval()
 
-    def _log_training(self, n_epochs: int, max_epochs: int, restore: RestoreBestWeights, monitor: str) -> None:
-        """Record the kept epoch in ``split_`` and log one summary line."""
-        if restore.best_epoch is None:
-            logger.info("Trained %d epoch(s) (no validation cells)", n_epochs)
-            return
-        # -1: no epoch of this call beat the weights it started from, which were kept
-        self.split_["best_epoch"] = int(restore.best_epoch)
-        self.split_["best_" + monitor] = float(restore.best_score)
-        logger.info(
-            "Trained %d epoch(s)%s; kept the weights of %s (validation %s %.3f)",
-            n_epochs,
-            " (stopped early)" if n_epochs < max_epochs else "",
-            f"epoch {restore.best_epoch + 1}" if restore.best_epoch >= 0 else "the start of this call",
-            monitor.replace("_validation", "").replace("_", " "),
-            restore.best_score,
-        )
-
     # --- getters ---------------------------------------------------------------------------------
+    @docs.dedent
     @torch.inference_mode()
     def predict_protein(
         self,
@@ -622,9 +522,7 @@ class CrossmodalNet(
 
         Parameters
         ----------
-        mdata
-            MuData whose RNA modality has the model's genes (same names and order); defaults to
-            the registered MuData. A protein modality is not needed.
+        %(query_mdata)s
         time
             Predict every cell at this time point instead of its own (counterfactual time). A
             numeric value between two trained time points uses the linear interpolation of their
@@ -633,10 +531,8 @@ class CrossmodalNet(
             Predict every cell as this batch category instead of its own. Cells whose own category
             was not seen in training (a new donor), or that have no batch column, get the average of
             the trained batch embeddings, with a warning.
-        batch_size
-            Cells per forward pass; memory is bounded by it.
-        allow_extrapolation
-            Allow numeric time points outside the trained range (linear extrapolation).
+        %(forward_batch_size)s
+        %(allow_extrapolation)s
         interpolation
             How an unseen time point between two trained ones is predicted. ``"embedding"`` (the
             paper's §4.2): decode ``z`` plus the linearly interpolated time embedding.
@@ -687,39 +583,24 @@ class CrossmodalNet(
                 interpolation=interpolation,
             )
         self._check_if_trained(warn=False)
-        mdata = self._resolve_mdata(mdata)
-        if interpolation not in ("embedding", "prediction"):
-            raise ValueError(f"`interpolation` must be 'embedding' or 'prediction', got {interpolation!r}.")
-        X, rows = self._rna_rows(mdata)
-        covariates = self._covariates(mdata, time=time, batch=batch, allow_extrapolation=allow_extrapolation)
-        table = self.module.covariate_embeddings[0].weight.detach()
-        self.module.eval()
-        out = np.full((mdata.n_obs, self.n_proteins), np.nan, dtype=np.float32)
-        for pos, x in self._iter_batches(X, rows, batch_size, allow_sparse=self.module.sparse_input):
-            z = self.module.inference(x)["z"]
-            w, b = covariates(pos)
-            # the linear path is linear in the time weights: both interpolations share it
-            linear = self.module.linear_prediction(x, w) if self.module.linear_path else None
-            if interpolation == "embedding":
-                pred = self.module.generative(z, w @ table + b, linear)["protein"]
-            else:
-                pred = sum(
-                    w[:, c : c + 1] * self.module.generative(z, table[c] + b, linear)["protein"]
-                    for c in torch.nonzero(w.abs().sum(0)).flatten().tolist()
-                )
-            out[pos] = pred.cpu().numpy()
-        return pd.DataFrame(out, index=mdata.obs_names.copy(), columns=self.protein_names.copy())
+        return self._predict_frame(
+            self._resolve_mdata(mdata),
+            time=time,
+            batch=batch,
+            batch_size=batch_size,
+            allow_extrapolation=allow_extrapolation,
+            interpolation=interpolation,
+        )
 
+    @docs.dedent
     @torch.inference_mode()
     def get_latent_representation(self, mdata: MuData | None = None, *, batch_size: int = 1024) -> np.ndarray:
         """Return the basal latent ``z`` of every cell (free of time information by design).
 
         Parameters
         ----------
-        mdata
-            MuData whose RNA modality has the model's genes; defaults to the registered MuData.
-        batch_size
-            Cells per forward pass.
+        %(query_mdata)s
+        %(forward_batch_size)s
 
         Returns
         -------
@@ -733,43 +614,6 @@ class CrossmodalNet(
         for pos, x in self._iter_batches(X, rows, batch_size, allow_sparse=self.module.sparse_input):
             out[pos] = self.module.inference(x)["z"].cpu().numpy()
         return out
-
-    def interpolate_time_embedding(self, values: Sequence[float], *, allow_extrapolation: bool = False) -> pd.DataFrame:
-        """Return the time embedding at arbitrary numeric time points.
-
-        Trained time points give their learned embedding; values between two trained points give the
-        linear interpolation of their embeddings (paper §4.2), as used by :meth:`predict_protein`.
-
-        Parameters
-        ----------
-        values
-            Numeric time points.
-        allow_extrapolation
-            Allow values outside the trained range (linear extrapolation).
-
-        Returns
-        -------
-        Values × ``n_latent`` DataFrame indexed by the values.
-        """
-        index = pd.Index(list(values), name="time")
-        return self._embedding_frame(values, index, allow_extrapolation=allow_extrapolation)
-
-    def get_time_embedding(self, *, include_untrained: bool = False) -> pd.DataFrame:
-        """Return the learned time embedding.
-
-        Parameters
-        ----------
-        include_untrained
-            Also list registered time points never seen in training (e.g. a held-out one), with
-            their interpolated embedding.
-
-        Returns
-        -------
-        Time points × ``n_latent`` DataFrame, index = time points as registered (in time order).
-        """
-        codes = np.arange(len(self.time_categories)) if include_untrained else self._trained_codes()
-        index = pd.Index(self.time_categories[codes].astype(str), name="time")
-        return self._embedding_frame(self.time_categories[codes], index)
 
     def __repr__(self) -> str:
         state = "trained" if self.is_trained_ else "untrained"

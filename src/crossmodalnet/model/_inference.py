@@ -198,6 +198,39 @@ class BatchedInferenceMixin:
 
         return of
 
+    def _predict_frame(
+        self,
+        mdata: MuData,
+        *,
+        time: object,
+        batch: object,
+        batch_size: int,
+        allow_extrapolation: bool,
+        interpolation: str,
+    ) -> pd.DataFrame:
+        """The body of ``predict_protein`` without uncertainty: cells × proteins, NaN rows for cells without RNA."""
+        if interpolation not in ("embedding", "prediction"):
+            raise ValueError(f"`interpolation` must be 'embedding' or 'prediction', got {interpolation!r}.")
+        X, rows = self._rna_rows(mdata)
+        covariates = self._covariates(mdata, time=time, batch=batch, allow_extrapolation=allow_extrapolation)
+        table = self.module.covariate_embeddings[0].weight.detach()
+        self.module.eval()
+        out = np.full((mdata.n_obs, self.n_proteins), np.nan, dtype=np.float32)
+        for pos, x in self._iter_batches(X, rows, batch_size, allow_sparse=self.module.sparse_input):
+            z = self.module.inference(x)["z"]
+            w, b = covariates(pos)
+            # the linear path is linear in the time weights: both interpolations share it
+            linear = self.module.linear_prediction(x, w) if self.module.linear_path else None
+            if interpolation == "embedding":
+                pred = self.module.generative(z, w @ table + b, linear)["protein"]
+            else:
+                pred = sum(
+                    w[:, c : c + 1] * self.module.generative(z, table[c] + b, linear)["protein"]
+                    for c in torch.nonzero(w.abs().sum(0)).flatten().tolist()
+                )
+            out[pos] = pred.cpu().numpy()
+        return pd.DataFrame(out, index=mdata.obs_names.copy(), columns=self.protein_names.copy())
+
     def _registered_dense(self, registry_key: str, idx: np.ndarray) -> np.ndarray:
         block = self.adata_manager.get_from_registry(registry_key)[np.asarray(idx)]
         return block.toarray().astype(np.float64) if sparse.issparse(block) else np.asarray(block, dtype=np.float64)

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ._docstrings import docs
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -42,6 +44,7 @@ class SaliencyMixin:
             torch.as_tensor(np.asarray(moments["sd"]), dtype=torch.float32),
         )
 
+    @docs.dedent
     def get_saliency(
         self,
         mdata: MuData | None = None,
@@ -88,8 +91,7 @@ class SaliencyMixin:
 
         Parameters
         ----------
-        mdata
-            MuData whose RNA modality has the model's genes; defaults to the registered MuData.
+        %(query_mdata)s
         proteins
             Proteins to compute; all by default.
         method

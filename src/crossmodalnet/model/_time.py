@@ -14,6 +14,8 @@ import torch
 
 from crossmodalnet._constants import REGISTRY_KEYS
 
+from ._docstrings import docs
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -130,7 +132,7 @@ def time_weights(
 
 
 class TimeMixin:
-    """Time-point lookups of a model: codes, interpolation weights and time embeddings."""
+    """Time-point lookups of a model: codes, interpolation weights and the time-embedding getters."""
 
     @property
     def time_categories(self) -> np.ndarray:
@@ -167,3 +169,40 @@ class TimeMixin:
             index=index,
             columns=[f"dim_{i}" for i in range(n_latent)],
         )
+
+    @docs.dedent
+    def interpolate_time_embedding(self, values: Sequence[float], *, allow_extrapolation: bool = False) -> pd.DataFrame:
+        """Return the time embedding at arbitrary numeric time points.
+
+        Trained time points give their learned embedding; values between two trained points give the
+        linear interpolation of their embeddings (paper §4.2), as used by :meth:`predict_protein`.
+
+        Parameters
+        ----------
+        values
+            Numeric time points.
+        %(allow_extrapolation)s
+
+        Returns
+        -------
+        Values × ``n_latent`` DataFrame indexed by the values.
+        """
+        index = pd.Index(list(values), name="time")
+        return self._embedding_frame(values, index, allow_extrapolation=allow_extrapolation)
+
+    def get_time_embedding(self, *, include_untrained: bool = False) -> pd.DataFrame:
+        """Return the learned time embedding.
+
+        Parameters
+        ----------
+        include_untrained
+            Also list registered time points never seen in training (e.g. a held-out one), with
+            their interpolated embedding.
+
+        Returns
+        -------
+        Time points × ``n_latent`` DataFrame, index = time points as registered (in time order).
+        """
+        codes = np.arange(len(self.time_categories)) if include_untrained else self._trained_codes()
+        index = pd.Index(self.time_categories[codes].astype(str), name="time")
+        return self._embedding_frame(self.time_categories[codes], index)

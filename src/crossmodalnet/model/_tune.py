@@ -20,8 +20,10 @@ import numpy as np
 import pandas as pd
 
 from crossmodalnet._utils import get_layer
+from crossmodalnet.train import FaderGradNormPlan
 
 from ._crossmodalnet import CrossmodalNet
+from ._presets import MONITORS
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -35,7 +37,6 @@ _METRIC_MODES = {
     "mse_validation": "min",
     "nlc_validation": "min",
 }
-_MONITORS = ("pearson_cell_validation", "pearson_protein_validation")
 # Arguments that define the train/validation/test split or the run itself: fixed for every trial,
 # never searched (trials scored on different validation cells are not comparable).
 _FIXED_ONLY = frozenset(
@@ -64,22 +65,53 @@ def _import_tune():
     return tune
 
 
+def _named_parameters(function) -> set[str]:
+    """Names of the parameters of ``function`` that can be passed by name (no ``*args``/``**kwargs``)."""
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return {n for n, p in inspect.signature(function).parameters.items() if p.kind not in variadic}
+
+
 def _model_keys() -> set[str]:
-    params = inspect.signature(CrossmodalNet.__init__).parameters
-    return set(params) - {"self", "mdata", "registry"}
+    """Settings of the model: parameters of :class:`CrossmodalNet` (model kwargs of every trial)."""
+    return _named_parameters(CrossmodalNet.__init__) - {"self", "mdata", "registry"}
+
+
+def _plan_keys() -> set[str]:
+    """Settings of the training plan: parameters of ``crossmodalnet.train.FaderGradNormPlan`` (``plan_kwargs``)."""
+    return _named_parameters(FaderGradNormPlan.__init__) - {"self", "module"}
 
 
 def _train_keys() -> set[str]:
-    params = inspect.signature(CrossmodalNet.train).parameters
-    return {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD} - {"self"}
+    """Settings of the run and the data splitter (``batch_size``, ``split``...): the other parameters of ``train``."""
+    return _named_parameters(CrossmodalNet.train) - {"self", "plan_kwargs", "datasplitter_kwargs"} - _plan_keys()
+
+
+def _route(
+    config: dict[str, Any], model_kwargs: dict[str, Any], train_kwargs: dict[str, Any], *, by_name: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model and ``train`` arguments of one configuration.
+
+    Model settings go to the model, training-plan settings into ``plan_kwargs`` (or, with ``by_name``, to
+    ``train``'s argument of the same name where it has one) and the rest (run and data-splitter settings)
+    to ``train``.
+    """
+    model_keys = _model_keys()
+    plan_keys = _plan_keys() - (_named_parameters(CrossmodalNet.train) if by_name else set())
+    m_kwargs = {**model_kwargs, **{k: v for k, v in config.items() if k in model_keys}}
+    t_kwargs = {**train_kwargs, **{k: v for k, v in config.items() if k not in model_keys | plan_keys}}
+    plan = {k: v for k, v in config.items() if k in plan_keys}
+    if plan:
+        t_kwargs["plan_kwargs"] = {**(train_kwargs.get("plan_kwargs") or {}), **plan}
+    return m_kwargs, t_kwargs
 
 
 def table_s1_search_space() -> dict[str, Any]:
     r"""Return the random-search space of the paper's Table S1 :cite:p:`Yang2023` as Ray Tune domains.
 
     Keys are argument names of :class:`~crossmodalnet.model.CrossmodalNet` (model) and of
-    :meth:`~crossmodalnet.model.CrossmodalNet.train`; :func:`~crossmodalnet.model.tune_hyperparameters`
-    routes each to the right call. Ray is imported when the function is called.
+    ``crossmodalnet.train.FaderGradNormPlan`` (training plan);
+    :func:`~crossmodalnet.model.tune_hyperparameters` routes each to the right call. Ray is imported
+    when the function is called.
 
     ==============================  =================================  ============  ==========================================
     Table S1 hyper-parameter        argument                           default       search space
@@ -152,18 +184,18 @@ def _resolve_arguments(
         raise ValueError(f"`mode={mode!r}` does not fit `metric={metric!r}`, where {expected!r} is better.")
     if not isinstance(search_space, dict) or not search_space:
         raise ValueError("`search_space` must be a non-empty dict from argument name to a Ray Tune domain or value.")
-    model_keys, train_keys = _model_keys(), _train_keys()
+    model_keys, plan_keys, train_keys = _model_keys(), _plan_keys(), _train_keys()
     fixed = sorted(set(search_space) & _FIXED_ONLY)
     if fixed:
         raise ValueError(
             f"{fixed} cannot be searched: they fix the data split or the length of every trial, so trials "
             "would not be comparable. Pass them as fixed keyword arguments (e.g. `max_epochs=`, `split=`)."
         )
-    unknown = sorted(set(search_space) - model_keys - train_keys)
+    unknown = sorted(set(search_space) - model_keys - plan_keys - train_keys)
     if unknown:
         raise ValueError(
             f"Unknown search-space argument(s) {unknown}; model arguments are {sorted(model_keys)}, "
-            f"training arguments {sorted(train_keys - _FIXED_ONLY)}."
+            f"training-plan arguments {sorted(plan_keys)}, training arguments {sorted(train_keys - _FIXED_ONLY)}."
         )
     misplaced = sorted(set(train_kwargs) & model_keys)
     if misplaced:
@@ -172,7 +204,8 @@ def _resolve_arguments(
     bad_model = sorted(set(model_kwargs) - model_keys)
     if bad_model:
         raise TypeError(f"Unknown model argument(s) {bad_model} in `model_kwargs`; they are {sorted(model_keys)}.")
-    both = sorted(set(search_space) & (set(model_kwargs) | set(train_kwargs)))
+    fixed_plan = set(train_kwargs.get("plan_kwargs") or {})
+    both = sorted(set(search_space) & (set(model_kwargs) | set(train_kwargs) | fixed_plan))
     if both:
         raise ValueError(
             f"{both} are both searched and fixed; drop them from `search_space` or from the fixed arguments."
@@ -264,9 +297,7 @@ def _trial(
     torch.set_num_threads(max(1, n_threads))
     settings.seed = seed  # same initial weights in every trial: configurations differ, not luck
     mdata = _rebuild_mdata(payload)
-    model_keys = _model_keys()
-    m_kwargs = {**model_kwargs, **{k: v for k, v in config.items() if k in model_keys}}
-    t_kwargs = {**train_kwargs, **{k: v for k, v in config.items() if k not in model_keys}}
+    m_kwargs, t_kwargs = _route(config, model_kwargs, train_kwargs)
     t_kwargs["callbacks"] = [*t_kwargs.get("callbacks", []), _TuneReportCallback()]
     model = CrossmodalNet(mdata, **m_kwargs)
     model.train(**t_kwargs)
@@ -349,8 +380,11 @@ def tune_hyperparameters(
         MuData registered with :meth:`~crossmodalnet.model.CrossmodalNet.setup_mudata`. It is not
         modified; its registered matrices are sent to Ray's workers, which register them again.
     search_space
-        Dictionary from argument name (of the model or of ``train``) to a Ray Tune domain
-        (``ray.tune.choice``, ``ray.tune.loguniform``...) or a fixed value. Defaults to
+        Dictionary from argument name to a Ray Tune domain (``ray.tune.choice``,
+        ``ray.tune.loguniform``...) or a fixed value. Each name is routed where it belongs: a
+        parameter of :class:`~crossmodalnet.model.CrossmodalNet` to the model, one of
+        ``crossmodalnet.train.FaderGradNormPlan`` to ``train(plan_kwargs=...)``, any other
+        (``batch_size``...) to :meth:`~crossmodalnet.model.CrossmodalNet.train`. Defaults to
         :func:`~crossmodalnet.model.table_s1_search_space`. Split arguments and ``max_epochs`` cannot
         be searched.
     num_samples
@@ -396,8 +430,8 @@ def tune_hyperparameters(
         Ray Tune's console verbosity (0: silent, 1: status updates, 2: results as well).
     **train_kwargs
         Fixed arguments of :meth:`~crossmodalnet.model.CrossmodalNet.train` for every trial (e.g.
-        ``split="holdout_time", holdout_time=3, batch_size=128``), including Lightning trainer
-        arguments.
+        ``split="holdout_time", holdout_time=3, batch_size=128``), including ``plan_kwargs``,
+        ``datasplitter_kwargs`` and Lightning trainer arguments.
 
     Returns
     -------
@@ -441,7 +475,7 @@ def tune_hyperparameters(
     model_kwargs = dict(model_kwargs or {})
     train_kwargs["max_epochs"] = max_epochs
     train_kwargs.setdefault("split_seed", seed)
-    if metric in _MONITORS:
+    if metric in MONITORS:
         train_kwargs.setdefault("early_stopping_monitor", metric)
     train_kwargs.setdefault("enable_progress_bar", False)
     resources = dict(resources or {"cpu": 1})
@@ -516,13 +550,14 @@ def tune_hyperparameters(
             + f" (logs in {storage / experiment_name})."
         )
     best = frame.pop("_config").iloc[0]
-    model_keys = _model_keys()
     fixed_train = {k: v for k, v in train_kwargs.items() if k not in ("callbacks", "enable_progress_bar")}
+    # the refit call names each plan setting that `train` takes by name, as a user would
+    best_model_kwargs, best_train_kwargs = _route(best, model_kwargs, fixed_train, by_name=True)
     frame.attrs.update(
         {
             "best_config": best,
-            "best_model_kwargs": {**model_kwargs, **{k: v for k, v in best.items() if k in model_keys}},
-            "best_train_kwargs": {**fixed_train, **{k: v for k, v in best.items() if k not in model_keys}},
+            "best_model_kwargs": best_model_kwargs,
+            "best_train_kwargs": best_train_kwargs,
             "metric": metric,
             "mode": mode,
             "experiment_path": str(storage / experiment_name),

@@ -21,6 +21,8 @@ from torch import nn
 
 from crossmodalnet._utils import check_level, get_layer, get_modality
 
+from ._docstrings import docs
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
@@ -152,6 +154,7 @@ class UncertaintyMixin:
     uncertainty_: dict | None = None
 
     # --- calibration -------------------------------------------------------------------------
+    @docs.dedent
     def calibrate_uncertainty(
         self,
         mdata: MuData | None = None,
@@ -186,8 +189,7 @@ class UncertaintyMixin:
             Dropout rate of the MC passes; ``None`` uses each dropout layer's trained rate.
         rng
             Seed or :class:`numpy.random.Generator` of the dropout masks and of the gene sketch.
-        batch_size
-            Cells per forward pass.
+        %(forward_batch_size)s
         """
         self._check_if_trained(warn=False)
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
