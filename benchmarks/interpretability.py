@@ -36,12 +36,20 @@ The model configuration is an argument, so the table can be rerun when the model
 S1), ``--config small_data`` (the small-data recipe), each refined by ``--model-kwargs`` and
 ``--train-kwargs`` (JSON). Results go to ``--out``/``<config name>``.
 
+``--table basal`` writes the basal-state table instead: for ``synthetic`` (planted time, ``time_key``),
+``bmmc`` (donors, ``batch_key``) and ``dyngen`` (time bins, ``time_key``), the covariate probe
+(:func:`crossmodalnet.tl.covariate_probe`, on the test cells and on all cells) and scib-metrics scores
+(iLISI and batch silhouette of the covariate; cell-type 15-NN accuracy, ASW and k-means NMI/ARI) of
+the CrossmodalNet basal latent (``cmn``), a 50-PC PCA of the same log-normalised RNA (``pca``) and
+totalVI's latent (``totalvi``, the benchmark harness's recipe), beside the model's test Pearson.
+
 Usage::
 
     PYTHONPATH=src python benchmarks/interpretability.py                      # all sets, seeds 0 1 2
     PYTHONPATH=src python benchmarks/interpretability.py --datasets dyngen --seeds 0
     PYTHONPATH=src python benchmarks/interpretability.py --config paper --methods pearson_abs cmn_gradient_sum
     PYTHONPATH=src python benchmarks/interpretability.py --config-name wide --model-kwargs '{"n_latent": 256}'
+    PYTHONPATH=src python benchmarks/interpretability.py --table basal --seeds 0 1 2 --threads 1
 """
 
 from __future__ import annotations
@@ -275,6 +283,144 @@ METHODS: dict[str, Callable[[Task], pd.DataFrame]] = {
 """Attribution methods: each maps a task to a genes × proteins score table (larger |score| = more important)."""
 
 
+# --- basal state: is the covariate removed from the model's latent? ---------------------------------
+
+BASAL_DATASETS = ("synthetic", "bmmc", "dyngen")
+EMBEDDINGS = ("cmn", "pca", "totalvi")
+
+
+def load_basal(name: str, data_dir: Path) -> tuple[BenchmarkData, np.ndarray | None, str]:
+    """A data set for the basal-state table, its cell-type labels (``None``: none) and the covariate's role.
+
+    ``synthetic``: :func:`~crossmodalnet.datasets.synthetic_cite` with 1,200 cells, 500 genes, 20 proteins,
+    three days and ``time_effect=3`` (time registered as ``time_key``; cell types: the planted states, whose
+    proportions drift with time). ``bmmc``: the donors of ``bmmc_cite_600`` as ``batch_key``, cell types
+    from ``obs['cell_type']``. ``dyngen``: the four time bins of ``dyngen_bifurcating_200`` as ``time_key``
+    (no cell types).
+    """
+    import anndata as ad
+
+    from crossmodalnet.benchmark import synthetic_benchmark_data
+
+    if name == "synthetic":
+        mdata = cmn.datasets.synthetic_cite(n_obs=1200, n_genes=500, n_proteins=20, time_effect=3.0, rng=0)
+        cells = mdata.obs["cell_state"].astype(str).to_numpy()
+        return synthetic_benchmark_data(mdata, name="synthetic_time3"), cells, "time"
+    if name == "bmmc":
+        data = load_bmmc(data_dir)
+        obs = ad.read_h5ad(Path(data_dir) / "bmmc_cite_600" / "rna.h5ad", backed="r").obs
+        return data, obs["cell_type"].astype(str).reindex(data.obs_names).to_numpy(), "batch"
+    if name == "dyngen":
+        return load_dyngen(data_dir), None, "time"
+    raise ValueError(f"Unknown data set {name!r}; choose from {list(BASAL_DATASETS)}.")
+
+
+def _cmn_latent(task: Task, role: str) -> tuple[np.ndarray, dict]:
+    """Basal latent of every cell from a CrossmodalNet with the covariate registered as ``role``."""
+    import scvi
+    import torch
+
+    from crossmodalnet.benchmark._data import TRAIN_SIZE, VALIDATION_SIZE
+    from crossmodalnet.model import CrossmodalNet
+
+    mdata = task.data.to_mudata()
+    scvi.settings.seed = task.seed
+    torch.manual_seed(task.seed)
+    CrossmodalNet.setup_mudata(mdata, **{f"{role}_key": "time"})
+    model = CrossmodalNet(mdata, **task.config.get("model_kwargs", {}))
+    train_kw = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False}
+    model.train(
+        split="random",
+        train_size=TRAIN_SIZE,
+        validation_size=VALIDATION_SIZE,
+        split_seed=task.seed,
+        **(train_kw | task.config.get("train_kwargs", {})),
+    )
+    if not np.array_equal(np.sort(np.asarray(model.test_indices)), np.sort(task.test)):
+        raise RuntimeError("the model drew another test split than the harness")
+    pred = model.predict_protein(mdata).to_numpy()
+    metrics = prediction_metrics(pred[task.test], task.data.Y[task.test])
+    metrics.pop("per_protein")
+    return model.get_latent_representation(mdata), metrics
+
+
+def _totalvi_latent(task: Task) -> np.ndarray:
+    """totalVI latent of every cell (the harness's recipe: the covariate is totalVI's batch, test cells a query)."""
+    from crossmodalnet.benchmark._methods import Split, TotalVIMethod
+
+    method = TotalVIMethod(seed=task.seed, threads=1)
+    method.fit_split(task.data, Split("in_distribution", task.seed, task.train, task.val, task.test))
+    return np.asarray(method.model_.get_latent_representation())
+
+
+def embedding_scores(x: np.ndarray, covariate: np.ndarray, cells: np.ndarray | None, test: np.ndarray) -> dict:
+    """Probe and scib-metrics scores of one embedding (all cells unless named ``_test``)."""
+    import anndata as ad
+    import scib_metrics
+    from scib_metrics.nearest_neighbors import NeighborsResults
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+
+    def probe(rows: np.ndarray) -> tuple[float, float]:
+        adata = ad.AnnData(np.zeros((rows.size, 1), dtype=np.float32))
+        adata.obs["cov"] = covariate[rows].astype(str)
+        adata.obsm["X"] = x[rows]
+        counts = adata.obs["cov"].value_counts()
+        adata = adata[adata.obs["cov"].isin(counts.index[counts >= 5]).to_numpy()].copy()
+        if adata.obs["cov"].nunique() < 2:
+            return float("nan"), float("nan")
+        cmn.tl.covariate_probe(adata, "cov", obsm_key="X", key_added="probe")
+        return float(adata.uns["probe"]["balanced_accuracy"]), float(adata.uns["probe"]["chance"])
+
+    n = x.shape[0]
+    # categories with fewer than 5 test cells are left out of the test probe, so its chance can differ
+    out = dict(zip(("probe_test", "chance_test"), probe(np.sort(test)), strict=True))
+    out |= dict(zip(("probe_all", "chance_all"), probe(np.arange(n)), strict=True))
+    k = min(90, n - 1)
+    dist, idx = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(x)
+    out["ilisi"] = float(scib_metrics.ilisi_knn(NeighborsResults(indices=idx, distances=dist), covariate))
+    labels = np.zeros(n, dtype=int) if cells is None else cells
+    out["batch_silhouette"] = float(scib_metrics.silhouette_batch(x, labels, covariate))
+    if cells is not None:
+        counts = pd.Series(cells).value_counts()
+        keep = np.isin(cells, counts.index[counts >= 5])
+        folds = StratifiedKFold(5, shuffle=True, random_state=0)
+        knn = cross_val_score(KNeighborsClassifier(n_neighbors=15), x[keep], cells[keep], cv=folds)
+        out["celltype_knn"] = float(knn.mean())
+        out["celltype_asw"] = float(scib_metrics.silhouette_label(x, cells))
+        out |= {f"celltype_{m}": float(v) for m, v in scib_metrics.nmi_ari_cluster_labels_kmeans(x, cells).items()}
+    return out
+
+
+def run_basal(
+    datasets: list[str], seeds: list[int], data_dir: Path, embeddings: list[str], config: dict | None = None
+) -> pd.DataFrame:
+    """One row per data set, seed and embedding: covariate probe and scib-metrics scores."""
+    import scanpy as sc
+
+    rows = []
+    for name in datasets:
+        data, cells, role = load_basal(name, data_dir)
+        covariate = np.asarray(data.time).astype(str)
+        pca = sc.pp.pca(data.X.astype(np.float32), n_comps=min(50, min(data.X.shape) - 1), random_state=0)
+        for seed in seeds:
+            train, val, test = make_split(data, "in_distribution", seed=seed)
+            task = Task(data, {}, train, val, test, seed, {}, config or {})
+            latents = {"pca": (pca, {})}
+            if "cmn" in embeddings:
+                latents["cmn"] = _cmn_latent(task, role)
+            if "totalvi" in embeddings:
+                latents["totalvi"] = (_totalvi_latent(task), {})
+            for emb in embeddings:
+                x, metrics = latents[emb]
+                row = {"dataset": data.name, "covariate": f"{role}_key", "seed": seed, "embedding": emb}
+                row |= embedding_scores(x, covariate, cells, test)
+                row |= {f"model_test_{k}": v for k, v in metrics.items()}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return pd.DataFrame(rows)
+
+
 def run(
     datasets: list[str], seeds: list[int], data_dir: Path, methods: list[str], config: dict | None = None
 ) -> tuple[pd.DataFrame, ...]:
@@ -339,7 +485,11 @@ def run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument(
+        "--table", default="coding_gene_rank", choices=["coding_gene_rank", "basal"], help="which table to write"
+    )
+    parser.add_argument("--datasets", nargs="+", default=None, choices=sorted({*DATASETS, *BASAL_DATASETS}))
+    parser.add_argument("--embeddings", nargs="+", default=list(EMBEDDINGS), choices=EMBEDDINGS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--config", default="default", choices=list(CONFIGS), help="model configuration")
@@ -357,6 +507,22 @@ def main() -> None:
     config = resolve_config(args.config, args.model_kwargs, args.train_kwargs)
     name = args.config_name or args.config
     print(f"model configuration {name!r}: {config}", flush=True)
+    if args.table == "basal":
+        table = run_basal(args.datasets or list(BASAL_DATASETS), args.seeds, args.data_dir, args.embeddings, config)
+        table.insert(0, "config", name)
+        mean = (
+            table.groupby(["dataset", "covariate", "embedding"], sort=False)
+            .mean(numeric_only=True)
+            .drop(columns="seed")
+        )
+        args.out = args.out / name
+        args.out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out / "basal_state_per_seed.tsv", sep="\t", index=False)
+        mean.to_csv(args.out / "basal_state.tsv", sep="\t")
+        print(mean.to_string(float_format=lambda v: f"{v:.3f}"))
+        print(f"\nwritten to {args.out}/")
+        return
+    args.datasets = args.datasets or list(DATASETS)
     per_protein, summary, mean = run(args.datasets, args.seeds, args.data_dir, args.methods, config)
     for table in (per_protein, summary, mean):
         table.insert(0, "config", name)
