@@ -369,7 +369,7 @@ def embedding_scores(x: np.ndarray, covariate: np.ndarray, cells: np.ndarray | N
         adata = adata[adata.obs["cov"].isin(counts.index[counts >= 5]).to_numpy()].copy()
         if adata.obs["cov"].nunique() < 2:
             return float("nan"), float("nan")
-        cmn.tl.covariate_probe(adata, "cov", obsm_key="X", key_added="probe")
+        cmn.tl.covariate_probe(adata, key="cov", obsm_key="X", key_added="probe")
         return float(adata.uns["probe"]["balanced_accuracy"]), float(adata.uns["probe"]["chance"])
 
     n = x.shape[0]

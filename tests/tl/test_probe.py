@@ -22,7 +22,7 @@ def _adata(n: int = 300, *, shift: float, n_dims: int = 8, proportions=(1 / 3, 1
 
 def test_probe_reads_a_planted_covariate():
     adata = _adata(shift=6.0)
-    cmn.tl.covariate_probe(adata, "time", obsm_key="X_emb", n_permutations=5)
+    cmn.tl.covariate_probe(adata, key="time", obsm_key="X_emb", n_permutations=5)
     res = adata.uns["cmn_probe_time"]
     assert res["balanced_accuracy"] > 0.95
     assert res["chance"] == pytest.approx(1 / 3)
@@ -41,7 +41,7 @@ def test_probe_reads_a_planted_covariate():
 
 def test_probe_is_near_chance_without_the_covariate():
     adata = _adata(shift=0.0, n_dims=64)
-    cmn.tl.covariate_probe(adata, "time", obsm_key="X_emb", n_permutations=5)
+    cmn.tl.covariate_probe(adata, key="time", obsm_key="X_emb", n_permutations=5)
     res = adata.uns["cmn_probe_time"]
     assert abs(res["balanced_accuracy"] - res["chance"]) < 0.08
     assert res["permutation_pvalue"] > 1 / 6
@@ -54,7 +54,7 @@ def test_probe_balanced_accuracy_ignores_category_sizes():
     adata = ad.AnnData(np.zeros((n, 1), dtype=np.float32))
     adata.obs["batch"] = np.where(rng.random(n) < 0.8, "a", "b")
     adata.obsm["X_emb"] = rng.normal(size=(n, 4))
-    cmn.tl.covariate_probe(adata, "batch", obsm_key="X_emb", key_added="probe")
+    cmn.tl.covariate_probe(adata, key="batch", obsm_key="X_emb", key_added="probe")
     res = adata.uns["probe"]
     assert res["majority"] == pytest.approx((adata.obs["batch"] == "a").mean())
     assert res["chance"] == 0.5
@@ -64,17 +64,17 @@ def test_probe_balanced_accuracy_ignores_category_sizes():
 def test_probe_graded_signal_and_determinism():
     weak, strong = _adata(shift=0.5), _adata(shift=2.0)
     for adata in (weak, strong):
-        cmn.tl.covariate_probe(adata, "time", obsm_key="X_emb", seed=3)
+        cmn.tl.covariate_probe(adata, key="time", obsm_key="X_emb", seed=3)
     assert weak.uns["cmn_probe_time"]["balanced_accuracy"] < strong.uns["cmn_probe_time"]["balanced_accuracy"]
     again = _adata(shift=0.5)
-    cmn.tl.covariate_probe(again, "time", obsm_key="X_emb", seed=3)
+    cmn.tl.covariate_probe(again, key="time", obsm_key="X_emb", seed=3)
     np.testing.assert_array_equal(again.uns["cmn_probe_time"]["per_fold"], weak.uns["cmn_probe_time"]["per_fold"])
 
 
 def test_probe_on_mudata_basal_embedding_copy(mdata, trained_model, assert_unchanged):
     cmn.tl.basal_embedding(mdata, trained_model)
     before = mdata.copy()
-    out = cmn.tl.covariate_probe(mdata, "batch", copy=True, n_comps=None)
+    out = cmn.tl.covariate_probe(mdata, key="batch", copy=True, n_comps=None)
     assert_unchanged(before, mdata)
     assert "cmn_probe_batch" not in mdata.uns
     res = out.uns["cmn_probe_batch"]

@@ -49,8 +49,8 @@ def _probe_scores(
 @docs.dedent
 def covariate_probe(
     mdata: MuData | AnnData,
-    key: str,
     *,
+    key: str,
     obsm_key: str = _keys.EMBEDDING_PREFIX + _keys.BASAL,
     n_splits: int = 5,
     n_comps: int | None = 50,
@@ -136,7 +136,7 @@ def covariate_probe(
     --------
     >>> cmn.tl.basal_embedding(mdata, model)
     >>> test = mdata[~mdata.obs_names.isin(model.training_cells)].copy()
-    >>> cmn.tl.covariate_probe(test, "time")
+    >>> cmn.tl.covariate_probe(test, key="time")
     >>> test.uns["cmn_probe_time"]["balanced_accuracy"], test.uns["cmn_probe_time"]["chance"]
     """
     if not isinstance(key, str) or key not in mdata.obs.columns:
