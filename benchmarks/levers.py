@@ -15,7 +15,7 @@ Levers (``--levers``):
   ``seed + 2000`` on the same split (member 0 is the ``default`` run); its fit time is the sum.
 - ``svd``: ``input_reduction="svd"`` (MLP input: a TruncatedSVD of the training RNA; the linear path
   still sees every gene) with ``n_input_features`` = 256, or the largest power of two below the
-  number of training cells when that is smaller.
+  numbers of training cells and genes when that is smaller.
 - ``group_lasso``: ``train(input_group_lasso=1e-4, early_stopping_patience=50)``.
 - ``patience50``: ``train(early_stopping_patience=50)``.
 - ``latent128``: ``n_latent=128``.
@@ -43,13 +43,25 @@ ENSEMBLE_OFFSETS = (0, 1000, 2000)
 _TRAIN = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False}
 
 
-def lever_arguments(lever: str, n_train: int) -> tuple[dict, dict]:
-    """Model and ``train`` keyword arguments of a single-model lever (``default`` for ensemble members)."""
+def lever_arguments(lever: str, n_train: int, n_genes: int) -> tuple[dict, dict]:
+    """Model and ``train`` keyword arguments of a single-model lever (``default`` for ensemble members).
+
+    Parameters
+    ----------
+    lever
+        A name of ``LEVERS``.
+    n_train, n_genes
+        Training cells and genes (they bound the number of SVD components).
+
+    Returns
+    -------
+    Keyword arguments of :class:`~crossmodalnet.model.CrossmodalNet` and of its ``train``.
+    """
     if lever in ("default", "ensemble"):
         return {}, {}
     if lever == "svd":
         k = 256
-        while k >= n_train:
+        while k >= min(n_train, n_genes):
             k //= 2
         return {"input_reduction": "svd", "n_input_features": k}, {}
     if lever == "group_lasso":
@@ -62,7 +74,7 @@ def lever_arguments(lever: str, n_train: int) -> tuple[dict, dict]:
 
 
 def scores(pred: np.ndarray, true: np.ndarray) -> tuple[float, float, float]:
-    """Mean per-protein Pearson, mean per-cell Pearson and MSE."""
+    """Mean per-protein Pearson, mean per-cell Pearson and MSE of ``pred`` (cells × proteins) against ``true``."""
     from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein
 
     pred, true = pred.astype(np.float64), true.astype(np.float64)
@@ -73,8 +85,27 @@ def scores(pred: np.ndarray, true: np.ndarray) -> tuple[float, float, float]:
     )
 
 
-def fit_crossmodalnet(data, split, *, model_seed: int, model_kwargs: dict, train_kwargs: dict):
-    """Train ``CrossmodalNet(mdata, **model_kwargs)`` on the harness split; return predictions of all cells."""
+def fit_crossmodalnet(data, split, *, model_seed: int, model_kwargs: dict, train_kwargs: dict, max_epochs=None):
+    """Train ``CrossmodalNet(mdata, **model_kwargs)`` on the harness split.
+
+    Parameters
+    ----------
+    data : crossmodalnet.benchmark.BenchmarkData
+        The data set.
+    split : crossmodalnet.benchmark._methods.Split
+        The harness split; the model's own split is checked to equal it.
+    model_seed : int
+        ``scvi.settings.seed`` and torch seed of the model.
+    model_kwargs, train_kwargs : dict
+        Arguments of :class:`~crossmodalnet.model.CrossmodalNet` and of its ``train``.
+    max_epochs : int or None
+        ``max_epochs`` of ``train`` (``None``: the preset's value).
+
+    Returns
+    -------
+    tuple
+        Predictions of all cells (cells × proteins), fit seconds and the restored epoch.
+    """
     import scvi
     import torch
 
@@ -88,6 +119,7 @@ def fit_crossmodalnet(data, split, *, model_seed: int, model_kwargs: dict, train
     start = time.perf_counter()
     model = CrossmodalNet(mdata, **model_kwargs)
     model.train(
+        max_epochs,
         split="random",
         train_size=TRAIN_SIZE,
         validation_size=VALIDATION_SIZE,
@@ -104,7 +136,22 @@ def fit_crossmodalnet(data, split, *, model_seed: int, model_kwargs: dict, train
 
 
 def fit_reference(key: str, data, split, *, seed: int, threads: int):
-    """Fit a harness method on the training cells (selecting on validation); return predictions of all cells."""
+    """Fit a harness method on the training cells, selecting on the validation cells.
+
+    Parameters
+    ----------
+    key : str
+        Method key of the harness (``"ridge"``, ``"lightgbm"``, ...).
+    data, split
+        As in :func:`fit_crossmodalnet`.
+    seed, threads : int
+        Seed and threads of the method.
+
+    Returns
+    -------
+    tuple
+        Predictions of all cells, fit seconds and ``None`` (no epochs).
+    """
     from crossmodalnet.benchmark._methods import make_method
 
     method = make_method(key, seed=seed, threads=threads)
@@ -115,8 +162,20 @@ def fit_reference(key: str, data, split, *, seed: int, threads: int):
     return method.predict(data.X, data.time), fit_s, None
 
 
-def run(args) -> pd.DataFrame:
-    """Run every data set × seed × lever not yet in ``levers.csv``; return all rows."""
+def run(args: argparse.Namespace) -> pd.DataFrame:
+    """Run every data set × seed × lever not yet in ``levers.csv``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``out``, ``data``, ``seeds``, ``levers``, ``references``, ``threads`` and ``max_epochs`` as parsed by
+        :func:`main`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Every row of ``levers.csv``.
+    """
     import torch
 
     from crossmodalnet.benchmark._data import load_dataset, make_split, resolve_shared_dir
@@ -153,16 +212,26 @@ def run(args) -> pd.DataFrame:
                             p, s = saved["pred"], float(saved["fit_s"])
                         else:
                             p, s, _ = fit_crossmodalnet(
-                                data, split, model_seed=seed + offset, model_kwargs={}, train_kwargs={}
+                                data,
+                                split,
+                                model_seed=seed + offset,
+                                model_kwargs={},
+                                train_kwargs={},
+                                max_epochs=args.max_epochs,
                             )
                             np.savez_compressed(path, pred=p, fit_s=s)
                         preds.append(p)
                         fit_s += s
                     pred, best = np.mean(preds, axis=0), None
                 else:
-                    model_kwargs, train_kwargs = lever_arguments(lever, len(train))
+                    model_kwargs, train_kwargs = lever_arguments(lever, len(train), data.X.shape[1])
                     pred, fit_s, best = fit_crossmodalnet(
-                        data, split, model_seed=seed, model_kwargs=model_kwargs, train_kwargs=train_kwargs
+                        data,
+                        split,
+                        model_seed=seed,
+                        model_kwargs=model_kwargs,
+                        train_kwargs=train_kwargs,
+                        max_epochs=args.max_epochs,
                     )
                     if lever == "default":
                         path = out / "preds" / f"{data.name}_seed{seed}_member0.npz"
@@ -193,7 +262,19 @@ def run(args) -> pd.DataFrame:
 
 
 def summarise(df: pd.DataFrame) -> str:
-    """Markdown: one table per data set, levers × (validation and test per-protein r by seed, means)."""
+    """Markdown tables of ``levers.csv`` rows.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Rows as written by :func:`run`.
+
+    Returns
+    -------
+    str
+        One table per data set: levers × (mean validation per-protein r, its difference to ``default``
+        on each seed, mean and per-seed test per-protein r, test per-cell r, test MSE, fit time).
+    """
     lines = []
     for name, sub in df.groupby("dataset", sort=False):
         seeds = sorted(sub["seed"].unique())
@@ -237,6 +318,7 @@ def main() -> None:
     parser.add_argument("--levers", default=",".join(LEVERS))
     parser.add_argument("--references", default=",".join(REFERENCES))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-epochs", type=int, default=None, help="default: the preset's value (500)")
     parser.add_argument("--summarise-only", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
