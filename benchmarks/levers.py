@@ -19,6 +19,9 @@ Levers (``--levers``):
 - ``group_lasso``: ``train(input_group_lasso=1e-4, early_stopping_patience=50)``.
 - ``patience50``: ``train(early_stopping_patience=50)``.
 - ``latent128``: ``n_latent=128``.
+- ``regularised``: ``dropout_rate=0.3`` and ``train(lr=3e-4, weight_decay=1e-3)`` (the variant with the
+  best validation score among the Table S1 search-space variants tried on synthetic D1; docs page
+  *Benchmarks*, "What was tried for CrossmodalNet on synthetic D1").
 
 Results are appended to ``levers.csv`` (a rerun skips rows already there), the ensemble members'
 predictions are kept in ``preds/``, and ``levers.md`` holds the tables::
@@ -37,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 DATA = ("bmmc", "pbmc", "dyngen", "synthetic:D1", "programs:D1")
-LEVERS = ("default", "ensemble", "svd", "group_lasso", "patience50", "latent128")
+LEVERS = ("default", "ensemble", "svd", "group_lasso", "patience50", "latent128", "regularised")
 REFERENCES = ("ridge", "lightgbm")
 ENSEMBLE_OFFSETS = (0, 1000, 2000)
 _TRAIN = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False}
@@ -70,6 +73,8 @@ def lever_arguments(lever: str, n_train: int, n_genes: int) -> tuple[dict, dict]
         return {}, {"early_stopping_patience": 50}
     if lever == "latent128":
         return {"n_latent": 128}, {}
+    if lever == "regularised":
+        return {"dropout_rate": 0.3}, {"lr": 3e-4, "weight_decay": 1e-3}
     raise ValueError(f"Unknown lever {lever!r}; choose from {LEVERS}.")
 
 

@@ -45,6 +45,10 @@ def test_lever_arguments(levers):
         "input_group_lasso": 1e-4,
         "early_stopping_patience": 50,
     }
+    assert levers.lever_arguments("regularised", 800, 3000) == (
+        {"dropout_rate": 0.3},
+        {"lr": 3e-4, "weight_decay": 1e-3},
+    )
     with pytest.raises(ValueError, match="Unknown lever"):
         levers.lever_arguments("bagging", 800, 3000)
 
