@@ -280,7 +280,29 @@ def summarise(df: pd.DataFrame) -> str:
         One table per data set: levers × (mean validation per-protein r, its difference to ``default``
         on each seed, mean and per-seed test per-protein r, test per-cell r, test MSE, fit time).
     """
-    lines = []
+    lines = [
+        "Mean over seeds of the change against `default`: validation / test per-protein r.",
+        "",
+        "| lever | " + " | ".join(df["dataset"].unique()) + " |",
+        "|---|" + "---|" * df["dataset"].nunique(),
+    ]
+    for lever in df["lever"].unique():
+        if lever == "default":
+            continue
+        cells = []
+        for name in df["dataset"].unique():
+            sub = df[df["dataset"] == name]
+            base = sub[sub["lever"] == "default"].set_index("seed")
+            m = sub[sub["lever"] == lever].set_index("seed")
+            seeds = m.index.intersection(base.index)
+            if len(seeds) == 0:
+                cells.append("–")
+                continue
+            dv = (m.loc[seeds, "val_pearson_protein"] - base.loc[seeds, "val_pearson_protein"]).mean()
+            dt = (m.loc[seeds, "test_pearson_protein"] - base.loc[seeds, "test_pearson_protein"]).mean()
+            cells.append(f"{dv:+.3f} / {dt:+.3f}" + ("" if len(seeds) == base.shape[0] else f" ({len(seeds)} seeds)"))
+        lines.append(f"| {lever} | " + " | ".join(cells) + " |")
+    lines.append("")
     for name, sub in df.groupby("dataset", sort=False):
         seeds = sorted(sub["seed"].unique())
         base = sub[sub["lever"] == "default"].set_index("seed")
