@@ -30,6 +30,7 @@ def _args(out: Path, **kw) -> argparse.Namespace:
         "references": "ridge",
         "threads": 1,
         "max_epochs": 2,
+        "setting": "in_distribution",
     }
     return argparse.Namespace(**{**base, **kw})
 
