@@ -2,7 +2,7 @@
 
 Every lever is the default model (``CrossmodalNet(mdata)``) plus existing model or training
 arguments, trained through the public API on the harness's in-distribution split (80/5/15,
-stratified by time point; :func:`crossmodalnet.benchmark._data.make_split`, checked against the
+stratified by time point; :func:`crossmodalnet.benchmark.make_split`, checked against the
 model's own split). For each data set and seed the script records validation and test per-protein
 and per-cell Pearson, test MSE, the restored epoch and the fit time. Ridge and LightGBM (the
 harness methods, fitted on the same training cells and selected on the same validation cells) are
@@ -99,7 +99,7 @@ def fit_crossmodalnet(data, split, *, model_seed: int, model_kwargs: dict, train
     ----------
     data : crossmodalnet.benchmark.BenchmarkData
         The data set.
-    split : crossmodalnet.benchmark._methods.Split
+    split : crossmodalnet.benchmark.Split
         The harness split; the model's own split is checked to equal it.
     model_seed : int
         ``scvi.settings.seed`` and torch seed of the model.
@@ -163,7 +163,7 @@ def fit_reference(key: str, data, split, *, seed: int, threads: int):
     tuple
         Predictions of all cells, fit seconds and ``None`` (no epochs).
     """
-    from crossmodalnet.benchmark._methods import make_method
+    from crossmodalnet.benchmark import make_method
 
     method = make_method(key, seed=seed, threads=threads)
     start = time.perf_counter()
@@ -179,7 +179,8 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     Parameters
     ----------
     args : argparse.Namespace
-        ``out``, ``data``, ``seeds``, ``levers``, ``references``, ``threads`` and ``max_epochs`` as parsed by
+        ``out``, ``data``, ``data_dir``, ``seeds``, ``setting``, ``levers``, ``references``, ``threads`` and
+        ``max_epochs`` as parsed by
         :func:`main`.
 
     Returns
@@ -189,8 +190,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     """
     import torch
 
-    from crossmodalnet.benchmark._data import load_dataset, make_split, resolve_shared_dir
-    from crossmodalnet.benchmark._methods import Split
+    from crossmodalnet.benchmark import Split, load_dataset, make_split
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -199,14 +199,11 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=["dataset", "seed", "lever"])
     have = set(zip(done["dataset"], done["seed"], done["lever"], strict=True))
     rows = done.to_dict("records")
-    shared = resolve_shared_dir()
     levers = [x for x in args.levers.split(",") if x]
     references = [x for x in args.references.split(",") if x]
     for spec in args.data.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            data = load_dataset(spec, seed=seed, shared_dir=shared)
-            if data is None:
-                continue
+            data = load_dataset(spec, seed=seed, data_dir=args.data_dir)
             if args.setting == "heldout_time" and data.holdout is None:
                 logging.info("skipping %s: %s", data.name, data.holdout_reason)
                 continue
@@ -360,6 +357,7 @@ def main() -> None:
     parser.add_argument("--levers", default=",".join(LEVERS))
     parser.add_argument("--references", default=",".join(REFERENCES))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-dir", default="../shared/data", help="folder holding the real data sets' folders")
     parser.add_argument("--max-epochs", type=int, default=None, help="default: the preset's value (500)")
     parser.add_argument("--summarise-only", action="store_true")
     args = parser.parse_args()

@@ -31,6 +31,7 @@ def _args(out: Path, **kw) -> argparse.Namespace:
         "threads": 1,
         "max_epochs": 2,
         "setting": "in_distribution",
+        "data_dir": None,
     }
     return argparse.Namespace(**{**base, **kw})
 
@@ -55,7 +56,7 @@ def test_lever_arguments(levers):
 
 
 def test_ensemble_is_the_mean_of_its_members_and_reruns_skip(levers, tmp_path):
-    from crossmodalnet.benchmark._data import load_dataset, make_split
+    from crossmodalnet.benchmark import load_dataset, make_split
 
     df = levers.run(_args(tmp_path))
     assert list(df["lever"]) == ["default", "ensemble", "ridge"]
