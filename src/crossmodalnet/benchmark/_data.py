@@ -249,7 +249,7 @@ def synthetic_benchmark_data(mdata: MuData, *, name: str, **kwargs) -> Benchmark
     name
         Data-set name.
     **kwargs
-        Further :class:`BenchmarkData` attributes (``extra``, ...).
+        Further ``BenchmarkData`` attributes (``extra``, ...).
 
     Returns
     -------

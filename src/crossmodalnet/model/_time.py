@@ -175,7 +175,7 @@ class TimeMixin:
         """Return the time embedding at arbitrary numeric time points.
 
         Trained time points give their learned embedding; values between two trained points give the
-        linear interpolation of their embeddings (paper §4.2), as used by :meth:`predict_protein`.
+        linear interpolation of their embeddings (paper §4.2), as used by :meth:`~crossmodalnet.model.CrossmodalNet.predict_protein`.
 
         Parameters
         ----------

@@ -42,7 +42,7 @@ _MAX_SKETCH_CELLS = 2000
 class ProteinUncertainty:
     """Predicted proteins with a per-value spread and a central interval (cells × proteins each).
 
-    Attributes
+    Parameters
     ----------
     mean
         The prediction, identical to ``predict_protein(..., return_uncertainty=False)``.
@@ -131,7 +131,7 @@ def _mc_dropout(module: nn.Module, rate: float | None, generator: torch.Generato
 
 
 class UncertaintyMixin:
-    """Per-value spread and calibrated intervals for :meth:`predict_protein`.
+    """Per-value spread and calibrated intervals for :meth:`~crossmodalnet.model.CrossmodalNet.predict_protein`.
 
     The spread of a predicted value has up to four parts, added as variances:
 
@@ -165,13 +165,13 @@ class UncertaintyMixin:
         rng: int | np.random.Generator | None = 0,
         batch_size: int = 1024,
     ) -> None:
-        """Calibrate the uncertainty of :meth:`predict_protein` on held-out cells with observed proteins.
+        """Calibrate the uncertainty of :meth:`~crossmodalnet.model.CrossmodalNet.predict_protein` on held-out cells with observed proteins.
 
         Stores in ``model.uncertainty_`` (saved and loaded with the model) the per-protein scale of
         the MC-dropout spread and the non-conformity scores ``|y − ŷ| / std`` of every calibration
         value, from which the interval multiplier of any level is computed. From up to 2,000
         training cells it also keeps the predictions and squared residuals (for the level term) and a
-        quantile sketch of each gene (to impute genes a query lacks). :meth:`predict_protein` with ``return_uncertainty=True`` calls this on the
+        quantile sketch of each gene (to impute genes a query lacks). :meth:`~crossmodalnet.model.CrossmodalNet.predict_protein` with ``return_uncertainty=True`` calls this on the
         validation cells if the model is not calibrated yet.
 
         Parameters

@@ -54,7 +54,7 @@ def renormalize_weights(weights: torch.Tensor) -> None:
 
 
 class GradNormStep(NamedTuple):
-    """Result of :func:`gradnorm_step`."""
+    """Result of :func:`~crossmodalnet.train.gradnorm_step`."""
 
     gradients: list[torch.Tensor | None]
     r"""Gradient of :math:`\sum_i w_i \mathcal{L}_i` for each parameter (``None`` where no task reaches it)."""
