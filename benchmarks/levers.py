@@ -18,6 +18,9 @@ Levers (``--levers``):
 - ``svd``: ``input_reduction="svd"`` (MLP input: a TruncatedSVD of the training RNA; the linear path
   still sees every gene) with ``n_input_features`` = 256, or the largest power of two below the
   numbers of training cells and genes when that is smaller.
+- ``screen256``, ``screen512``: ``input_reduction="screen"`` with ``n_input_features`` 256 or 512 (MLP
+  input: the genes most correlated with the proteins over the training cells, every protein's best
+  genes first; the linear path still sees every gene), or the number of genes - 1 when that is smaller.
 - ``group_lasso``: ``train(input_group_lasso=1e-4, early_stopping_patience=50)``.
 - ``patience50``: ``train(early_stopping_patience=50)``.
 - ``latent128``: ``n_latent=128``.
@@ -42,7 +45,17 @@ import numpy as np
 import pandas as pd
 
 DATA = ("bmmc", "pbmc", "dyngen", "synthetic:D1", "programs:D1")
-LEVERS = ("default", "ensemble", "svd", "group_lasso", "patience50", "latent128", "regularised")
+LEVERS = (
+    "default",
+    "ensemble",
+    "svd",
+    "group_lasso",
+    "patience50",
+    "latent128",
+    "regularised",
+    "screen256",
+    "screen512",
+)
 REFERENCES = ("ridge", "lightgbm")
 ENSEMBLE_OFFSETS = (0, 1000, 2000)
 _TRAIN = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False}
@@ -69,6 +82,8 @@ def lever_arguments(lever: str, n_train: int, n_genes: int) -> tuple[dict, dict]
         while k >= min(n_train, n_genes):
             k //= 2
         return {"input_reduction": "svd", "n_input_features": k}, {}
+    if lever.startswith("screen") and lever[6:].isdigit():
+        return {"input_reduction": "screen", "n_input_features": min(int(lever[6:]), n_genes - 1)}, {}
     if lever == "group_lasso":
         return {}, {"input_group_lasso": 1e-4, "early_stopping_patience": 50}
     if lever == "patience50":

@@ -51,6 +51,12 @@ def test_lever_arguments(levers):
         {"dropout_rate": 0.3},
         {"lr": 3e-4, "weight_decay": 1e-3},
     )
+    assert levers.lever_arguments("screen256", 800, 3000) == (
+        {"input_reduction": "screen", "n_input_features": 256},
+        {},
+    )
+    assert levers.lever_arguments("screen512", 800, 3000)[0]["n_input_features"] == 512
+    assert levers.lever_arguments("screen512", 800, 300)[0]["n_input_features"] == 299  # fewer genes
     with pytest.raises(ValueError, match="Unknown lever"):
         levers.lever_arguments("bagging", 800, 3000)
 

@@ -111,12 +111,18 @@ class CrossmodalNet(
         :meth:`train` call and saved with the model; the model still takes all registered genes.
         ``"hvg"``: keep the ``n_input_features`` most variable genes of the training cells
         (:func:`scanpy.pp.highly_variable_genes`, ``flavor="seurat"`` on the registered
-        log-normalised RNA); the other genes get zero saliency. ``"svd"``: project onto the first
+        log-normalised RNA); the other genes get zero saliency. ``"screen"``: keep the
+        ``n_input_features`` genes most correlated (Pearson, by absolute value) with the proteins
+        over the training cells, taken in rounds so that every protein first gets its own best
+        genes (each protein's top gene, then each protein's second, ...); a supervised screen for
+        proteins driven by a few genes. The other genes get zero saliency through the networks, but
+        the linear path still sees every gene. ``"svd"``: project onto the first
         ``n_input_features`` components of a :class:`~sklearn.decomposition.TruncatedSVD` of the
         training cells. Fewer input features shrink the first layer (the largest) and speed up
         training on 10⁴–10⁵ genes. ``None`` (default): all genes, as in the paper.
     n_input_features
-        Features kept by ``input_reduction``: default 2,000 for ``"hvg"`` and 256 for ``"svd"``.
+        Features kept by ``input_reduction``: default 2,000 for ``"hvg"``, 256 for ``"screen"`` and
+        256 for ``"svd"``. It must be between 1 and the number of genes - 1.
     standardize_protein
         Train on proteins centred and scaled by their mean and standard deviation over the
         training cells (fitted at the first :meth:`train` call, saved with the model). The losses
@@ -169,7 +175,7 @@ class CrossmodalNet(
         n_hidden_discriminator: int | None = None,
         lambda_dis: float | None = None,
         standardize_input: bool | None = None,
-        input_reduction: Literal["hvg", "svd"] | None = None,
+        input_reduction: Literal["hvg", "screen", "svd"] | None = None,
         n_input_features: int | None = None,
         standardize_protein: bool | None = None,
         linear_path: bool | None = None,

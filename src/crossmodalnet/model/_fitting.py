@@ -1,6 +1,7 @@
 """What a model fits in closed form on its training cells before the networks train.
 
-Gene and protein scaling, the input reduction (HVG selection or truncated SVD), the linear path,
+Gene and protein scaling, the input reduction (HVG selection, protein-correlation screen or truncated
+SVD), the linear path,
 and the gene moments used by saliency.
 """
 
@@ -52,6 +53,58 @@ def column_moments(X, rows: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, 
     return mean, np.sqrt(np.maximum(total_sq / rows.size - mean**2, 0.0))
 
 
+def screen_genes(X, Y: np.ndarray, rows: np.ndarray, n_genes: int, chunk: int = 4096) -> np.ndarray:
+    """Genes most correlated with the proteins over ``rows``, each protein's best genes first.
+
+    Every gene's Pearson correlation with every protein is computed over ``rows``. Genes are then
+    taken in rounds: round ``r`` adds each protein's ``r``-th most correlated gene (by
+    ``|r|``), so every protein gets its own top genes before any protein gets more; within the last
+    round, genes with the larger ``|r|`` to any protein come first. Constant genes have correlation
+    0; constant proteins are ignored.
+
+    Parameters
+    ----------
+    X
+        Cells × genes matrix (dense, sparse or backed), read by row chunks.
+    Y
+        Proteins of the cells ``rows`` (len(rows) × proteins), in the order of ``rows``.
+    rows
+        Row positions in ``X`` of the cells to use (the training cells).
+    n_genes
+        Number of genes to keep.
+    chunk
+        Rows of ``X`` read at once.
+
+    Returns
+    -------
+    Sorted positions of the ``n_genes`` kept genes.
+    """
+    order = np.argsort(np.asarray(rows), kind="stable")
+    rows, Yr = np.asarray(rows)[order], np.asarray(Y, dtype=np.float64)[order]
+    y_sd = Yr.std(axis=0)
+    informative = y_sd > 1e-12
+    if not informative.any():
+        raise ValueError("Every protein is constant over the training cells; there is nothing to screen genes by.")
+    Ys = (Yr[:, informative] - Yr[:, informative].mean(axis=0)) / y_sd[informative]
+    _, x_sd = column_moments(X, rows, chunk=chunk)
+    cross = np.zeros((X.shape[1], Ys.shape[1]))
+    for start in range(0, rows.size, chunk):
+        block = X[rows[start : start + chunk]]
+        ys = Ys[start : start + chunk]
+        # Ys is centred, so X need not be: sum_i x_i (y_i - mean y) is the covariance numerator
+        cross += np.asarray(block.T @ ys) if sparse.issparse(block) else np.asarray(block, dtype=np.float64).T @ ys
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = np.abs(cross / rows.size / x_sd[:, None])
+    corr[~np.isfinite(corr) | (x_sd[:, None] <= 1e-12)] = 0.0
+    # rank of each gene within each protein (0 = most correlated; ties by gene position)
+    rank = np.empty(corr.shape, dtype=np.int64)
+    order = np.argsort(-corr, axis=0, kind="stable")
+    np.put_along_axis(rank, order, np.arange(corr.shape[0])[:, None], axis=0)
+    best_rank, best_corr = rank.min(axis=1), corr.max(axis=1)
+    keep = np.lexsort((np.arange(corr.shape[0]), -best_corr, best_rank))[:n_genes]
+    return np.sort(keep)
+
+
 class TrainingFitMixin:
     """Fit the model's closed-form parts on its training cells (each only once, at the first ``train``)."""
 
@@ -77,7 +130,7 @@ class TrainingFitMixin:
         self.gene_moments_ = {"mean": mean.numpy(), "sd": sd.numpy()}
 
     def _fit_input_reduction(self, train_idx: np.ndarray, *, seed: int) -> None:
-        """Fit the HVG selection or the truncated SVD of the module's input on the training cells."""
+        """Fit the HVG selection, the gene screen or the truncated SVD of the module's input on the training cells."""
         X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         block = X[np.sort(train_idx)]
         block = block.tocsr() if sparse.issparse(block) else np.asarray(block, dtype=np.float32)
@@ -98,6 +151,10 @@ class TrainingFitMixin:
             # scanpy's genes first, then by normalised dispersion, then by position
             order = np.lexsort((np.arange(disp.size), -disp, ~hvg))
             self.module.fit_input_reduction(torch.as_tensor(np.sort(order[:k])))
+        elif self.module.input_reduction == "screen":
+            rows = np.sort(train_idx)
+            Y = self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, rows)
+            self.module.fit_input_reduction(torch.as_tensor(screen_genes(X, Y, rows, k)))
         else:
             from sklearn.decomposition import TruncatedSVD
 

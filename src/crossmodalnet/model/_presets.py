@@ -31,7 +31,7 @@ TRAIN_PRESETS: dict[str, dict[str, object]] = {
 MONITORS = ("pearson_cell_validation", "pearson_protein_validation")
 """Validation metrics that early stopping and best-epoch restoration can follow."""
 
-N_INPUT_FEATURES = {"hvg": 2000, "svd": 256}
+N_INPUT_FEATURES = {"hvg": 2000, "screen": 256, "svd": 256}
 """Default number of features kept by each ``input_reduction``."""
 
 

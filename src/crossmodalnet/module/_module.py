@@ -13,6 +13,9 @@ from crossmodalnet.nn import adversarial_cross_entropy, fader_loss, nlc_loss
 
 from ._components import Decoder, Discriminator, Encoder
 
+GENE_SUBSET_REDUCTIONS = ("hvg", "screen")
+"""Input reductions that keep a subset of the genes (buffer ``input_index``)."""
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -49,8 +52,8 @@ class CrossmodalModule(BaseModuleClass):
         (:meth:`fit_input_scaling`) before MLP1. The statistics are buffers, saved with the module.
     input_reduction
         Optional fixed reduction of the genes before MLP1, fitted on the training cells
-        (:meth:`fit_input_reduction`) and saved as a buffer: ``"hvg"`` keeps ``n_input_features``
-        genes, ``"svd"`` projects onto ``n_input_features`` truncated-SVD components. ``None``
+        (:meth:`fit_input_reduction`) and saved as a buffer: ``"hvg"`` and ``"screen"`` keep
+        ``n_input_features`` genes (chosen by variance or by correlation with the proteins), ``"svd"`` projects onto ``n_input_features`` truncated-SVD components. ``None``
         (default) feeds all genes, as in the paper.
     n_input_features
         Number of features after ``input_reduction``.
@@ -82,15 +85,15 @@ class CrossmodalModule(BaseModuleClass):
         n_hidden_discriminator: int = 128,
         lambda_dis: float = 0.5,
         standardize_input: bool = False,
-        input_reduction: Literal["hvg", "svd"] | None = None,
+        input_reduction: Literal["hvg", "screen", "svd"] | None = None,
         n_input_features: int | None = None,
         standardize_protein: bool = False,
         linear_path: bool = False,
         sparse_input: bool = True,
     ):
         super().__init__()
-        if input_reduction not in (None, "hvg", "svd"):
-            raise ValueError(f"`input_reduction` must be None, 'hvg' or 'svd', got {input_reduction!r}.")
+        if input_reduction not in (None, *GENE_SUBSET_REDUCTIONS, "svd"):
+            raise ValueError(f"`input_reduction` must be None, 'hvg', 'screen' or 'svd', got {input_reduction!r}.")
         if input_reduction is not None:
             if n_input_features is None or not 0 < n_input_features < n_input:
                 raise ValueError(
@@ -125,7 +128,7 @@ class CrossmodalModule(BaseModuleClass):
         self.register_buffer("input_scaling_fitted", torch.zeros((), dtype=torch.bool))
         # Buffers of the optional input reduction exist only when it is used, so models saved
         # without it keep their state-dict keys.
-        if input_reduction == "hvg":
+        if input_reduction in GENE_SUBSET_REDUCTIONS:
             self.register_buffer("input_index", torch.arange(n_features, dtype=torch.long))
         elif input_reduction == "svd":
             self.register_buffer("input_projection", torch.zeros(n_input, n_features))
@@ -202,8 +205,8 @@ class CrossmodalModule(BaseModuleClass):
 
     @torch.no_grad()
     def fit_input_reduction(self, value: torch.Tensor) -> None:
-        """Set the input reduction: gene indices (``"hvg"``) or a genes × features projection (``"svd"``)."""
-        if self.input_reduction == "hvg":
+        """Set the input reduction: gene indices (``"hvg"``, ``"screen"``) or a genes × features projection (``"svd"``)."""
+        if self.input_reduction in GENE_SUBSET_REDUCTIONS:
             value = torch.as_tensor(value, dtype=torch.long).reshape(-1)
             if value.numel() != self.n_features or not bool(((value >= 0) & (value < self.n_input)).all()):
                 raise ValueError(f"Expected {self.n_features} gene indices in [0, {self.n_input}).")
