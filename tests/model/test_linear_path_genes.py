@@ -91,12 +91,16 @@ def test_auto_chooses_the_gene_set_with_the_lowest_validation_mse(kind, expected
         assert set(range(12)) <= set(rec["genes"].tolist())  # the planted drivers are kept
 
 
-def test_all_and_screen_fit_one_gene_set():
+def test_default_is_auto_and_all_and_screen_fit_one_gene_set():
     mdata = _mdata("sparse")
     default = _fit(mdata)
-    assert default.linear_path_genes == "all"
-    assert default.linear_path_genes_["choice"] == "all"
-    assert list(default.linear_path_genes_["errors"]) == ["all"]
+    assert default.linear_path_genes == "auto"
+    assert len(default.linear_path_genes_["errors"]) == 3  # all, screen64, screen256 (400 genes)
+    assert CrossmodalNet(mdata, preset="paper").linear_path_genes == "all"  # no linear path: ignored
+    every = _fit(mdata, linear_path_genes="all")
+    assert every.linear_path_genes_["choice"] == "all"
+    assert list(every.linear_path_genes_["errors"]) == ["all"]
+    assert (every.module.linear_weight.abs().sum(1) > 0).all()
     screen = _fit(mdata, linear_path_genes="screen")
     assert list(screen.linear_path_genes_["errors"]) == ["screen256"]
     assert (screen.module.linear_weight.abs().sum(1) > 0).sum() == 256

@@ -76,7 +76,8 @@ class CrossmodalNet(
 
     The default preset adds a linear path ("wide and deep"): a ridge regression from genes to
     proteins with one intercept per time point, fitted in closed form on the training cells with
-    its penalty chosen on the validation cells. The networks learn the residual over it, starting
+    its genes (all, or the genes most correlated with the proteins) and penalty chosen on the
+    validation cells. The networks learn the residual over it, starting
     from exactly the ridge solution, and the best-epoch restoration can keep that starting point, so
     the validation score never ends below the ridge solution's. ``preset="paper"`` is the paper's
     model with its Table S1 settings.
@@ -135,17 +136,18 @@ class CrossmodalNet(
         model. A held-out time point gets its intercepts interpolated with the same weights as its
         time embedding.
     linear_path_genes
-        Genes the linear path is fitted on, chosen together with its penalty by the validation mean
-        squared error (over validation cells of trained time points; without any, by generalised
-        cross-validation on the training cells). ``"all"`` (default preset): every gene.
-        ``"screen"``: the 256 genes most correlated with the proteins over the training cells
-        (the screen of ``input_reduction="screen"``). ``"auto"``: the best of all genes and the top
-        64, 256 and 1,024 screened genes (those fewer than the genes). A dense ridge on thousands of
-        genes can fit a few hundred training cells almost exactly; fewer genes then generalise
-        better, while proteins that follow broad programmes of many genes favour all genes. The
-        other genes get zero linear weight; the choice, the genes (positions in the registered
-        RNA) and each candidate's error are in :attr:`linear_path_genes_` after the first
-        :meth:`train`. Ignored without a linear path.
+        Genes the linear path is fitted on, chosen together with its penalty by the validation
+        mean squared error (over validation cells of trained time points; without any, by
+        generalised cross-validation on the training cells). ``"all"``: every gene.
+        ``"screen"``: the 256 genes most correlated with the proteins over the training cells (the screen of
+        ``input_reduction="screen"``). ``"auto"`` (default preset): the best of all genes and the
+        top 64, 256 and 1,024 screened genes (those fewer than the genes). A ridge on thousands of
+        genes can fit a few hundred training cells almost exactly and leave the networks only
+        noise to learn; fewer genes then generalise better, while proteins that follow broad
+        programmes of many genes favour all genes. Genes outside the chosen set get zero linear
+        weight. The choice, the genes (positions in the registered RNA) and each candidate's
+        error are in ``model.linear_path_genes_`` after the first :meth:`train`. Ignored without
+        a linear path.
     registry
         Used by :meth:`load` to build a model without data; leave unset.
 
