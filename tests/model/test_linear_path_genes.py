@@ -130,3 +130,13 @@ def test_bad_linear_path_genes_is_refused():
         CrossmodalNet(mdata, linear_path_genes="screened")
     assert list(mdata["rna"].obs.columns) == list(before["rna"].obs.columns)
     np.testing.assert_array_equal(mdata["rna"].X, before["rna"].X)
+
+
+def test_auto_without_varying_proteins_keeps_all_genes():
+    mdata = _mdata("sparse")
+    mdata["prot"].X = np.ones_like(mdata["prot"].X)
+    mdata.update()
+    model = _fit(mdata, linear_path_genes="auto")
+    assert list(model.linear_path_genes_["errors"]) == ["all"]
+    with pytest.raises(ValueError, match="constant"):
+        _fit(mdata, linear_path_genes="screen")

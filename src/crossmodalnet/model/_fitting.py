@@ -200,8 +200,10 @@ class TrainingFitMixin:
         candidates: dict[str, np.ndarray] = {}
         if self.linear_path_genes != "screen" or LINEAR_SCREEN_DEFAULT >= n_genes:
             candidates["all"] = np.arange(n_genes)
+        # "auto" keeps to all genes when no protein varies over the training cells (nothing to screen by)
+        screenable = self.linear_path_genes == "screen" or bool((Y_train.std(axis=0) > 1e-12).any())
         for k in sizes:
-            if k < n_genes:
+            if k < n_genes and screenable:
                 X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
                 candidates[f"screen{k}"] = screen_genes(X, Y_train, train_idx, k)
         fits, errors = {}, {}
