@@ -21,6 +21,8 @@ Levers (``--levers``):
 - ``screen256``, ``screen512``: ``input_reduction="screen"`` with ``n_input_features`` 256 or 512 (MLP
   input: the genes most correlated with the proteins over the training cells, every protein's best
   genes first; the linear path still sees every gene), or the number of genes - 1 when that is smaller.
+- ``linpath_auto``: ``linear_path_genes="auto"`` (the linear path's genes, all or the top 64, 256 or
+  1,024 screened genes, chosen with its penalty on the validation cells).
 - ``group_lasso``: ``train(input_group_lasso=1e-4, early_stopping_patience=50)``.
 - ``patience50``: ``train(early_stopping_patience=50)``.
 - ``latent128``: ``n_latent=128``.
@@ -55,6 +57,7 @@ LEVERS = (
     "regularised",
     "screen256",
     "screen512",
+    "linpath_auto",
 )
 REFERENCES = ("ridge", "lightgbm")
 ENSEMBLE_OFFSETS = (0, 1000, 2000)
@@ -84,6 +87,8 @@ def lever_arguments(lever: str, n_train: int, n_genes: int) -> tuple[dict, dict]
         return {"input_reduction": "svd", "n_input_features": k}, {}
     if lever.startswith("screen") and lever[6:].isdigit():
         return {"input_reduction": "screen", "n_input_features": min(int(lever[6:]), n_genes - 1)}, {}
+    if lever == "linpath_auto":
+        return {"linear_path_genes": "auto"}, {}
     if lever == "group_lasso":
         return {}, {"input_group_lasso": 1e-4, "early_stopping_patience": 50}
     if lever == "patience50":

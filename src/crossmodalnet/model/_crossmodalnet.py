@@ -31,7 +31,7 @@ from ._callbacks import TrainingCallbacksMixin
 from ._docstrings import docs
 from ._fitting import TrainingFitMixin
 from ._inference import BatchedInferenceMixin
-from ._presets import MONITORS, N_INPUT_FEATURES, TRAIN_PRESETS, resolve_preset
+from ._presets import LINEAR_PATH_GENES, MONITORS, N_INPUT_FEATURES, TRAIN_PRESETS, resolve_preset
 from ._query import QueryMixin, gene_id_columns
 from ._registration import RegisteredNamesMixin, checked_fields
 from ._saliency import SaliencyMixin
@@ -76,7 +76,8 @@ class CrossmodalNet(
 
     The default preset adds a linear path ("wide and deep"): a ridge regression from genes to
     proteins with one intercept per time point, fitted in closed form on the training cells with
-    its penalty chosen on the validation cells. The networks learn the residual over it, starting
+    its genes (all, or the genes most correlated with the proteins) and penalty chosen on the
+    validation cells. The networks learn the residual over it, starting
     from exactly the ridge solution, and the best-epoch restoration can keep that starting point, so
     the validation score never ends below the ridge solution's. ``preset="paper"`` is the paper's
     model with its Table S1 settings.
@@ -134,6 +135,19 @@ class CrossmodalNet(
         weights are fitted at the first :meth:`train` call on the training cells and saved with the
         model. A held-out time point gets its intercepts interpolated with the same weights as its
         time embedding.
+    linear_path_genes
+        Genes the linear path is fitted on, chosen together with its penalty by the validation
+        mean squared error (over validation cells of trained time points; without any, by
+        generalised cross-validation on the training cells). ``"all"``: every gene.
+        ``"screen"``: the 256 genes most correlated with the proteins over the training cells (the screen of
+        ``input_reduction="screen"``). ``"auto"`` (default preset): the best of all genes and the
+        top 64, 256 and 1,024 screened genes (those fewer than the genes). A ridge on thousands of
+        genes can fit a few hundred training cells almost exactly and leave the networks only
+        noise to learn; fewer genes then generalise better, while proteins that follow broad
+        programmes of many genes favour all genes. Genes outside the chosen set get zero linear
+        weight. The choice, the genes (positions in the registered RNA) and each candidate's
+        error are in ``model.linear_path_genes_`` after the first :meth:`train`. Ignored without
+        a linear path.
     registry
         Used by :meth:`load` to build a model without data; leave unset.
 
@@ -179,8 +193,13 @@ class CrossmodalNet(
         n_input_features: int | None = None,
         standardize_protein: bool | None = None,
         linear_path: bool | None = None,
+        linear_path_genes: Literal["all", "screen", "auto"] | None = None,
         registry: dict | None = None,
     ):
+        if linear_path_genes is not None and linear_path_genes not in LINEAR_PATH_GENES:
+            raise ValueError(
+                f"`linear_path_genes` must be one of {list(LINEAR_PATH_GENES)}, got {linear_path_genes!r}."
+            )
         resolved = resolve_preset(
             preset,
             {
@@ -192,6 +211,7 @@ class CrossmodalNet(
                 "standardize_input": standardize_input,
                 "standardize_protein": standardize_protein,
                 "linear_path": linear_path,
+                "linear_path_genes": linear_path_genes,
             },
         )
         super().__init__(mdata, registry=registry)
@@ -206,8 +226,10 @@ class CrossmodalNet(
             n_cats_per_cov=[n_time, n_batch],
             input_reduction=input_reduction,
             n_input_features=n_input_features,
-            **resolved,
+            **{k: v for k, v in resolved.items() if k != "linear_path_genes"},
         )
+        self.linear_path_genes = resolved["linear_path_genes"]
+        self.linear_path_genes_: dict | None = None
         self.split_: dict = {}
         self.trained_time_codes_: np.ndarray | None = None
         self.training_cells_: np.ndarray | None = None
@@ -223,7 +245,7 @@ class CrossmodalNet(
             f"{n_time} time point(s), {n_batch} batch(es)"
             + ("" if input_reduction is None else f", input {input_reduction} → {n_input_features} features")
             + (", standardised proteins" if resolved["standardize_protein"] else "")
-            + (", linear path" if resolved["linear_path"] else "")
+            + (f", linear path ({resolved['linear_path_genes']} genes)" if resolved["linear_path"] else "")
             + f" (preset {preset!r})"
         )
         # the resolved settings are what the model saves

@@ -16,7 +16,7 @@ from scipy import sparse
 
 from crossmodalnet._constants import REGISTRY_KEYS
 
-from ._linear import fit_ridge_by_time
+from ._linear import LINEAR_SCREEN_DEFAULT, LINEAR_SCREEN_SIZES, fit_ridge_by_time
 
 logger = logging.getLogger(__name__)
 
@@ -172,11 +172,16 @@ class TrainingFitMixin:
         return self.module.scale_protein(Y).double().numpy()
 
     def _fit_linear_path(self, train_idx: np.ndarray, val_idx: np.ndarray) -> float:
-        """Fit the linear path on the training cells, its penalty chosen on validation cells of trained time points.
+        """Fit the linear path on the training cells, its genes and penalty chosen on validation cells.
 
-        Proteins are taken on the loss scale. An unseen time point later gets the intercepts
-        interpolated with the same weights as its time embedding. See
-        :func:`~crossmodalnet.model._linear.fit_ridge_by_time`.
+        Proteins are taken on the loss scale. Each candidate gene set (``linear_path_genes``: all
+        genes, the screened genes of :func:`screen_genes` on the training cells, or both kinds for
+        ``"auto"``) gets its own penalty from the grid of
+        :func:`~crossmodalnet.model._linear.fit_ridge_by_time`; the set and penalty with the lowest
+        validation mean squared error (over validation cells of trained time points; without any,
+        the generalised cross-validation estimate) win. Genes outside the chosen set get zero
+        weight. The choice is recorded in ``linear_path_genes_``. An unseen time point later gets
+        the intercepts interpolated with the same weights as its time embedding.
 
         Returns
         -------
@@ -186,20 +191,51 @@ class TrainingFitMixin:
         codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1).astype(np.int64)
         t_train, t_val = codes[train_idx], codes[val_idx]
         val_known = val_idx[np.isin(t_val, t_train)]
-        validation = {}
-        if val_known.size:
-            validation = {
-                "X_val": self._registered_dense(REGISTRY_KEYS.X_KEY, val_known),
-                "Y_val": self._loss_scale_proteins(val_known),
-                "t_val": codes[val_known],
-            }
-        W, intercept, alpha, n_candidates = fit_ridge_by_time(
-            self._registered_dense(REGISTRY_KEYS.X_KEY, train_idx),
-            self._loss_scale_proteins(train_idx),
-            t_train,
-            len(self.time_categories),
-            **validation,
-        )
+        X_train = self._registered_dense(REGISTRY_KEYS.X_KEY, train_idx)
+        Y_train = self._loss_scale_proteins(train_idx)
+        X_val = self._registered_dense(REGISTRY_KEYS.X_KEY, val_known) if val_known.size else None
+        Y_val = self._loss_scale_proteins(val_known) if val_known.size else None
+        n_genes = X_train.shape[1]
+        sizes = {"all": (), "screen": (LINEAR_SCREEN_DEFAULT,), "auto": LINEAR_SCREEN_SIZES}[self.linear_path_genes]
+        candidates: dict[str, np.ndarray] = {}
+        if self.linear_path_genes != "screen" or LINEAR_SCREEN_DEFAULT >= n_genes:
+            candidates["all"] = np.arange(n_genes)
+        # "auto" keeps to all genes when no protein varies over the training cells (nothing to screen by)
+        screenable = self.linear_path_genes == "screen" or bool((Y_train.std(axis=0) > 1e-12).any())
+        for k in sizes:
+            if k < n_genes and screenable:
+                X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+                candidates[f"screen{k}"] = screen_genes(X, Y_train, train_idx, k)
+        fits, errors = {}, {}
+        for name, genes in candidates.items():
+            *fits[name], errors[name] = fit_ridge_by_time(
+                X_train[:, genes],
+                Y_train,
+                t_train,
+                len(self.time_categories),
+                X_val=None if X_val is None else X_val[:, genes],
+                Y_val=Y_val,
+                t_val=codes[val_known],
+                return_error=True,
+            )
+        choice = min(errors, key=errors.get)  # first candidate on ties: all genes, then fewer screened genes
+        W_chosen, intercept, alpha, n_alphas = fits[choice]
+        W = np.zeros((n_genes, W_chosen.shape[1]))
+        W[candidates[choice]] = W_chosen
         self.module.fit_linear_path(torch.as_tensor(W), torch.as_tensor(intercept), alpha)
-        logger.info("linear path: ridge alpha %.4g (%d candidates)", alpha, n_candidates)
+        self.linear_path_genes_ = {
+            "choice": choice,
+            "genes": candidates[choice].astype(np.int64),
+            "criterion": "validation_mse" if X_val is not None else "gcv",
+            "errors": {k: float(v) for k, v in errors.items()},
+            "alpha": float(alpha),
+        }
+        logger.info(
+            "linear path: genes %s (%d), ridge alpha %.4g (%d gene sets × %d penalties)",
+            choice,
+            candidates[choice].size,
+            alpha,
+            len(candidates),
+            n_alphas,
+        )
         return alpha

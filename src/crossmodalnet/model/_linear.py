@@ -8,6 +8,12 @@ from scipy import linalg
 LINEAR_ALPHA_GRID = tuple(float(a) for a in np.logspace(-4, 3, 29))
 """Ridge penalties of the linear path, relative to the mean squared singular value of the training RNA."""
 
+LINEAR_SCREEN_SIZES = (64, 256, 1024)
+"""Numbers of screened genes the linear path's ``"auto"`` gene set chooses from (beside all genes)."""
+
+LINEAR_SCREEN_DEFAULT = 256
+"""Number of screened genes of the linear path's ``"screen"`` gene set."""
+
 
 def fit_ridge_by_time(
     X: np.ndarray,
@@ -18,7 +24,9 @@ def fit_ridge_by_time(
     Y_val: np.ndarray | None = None,
     t_val: np.ndarray | None = None,
     alpha_grid: tuple[float, ...] = LINEAR_ALPHA_GRID,
-) -> tuple[np.ndarray, np.ndarray, float, int]:
+    *,
+    return_error: bool = False,
+) -> tuple:
     """Fit ridge regression with per-time-point intercepts, the penalty chosen on validation cells.
 
     Genes and proteins are centred within each time point of the training cells, so every trained
@@ -40,11 +48,14 @@ def fit_ridge_by_time(
         Validation cells of trained time points (may be ``None`` or empty).
     alpha_grid
         Relative penalties to choose from.
+    return_error
+        Also return the selection criterion of the chosen penalty: the validation mean squared
+        error, or the generalised cross-validation estimate of it without validation cells.
 
     Returns
     -------
     Weights (genes × proteins), intercepts (time categories × proteins), the chosen absolute penalty
-    and the number of candidates.
+    and the number of candidates; with ``return_error``, the criterion of the chosen penalty last.
     """
     mean_x = np.tile(X.mean(0), (n_time, 1))
     mean_y = np.tile(Y.mean(0), (n_time, 1))
@@ -67,7 +78,10 @@ def fit_ridge_by_time(
             shrink = sv**2 / (sv**2 + a)
             rss = resid_total + np.sum(((1 - shrink)[:, None] * UtY) ** 2)
             errors.append(rss / n / max(1 - shrink.sum() / n, 1e-6) ** 2)
-    alpha = float(alphas[int(np.argmin(errors))])
+    best = int(np.argmin(errors))
+    alpha = float(alphas[best])
     W = Vt.T @ ((sv / (sv**2 + alpha))[:, None] * UtY)
     intercept = mean_y - mean_x @ W
+    if return_error:
+        return W, intercept, alpha, len(alphas), float(errors[best])
     return W, intercept, alpha, len(alphas)

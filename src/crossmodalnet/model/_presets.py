@@ -15,18 +15,23 @@ _PAPER: dict[str, object] = {
     "n_input_features": None,
     "standardize_protein": False,
     "linear_path": False,
+    "linear_path_genes": "all",
 }
 PRESETS: dict[str, dict[str, object]] = {
     "paper": _PAPER,
-    "default": {**_PAPER, "standardize_protein": True, "linear_path": True},
+    "default": {**_PAPER, "standardize_protein": True, "linear_path": True, "linear_path_genes": "auto"},
 }
-"""Model settings of each preset: ``"paper"`` is Table S1 of :cite:t:`Yang2023`; ``"default"`` adds the linear path."""
+"""Model settings of each preset: ``"paper"`` is Table S1 of :cite:t:`Yang2023`; ``"default"`` adds the linear path
+(its genes chosen on the validation cells)."""
 
 TRAIN_PRESETS: dict[str, dict[str, object]] = {
     "paper": {"max_epochs": 500, "early_stopping_patience": 10},
     "default": {"max_epochs": 500, "early_stopping_patience": 10},
 }
 """Training settings that differ between presets (used where :meth:`CrossmodalNet.train` gets ``None``)."""
+
+LINEAR_PATH_GENES = ("all", "screen", "auto")
+"""Gene sets the linear path can be fitted on (``CrossmodalNet(linear_path_genes=...)``)."""
 
 MONITORS = ("pearson_cell_validation", "pearson_protein_validation")
 """Validation metrics that early stopping and best-epoch restoration can follow."""
