@@ -23,8 +23,8 @@ PRESETS: dict[str, dict[str, object]] = {
 """Model settings of each preset: ``"paper"`` is Table S1 of :cite:t:`Yang2023`; ``"default"`` adds the linear path."""
 
 TRAIN_PRESETS: dict[str, dict[str, object]] = {
-    "paper": {"max_epochs": 500, "early_stopping_patience": 10},
-    "default": {"max_epochs": 500, "early_stopping_patience": 10},
+    "paper": {"max_epochs": 500, "early_stopping_patience": 10, "disentangle_epochs": 0},
+    "default": {"max_epochs": 500, "early_stopping_patience": 10, "disentangle_epochs": 50},
 }
 """Training settings that differ between presets (used where :meth:`CrossmodalNet.train` gets ``None``)."""
 
