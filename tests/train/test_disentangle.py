@@ -88,36 +88,46 @@ def test_record_and_presets(norm_mdata):
     assert "disentangle" not in paper.split_
 
 
-def test_a_harmful_phase_is_reverted_with_a_warning(small_model, monkeypatch):
+def test_a_harmful_phase_is_reverted_with_a_warning(norm_mdata, monkeypatch):
     import crossmodalnet.model._disentangle as mod
 
+    saved = {}
+
     def ruin(module, batches, **kwargs):
+        saved.update({k: v.clone() for k, v in module.state_dict().items()})
         with torch.no_grad():
             for p in module.encoder.parameters():
                 p.normal_()
         return [1.0]
 
-    # the default MMD phase leaves the decoder and embeddings as they were
-
     monkeypatch.setattr(mod, "disentangle_encoder", ruin)
-    trained = {k: v.clone() for k, v in small_model.module.state_dict().items()}
-    # no epoch of a zero-learning-rate call beats the current weights, so they are restored before the phase
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    # the paper preset has no linear path, so its predictions depend on the encoder from the first epoch
+    model = CrossmodalNet(mdata, preset="paper", n_latent=16)
     with pytest.warns(UserWarning, match="disentangling phase lowered"):
-        small_model.train(
-            max_epochs=1,
-            batch_size=64,
-            lr=0.0,
-            lr_discriminator=0.0,
-            disentangle_epochs=1,
-            disentangle_tolerance=0.0,
-            **TRAIN,
-        )
-    rec = small_model.split_["disentangle"]
+        model.train(max_epochs=2, batch_size=64, disentangle_epochs=1, disentangle_tolerance=0.0, **TRAIN)
+    rec = model.split_["disentangle"]
     assert rec["accepted"] is False
     assert rec["pearson_protein_validation_after"] < rec["pearson_protein_validation_before"]
-    for k, v in small_model.module.state_dict().items():
-        if k.startswith("encoder."):
-            assert torch.equal(v, trained[k]), k
+    for k, v in model.module.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+
+
+def test_continued_call_that_keeps_its_start_skips_the_phase(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=16)
+    model.train(max_epochs=2, batch_size=64, disentangle_epochs=3, **TRAIN)
+    record = model.split_["disentangle"]
+    state = {k: v.clone() for k, v in model.module.state_dict().items()}
+    # a zero learning rate: no epoch beats the start, which is kept as it was
+    model.train(max_epochs=1, batch_size=64, lr=0.0, lr_discriminator=0.0, lr_gradnorm=0.0, **TRAIN)
+    assert model.split_["best_epoch"] == -1
+    assert model.split_["disentangle"] == record
+    for k, v in model.module.state_dict().items():
+        if not k.endswith("num_batches_tracked"):
+            assert torch.equal(v, state[k]), k
 
 
 @pytest.mark.slow

@@ -421,7 +421,9 @@ class CrossmodalNet(
         disentangle_tolerance
             The new encoder is kept only if validation per-protein Pearson drops by at most this
             much; otherwise the encoder before the phase is restored, with a warning. The outcome
-            is in ``model.split_["disentangle"]``.
+            is in ``model.split_["disentangle"]``. A continued call (see Notes) that keeps the
+            weights it started from skips the phase; one that keeps a new epoch can end up to this
+            much below the validation Pearson it started from.
         disentangle_kwargs
             Keyword arguments of :func:`crossmodalnet.train.disentangle_encoder` (``objective``:
             ``"mmd"`` or ``"confusion"``, ``weight``, ``discriminator_steps``); its learning rates
@@ -523,16 +525,18 @@ class CrossmodalNet(
         # scvi-tools' logger keeps object columns; numeric ones are what users plot and compare.
         self.history_ = {k: v.astype(float) for k, v in (self.history_ or {}).items()}
         self._log_training(runner.trainer.current_epoch, max_epochs, restore, early_stopping_monitor)
-        self._disentangle(
-            train_idx,
-            val_idx,
-            epochs=disentangle_epochs,
-            tolerance=disentangle_tolerance,
-            plan=plan,
-            batch_size=batch_size,
-            sparse_batches=sparse_batches,
-            disentangle_kwargs=disentangle_kwargs,
-        )
+        # a continued call that kept the weights it started from keeps their (already disentangled) encoder too
+        if not (continued and restore.best_epoch == -1):
+            self._disentangle(
+                train_idx,
+                val_idx,
+                epochs=disentangle_epochs,
+                tolerance=disentangle_tolerance,
+                plan=plan,
+                batch_size=batch_size,
+                sparse_batches=sparse_batches,
+                disentangle_kwargs=disentangle_kwargs,
+            )
         self.module.eval()
 
     # --- getters ---------------------------------------------------------------------------------
