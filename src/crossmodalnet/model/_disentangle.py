@@ -106,6 +106,7 @@ class DisentangleMixin:
             "lr_discriminator": plan.lr_discriminator,
             "weight_decay_discriminator": plan.weight_decay_discriminator,
             "gradient_penalty": plan.gradient_penalty,
+            "input_group_lasso": plan.input_group_lasso,
             **(disentangle_kwargs or {}),
         }
         term = disentangle_encoder(module, loader, epochs=epochs, **settings)

@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from crossmodalnet._constants import REGISTRY_KEYS
-from crossmodalnet.nn import confusion_loss, covariate_mmd, discriminator_loss, nlc_loss
+from crossmodalnet.nn import confusion_loss, covariate_mmd, discriminator_loss, group_lasso, nlc_loss
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -29,6 +29,7 @@ def disentangle_encoder(
     lr_discriminator: float = 0.0087,
     weight_decay_discriminator: float = 5e-5,
     gradient_penalty: float = 0.4,
+    input_group_lasso: float = 0.0,
 ) -> list[float]:
     r"""Train the encoder (MLP1) alone so the covariates can no longer be read from the basal latent.
 
@@ -64,6 +65,9 @@ def disentangle_encoder(
         Adam settings of the encoder.
     lr_discriminator, weight_decay_discriminator, gradient_penalty
         With ``"confusion"``: Adam settings and gradient penalty of the discriminators.
+    input_group_lasso
+        Weight of the group-lasso penalty on MLP1's first layer (:func:`~crossmodalnet.nn.group_lasso`),
+        as in training, added to the loss.
 
     Returns
     -------
@@ -119,6 +123,8 @@ def disentangle_encoder(
                 else:
                     term = confusion_loss([module.discriminators[i](z) for i in adv])
                 loss = nlc_loss(pred, target) + F.mse_loss(pred, target) + weight * term
+                if input_group_lasso > 0:
+                    loss = loss + input_group_lasso * group_lasso(module.encoder.first_layer.weight)
                 opt_enc.zero_grad(set_to_none=True)
                 opt_dis.zero_grad(set_to_none=True)
                 loss.backward()
