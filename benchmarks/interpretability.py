@@ -320,7 +320,6 @@ def _cmn_latent(task: Task, role: str) -> tuple[np.ndarray, dict]:
     import scvi
     import torch
 
-    from crossmodalnet.benchmark._data import TRAIN_SIZE, VALIDATION_SIZE
     from crossmodalnet.model import CrossmodalNet
 
     mdata = task.data.to_mudata()
@@ -329,13 +328,9 @@ def _cmn_latent(task: Task, role: str) -> tuple[np.ndarray, dict]:
     CrossmodalNet.setup_mudata(mdata, **{f"{role}_key": "time"})
     model = CrossmodalNet(mdata, **task.config.get("model_kwargs", {}))
     train_kw = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False}
-    model.train(
-        split="random",
-        train_size=TRAIN_SIZE,
-        validation_size=VALIDATION_SIZE,
-        split_seed=task.seed,
-        **(train_kw | task.config.get("train_kwargs", {})),
-    )
+    # the harness's split: the model would stratify a `batch_key` covariate differently
+    split = {"external_indexing": [np.asarray(task.train), np.asarray(task.val), np.asarray(task.test)]}
+    model.train(datasplitter_kwargs=split, split_seed=task.seed, **(train_kw | task.config.get("train_kwargs", {})))
     if not np.array_equal(np.sort(np.asarray(model.test_indices)), np.sort(task.test)):
         raise RuntimeError("the model drew another test split than the harness")
     pred = model.predict_protein(mdata).to_numpy()

@@ -116,3 +116,19 @@ def test_group_lasso_value_and_gradient():
     # the gradient of each non-zero column is its unit vector; an all-zero column gets zero, not NaN
     expected = torch.tensor([[0.0, 0.6, 1 / math.sqrt(2.0)], [0.0, 0.8, -1 / math.sqrt(2.0)]])
     torch.testing.assert_close(grad, expected)
+
+
+def test_confusion_loss_is_log_k_at_uniform_output_and_bounded_below():
+    from crossmodalnet.nn import confusion_loss
+
+    uniform = torch.zeros(6, 3)
+    assert confusion_loss([uniform]).item() == pytest.approx(math.log(3), rel=1e-6)
+    # two discriminators add up
+    assert confusion_loss([uniform, torch.zeros(6, 2)]).item() == pytest.approx(math.log(3) + math.log(2), rel=1e-6)
+    # a confident discriminator (right or wrong) costs more than the uniform output
+    confident = torch.tensor([[10.0, 0.0, 0.0]]).repeat(6, 1)
+    assert confusion_loss([confident]).item() > math.log(3) + 1
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        assert confusion_loss([torch.randn(6, 3, generator=gen)]).item() >= math.log(3) - 1e-6
+    assert confusion_loss([]).item() == 0.0

@@ -28,6 +28,7 @@ from crossmodalnet.module import CrossmodalModule
 from crossmodalnet.train import FaderGradNormPlan
 
 from ._callbacks import TrainingCallbacksMixin
+from ._disentangle import DisentangleMixin, check_disentangle_settings
 from ._docstrings import docs
 from ._fitting import TrainingFitMixin
 from ._inference import BatchedInferenceMixin
@@ -61,6 +62,7 @@ class CrossmodalNet(
     SplitMixin,
     TrainingFitMixin,
     TrainingCallbacksMixin,
+    DisentangleMixin,
     RegisteredNamesMixin,
     SaveLoadMixin,
     BaseModelClass,
@@ -370,6 +372,9 @@ class CrossmodalNet(
         lr_gradnorm: float | None = None,
         gradnorm_alpha: float | None = None,
         input_group_lasso: float | None = None,
+        disentangle_epochs: int | None = None,
+        disentangle_tolerance: float = 0.01,
+        disentangle_kwargs: dict | None = None,
         plan_kwargs: dict | None = None,
         datasplitter_kwargs: dict | None = None,
         **trainer_kwargs,
@@ -433,6 +438,24 @@ class CrossmodalNet(
             relative to genes (docs page *Benchmarks*). 0 is the paper's objective. Its strength
             interacts with ``lr`` (Adam) and ``n_latent``; tune it on validation cells.
             With ``input_reduction``, the groups are the reduced features.
+        disentangle_epochs
+            Epochs of the disentangling phase after best-epoch restoration: the encoder alone trains
+            with MLP2, the embeddings and the linear path frozen, on the prediction loss plus the
+            maximum mean discrepancy of the basal latent between covariate categories, so the basal
+            latent (:meth:`get_latent_representation`) stops carrying the time point and batch
+            (:func:`crossmodalnet.train.disentangle_encoder`; docs page *Interpretability*).
+            ``None`` takes the preset's value (50 for ``"default"``, 0 for ``"paper"``); 0 switches
+            it off.
+        disentangle_tolerance
+            The new encoder is kept only if validation per-protein Pearson drops by at most this
+            much; otherwise the encoder before the phase is restored, with a warning. The outcome
+            is in ``model.split_["disentangle"]``. A continued call (see Notes) that keeps the
+            weights it started from skips the phase; one that keeps a new epoch can end up to this
+            much below the validation Pearson it started from.
+        disentangle_kwargs
+            Keyword arguments of :func:`crossmodalnet.train.disentangle_encoder` (``objective``:
+            ``"mmd"`` or ``"confusion"``, ``weight``, ``discriminator_steps``); its learning rates
+            default to the training plan's.
         plan_kwargs
             Keyword arguments of ``crossmodalnet.train.FaderGradNormPlan``, which holds the
             default of every training-plan setting above (``None`` there: the plan's default).
@@ -454,6 +477,11 @@ class CrossmodalNet(
         max_epochs = train_defaults["max_epochs"] if max_epochs is None else max_epochs
         if early_stopping_patience is None:
             early_stopping_patience = train_defaults["early_stopping_patience"]
+        disentangle_epochs, disentangle_tolerance = check_disentangle_settings(
+            train_defaults["disentangle_epochs"] if disentangle_epochs is None else disentangle_epochs,
+            disentangle_tolerance,
+            disentangle_kwargs,
+        )
         if early_stopping_monitor not in MONITORS:
             raise ValueError(f"`early_stopping_monitor` must be one of {MONITORS}, got {early_stopping_monitor!r}.")
         if self.adata_manager is None:
@@ -525,6 +553,18 @@ class CrossmodalNet(
         # scvi-tools' logger keeps object columns; numeric ones are what users plot and compare.
         self.history_ = {k: v.astype(float) for k, v in (self.history_ or {}).items()}
         self._log_training(runner.trainer.current_epoch, max_epochs, restore, early_stopping_monitor)
+        # a continued call that kept the weights it started from keeps their (already disentangled) encoder too
+        if not (continued and restore.best_epoch == -1):
+            self._disentangle(
+                train_idx,
+                val_idx,
+                epochs=disentangle_epochs,
+                tolerance=disentangle_tolerance,
+                plan=plan,
+                batch_size=batch_size,
+                sparse_batches=sparse_batches,
+                disentangle_kwargs=disentangle_kwargs,
+            )
         self.module.eval()
 
     # --- getters ---------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ PRESETS: dict[str, dict[str, object]] = {
 (its genes chosen on the validation cells)."""
 
 TRAIN_PRESETS: dict[str, dict[str, object]] = {
-    "paper": {"max_epochs": 500, "early_stopping_patience": 10},
-    "default": {"max_epochs": 500, "early_stopping_patience": 10},
+    "paper": {"max_epochs": 500, "early_stopping_patience": 10, "disentangle_epochs": 0},
+    "default": {"max_epochs": 500, "early_stopping_patience": 10, "disentangle_epochs": 50},
 }
 """Training settings that differ between presets (used where :meth:`CrossmodalNet.train` gets ``None``)."""
 

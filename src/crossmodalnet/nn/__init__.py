@@ -1,5 +1,7 @@
 from ._losses import (
     adversarial_cross_entropy,
+    confusion_loss,
+    covariate_mmd,
     discriminator_loss,
     fader_loss,
     group_lasso,
@@ -9,6 +11,8 @@ from ._losses import (
 
 __all__ = [
     "adversarial_cross_entropy",
+    "confusion_loss",
+    "covariate_mmd",
     "discriminator_loss",
     "fader_loss",
     "group_lasso",

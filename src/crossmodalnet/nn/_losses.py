@@ -77,6 +77,70 @@ def adversarial_cross_entropy(logits: Sequence[torch.Tensor], targets: Sequence[
     return [F.cross_entropy(lg, codes) for lg, codes in zip(logits, targets, strict=True)]
 
 
+def confusion_loss(logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    r"""Domain-confusion loss: cross-entropy of each discriminator's output against the uniform distribution.
+
+    :math:`-\frac{1}{n K}\sum_i \sum_k \log \mathrm{softmax}(D(z_i))_k`, summed over the
+    discriminators (:cite:t:`Tzeng2015`). Unlike the paper's :math:`-\mathrm{CE}` term, it is
+    bounded below (by :math:`\sum \log K`) and minimal when the discriminator cannot tell the
+    categories apart, instead of when it confidently predicts a wrong one.
+
+    Parameters
+    ----------
+    logits
+        Discriminator logits (cells × categories), one per covariate, computed from the
+        (non-detached) basal latent.
+
+    Returns
+    -------
+    Scalar tensor (0 for no discriminators).
+    """
+    total = None
+    for lg in logits:
+        term = -F.log_softmax(lg, dim=1).mean()
+        total = term if total is None else total + term
+    if total is None:
+        return torch.zeros(())
+    return total
+
+
+def covariate_mmd(z: torch.Tensor, codes: torch.Tensor, *, scales: Sequence[float] = (0.25, 1.0, 4.0)) -> torch.Tensor:
+    r"""Maximum mean discrepancy between the cells of each category and all other cells, summed over categories.
+
+    :math:`\sum_c \mathrm{MMD}^2(z_{t=c}, z_{t \neq c})` :cite:p:`Gretton2012` with a sum of Gaussian
+    kernels :math:`\exp(-\lVert a - b \rVert^2 / (s \cdot m))` on the standardised latent, where
+    :math:`m` is the median squared distance of the mini-batch (not differentiated) and :math:`s`
+    runs over ``scales``. Its population value is 0 when every category has the same distribution
+    in ``z`` (the mini-batch estimate, a V-statistic, is then small but positive) and it grows as
+    any moment of one category departs from the rest, so minimising it removes what any
+    classifier, linear or not, could read about the covariate.
+
+    Parameters
+    ----------
+    z
+        Latent of a mini-batch, cells × dimensions.
+    codes
+        Integer category of each cell (1-d).
+    scales
+        Kernel bandwidths, as multiples of the median squared distance.
+
+    Returns
+    -------
+    Scalar tensor (0 when fewer than two categories have at least two cells each).
+    """
+    zs = (z - z.mean(0)) / (z.std(0) + 1e-6)
+    d = torch.cdist(zs, zs).square()
+    med = d.detach().median().clamp_min(1e-6)
+    k = sum(torch.exp(-d / (med * s)) for s in scales)
+    total = z.new_zeros(())
+    for c in torch.unique(codes):
+        inside = codes == c
+        if int(inside.sum()) < 2 or int((~inside).sum()) < 2:
+            continue
+        total = total + k[inside][:, inside].mean() + k[~inside][:, ~inside].mean() - 2 * k[inside][:, ~inside].mean()
+    return total
+
+
 def fader_loss(
     pred: torch.Tensor,
     target: torch.Tensor,

@@ -1,5 +1,7 @@
 from crossmodalnet.nn import (
     adversarial_cross_entropy,
+    confusion_loss,
+    covariate_mmd,
     discriminator_loss,
     fader_loss,
     group_lasso,
@@ -7,6 +9,7 @@ from crossmodalnet.nn import (
     pearson_per_row,
 )
 
+from ._disentangle import disentangle_encoder
 from ._gradnorm import GradNormStep, gradnorm_loss, gradnorm_step, renormalize_weights
 from ._plan import FaderGradNormPlan, RestoreBestWeights, is_discriminator_step
 
@@ -15,7 +18,10 @@ __all__ = [
     "GradNormStep",
     "RestoreBestWeights",
     "adversarial_cross_entropy",
+    "confusion_loss",
+    "covariate_mmd",
     "discriminator_loss",
+    "disentangle_encoder",
     "fader_loss",
     "gradnorm_loss",
     "gradnorm_step",

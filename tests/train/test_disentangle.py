@@ -1,0 +1,209 @@
+"""The disentangling phase: what it trains, what it keeps frozen, and when the model keeps its result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import crossmodalnet as cmn
+from crossmodalnet.model import CrossmodalNet
+from crossmodalnet.train import disentangle_encoder
+
+TRAIN = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False}
+
+
+@pytest.fixture
+def small_model(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time", batch_key="batch")
+    model = CrossmodalNet(mdata, n_latent=16)
+    model.train(max_epochs=3, batch_size=64, disentangle_epochs=0, **TRAIN)
+    return model
+
+
+def _batches(model, n=2):
+    from scvi.dataloaders import AnnDataLoader
+
+    loader = AnnDataLoader(model.adata_manager, indices=np.asarray(model.train_indices), batch_size=64, shuffle=True)
+    return [b for _, b in zip(range(n), loader, strict=False)]
+
+
+def test_only_encoder_and_discriminators_change(small_model):
+    module = small_model.module
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    terms = disentangle_encoder(module, _batches(small_model), epochs=2, objective="confusion", discriminator_steps=2)
+    after = module.state_dict()
+    # the confusion term is bounded below by log(3) + log(2) (two covariates)
+    assert len(terms) == 2
+    assert all(t >= np.log(6) - 1e-5 for t in terms)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("encoder.") and k.endswith("weight") for k in changed)
+    assert any(k.startswith("discriminators.") for k in changed)
+    frozen = [k for k in before if k.startswith(("decoder.", "covariate_embeddings.", "linear_"))]
+    assert frozen
+    assert not changed & set(frozen)
+    # the frozen parameters are trainable again afterwards
+    assert all(p.requires_grad for p in module.decoder.parameters())
+
+
+@pytest.mark.parametrize("kwargs", [{"epochs": -1}, {"epochs": 1, "discriminator_steps": 0}])
+def test_bad_settings_raise(small_model, kwargs):
+    with pytest.raises(ValueError, match="must be an integer"):
+        disentangle_encoder(small_model.module, _batches(small_model), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"disentangle_epochs": -1}, "disentangle_epochs"),
+        ({"disentangle_tolerance": -0.1}, "disentangle_tolerance"),
+        ({"disentangle_kwargs": {"lambda": 1}}, "Unknown `disentangle_kwargs`"),
+        ({"disentangle_kwargs": {"objective": "ce"}}, "must be 'mmd' or 'confusion'"),
+    ],
+)
+def test_train_refuses_bad_settings_before_changing_the_model(small_model, kwargs, match):
+    state = {k: v.clone() for k, v in small_model.module.state_dict().items()}
+    split = dict(small_model.split_)
+    with pytest.raises(ValueError, match=match):
+        small_model.train(max_epochs=1, **kwargs, **TRAIN)
+    assert all(torch.equal(state[k], v) for k, v in small_model.module.state_dict().items())
+    assert small_model.split_ == split
+
+
+def test_record_and_presets(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=16)
+    model.train(max_epochs=2, batch_size=64, disentangle_epochs=3, **TRAIN)
+    rec = model.split_["disentangle"]
+    assert rec["epochs"] == 3
+    assert len(rec["term_per_epoch"]) == 3
+    assert rec["objective"] == "mmd"
+    assert rec["accepted"] == (
+        rec["pearson_protein_validation_after"] >= rec["pearson_protein_validation_before"] - 0.01
+    )
+    paper = CrossmodalNet(mdata, preset="paper", n_latent=16)
+    paper.train(max_epochs=1, batch_size=64, **TRAIN)
+    assert "disentangle" not in paper.split_
+
+
+def test_a_harmful_phase_is_reverted_with_a_warning(norm_mdata, monkeypatch):
+    import crossmodalnet.model._disentangle as mod
+
+    saved = {}
+
+    def ruin(module, batches, **kwargs):
+        saved.update({k: v.clone() for k, v in module.state_dict().items()})
+        with torch.no_grad():
+            for p in module.encoder.parameters():
+                p.normal_()
+        return [1.0]
+
+    monkeypatch.setattr(mod, "disentangle_encoder", ruin)
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    # the paper preset has no linear path, so its predictions depend on the encoder from the first epoch
+    model = CrossmodalNet(mdata, preset="paper", n_latent=16)
+    with pytest.warns(UserWarning, match="disentangling phase lowered"):
+        model.train(max_epochs=2, batch_size=64, disentangle_epochs=1, disentangle_tolerance=0.0, **TRAIN)
+    rec = model.split_["disentangle"]
+    assert rec["accepted"] is False
+    assert rec["pearson_protein_validation_after"] < rec["pearson_protein_validation_before"]
+    for k, v in model.module.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+
+
+def test_continued_call_that_keeps_its_start_skips_the_phase(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=16)
+    model.train(max_epochs=2, batch_size=64, disentangle_epochs=3, **TRAIN)
+    record = model.split_["disentangle"]
+    state = {k: v.clone() for k, v in model.module.state_dict().items()}
+    # a zero learning rate: no epoch beats the start, which is kept as it was
+    model.train(max_epochs=1, batch_size=64, lr=0.0, lr_discriminator=0.0, lr_gradnorm=0.0, **TRAIN)
+    assert model.split_["best_epoch"] == -1
+    assert model.split_["disentangle"] == record
+    for k, v in model.module.state_dict().items():
+        if not k.endswith("num_batches_tracked"):
+            assert torch.equal(v, state[k]), k
+
+
+@pytest.mark.slow
+def test_basal_latent_hides_a_planted_time_effect():
+    """On cells not trained on, a linear probe reads planted time far less from the basal latent after the phase."""
+    import anndata as ad
+    import scvi
+
+    scores = {}
+    for epochs in (0, 50):
+        scvi.settings.seed = 0
+        torch.manual_seed(0)
+        mdata = cmn.datasets.synthetic_cite(n_obs=600, n_genes=200, n_proteins=10, time_effect=3.0, rng=0)
+        CrossmodalNet.setup_mudata(mdata, time_key="time")
+        model = CrossmodalNet(mdata, n_latent=64)
+        model.train(disentangle_epochs=epochs, train_size=0.6, validation_size=0.1, **TRAIN)
+        test = np.asarray(model.test_indices)
+        adata = ad.AnnData(np.zeros((test.size, 1), dtype=np.float32))
+        adata.obs["time"] = mdata.obs["time"].astype(str).to_numpy()[test]
+        adata.obsm["X"] = model.get_latent_representation(mdata)[test]
+        cmn.tl.covariate_probe(adata, key="time", obsm_key="X", key_added="probe")
+        scores[epochs] = adata.uns["probe"]["balanced_accuracy"]
+    assert scores[0] > 0.7  # without the phase (measured 0.78)
+    # chance 1/3; measured 0.49 (the planted cell-state proportions drift with time, so some stays readable)
+    assert scores[50] < 0.55
+    assert scores[50] < scores[0] - 0.2
+
+
+def test_mmd_phase_moves_the_encoder_only_and_lowers_the_term(small_model):
+    module = small_model.module
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    terms = disentangle_encoder(module, _batches(small_model, n=3), epochs=15, weight=10.0)
+    after = module.state_dict()
+    assert len(terms) == 15
+    assert all(t >= 0 for t in terms)
+    assert np.mean(terms[-3:]) < np.mean(terms[:3])
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed
+    assert all(k.startswith("encoder.") for k in changed)
+
+
+def test_covariate_mmd_is_zero_for_one_distribution_and_grows_with_a_shift():
+    from crossmodalnet.nn import covariate_mmd
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(120, 5, generator=gen)
+    codes = torch.arange(120) % 3
+    same = covariate_mmd(z, codes).item()
+    shifted = z.clone()
+    shifted[codes == 0, 0] += 3.0
+    # the mini-batch estimate is biased upwards, but a shifted category is far above it
+    assert 0 < same < 0.3
+    assert covariate_mmd(shifted, codes).item() > same + 0.5
+    assert covariate_mmd(z, torch.zeros(120, dtype=torch.long)).item() == 0.0
+
+
+def test_phase_is_deterministic_and_survives_save_load(norm_mdata, tmp_path):
+    import scvi
+
+    models = []
+    for _ in range(2):
+        scvi.settings.seed = 0
+        torch.manual_seed(0)
+        mdata = norm_mdata.copy()
+        CrossmodalNet.setup_mudata(mdata, time_key="time")
+        model = CrossmodalNet(mdata, n_latent=16)
+        model.train(max_epochs=2, batch_size=64, disentangle_epochs=5, disentangle_tolerance=1.0, **TRAIN)
+        models.append(model)
+    a, b = models
+    assert a.split_["disentangle"]["accepted"] is True
+    assert a.split_["disentangle"] == b.split_["disentangle"]
+    for k, v in a.module.state_dict().items():
+        assert torch.equal(v, b.module.state_dict()[k]), k
+    a.save(tmp_path / "m")
+    loaded = CrossmodalNet.load(tmp_path / "m", a.adata)
+    assert loaded.split_["disentangle"] == a.split_["disentangle"]
+    for k, v in a.module.state_dict().items():
+        assert torch.equal(v, loaded.module.state_dict()[k]), k
+    np.testing.assert_array_equal(a.get_latent_representation(), loaded.get_latent_representation())
