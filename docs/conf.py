@@ -185,6 +185,10 @@ nitpick_ignore = [
     #     ("py:class", "igraph.Graph"),
     # Inherited from scvi's BaseModelClass; private in scvi-tools and absent from its inventory.
     ("py:class", "scvi.utils._attrdict.attrdict"),
+    # The torch module behind the model is not part of the documented API (users reach it as
+    # ``model.module``); functions that take it name it in their signatures.
+    ("py:class", "crossmodalnet.module._module.CrossmodalModule"),
+    ("py:class", "crossmodalnet.module.CrossmodalModule"),
 ]
 
 # `tutorials/index.md` globs `*`, which matches nothing until the first notebook lands.
@@ -225,3 +229,4 @@ nitpick_ignore += [
     ("py:class", "crossmodalnet.benchmark._methods.Split"),
     ("py:class", "Method"),
 ]
+

@@ -41,15 +41,15 @@ def disentangle_encoder(
     with the predictions decoded by the frozen MLP2, so the encoder keeps what the decoder reads
     while removing the covariates. ``objective`` chooses :math:`R`:
 
-    - ``"mmd"`` (default): :func:`~crossmodalnet.nn.covariate_mmd` of each adversarial covariate; no
+    - ``"mmd"`` (default): :func:`~crossmodalnet.train.covariate_mmd` of each adversarial covariate; no
       discriminator is involved.
-    - ``"confusion"``: :func:`~crossmodalnet.nn.confusion_loss` of the discriminators, which first
-      take ``discriminator_steps`` steps on the mini-batch (:func:`~crossmodalnet.nn.discriminator_loss`).
+    - ``"confusion"``: :func:`~crossmodalnet.train.confusion_loss` of the discriminators, which first
+      take ``discriminator_steps`` steps on the mini-batch (:func:`~crossmodalnet.train.discriminator_loss`).
 
     Parameters
     ----------
     module
-        A trained :class:`~crossmodalnet.module.CrossmodalModule` with at least one adversarial
+        A trained ``CrossmodalModule`` (``model.module``) with at least one adversarial
         covariate; changed in place.
     batches
         Re-iterable source of training mini-batches (registry tensors), e.g. a data loader.
@@ -66,7 +66,7 @@ def disentangle_encoder(
     lr_discriminator, weight_decay_discriminator, gradient_penalty
         With ``"confusion"``: Adam settings and gradient penalty of the discriminators.
     input_group_lasso
-        Weight of the group-lasso penalty on MLP1's first layer (:func:`~crossmodalnet.nn.group_lasso`),
+        Weight of the group-lasso penalty on MLP1's first layer (:func:`~crossmodalnet.train.group_lasso`),
         as in training, added to the loss.
 
     Returns
