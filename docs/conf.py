@@ -229,4 +229,3 @@ nitpick_ignore += [
     ("py:class", "crossmodalnet.benchmark._methods.Split"),
     ("py:class", "Method"),
 ]
-
