@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from scipy import sparse
 from scipy.stats import spearmanr
 
 from crossmodalnet import _keys
 from crossmodalnet._docs import docs
-from crossmodalnet._utils import select_names
 
-from ._utils import finish, get_uns, grid
+from ._utils import finish, get_uns, grid, observed_proteins, observed_values
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -80,22 +78,14 @@ def calibration(
             "`cmn.tl.predict_protein(mdata, model, uncertainty=True)` first."
         )
     pred, std = mdata.obsm[keys.obsm], mdata.obsm[keys.obsm_std]
-    protein_key = protein_key or str(meta.get("params", {}).get("protein_key", "prot"))
-    layer = meta.get("model", {}).get("protein_layer")
-    if protein_key not in mdata.mod:
-        raise KeyError(f"{_CALLER}: no observed proteins: `mdata` has no modality {protein_key!r}.")
-    prot = mdata.mod[protein_key]
-    if layer is not None and layer not in prot.layers:
-        raise KeyError(f"{_CALLER}: `mdata[{protein_key!r}]` has no layer {layer!r}.")
-    observed = [p for p in pred.columns if p in set(prot.var_names)]
-    selected = select_names(proteins, observed, "protein(s) with observations", _CALLER)
+    prot, layer, selected = observed_proteins(
+        mdata, pred.columns, meta, protein_key=protein_key, layer=None, proteins=proteins, caller=_CALLER
+    )
     cells = pred.index[np.asarray(record["eval_indices"], dtype=np.int64)]
     cells = cells.intersection(prot.obs_names, sort=False)
     if len(cells) < 2:
         raise ValueError(f"{_CALLER}: fewer than 2 scored cells have observed proteins.")
-    X = prot.X if layer is None else prot.layers[layer]
-    X = X[prot.obs_names.get_indexer(cells)][:, prot.var_names.get_indexer(selected)]
-    true = (X.toarray() if sparse.issparse(X) else np.asarray(X)).astype(float)
+    true = observed_values(prot, layer, cells, selected)
     guess = pred.loc[cells, selected].to_numpy(dtype=float)
     spread = std.loc[cells, selected].to_numpy(dtype=float)
     err = np.abs(true - guess)

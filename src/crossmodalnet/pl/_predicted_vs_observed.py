@@ -6,14 +6,12 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from crossmodalnet import _keys
 from crossmodalnet._constants import ALL_CELLS_INCLUDING_TRAINING, NO_TRAINING_CELLS
 from crossmodalnet._docs import docs
-from crossmodalnet._utils import select_names
 
-from ._utils import finish, get_uns, grid
+from ._utils import finish, get_uns, grid, observed_proteins, observed_values
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -80,16 +78,9 @@ def predicted_vs_observed(
     if keys.obsm not in mdata.obsm:
         raise KeyError(f"{_CALLER}: no `mdata.obsm[{keys.obsm!r}]`; run `cmn.tl.predict_protein` first.")
     pred = mdata.obsm[keys.obsm]
-    protein_key = protein_key or str(meta.get("params", {}).get("protein_key", "prot"))
-    if layer is None:
-        layer = meta.get("model", {}).get("protein_layer")
-    if protein_key not in mdata.mod:
-        raise KeyError(f"{_CALLER}: no observed proteins: `mdata` has no modality {protein_key!r}.")
-    prot = mdata.mod[protein_key]
-    if layer is not None and layer not in prot.layers:
-        raise KeyError(f"{_CALLER}: `mdata[{protein_key!r}]` has no layer {layer!r}.")
-    observed = [p for p in pred.columns if p in set(prot.var_names)]
-    selected = select_names(proteins, observed, "protein(s) with observations", _CALLER)
+    prot, layer, selected = observed_proteins(
+        mdata, pred.columns, meta, protein_key=protein_key, layer=layer, proteins=proteins, caller=_CALLER
+    )
     if cells not in ("scored", "all"):
         raise ValueError(f"{_CALLER}: `cells` must be 'scored' or 'all', got {cells!r}.")
     scored = meta.get("metrics", {}) if isinstance(meta.get("metrics"), dict) else {}
@@ -103,9 +94,7 @@ def predicted_vs_observed(
     cells = which
     if len(cells) == 0:
         raise ValueError(f"{_CALLER}: no cell has both a prediction and an observation.")
-    X = prot.X if layer is None else prot.layers[layer]
-    X = X[prot.obs_names.get_indexer(cells)][:, prot.var_names.get_indexer(selected)]
-    true = X.toarray() if sparse.issparse(X) else np.asarray(X)
+    true = observed_values(prot, layer, cells, selected)
     guess = pred.loc[cells, selected].to_numpy(dtype=float)
     s = size if size is not None else float(np.clip(2000 / len(cells), 1, 20))
 

@@ -6,11 +6,18 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+import numpy as np
+from scipy import sparse
+
 from crossmodalnet import _keys
+from crossmodalnet._constants import DEFAULT_PROTEIN_KEY
+from crossmodalnet._utils import select_names
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import pandas as pd
+    from anndata import AnnData
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from mudata import MuData
@@ -80,3 +87,37 @@ def finish(
     if show if show is not None else ax is None:
         plt.show()
     return None
+
+
+def observed_proteins(
+    mdata: MuData,
+    predicted: pd.Index,
+    meta: Mapping,
+    *,
+    protein_key: str | None,
+    layer: str | None,
+    proteins: object,
+    caller: str,
+) -> tuple[AnnData, str | None, list[str]]:
+    """The observed protein modality, its layer and the selected predicted proteins that have observations.
+
+    ``protein_key`` and ``layer`` default to what :func:`crossmodalnet.tl.predict_protein` recorded in
+    ``meta``; a missing modality or layer is a :class:`KeyError` naming it.
+    """
+    protein_key = protein_key or str(meta.get("params", {}).get("protein_key", DEFAULT_PROTEIN_KEY))
+    if layer is None:
+        layer = meta.get("model", {}).get("protein_layer")
+    if protein_key not in mdata.mod:
+        raise KeyError(f"{caller}: no observed proteins: `mdata` has no modality {protein_key!r}.")
+    prot = mdata.mod[protein_key]
+    if layer is not None and layer not in prot.layers:
+        raise KeyError(f"{caller}: `mdata[{protein_key!r}]` has no layer {layer!r}.")
+    observed = [p for p in predicted if p in set(prot.var_names)]
+    return prot, layer, select_names(proteins, observed, "protein(s) with observations", caller)
+
+
+def observed_values(prot: AnnData, layer: str | None, cells: pd.Index, proteins: list[str]) -> np.ndarray:
+    """Dense float array (cells × proteins) of the observed values of ``prot`` (``layer`` or ``X``)."""
+    X = prot.X if layer is None else prot.layers[layer]
+    X = X[prot.obs_names.get_indexer(cells)][:, prot.var_names.get_indexer(proteins)]
+    return (X.toarray() if sparse.issparse(X) else np.asarray(X)).astype(float)
