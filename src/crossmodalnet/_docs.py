@@ -100,6 +100,19 @@ protein_key
     Modality of the observed proteins; defaults to the one recorded by
     :func:`crossmodalnet.tl.predict_protein`."""
 
+_saliency_settings = """\
+time
+    Evaluate every cell at this time point instead of its own.
+n_steps
+    Riemann steps of integrated gradients.
+n_samples
+    Noisy copies of each cell for SmoothGrad.
+noise_scale
+    Standard deviation of SmoothGrad's noise, in units of each gene's standard deviation over the
+    training cells.
+random_state
+    Seed of SmoothGrad's noise. The same seed, cells and ``batch_size`` give the same scores on CPU."""
+
 _plot_returns = """\
 :class:`~matplotlib.figure.Figure` if ``return_fig=True``, else ``None``."""
 
@@ -120,5 +133,6 @@ docs = DocstringProcessor(
     plot_tail=_plot_tail,
     plot_returns=_plot_returns,
     prediction_keys=_prediction_keys,
+    saliency_settings=_saliency_settings,
 )
 """The package's :class:`docrep.DocstringProcessor`; decorate with ``@docs.dedent``."""

@@ -109,17 +109,7 @@ class SaliencyMixin:
             methods take no baseline.
         indices
             Positions of the cells to use (e.g. one time point or cell type); all cells by default.
-        time
-            Evaluate every cell at this time point instead of its own.
-        n_steps
-            Riemann steps of integrated gradients.
-        n_samples
-            Noisy copies of each cell for SmoothGrad.
-        noise_scale
-            Standard deviation of SmoothGrad's noise, in units of each gene's standard deviation over
-            the training cells.
-        random_state
-            Seed of SmoothGrad's noise. The same seed, cells and ``batch_size`` give the same scores on CPU.
+        %(saliency_settings)s
         batch_size
             Cells per backward pass; memory grows with ``batch_size × n_genes × n_proteins``.
 

@@ -92,16 +92,7 @@ def saliency(
     mask_obs
         Cells to aggregate over: a boolean array aligned with ``mdata.obs_names`` or the name of a
         boolean column of ``mdata.obs`` (e.g. one time point or cell type); all cells by default.
-    time
-        Evaluate every cell at this time point instead of its own.
-    n_steps
-        Riemann steps of integrated gradients.
-    n_samples
-        Noisy copies of each cell for SmoothGrad.
-    noise_scale
-        Standard deviation of SmoothGrad's noise, in units of each gene's training standard deviation.
-    random_state
-        Seed of SmoothGrad's noise (deterministic on CPU for the same cells and ``batch_size``).
+    %(saliency_settings)s
     n_top
         Number of top genes per protein to list in ``.uns[key_added]['top_genes']``.
     %(rna_key)s
