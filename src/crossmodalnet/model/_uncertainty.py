@@ -48,7 +48,7 @@ class ProteinUncertainty:
         The prediction, identical to ``predict_protein(..., return_uncertainty=False)``.
     std
         Spread of each predicted value, on the protein scale: the calibrated MC-dropout spread, plus
-        the spread across interpolated time points and across imputations of missing genes.
+        the scaled spread across interpolated time points and across imputations of missing genes.
     lower, upper
         Bounds of the central interval at ``level``: ``mean ∓ k · std``, with ``k`` the
         split-conformal quantile of the validation cells.
@@ -141,7 +141,9 @@ class UncertaintyMixin:
        with the predicted level); 1 and 2 are scaled to the RMS of the validation errors: per
        protein from 100 calibration cells on, with one scale for all proteins below;
     3. for a cell at an interpolated (unseen) time point, the spread of the predictions at the two
-       neighbouring trained time points around the prediction, weighted by the interpolation weights;
+       neighbouring trained time points around the prediction, weighted by the interpolation weights and
+       scaled by leaving out each interior trained time point (:meth:`_time_scale`; 0 with fewer than 3
+       trained time points);
     4. for a query with genes the model was trained on but the query lacks, the spread of the
        predictions when those genes are filled with draws from the training cells' values instead
        of zeros (multiple imputation).
@@ -169,7 +171,8 @@ class UncertaintyMixin:
 
         Stores in ``model.uncertainty_`` (saved and loaded with the model) the per-protein scale of
         the MC-dropout spread and the non-conformity scores ``|y − ŷ| / std`` of every calibration
-        value, from which the interval multiplier of any level is computed. From up to 2,000
+        value, from which the interval multiplier of any level is computed, and the scale of the
+        interpolated-time term (leaving out each interior trained time point). From up to 2,000
         training cells it also keeps the predictions and squared residuals (for the level term) and a
         quantile sketch of each gene (to impute genes a query lacks). :meth:`~crossmodalnet.model.CrossmodalNet.predict_protein` with ``return_uncertainty=True`` calls this on the
         validation cells if the model is not calibrated yet.
