@@ -34,20 +34,33 @@ def unc_model(norm_mdata):
     return model
 
 
-@pytest.fixture(scope="module")
-def holdout_model():
-    """A model trained without the middle time point (strong time effect), which is predicted by interpolation."""
+def _holdout_model(n_time_points: int, holdout: int):
+    """A model trained without one time point (strong time effect), which is predicted by interpolation."""
     import scvi
 
     scvi.settings.seed = 0
-    mdata = cmn.datasets.synthetic_cite(n_obs=240, n_genes=60, n_proteins=8, n_time_points=3, time_effect=3.0, rng=1)
+    mdata = cmn.datasets.synthetic_cite(
+        n_obs=80 * n_time_points, n_genes=60, n_proteins=8, n_time_points=n_time_points, time_effect=3.0, rng=1
+    )
     cmn.pp.log_normalize(mdata)
     cmn.pp.clr(mdata)
     CrossmodalNet.setup_mudata(mdata, time_key="time")
     model = CrossmodalNet(mdata, n_latent=16)
     times = np.sort(mdata.obs["time"].unique())
-    model.train(split="holdout_time", holdout_time=times[1], train_size=0.6, validation_size=0.3, **TRAIN)
+    model.train(split="holdout_time", holdout_time=times[holdout], train_size=0.6, validation_size=0.3, **TRAIN)
     return model
+
+
+@pytest.fixture(scope="module")
+def holdout_model():
+    """Days 2, 3, 4 with day 3 held out: two trained time points, no interior one to leave out."""
+    return _holdout_model(3, 1)
+
+
+@pytest.fixture(scope="module")
+def holdout4_model():
+    """Days 2, 3, 4, 5 with day 4 held out: day 3 is an interior trained time point."""
+    return _holdout_model(4, 2)
 
 
 def test_conformal_quantile_is_the_finite_sample_rank():
@@ -192,26 +205,136 @@ def _aligned(query, model):
     return out
 
 
-def test_interpolated_time_widens_intervals(holdout_model):
-    mdata = holdout_model.adata
-    test = np.sort(holdout_model.test_indices)
+def _without_time_term(model):
+    """``model`` with the time term switched off (restored on exit)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        state = model.uncertainty_
+        model.uncertainty_ = {**state, "time_scale": 0.0}
+        try:
+            yield
+        finally:
+            model.uncertainty_ = state
+
+    return ctx()
+
+
+def test_interpolated_time_widens_intervals(holdout4_model):
+    model = holdout4_model
+    mdata = model.adata
+    test = np.sort(model.test_indices)
     assert mdata.obs["time"].iloc[test].nunique() == 1  # the held-out time point
     query = mdata[test].copy()
-    interpolated = holdout_model.predict_protein(query, return_uncertainty=True)
-    trained_time = holdout_model.time_categories[holdout_model._trained_codes()[0]]
-    at_trained = holdout_model.predict_protein(query, time=trained_time, return_uncertainty=True)
+    interpolated = model.predict_protein(query, return_uncertainty=True)
+    scale = model.uncertainty_["time_scale"]
+    assert model.uncertainty_["time_scale_method"] == "leave-one-time-point-out"
+    assert scale > 0
+    trained_time = model.time_categories[model._trained_codes()[0]]
+    at_trained = model.predict_protein(query, time=trained_time, return_uncertainty=True)
     ratio = interpolated.std.to_numpy() / at_trained.std.to_numpy()
     assert np.median(ratio) > 1.0, np.median(ratio)
     # the spread between the neighbouring time points' predictions: positive at the interpolated time only
-    extra = holdout_model._time_variance(query, interpolated.mean.to_numpy(float), time=None, allow_extrapolation=False)
+    extra = model._time_variance(query, interpolated.mean.to_numpy(float), time=None, allow_extrapolation=False)
     assert (extra > 0).all()
-    same = holdout_model._time_variance(
-        query, at_trained.mean.to_numpy(float), time=trained_time, allow_extrapolation=False
-    )
+    same = model._time_variance(query, at_trained.mean.to_numpy(float), time=trained_time, allow_extrapolation=False)
     assert (same == 0).all()
+    # the variance added at the interpolated time point is the left-out time points' scale times that spread
+    with _without_time_term(model):
+        without = model.predict_protein(query, return_uncertainty=True)
+    added = interpolated.std.to_numpy(float) ** 2 - without.std.to_numpy(float) ** 2
+    np.testing.assert_allclose(added, scale * extra, rtol=1e-3, atol=1e-6)
     y = _observed(mdata, query.obs_names)
     inside = (y >= interpolated.lower.to_numpy()) & (y <= interpolated.upper.to_numpy())
     assert inside.mean() > 0.75
+
+
+def test_time_scale_is_the_excess_error_of_the_left_out_interior_time_point(holdout4_model):
+    model = holdout4_model
+    state = model.uncertainty_
+    mdata = model.adata
+    times = np.sort(mdata.obs["time"].unique())
+    interior = model._time_code(times[1])  # days 2, 3, 5 trained: day 3 is the only interior one
+    np.testing.assert_array_equal(model._interior_time_codes()[0], [interior])
+    reference = model._reference_cells(int(state["seed"]))
+    cells = np.union1d(state["calibration_indices"], reference)
+    cells = cells[mdata.obs["time"].to_numpy()[cells] == times[1]]
+    assert state["time_scale_cells"] == cells.size > 0
+    sub = mdata[cells].copy()
+    y = _observed(mdata, sub.obs_names)
+    own = model.predict_protein(sub).to_numpy(float)
+    trained = model.trained_time_codes_.copy()
+    with model._without_time_point(interior):
+        assert interior not in model._trained_codes()
+        interpolated = model.predict_protein(sub).to_numpy(float)
+        term = model._time_variance(sub, interpolated, time=None, allow_extrapolation=False)
+    np.testing.assert_array_equal(model.trained_time_codes_, trained)
+    assert not np.allclose(interpolated, own)
+    assert (term > 0).all()
+    excess = np.mean((y - interpolated) ** 2 - (y - own) ** 2)
+    assert state["time_scale"] == pytest.approx(max(excess, 0.0) / term.mean(), rel=1e-4)
+
+
+def test_time_scale_follows_the_interpolation_errors(holdout4_model):
+    """Observed values at the interior time point equal to the interpolated predictions: no excess, no time term."""
+    model = holdout4_model
+    state = model.uncertainty_
+    mdata = model.adata.copy()
+    times = np.sort(mdata.obs["time"].unique())
+    at_interior = np.flatnonzero(mdata.obs["time"].to_numpy() == times[1])
+    sub = mdata[at_interior].copy()
+    with model._without_time_point(model._time_code(times[1])):
+        interpolated = model.predict_protein(sub).to_numpy(np.float32)
+    X = np.asarray(mdata["prot"].X.toarray() if sparse.issparse(mdata["prot"].X) else mdata["prot"].X).copy()
+    X[mdata["prot"].obs_names.get_indexer(sub.obs_names)] = interpolated
+    try:
+        model.adata.mod["prot"].X = X
+        model.calibrate_uncertainty()
+        assert model.uncertainty_["time_scale"] == 0.0
+        assert model.uncertainty_["time_scale_cells"] == state["time_scale_cells"]
+    finally:
+        model.adata.mod["prot"].X = mdata["prot"].X
+        model.uncertainty_ = state
+
+
+def test_two_trained_time_points_add_no_time_term(holdout_model):
+    model = holdout_model
+    model.calibrate_uncertainty()
+    state = model.uncertainty_
+    assert model._interior_time_codes()[0].size == 0
+    assert state["time_scale"] == 0.0
+    assert state["time_scale_cells"] == 0
+    assert "2 trained time point(s)" in state["time_scale_method"]
+    query = model.adata[np.sort(model.test_indices)].copy()
+    res = model.predict_protein(query, return_uncertainty=True)
+    extra = model._time_variance(query, res.mean.to_numpy(float), time=None, allow_extrapolation=False)
+    assert (extra > 0).all()  # the neighbours disagree, but nothing calibrates how much that costs
+    try:
+        model.uncertainty_ = {**state, "time_scale": 1.0}
+        wider = model.predict_protein(query, return_uncertainty=True)
+    finally:
+        model.uncertainty_ = state
+    assert (wider.std.to_numpy() > res.std.to_numpy()).all()
+
+
+def test_time_scale_is_deterministic_and_saved(holdout4_model, tmp_path):
+    model = holdout4_model
+    state = model.uncertainty_
+    model.calibrate_uncertainty(rng=0)
+    first = model.uncertainty_["time_scale"]
+    model.calibrate_uncertainty(rng=0)
+    assert model.uncertainty_["time_scale"] == first
+    query = model.adata[np.sort(model.test_indices)].copy()
+    before = model.predict_protein(query, return_uncertainty=True)
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = CrossmodalNet.load(tmp_path / "m")
+    assert loaded.uncertainty_["time_scale"] == first
+    assert loaded.uncertainty_["time_scale_method"] == model.uncertainty_["time_scale_method"]
+    after = loaded.predict_protein(query, return_uncertainty=True)
+    pd.testing.assert_frame_equal(before.std, after.std)
+    pd.testing.assert_frame_equal(before.lower, after.lower)
+    model.uncertainty_ = state
 
 
 def test_save_load_gives_identical_intervals(unc_model, tmp_path):

@@ -48,7 +48,7 @@ class ProteinUncertainty:
         The prediction, identical to ``predict_protein(..., return_uncertainty=False)``.
     std
         Spread of each predicted value, on the protein scale: the calibrated MC-dropout spread, plus
-        the spread across interpolated time points and across imputations of missing genes.
+        the scaled spread across interpolated time points and across imputations of missing genes.
     lower, upper
         Bounds of the central interval at ``level``: ``mean ∓ k · std``, with ``k`` the
         split-conformal quantile of the validation cells.
@@ -141,7 +141,9 @@ class UncertaintyMixin:
        with the predicted level); 1 and 2 are scaled to the RMS of the validation errors: per
        protein from 100 calibration cells on, with one scale for all proteins below;
     3. for a cell at an interpolated (unseen) time point, the spread of the predictions at the two
-       neighbouring trained time points around the prediction, weighted by the interpolation weights;
+       neighbouring trained time points around the prediction, weighted by the interpolation weights and
+       scaled by leaving out each interior trained time point (:meth:`_time_scale`; 0 with fewer than 3
+       trained time points);
     4. for a query with genes the model was trained on but the query lacks, the spread of the
        predictions when those genes are filled with draws from the training cells' values instead
        of zeros (multiple imputation).
@@ -169,7 +171,8 @@ class UncertaintyMixin:
 
         Stores in ``model.uncertainty_`` (saved and loaded with the model) the per-protein scale of
         the MC-dropout spread and the non-conformity scores ``|y − ŷ| / std`` of every calibration
-        value, from which the interval multiplier of any level is computed. From up to 2,000
+        value, from which the interval multiplier of any level is computed, and the scale of the
+        interpolated-time term (leaving out each interior trained time point). From up to 2,000
         training cells it also keeps the predictions and squared residuals (for the level term) and a
         quantile sketch of each gene (to impute genes a query lacks). :meth:`~crossmodalnet.model.CrossmodalNet.predict_protein` with ``return_uncertainty=True`` calls this on the
         validation cells if the model is not calibrated yet.
@@ -239,6 +242,7 @@ class UncertaintyMixin:
             scale = np.full(err.shape[1], np.sqrt(np.mean((err / s_mc) ** 2)))
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
         scores = err / (scale * s_mc)
+        time_scale = self._time_scale(sub, seed, batch_size=batch_size)
         self.uncertainty_ = {
             "method": "mc_dropout_split_conformal",
             "scores": scores.astype(np.float32),
@@ -251,9 +255,79 @@ class UncertaintyMixin:
             "calibration_indices": indices[have] if own else np.zeros(0, dtype=np.int64),
             "n_epochs": self._n_epochs_trained(),
             "gene_quantiles": self._gene_sketch(seed),
+            **time_scale,
             **reference,
         }
         logger.info("calibrated uncertainty on %d held-out cells (%d MC-dropout passes)", scores.shape[0], n_samples)
+
+    @contextlib.contextmanager
+    def _without_time_point(self, code: int) -> Iterator[None]:
+        """Treat the trained time point ``code`` as unseen: its cells are predicted by interpolation."""
+        before = self.trained_time_codes_
+        self.trained_time_codes_ = np.setdiff1d(self._trained_codes(), [code]).astype(np.int64)
+        try:
+            yield
+        finally:
+            self.trained_time_codes_ = before
+
+    def _interior_time_codes(self) -> tuple[np.ndarray, str]:
+        """Trained time points with a trained time point on each side, or an empty array and the reason."""
+        none = np.zeros(0, dtype=np.int64)
+        if self.get_setup_arg("time_key") is None:
+            return none, "no time covariate"
+        if self.time_values is None:
+            return none, "the time points are not numeric, so no time point is interpolated"
+        codes = self._trained_codes()
+        if codes.size < 3:
+            return none, f"{codes.size} trained time point(s): no interior time point to leave out"
+        return codes[np.argsort(self.time_values[codes])][1:-1], "leave-one-time-point-out"
+
+    def _time_scale(self, calibration: MuData, seed: int, *, batch_size: int) -> dict:
+        """Scale of the interpolated-time term (term 3), by leaving out each interior trained time point.
+
+        The cells of an interior trained time point (the calibration cells and the reference training
+        cells there) are predicted as if their time point were unseen, interpolated from its two
+        trained neighbours. The scale makes the mean time term of those interpolated predictions
+        equal to their mean excess squared error over the predictions at their own time point
+        (clipped at 0). Without an interior time point (fewer than 3 trained time points, or fewer
+        than ``_MIN_CELLS`` cells there) the scale is 0: nothing measures how far an interpolation
+        errs, so no time term is added.
+        """
+        interior, note = self._interior_time_codes()
+        blocks = [calibration]
+        rows = self._reference_cells(seed)
+        if interior.size and rows is not None:
+            blocks.append(self.adata[rows].copy())
+        excess = term = 0.0
+        n_cells = 0
+        for block in blocks if interior.size else []:
+            w_rows, w_codes = self._cell_time_weights(block)
+            W = w_rows.numpy()[w_codes]
+            for code in interior:
+                cells = block[np.flatnonzero(W[:, code] == 1.0)].copy()
+                if cells.n_obs == 0:
+                    continue
+                observed = self._observed_proteins(cells)
+                own = self.predict_protein(cells, batch_size=batch_size).to_numpy(dtype=np.float64)
+                with self._without_time_point(int(code)):
+                    interpolated = self.predict_protein(cells, batch_size=batch_size).to_numpy(dtype=np.float64)
+                    var = self._time_variance(
+                        cells, interpolated, time=None, allow_extrapolation=False, batch_size=batch_size
+                    )
+                keep = np.isfinite(observed).all(axis=1) & np.isfinite(own).all(axis=1)
+                keep &= np.isfinite(interpolated).all(axis=1)
+                excess += float(np.sum((observed[keep] - interpolated[keep]) ** 2 - (observed[keep] - own[keep]) ** 2))
+                term += float(np.sum(var[keep]))
+                n_cells += int(keep.sum())
+        if interior.size and n_cells < _MIN_CELLS:
+            note = f"{n_cells} cell(s) at the interior trained time points (fewer than {_MIN_CELLS})"
+        if not interior.size or n_cells < _MIN_CELLS:
+            if self.get_setup_arg("time_key") is not None:
+                logger.info("interpolated time points get no extra spread: %s", note)
+            return {"time_scale": 0.0, "time_scale_cells": int(n_cells), "time_scale_method": note}
+        scale = max(excess, 0.0) / term if term > 0 else 0.0
+        logger.info("time term scaled by %.3g (left-out time points, %d cells)", scale, n_cells)
+        return {"time_scale": float(scale), "time_scale_cells": int(n_cells), "time_scale_method": note}
 
     def _n_epochs_trained(self) -> int:
         history = getattr(self, "history_", None) or {}
@@ -480,7 +554,12 @@ class UncertaintyMixin:
         s_mc = np.sqrt(s_mc**2 + local_sq)
         sigma = np.asarray(state["scale"]) * np.maximum(s_mc, np.asarray(state["floor"]))
         var = sigma**2 + var_imputation
-        var += self._time_variance(mdata, pred, time=time, allow_extrapolation=allow_extrapolation, **kwargs)
+        # term 3, scaled by leave-one-time-point-out (models calibrated before the scale existed: 1)
+        time_scale = float(state.get("time_scale", 1.0))
+        if time_scale > 0:
+            var += time_scale * self._time_variance(
+                mdata, pred, time=time, allow_extrapolation=allow_extrapolation, **kwargs
+            )
         return pred, np.sqrt(var)
 
     def _missing_gene_scores(
