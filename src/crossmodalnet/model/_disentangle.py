@@ -11,7 +11,7 @@ import numpy as np
 from scvi.dataloaders import AnnDataLoader
 
 from crossmodalnet.train import disentangle_encoder
-from crossmodalnet.train._disentangle import check_conditioning
+from crossmodalnet.train._disentangle import check_conditioning, resolve_n_clusters
 
 if TYPE_CHECKING:
     from crossmodalnet.train import FaderGradNormPlan
@@ -65,7 +65,7 @@ def check_disentangle_settings(epochs: object, tolerance: object, kwargs: dict |
             f"`disentangle_kwargs['objective']` must be 'mmd' or 'confusion', got {kwargs['objective']!r}."
         )
     kwargs = kwargs or {}
-    check_conditioning(kwargs.get("objective", "mmd"), kwargs.get("n_clusters", 0), kwargs.get("min_cells", 3))
+    check_conditioning(kwargs.get("objective", "mmd"), kwargs.get("n_clusters"), kwargs.get("min_cells", 3))
     return int(epochs), float(tolerance)
 
 
@@ -129,7 +129,7 @@ class DisentangleMixin:
         self.split_["disentangle"] = {
             "epochs": int(epochs),
             "objective": settings.get("objective", "mmd"),
-            "n_clusters": int(settings.get("n_clusters", 0)),
+            "n_clusters": resolve_n_clusters(settings.get("objective", "mmd"), settings.get("n_clusters")),
             "term_per_epoch": [float(a) for a in term],
             f"{monitor}_before": float(before),
             f"{monitor}_after": float(after),

@@ -31,7 +31,7 @@ def disentangle_encoder(
     weight_decay_discriminator: float = 5e-5,
     gradient_penalty: float = 0.4,
     input_group_lasso: float = 0.0,
-    n_clusters: int = 0,
+    n_clusters: int | None = None,
     min_cells: int = 3,
 ) -> list[float]:
     r"""Train the encoder (MLP1) alone so the covariates can no longer be read from the basal latent.
@@ -74,9 +74,10 @@ def disentangle_encoder(
         Weight of the group-lasso penalty on MLP1's first layer (:func:`~crossmodalnet.train.group_lasso`),
         as in training, added to the loss.
     n_clusters
-        With ``"mmd"``: 0 (default) matches each category's whole latent distribution to the rest;
-        an integer >= 2 makes the matching conditional on that many cell-state clusters
-        (``groups`` of :func:`~crossmodalnet.train.covariate_mmd`). The clusters are computed once,
+        With ``"mmd"``: an integer >= 2 makes the matching conditional on that many cell-state
+        clusters (``groups`` of :func:`~crossmodalnet.train.covariate_mmd`); 0 matches each
+        category's whole latent distribution to the rest (unconditional). ``None`` (default): 10
+        clusters (at most one per training cell) with ``"mmd"``, 0 with ``"confusion"``. The clusters are computed once,
         before the first step, on the training cells' input: k-means (``random_state=0``) on the
         first 50 principal components after removing each covariate category's mean (so that the
         clusters are cell states seen at every category, not the categories themselves). Every
@@ -97,10 +98,12 @@ def disentangle_encoder(
     if discriminator_steps < 1 or int(discriminator_steps) != discriminator_steps:
         raise ValueError(f"`discriminator_steps` must be an integer >= 1, got {discriminator_steps!r}.")
     check_conditioning(objective, n_clusters, min_cells)
+    cap = n_clusters is None
+    n_clusters = resolve_n_clusters(objective, n_clusters)
     adv = module.adversarial_covariates
     if not adv or epochs == 0:
         return []
-    clusters = _StateClusters(module, batches, int(n_clusters)) if n_clusters else None
+    clusters = _StateClusters(module, batches, n_clusters, cap=cap) if n_clusters else None
     frozen = [*module.decoder.parameters(), *module.covariate_embeddings.parameters()]
     requires = [p.requires_grad for p in frozen]
     for p in frozen:
@@ -159,6 +162,30 @@ def disentangle_encoder(
     return history
 
 
+DEFAULT_N_CLUSTERS = 10
+"""Cell-state clusters of the conditional MMD when ``n_clusters`` is not given."""
+
+
+def resolve_n_clusters(objective: str, n_clusters: int | None) -> int:
+    """The number of clusters the phase uses: ``n_clusters``, or its default for ``objective`` when ``None``.
+
+    Parameters
+    ----------
+    objective
+        ``"mmd"`` or ``"confusion"``.
+    n_clusters
+        ``None`` or a checked value (:func:`check_conditioning`).
+
+    Returns
+    -------
+    int
+        0 for an unconditional phase.
+    """
+    if n_clusters is None:
+        return DEFAULT_N_CLUSTERS if objective == "mmd" else 0
+    return int(n_clusters)
+
+
 def check_conditioning(objective: str, n_clusters: object, min_cells: object) -> None:
     """Raise a :class:`ValueError` naming a bad ``n_clusters`` or ``min_cells`` of :func:`disentangle_encoder`.
 
@@ -167,13 +194,21 @@ def check_conditioning(objective: str, n_clusters: object, min_cells: object) ->
     objective
         ``"mmd"`` or ``"confusion"``.
     n_clusters
-        0, or an integer >= 2 (``"mmd"`` only).
+        ``None``, 0, or an integer >= 2 (``"mmd"`` only).
     min_cells
         An integer >= 2.
     """
-    if isinstance(n_clusters, bool) or not isinstance(n_clusters, int | np.integer) or n_clusters < 0 or n_clusters == 1:
+    if n_clusters is None:
+        pass
+    elif (
+        isinstance(n_clusters, bool)
+        or not isinstance(n_clusters, int | np.integer)
+        or n_clusters == 1
+        or n_clusters < 0
+    ):
         raise ValueError(
-            f"`n_clusters` must be 0 (unconditional) or an integer >= 2 (cell-state clusters), got {n_clusters!r}."
+            "`n_clusters` must be None (the default), 0 (unconditional) or an integer >= 2 (cell-state clusters), "
+            f"got {n_clusters!r}."
         )
     if n_clusters and objective != "mmd":
         raise ValueError(f"`n_clusters` applies to objective='mmd' only, not {objective!r}; leave it at 0.")
@@ -188,7 +223,14 @@ def _dense(x: torch.Tensor) -> np.ndarray:
 class _StateClusters:
     """Cell-state clusters of the training cells' input with the covariate categories' means removed."""
 
-    def __init__(self, module: CrossmodalModule, batches: Iterable[dict[str, torch.Tensor]], n_clusters: int):
+    def __init__(
+        self,
+        module: CrossmodalModule,
+        batches: Iterable[dict[str, torch.Tensor]],
+        n_clusters: int,
+        *,
+        cap: bool = False,
+    ):
         from sklearn.cluster import KMeans
         from sklearn.decomposition import PCA
 
@@ -198,6 +240,8 @@ class _StateClusters:
             codes = module.covariate_codes(batch)
             code_lists.append({i: codes[i].detach().cpu().numpy() for i in module.adversarial_covariates})
         x = np.concatenate(xs)
+        if cap:
+            n_clusters = min(n_clusters, x.shape[0])
         if x.shape[0] < n_clusters:
             raise ValueError(
                 f"`n_clusters={n_clusters}` is more than the {x.shape[0]} training cells; choose fewer clusters."
