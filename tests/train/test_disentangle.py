@@ -293,6 +293,23 @@ def test_state_clusters_find_the_states_not_the_categories():
         _StateClusters(module, batches, 601)
 
 
+def test_state_clusters_are_fitted_on_a_capped_number_of_cells(monkeypatch):
+    from types import SimpleNamespace
+
+    import crossmodalnet.train._disentangle as mod
+    from crossmodalnet._constants import REGISTRY_KEYS
+
+    monkeypatch.setattr(mod, "MAX_CLUSTER_CELLS", 250)
+    gen = torch.Generator().manual_seed(0)
+    batches = [
+        {REGISTRY_KEYS.X_KEY: torch.randn(100, 8, generator=gen), "codes": torch.arange(100) % 2} for _ in range(6)
+    ]
+    module = SimpleNamespace(adversarial_covariates=[0], covariate_codes=lambda b: [b["codes"]])
+    clusters = mod._StateClusters(module, batches, 3)
+    assert clusters.pca.n_samples_ == 300  # whole mini-batches until the cap is reached
+    assert clusters.kmeans.labels_.shape == (300,)
+
+
 def test_conditional_phase_runs_through_train_and_is_recorded(norm_mdata):
     mdata = norm_mdata.copy()
     CrossmodalNet.setup_mudata(mdata, time_key="time")

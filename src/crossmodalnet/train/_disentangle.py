@@ -77,11 +77,12 @@ def disentangle_encoder(
         With ``"mmd"``: an integer >= 2 makes the matching conditional on that many cell-state
         clusters (``groups`` of :func:`~crossmodalnet.train.covariate_mmd`); 0 matches each
         category's whole latent distribution to the rest (unconditional). ``None`` (default): 10
-        clusters (at most one per training cell) with ``"mmd"``, 0 with ``"confusion"``. The clusters are computed once,
-        before the first step, on the training cells' input: k-means (``random_state=0``) on the
-        first 50 principal components after removing each covariate category's mean (so that the
-        clusters are cell states seen at every category, not the categories themselves). Every
-        mini-batch cell is assigned to its nearest cluster centre the same way.
+        clusters (at most one per training cell) with ``"mmd"``, 0 with ``"confusion"``. The
+        clusters are computed once, before the first step, on the training cells' input (the first
+        mini-batches of one pass over ``batches``, up to 5,000 cells): k-means (``random_state=0``)
+        on the first 50 principal components after removing each covariate category's mean, so
+        that the clusters are cell states seen at every category, not the categories themselves.
+        Every mini-batch cell is assigned to its nearest cluster centre the same way.
     min_cells
         With ``n_clusters``: the fewest cells of a category, and of the other categories, within a
         cluster of a mini-batch for that comparison to count (at least 2).
@@ -162,6 +163,9 @@ def disentangle_encoder(
     return history
 
 
+MAX_CLUSTER_CELLS = 5000
+"""The cell-state clusters are fitted on at most about this many training cells."""
+
 DEFAULT_N_CLUSTERS = 10
 """Cell-state clusters of the conditional MMD when ``n_clusters`` is not given."""
 
@@ -234,11 +238,14 @@ class _StateClusters:
         from sklearn.cluster import KMeans
         from sklearn.decomposition import PCA
 
-        xs, code_lists = [], []
+        xs, code_lists, n_cells = [], [], 0
         for batch in batches:
             xs.append(_dense(batch[REGISTRY_KEYS.X_KEY]))
             codes = module.covariate_codes(batch)
             code_lists.append({i: codes[i].detach().cpu().numpy() for i in module.adversarial_covariates})
+            n_cells += xs[-1].shape[0]
+            if n_cells >= MAX_CLUSTER_CELLS:  # a shuffled loader: its first mini-batches are a random sample
+                break
         x = np.concatenate(xs)
         if cap:
             n_clusters = min(n_clusters, x.shape[0])
