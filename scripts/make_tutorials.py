@@ -222,7 +222,7 @@ cmn.tl.covariate_probe(test, key="batch", obsm_key="X_pca", key_added="probe_pca
 cmn.tl.covariate_probe(test, key="batch", obsm_key="cell_type", key_added="probe_cell_types")
 {k: round(test.uns[k]["balanced_accuracy"], 3) for k in ["cmn_probe_batch", "probe_pca", "probe_cell_types"]}"""),
     ("md", """Read the basal score against the other two: near the cell-type score, the basal state keeps the cell types
-and little else of the donor; near PCA's, the donor was not removed. With about 100 test cells these numbers
+and little else of the donor; near PCA's, the donor was not removed. With 90 test cells these numbers
 move by a few hundredths between splits."""),
 ]
 
