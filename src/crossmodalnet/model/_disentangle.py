@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scvi.dataloaders import AnnDataLoader
 
+from crossmodalnet._disentangle_settings import check_conditioning, resolve_n_clusters
 from crossmodalnet.train import disentangle_encoder
-from crossmodalnet.train._disentangle import check_conditioning, resolve_n_clusters
 
 if TYPE_CHECKING:
     from crossmodalnet.train import FaderGradNormPlan
