@@ -41,7 +41,10 @@ S1), ``--config small_data`` (the small-data recipe), each refined by ``--model-
 (:func:`crossmodalnet.tl.covariate_probe`, on the test cells and on all cells) and scib-metrics scores
 (iLISI and batch silhouette of the covariate; cell-type 15-NN accuracy, ASW and k-means NMI/ARI) of
 the CrossmodalNet basal latent (``cmn``), a 50-PC PCA of the same log-normalised RNA (``pca``) and
-totalVI's latent (``totalvi``, the benchmark harness's recipe), beside the model's test Pearson.
+totalVI's latent (``totalvi``, the benchmark harness's recipe), beside the model's test Pearson. Where
+cell types are known, ``celltype_floor_test`` and ``celltype_floor_all`` are the probe on the one-hot
+cell-type labels alone: what the covariate tells through the cell-type mix, which no embedding that
+keeps the cell types can hide.
 
 Usage::
 
@@ -406,10 +409,16 @@ def run_basal(
                 latents["cmn"] = _cmn_latent(task, role)
             if "totalvi" in embeddings:
                 latents["totalvi"] = (_totalvi_latent(task), {})
+            # the floor: the probe on the cell-type labels alone (one-hot), where cell types are known
+            floor = {}
+            if cells is not None:
+                onehot = pd.get_dummies(pd.Series(cells)).to_numpy(np.float32)
+                scores = embedding_scores(onehot, covariate, None, test)
+                floor = {"celltype_floor_test": scores["probe_test"], "celltype_floor_all": scores["probe_all"]}
             for emb in embeddings:
                 x, metrics = latents[emb]
                 row = {"dataset": data.name, "covariate": f"{role}_key", "seed": seed, "embedding": emb}
-                row |= embedding_scores(x, covariate, cells, test)
+                row |= embedding_scores(x, covariate, cells, test) | floor
                 row |= {f"model_test_{k}": v for k, v in metrics.items()}
                 rows.append(row)
                 print(json.dumps(row), flush=True)

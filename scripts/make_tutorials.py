@@ -166,7 +166,9 @@ RNA_ONLY = [
 - apply a trained model to RNA-only data whose genes are named differently (Ensembl IDs), in another order, and
   partly missing;
 - read the gene-coverage report;
-- compute the basal embedding, run UMAP on it and colour it by imputed proteins.
+- compute the basal embedding, run UMAP on it and colour it by imputed proteins;
+- check with `cmn.tl.covariate_probe` that the basal embedding does not carry the donor beyond what the cell
+  types tell.
 
 The reference is the embedded BMMC CITE-seq set; the "atlas" is built from its RNA with the genes renamed to
 Ensembl IDs, shuffled and 20% dropped, so we can check the imputation against the measured proteins."""),
@@ -201,6 +203,27 @@ for p in ["CD19", "CD14", "CD3", "CD71"]:
 atlas.obs["cell_type"] = ref.obs["cell_type"].to_numpy()
 sc.pl.umap(atlas, color=["imputed_CD19", "imputed_CD14", "imputed_CD3", "imputed_CD71"], ncols=2, show=False)
 plt.show()"""),
+    ("md", """## Does the basal embedding carry the donor?
+
+The model registered the donor as its covariate, and its disentangling phase removes the donor from the basal
+state within cell-state clusters. `cmn.tl.covariate_probe` checks this: a 5-fold logistic regression reads the
+donor from an embedding, scored by balanced accuracy (chance 0.5 for two donors). Probe the cells the model did
+not train on, and compare with PCA of the same RNA and with the cell-type labels alone. The donors differ in
+their cell-type mix, so the cell types alone tell the donors apart somewhat: that is the floor for a basal state
+that keeps the cell types (docs page *Interpretability*)."""),
+    ("code", """import pandas as pd
+
+test = atlas[~atlas.obs_names.isin(model.training_cells)].copy()
+sc.pp.pca(test["rna"], n_comps=50)
+test.obsm["X_pca"] = test["rna"].obsm["X_pca"]
+test.obsm["cell_type"] = pd.get_dummies(test.obs["cell_type"]).to_numpy(float)
+cmn.tl.covariate_probe(test, key="batch")  # the basal embedding, obsm["X_cmn_basal"]
+cmn.tl.covariate_probe(test, key="batch", obsm_key="X_pca", key_added="probe_pca")
+cmn.tl.covariate_probe(test, key="batch", obsm_key="cell_type", key_added="probe_cell_types")
+{k: round(test.uns[k]["balanced_accuracy"], 3) for k in ["cmn_probe_batch", "probe_pca", "probe_cell_types"]}"""),
+    ("md", """Read the basal score against the other two: near the cell-type score, the basal state keeps the cell types
+and little else of the donor; near PCA's, the donor was not removed. With 90 test cells these numbers
+move by a few hundredths between splits."""),
 ]
 
 UNCERTAINTY = [

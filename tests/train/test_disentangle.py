@@ -60,6 +60,11 @@ def test_bad_settings_raise(small_model, kwargs):
         ({"disentangle_tolerance": -0.1}, "disentangle_tolerance"),
         ({"disentangle_kwargs": {"lambda": 1}}, "Unknown `disentangle_kwargs`"),
         ({"disentangle_kwargs": {"objective": "ce"}}, "must be 'mmd' or 'confusion'"),
+        ({"disentangle_kwargs": {"n_clusters": 1}}, "`n_clusters` must be None"),
+        ({"disentangle_kwargs": {"n_clusters": 2.5}}, "`n_clusters` must be None"),
+        ({"disentangle_kwargs": {"n_clusters": True}}, "`n_clusters` must be None"),
+        ({"disentangle_kwargs": {"n_clusters": 4, "objective": "confusion"}}, "objective='mmd' only"),
+        ({"disentangle_kwargs": {"n_clusters": 4, "min_cells": 1}}, "`min_cells` must be an integer >= 2"),
     ],
 )
 def test_train_refuses_bad_settings_before_changing_the_model(small_model, kwargs, match):
@@ -80,6 +85,7 @@ def test_record_and_presets(norm_mdata):
     assert rec["epochs"] == 3
     assert len(rec["term_per_epoch"]) == 3
     assert rec["objective"] == "mmd"
+    assert rec["n_clusters"] == 10  # conditional by default
     assert rec["accepted"] == (
         rec["pearson_protein_validation_after"] >= rec["pearson_protein_validation_before"] - 0.01
     )
@@ -137,23 +143,26 @@ def test_basal_latent_hides_a_planted_time_effect():
     import scvi
 
     scores = {}
-    for epochs in (0, 50):
+    for name, epochs, n_clusters in (("none", 0, None), ("unconditional", 50, 0), ("default", 50, None)):
         scvi.settings.seed = 0
         torch.manual_seed(0)
         mdata = cmn.datasets.synthetic_cite(n_obs=600, n_genes=200, n_proteins=10, time_effect=3.0, rng=0)
         CrossmodalNet.setup_mudata(mdata, time_key="time")
         model = CrossmodalNet(mdata, n_latent=64)
-        model.train(disentangle_epochs=epochs, train_size=0.6, validation_size=0.1, **TRAIN)
+        kwargs = {} if n_clusters is None else {"disentangle_kwargs": {"n_clusters": n_clusters}}
+        model.train(disentangle_epochs=epochs, train_size=0.6, validation_size=0.1, **kwargs, **TRAIN)
         test = np.asarray(model.test_indices)
         adata = ad.AnnData(np.zeros((test.size, 1), dtype=np.float32))
         adata.obs["time"] = mdata.obs["time"].astype(str).to_numpy()[test]
         adata.obsm["X"] = model.get_latent_representation(mdata)[test]
         cmn.tl.covariate_probe(adata, key="time", obsm_key="X", key_added="probe")
-        scores[epochs] = adata.uns["probe"]["balanced_accuracy"]
-    assert scores[0] > 0.7  # without the phase (measured 0.78)
+        scores[name] = adata.uns["probe"]["balanced_accuracy"]
+    assert scores["none"] > 0.7  # without the phase (measured 0.78)
     # chance 1/3; measured 0.49 (the planted cell-state proportions drift with time, so some stays readable)
-    assert scores[50] < 0.55
-    assert scores[50] < scores[0] - 0.2
+    assert scores["unconditional"] < 0.55
+    assert scores["unconditional"] < scores["none"] - 0.2
+    # the default (conditional) phase keeps what the drifting cell-state proportions tell about time
+    assert scores["default"] < scores["none"] - 0.1
 
 
 def test_mmd_phase_moves_the_encoder_only_and_lowers_the_term(small_model):
@@ -207,3 +216,149 @@ def test_phase_is_deterministic_and_survives_save_load(norm_mdata, tmp_path):
     for k, v in a.module.state_dict().items():
         assert torch.equal(v, loaded.module.state_dict()[k]), k
     np.testing.assert_array_equal(a.get_latent_representation(), loaded.get_latent_representation())
+
+
+def _planted_states(n=600, shift=0.0, drift=True, seed=0):
+    """Two well-separated states in 2-d; category 1 holds mostly state 0 when ``drift``, and is shifted by ``shift``."""
+    gen = torch.Generator().manual_seed(seed)
+    codes = torch.arange(n) % 2
+    p_state1 = torch.where(codes == 0, 0.8, 0.2) if drift else torch.full((n,), 0.5)
+    state = (torch.rand(n, generator=gen) < p_state1).long()
+    z = torch.randn(n, 2, generator=gen) * 0.5
+    z[:, 0] += 4.0 * state
+    z[codes == 1, 1] += shift
+    return z, codes, state
+
+
+def test_conditional_mmd_ignores_a_proportion_drift_and_sees_a_shift_within_states():
+    from crossmodalnet.nn import covariate_mmd
+
+    z, codes, state = _planted_states()
+    # the categories differ only in how many cells each state has: the unconditional MMD sees that
+    unconditional = covariate_mmd(z, codes).item()
+    conditional = covariate_mmd(z, codes, groups=state).item()
+    assert unconditional > 0.2
+    assert conditional < 0.05
+    # a within-state shift of category 1 is seen by the conditional MMD
+    shifted, _, _ = _planted_states(shift=2.0)
+    assert covariate_mmd(shifted, codes, groups=state).item() > conditional + 0.3
+    # groups whose category has fewer than `min_cells` cells are skipped
+    lonely = torch.where(codes == 1, 1, 0)  # each group holds one category only
+    assert covariate_mmd(shifted, codes, groups=lonely).item() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"groups": torch.zeros(5, dtype=torch.long)}, "must have the shape"),
+        ({"groups": torch.zeros(600, dtype=torch.long), "min_cells": 1}, "`min_cells` must be an integer >= 2"),
+    ],
+)
+def test_conditional_mmd_bad_settings_raise(kwargs, match):
+    from crossmodalnet.nn import covariate_mmd
+
+    z, codes, _ = _planted_states()
+    with pytest.raises(ValueError, match=match):
+        covariate_mmd(z, codes, **kwargs)
+
+
+def test_state_clusters_find_the_states_not_the_categories():
+    """The clusters follow the planted states seen at every category, although the categories are shifted further apart."""
+    from types import SimpleNamespace
+
+    from sklearn.metrics import adjusted_rand_score
+
+    from crossmodalnet._constants import REGISTRY_KEYS
+    from crossmodalnet.train._disentangle import _StateClusters
+
+    gen = np.random.default_rng(0)
+    n, n_genes = 600, 30
+    codes = np.arange(n) % 3
+    state = np.where(gen.random(n) < np.array([0.2, 0.5, 0.8])[codes], 1, 0)
+    x = gen.normal(0, 0.3, (n, n_genes))
+    x[:, :5] += 2.0 * state[:, None]
+    x[:, 5:15] += 3.0 * codes[:, None]  # the covariate moves the cells further than the states differ
+    batches = [
+        {REGISTRY_KEYS.X_KEY: torch.as_tensor(x[i : i + 100]), "codes": torch.as_tensor(codes[i : i + 100])}
+        for i in range(0, n, 100)
+    ]
+    module = SimpleNamespace(adversarial_covariates=[0], covariate_codes=lambda b: [b["codes"]])
+    clusters = _StateClusters(module, batches, 2)
+    found = np.concatenate([clusters.assign(b[REGISTRY_KEYS.X_KEY], [b["codes"]]).numpy() for b in batches])
+    assert adjusted_rand_score(state, found) > 0.9
+    # every cluster holds cells of every category (at least 40 of the smallest expected share, 0.2 x 200)
+    counts = np.array([[np.sum((found == k) & (codes == c)) for c in range(3)] for k in range(2)])
+    assert counts.min() >= 25
+    with pytest.raises(ValueError, match="more than the 600 training cells"):
+        _StateClusters(module, batches, 601)
+
+
+def test_state_clusters_are_fitted_on_a_capped_number_of_cells(monkeypatch):
+    from types import SimpleNamespace
+
+    import crossmodalnet.train._disentangle as mod
+    from crossmodalnet._constants import REGISTRY_KEYS
+
+    monkeypatch.setattr(mod, "MAX_CLUSTER_CELLS", 250)
+    gen = torch.Generator().manual_seed(0)
+    batches = [
+        {REGISTRY_KEYS.X_KEY: torch.randn(100, 8, generator=gen), "codes": torch.arange(100) % 2} for _ in range(6)
+    ]
+    module = SimpleNamespace(adversarial_covariates=[0], covariate_codes=lambda b: [b["codes"]])
+    clusters = mod._StateClusters(module, batches, 3)
+    assert clusters.pca.n_samples_ == 300  # whole mini-batches until the cap is reached
+    assert clusters.kmeans.labels_.shape == (300,)
+
+
+def test_conditional_phase_runs_through_train_and_is_recorded(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=16)
+    model.train(max_epochs=2, batch_size=64, disentangle_epochs=3, disentangle_kwargs={"n_clusters": 3}, **TRAIN)
+    rec = model.split_["disentangle"]
+    assert rec["n_clusters"] == 3
+    assert len(rec["term_per_epoch"]) == 3
+    assert all(np.isfinite(rec["term_per_epoch"]))
+
+
+def _cell_state_knn(x, labels):
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    return float(cross_val_score(KNeighborsClassifier(n_neighbors=15), x, labels, cv=folds).mean())
+
+
+@pytest.mark.slow
+def test_conditional_phase_keeps_cell_states_where_their_proportions_drift_with_time():
+    """With state proportions drifting over time, the conditional MMD keeps the states apart; the unconditional mixes them."""
+    import anndata as ad
+    import scvi
+
+    knn, probe = {}, {}
+    for name, epochs, n_clusters in (("none", 0, 0), ("unconditional", 50, 0), ("conditional", 50, 10)):
+        scvi.settings.seed = 0
+        torch.manual_seed(0)
+        mdata = cmn.datasets.synthetic_cite(n_obs=600, n_genes=200, n_proteins=10, time_effect=3.0, rng=0)
+        cmn.pp.log_normalize(mdata)
+        cmn.pp.clr(mdata)
+        CrossmodalNet.setup_mudata(mdata, time_key="time")
+        model = CrossmodalNet(mdata)
+        model.train(
+            train_size=0.6,
+            validation_size=0.1,
+            disentangle_epochs=epochs,
+            disentangle_kwargs={"n_clusters": n_clusters},
+            **TRAIN,
+        )
+        z = model.get_latent_representation(mdata)
+        states = mdata.obs["cell_state"].astype(str).to_numpy()
+        knn[name] = _cell_state_knn(z, states)
+        test = np.asarray(model.test_indices)
+        adata = ad.AnnData(np.zeros((test.size, 1), dtype=np.float32))
+        adata.obs["time"] = mdata.obs["time"].astype(str).to_numpy()[test]
+        adata.obsm["X"] = z[test]
+        cmn.tl.covariate_probe(adata, key="time", obsm_key="X", key_added="probe")
+        probe[name] = adata.uns["probe"]["balanced_accuracy"]
+    assert knn["conditional"] > knn["unconditional"] + 0.06
+    assert probe["conditional"] < probe["none"] - 0.2

@@ -441,8 +441,9 @@ class CrossmodalNet(
         disentangle_epochs
             Epochs of the disentangling phase after best-epoch restoration: the encoder alone trains
             with MLP2, the embeddings and the linear path frozen, on the prediction loss plus the
-            maximum mean discrepancy of the basal latent between covariate categories, so the basal
-            latent (:meth:`get_latent_representation`) stops carrying the time point and batch
+            maximum mean discrepancy of the basal latent between covariate categories within
+            cell-state clusters, so the basal latent (:meth:`get_latent_representation`) stops
+            carrying the time point and batch but keeps the cell states
             (:func:`crossmodalnet.train.disentangle_encoder`; docs page *Interpretability*).
             ``None`` takes the preset's value (50 for ``"default"``, 0 for ``"paper"``); 0 switches
             it off.
@@ -454,8 +455,9 @@ class CrossmodalNet(
             much below the validation Pearson it started from.
         disentangle_kwargs
             Keyword arguments of :func:`crossmodalnet.train.disentangle_encoder` (``objective``:
-            ``"mmd"`` or ``"confusion"``, ``weight``, ``discriminator_steps``); its learning rates
-            default to the training plan's.
+            ``"mmd"`` or ``"confusion"``, ``weight``, ``discriminator_steps``, ``n_clusters``: 10
+            cell-state clusters by default, 0 for the unconditional MMD, ``min_cells``); its learning
+            rates default to the training plan's.
         plan_kwargs
             Keyword arguments of ``crossmodalnet.train.FaderGradNormPlan``, which holds the
             default of every training-plan setting above (``None`` there: the plan's default).

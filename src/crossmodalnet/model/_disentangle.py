@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scvi.dataloaders import AnnDataLoader
 
+from crossmodalnet._disentangle_settings import check_conditioning, resolve_n_clusters
 from crossmodalnet.train import disentangle_encoder
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ _KWARGS = (
     "lr_discriminator",
     "weight_decay_discriminator",
     "gradient_penalty",
+    "n_clusters",
+    "min_cells",
 )
 
 
@@ -61,6 +64,8 @@ def check_disentangle_settings(epochs: object, tolerance: object, kwargs: dict |
         raise ValueError(
             f"`disentangle_kwargs['objective']` must be 'mmd' or 'confusion', got {kwargs['objective']!r}."
         )
+    kwargs = kwargs or {}
+    check_conditioning(kwargs.get("objective", "mmd"), kwargs.get("n_clusters"), kwargs.get("min_cells", 3))
     return int(epochs), float(tolerance)
 
 
@@ -124,6 +129,7 @@ class DisentangleMixin:
         self.split_["disentangle"] = {
             "epochs": int(epochs),
             "objective": settings.get("objective", "mmd"),
+            "n_clusters": resolve_n_clusters(settings.get("objective", "mmd"), settings.get("n_clusters")),
             "term_per_epoch": [float(a) for a in term],
             f"{monitor}_before": float(before),
             f"{monitor}_after": float(after),

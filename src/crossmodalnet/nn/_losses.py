@@ -104,7 +104,14 @@ def confusion_loss(logits: Sequence[torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def covariate_mmd(z: torch.Tensor, codes: torch.Tensor, *, scales: Sequence[float] = (0.25, 1.0, 4.0)) -> torch.Tensor:
+def covariate_mmd(
+    z: torch.Tensor,
+    codes: torch.Tensor,
+    *,
+    scales: Sequence[float] = (0.25, 1.0, 4.0),
+    groups: torch.Tensor | None = None,
+    min_cells: int = 3,
+) -> torch.Tensor:
     r"""Maximum mean discrepancy between the cells of each category and all other cells, summed over categories.
 
     :math:`\sum_c \mathrm{MMD}^2(z_{t=c}, z_{t \neq c})` :cite:p:`Gretton2012` with a sum of Gaussian
@@ -115,6 +122,13 @@ def covariate_mmd(z: torch.Tensor, codes: torch.Tensor, *, scales: Sequence[floa
     any moment of one category departs from the rest, so minimising it removes what any
     classifier, linear or not, could read about the covariate.
 
+    With ``groups`` (for example clusters of cell states), the discrepancy is conditional: it is
+    computed within each group, between the group's cells of category :math:`c` and its other cells,
+    and the groups are weighted by their share of the mini-batch,
+    :math:`\sum_g \frac{n_g}{n} \sum_c \mathrm{MMD}^2(z_{g, t=c}, z_{g, t \neq c})`. It is then 0 when
+    the covariate changes only how many cells each group has, not where a group's cells lie. A group
+    and category is skipped when either side has fewer than ``min_cells`` cells.
+
     Parameters
     ----------
     z
@@ -123,21 +137,47 @@ def covariate_mmd(z: torch.Tensor, codes: torch.Tensor, *, scales: Sequence[floa
         Integer category of each cell (1-d).
     scales
         Kernel bandwidths, as multiples of the median squared distance.
+    groups
+        Integer group of each cell (1-d, like ``codes``); ``None``: one group, the unconditional
+        discrepancy.
+    min_cells
+        With ``groups``: the fewest cells on each side of a comparison within a group (at least 2).
 
     Returns
     -------
-    Scalar tensor (0 when fewer than two categories have at least two cells each).
+    Scalar tensor (0 when no category has enough cells on both sides, at least two without
+    ``groups``).
     """
+    if groups is not None and groups.shape != codes.shape:
+        raise ValueError(f"`groups` must have the shape of `codes` {tuple(codes.shape)}, got {tuple(groups.shape)}.")
+    if groups is not None and (isinstance(min_cells, bool) or int(min_cells) != min_cells or min_cells < 2):
+        raise ValueError(f"`min_cells` must be an integer >= 2, got {min_cells!r}.")
     zs = (z - z.mean(0)) / (z.std(0) + 1e-6)
     d = torch.cdist(zs, zs).square()
     med = d.detach().median().clamp_min(1e-6)
     k = sum(torch.exp(-d / (med * s)) for s in scales)
+
+    def mmd(inside: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+        return k[inside][:, inside].mean() + k[outside][:, outside].mean() - 2 * k[inside][:, outside].mean()
+
     total = z.new_zeros(())
-    for c in torch.unique(codes):
-        inside = codes == c
-        if int(inside.sum()) < 2 or int((~inside).sum()) < 2:
-            continue
-        total = total + k[inside][:, inside].mean() + k[~inside][:, ~inside].mean() - 2 * k[inside][:, ~inside].mean()
+    if groups is None:
+        for c in torch.unique(codes):
+            inside = codes == c
+            if int(inside.sum()) < 2 or int((~inside).sum()) < 2:
+                continue
+            total = total + mmd(inside, ~inside)
+        return total
+    n = codes.numel()
+    for g in torch.unique(groups):
+        member = groups == g
+        share = float(member.sum()) / n
+        for c in torch.unique(codes[member]):
+            inside = member & (codes == c)
+            outside = member & (codes != c)
+            if int(inside.sum()) < min_cells or int(outside.sum()) < min_cells:
+                continue
+            total = total + share * mmd(inside, outside)
     return total
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 from crossmodalnet._constants import REGISTRY_KEYS
+from crossmodalnet._disentangle_settings import check_conditioning, resolve_n_clusters
 from crossmodalnet.nn import confusion_loss, covariate_mmd, discriminator_loss, group_lasso, nlc_loss
 
 if TYPE_CHECKING:
@@ -30,6 +32,8 @@ def disentangle_encoder(
     weight_decay_discriminator: float = 5e-5,
     gradient_penalty: float = 0.4,
     input_group_lasso: float = 0.0,
+    n_clusters: int | None = None,
+    min_cells: int = 3,
 ) -> list[float]:
     r"""Train the encoder (MLP1) alone so the covariates can no longer be read from the basal latent.
 
@@ -42,7 +46,9 @@ def disentangle_encoder(
     while removing the covariates. ``objective`` chooses :math:`R`:
 
     - ``"mmd"`` (default): :func:`~crossmodalnet.train.covariate_mmd` of each adversarial covariate; no
-      discriminator is involved.
+      discriminator is involved. With ``n_clusters``, the discrepancy is conditional on cell-state
+      clusters, so that a covariate that changes the cell-state proportions (legitimately visible) is
+      not mixed away with the cell states: only differences within a cluster are removed.
     - ``"confusion"``: :func:`~crossmodalnet.train.confusion_loss` of the discriminators, which first
       take ``discriminator_steps`` steps on the mini-batch (:func:`~crossmodalnet.train.discriminator_loss`).
 
@@ -68,6 +74,19 @@ def disentangle_encoder(
     input_group_lasso
         Weight of the group-lasso penalty on MLP1's first layer (:func:`~crossmodalnet.train.group_lasso`),
         as in training, added to the loss.
+    n_clusters
+        With ``"mmd"``: an integer >= 2 makes the matching conditional on that many cell-state
+        clusters (``groups`` of :func:`~crossmodalnet.train.covariate_mmd`); 0 matches each
+        category's whole latent distribution to the rest (unconditional). ``None`` (default): 10
+        clusters (at most one per training cell) with ``"mmd"``, 0 with ``"confusion"``. The
+        clusters are computed once, before the first step, on the training cells' input (the first
+        mini-batches of one pass over ``batches``, up to 5,000 cells): k-means (``random_state=0``)
+        on the first 50 principal components after removing each covariate category's mean, so
+        that the clusters are cell states seen at every category, not the categories themselves.
+        Every mini-batch cell is assigned to its nearest cluster centre the same way.
+    min_cells
+        With ``n_clusters``: the fewest cells of a category, and of the other categories, within a
+        cluster of a mini-batch for that comparison to count (at least 2).
 
     Returns
     -------
@@ -80,9 +99,13 @@ def disentangle_encoder(
         raise ValueError(f"`epochs` must be an integer >= 0, got {epochs!r}.")
     if discriminator_steps < 1 or int(discriminator_steps) != discriminator_steps:
         raise ValueError(f"`discriminator_steps` must be an integer >= 1, got {discriminator_steps!r}.")
+    check_conditioning(objective, n_clusters, min_cells)
+    cap = n_clusters is None
+    n_clusters = resolve_n_clusters(objective, n_clusters)
     adv = module.adversarial_covariates
     if not adv or epochs == 0:
         return []
+    clusters = _StateClusters(module, batches, n_clusters, cap=cap) if n_clusters else None
     frozen = [*module.decoder.parameters(), *module.covariate_embeddings.parameters()]
     requires = [p.requires_grad for p in frozen]
     for p in frozen:
@@ -119,7 +142,8 @@ def disentangle_encoder(
                 pred = module.generative(**module._get_generative_input(batch, {"z": z}))["protein_scaled"]
                 target = module.scale_protein(module.protein_from_tensors(batch))
                 if objective == "mmd":
-                    term = sum(covariate_mmd(z, codes[i]) for i in adv)
+                    groups = None if clusters is None else clusters.assign(x, codes)
+                    term = sum(covariate_mmd(z, codes[i], groups=groups, min_cells=min_cells) for i in adv)
                 else:
                     term = confusion_loss([module.discriminators[i](z) for i in adv])
                 loss = nlc_loss(pred, target) + F.mse_loss(pred, target) + weight * term
@@ -138,3 +162,63 @@ def disentangle_encoder(
         module.train(was_training)
         opt_dis.zero_grad(set_to_none=True)
     return history
+
+
+MAX_CLUSTER_CELLS = 5000
+"""The cell-state clusters are fitted on at most about this many training cells."""
+
+
+def _dense(x: torch.Tensor) -> np.ndarray:
+    return (x.to_dense() if x.layout != torch.strided else x).detach().cpu().numpy().astype(np.float64)
+
+
+class _StateClusters:
+    """Cell-state clusters of the training cells' input with the covariate categories' means removed."""
+
+    def __init__(
+        self,
+        module: CrossmodalModule,
+        batches: Iterable[dict[str, torch.Tensor]],
+        n_clusters: int,
+        *,
+        cap: bool = False,
+    ):
+        from sklearn.cluster import KMeans
+        from sklearn.decomposition import PCA
+
+        xs, code_lists, n_cells = [], [], 0
+        for batch in batches:
+            xs.append(_dense(batch[REGISTRY_KEYS.X_KEY]))
+            codes = module.covariate_codes(batch)
+            code_lists.append({i: codes[i].detach().cpu().numpy() for i in module.adversarial_covariates})
+            n_cells += xs[-1].shape[0]
+            if n_cells >= MAX_CLUSTER_CELLS:  # a shuffled loader: its first mini-batches are a random sample
+                break
+        x = np.concatenate(xs)
+        if cap:
+            n_clusters = min(n_clusters, x.shape[0])
+        if x.shape[0] < n_clusters:
+            raise ValueError(
+                f"`n_clusters={n_clusters}` is more than the {x.shape[0]} training cells; choose fewer clusters."
+            )
+        self.pca = PCA(n_components=min(50, x.shape[0] - 1, x.shape[1]), random_state=0).fit(x)
+        pcs = self.pca.transform(x)
+        self.offsets = {}
+        for i in module.adversarial_covariates:
+            codes = np.concatenate([c[i] for c in code_lists])
+            offset = np.zeros((int(codes.max()) + 1, pcs.shape[1]))
+            for c in np.unique(codes):
+                offset[c] = pcs[codes == c].mean(0)
+            self.offsets[i] = offset
+            pcs = pcs - offset[codes]
+        self.kmeans = KMeans(n_clusters=n_clusters, n_init=10, random_state=0).fit(pcs)
+        self.module = module
+
+    def assign(self, x: torch.Tensor, codes: dict[int, torch.Tensor]) -> torch.Tensor:
+        """Cluster of each cell of a mini-batch."""
+        pcs = self.pca.transform(_dense(x))
+        for i, offset in self.offsets.items():
+            c = codes[i].detach().cpu().numpy()
+            # a category the training cells lack keeps its position
+            pcs = pcs - np.where((c < len(offset))[:, None], offset[np.minimum(c, len(offset) - 1)], 0.0)
+        return torch.as_tensor(self.kmeans.predict(pcs), dtype=torch.long, device=x.device)
