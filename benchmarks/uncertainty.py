@@ -168,6 +168,18 @@ def run_cmn(data, split, seed: int, args) -> tuple[list[dict], object]:
         n_calibration=int(model.uncertainty_["n_cells"]),
         train_s=round(t_train, 1),
     )
+    if split.setting == "heldout_time":
+        # the same held-out cells predicted at each neighbouring trained time point: how much wider the
+        # interpolated intervals are, cell for cell, than intervals at a time point the model was trained on
+        trained = np.unique(mdata.obs["time"].to_numpy()[np.sort(split.train)].astype(float))
+        below, above = trained[trained < float(data.holdout)], trained[trained > float(data.holdout)]
+        ratios = []
+        for t in (below.max(), above.min()):
+            category = next(c for c in model.time_categories if float(c) == t)
+            at_t = model.predict_protein(query, time=category, return_uncertainty=True, level=args.level, rng=seed)
+            ratios.append(out["width"] / float((at_t.upper - at_t.lower).to_numpy(float).mean()))
+        out["width_ratio_vs_trained_time"] = float(np.mean(ratios))
+        out["time_scale"] = float(model.uncertainty_.get("time_scale", np.nan))
     rows.append({**base, **out})
     per_protein.append(
         pd.DataFrame({**base, "query": "all genes", "protein": data.protein_names, "spearman": out["_rho"]})
