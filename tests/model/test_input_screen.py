@@ -10,7 +10,7 @@ from scipy import sparse
 
 import crossmodalnet as cmn
 from crossmodalnet.model import CrossmodalNet
-from crossmodalnet.model._fitting import screen_genes
+from crossmodalnet.model._fitting import screen_genes, screen_ranking
 
 TRAIN = {"batch_size": 64, "accelerator": "cpu", "enable_progress_bar": False}
 
@@ -57,6 +57,19 @@ def test_screen_matches_a_direct_computation():
     assert {3, 11}.issubset(set(screen_genes(X, Y[rows], rows, 3)))
     with pytest.raises(ValueError, match="constant"):
         screen_genes(X, np.ones((60, 2)), rows, 5)
+
+
+def test_screen_ranking_orders_every_gene_so_each_top_k_is_a_prefix():
+    # the linear path's "auto" candidates are prefixes of one ranking: they must equal separate screens
+    rng = np.random.default_rng(1)
+    X = rng.gamma(1.0, size=(70, 30)) * (rng.random((70, 30)) < 0.6)
+    Y = np.column_stack([X[:, 2] + rng.normal(size=70), X[:, 9] - X[:, 4], rng.normal(size=70)])
+    rows = rng.permutation(70)[:50]
+    ranking = screen_ranking(X, Y[rows], rows)
+    np.testing.assert_array_equal(np.sort(ranking), np.arange(30))
+    for k in (1, 3, 4, 9, 17, 30):
+        expected = _reference_screen(X[np.sort(rows)], Y[np.sort(rows)], k)
+        np.testing.assert_array_equal(np.sort(ranking[:k]), expected)
 
 
 def test_screen_selects_the_planted_driver_genes():

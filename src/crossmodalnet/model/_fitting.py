@@ -54,13 +54,7 @@ def column_moments(X, rows: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, 
 
 
 def screen_genes(X, Y: np.ndarray, rows: np.ndarray, n_genes: int, chunk: int = 4096) -> np.ndarray:
-    """Genes most correlated with the proteins over ``rows``, each protein's best genes first.
-
-    Every gene's Pearson correlation with every protein is computed over ``rows``. Genes are then
-    taken in rounds: round ``r`` adds each protein's ``r``-th most correlated gene (by
-    ``|r|``), so every protein gets its own top genes before any protein gets more; within the last
-    round, genes with the larger ``|r|`` to any protein come first. Constant genes have correlation
-    0; constant proteins are ignored.
+    """Sorted positions of the first ``n_genes`` genes of :func:`screen_ranking`.
 
     Parameters
     ----------
@@ -78,6 +72,34 @@ def screen_genes(X, Y: np.ndarray, rows: np.ndarray, n_genes: int, chunk: int = 
     Returns
     -------
     Sorted positions of the ``n_genes`` kept genes.
+    """
+    return np.sort(screen_ranking(X, Y, rows, chunk=chunk)[:n_genes])
+
+
+def screen_ranking(X, Y: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Every gene, ordered by the supervised screen: each protein's best genes first.
+
+    Every gene's Pearson correlation with every protein is computed over ``rows``. Genes are then
+    taken in rounds: round ``r`` adds each protein's ``r``-th most correlated gene (by
+    ``|r|``), so every protein gets its own top genes before any protein gets more; within the last
+    round, genes with the larger ``|r|`` to any protein come first. Constant genes have correlation
+    0; constant proteins are ignored.
+
+    Parameters
+    ----------
+    X
+        Cells × genes matrix (dense, sparse or backed), read by row chunks.
+    Y
+        Proteins of the cells ``rows`` (len(rows) × proteins), in the order of ``rows``.
+    rows
+        Row positions in ``X`` of the cells to use (the training cells).
+    chunk
+        Rows of ``X`` read at once.
+
+    Returns
+    -------
+    Gene positions in screen order; the screen's top ``k`` genes are the first ``k`` (the order is
+    total, so every ``k`` is a prefix of the same ranking).
     """
     order = np.argsort(np.asarray(rows), kind="stable")
     rows, Yr = np.asarray(rows)[order], np.asarray(Y, dtype=np.float64)[order]
@@ -101,8 +123,7 @@ def screen_genes(X, Y: np.ndarray, rows: np.ndarray, n_genes: int, chunk: int = 
     order = np.argsort(-corr, axis=0, kind="stable")
     np.put_along_axis(rank, order, np.arange(corr.shape[0])[:, None], axis=0)
     best_rank, best_corr = rank.min(axis=1), corr.max(axis=1)
-    keep = np.lexsort((np.arange(corr.shape[0]), -best_corr, best_rank))[:n_genes]
-    return np.sort(keep)
+    return np.lexsort((np.arange(corr.shape[0]), -best_corr, best_rank))
 
 
 class TrainingFitMixin:
