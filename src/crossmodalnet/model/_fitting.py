@@ -58,16 +58,10 @@ def screen_genes(X, Y: np.ndarray, rows: np.ndarray, n_genes: int, chunk: int = 
 
     Parameters
     ----------
-    X
-        Cells × genes matrix (dense, sparse or backed), read by row chunks.
-    Y
-        Proteins of the cells ``rows`` (len(rows) × proteins), in the order of ``rows``.
-    rows
-        Row positions in ``X`` of the cells to use (the training cells).
+    X, Y, rows, chunk
+        As in :func:`screen_ranking`.
     n_genes
         Number of genes to keep.
-    chunk
-        Rows of ``X`` read at once.
 
     Returns
     -------
