@@ -445,7 +445,7 @@ class CrossmodalNet(
             cell-state clusters, so the basal latent (:meth:`get_latent_representation`) stops
             carrying the time point and batch but keeps the cell states
             (:func:`crossmodalnet.train.disentangle_encoder`; docs page *Interpretability*).
-            ``None`` takes the preset's value (50 for ``"default"``, 0 for ``"paper"``); 0 switches
+            ``None`` takes the preset's value (25 for ``"default"``, 0 for ``"paper"``); 0 switches
             it off.
         disentangle_tolerance
             The new encoder is kept only if validation per-protein Pearson drops by at most this

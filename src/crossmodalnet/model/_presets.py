@@ -26,7 +26,7 @@ PRESETS: dict[str, dict[str, object]] = {
 
 TRAIN_PRESETS: dict[str, dict[str, object]] = {
     "paper": {"max_epochs": 500, "early_stopping_patience": 10, "disentangle_epochs": 0},
-    "default": {"max_epochs": 500, "early_stopping_patience": 10, "disentangle_epochs": 50},
+    "default": {"max_epochs": 500, "early_stopping_patience": 10, "disentangle_epochs": 25},
 }
 """Training settings that differ between presets (used where :meth:`CrossmodalNet.train` gets ``None``)."""
 
