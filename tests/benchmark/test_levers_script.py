@@ -89,3 +89,22 @@ def test_ensemble_is_the_mean_of_its_members_and_reruns_skip(levers, tmp_path):
     again = levers.run(_args(tmp_path))
     pd.testing.assert_frame_equal(again.reset_index(drop=True), df.reset_index(drop=True), check_dtype=False)
     assert "| ensemble |" in levers.summarise(again)
+
+
+def test_ensemble_is_deterministic_on_cpu(levers, tmp_path):
+    """Two fresh runs of the ensemble lever (same seeds, CPU) give bit-identical members and scores."""
+    from crossmodalnet.benchmark import load_dataset
+
+    name = load_dataset("synthetic:quick", seed=0).name
+    runs = []
+    for folder in ("first", "second"):
+        df = levers.run(_args(tmp_path / folder, references=""))
+        members = [
+            np.load(tmp_path / folder / "preds" / f"{name}_seed0_member{o}.npz")["pred"] for o in levers.ENSEMBLE_OFFSETS
+        ]
+        runs.append((df.set_index("lever"), members))
+    (first, first_members), (second, second_members) = runs
+    for a, b in zip(first_members, second_members, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for column in ("test_pearson_protein", "test_pearson_cell", "test_mse", "val_pearson_protein"):
+        assert first.loc["ensemble", column] == second.loc["ensemble", column]

@@ -92,6 +92,11 @@ def test_record_and_presets(norm_mdata):
     paper = CrossmodalNet(mdata, preset="paper", n_latent=16)
     paper.train(max_epochs=1, batch_size=64, **TRAIN)
     assert "disentangle" not in paper.split_
+    # the default preset's phase length: 25 epochs (50 doubled the fit time on synthetic D1; docs *Benchmarks*)
+    default = CrossmodalNet(mdata, n_latent=16)
+    default.train(max_epochs=1, batch_size=64, **TRAIN)
+    assert default.split_["disentangle"]["epochs"] == 25
+    assert len(default.split_["disentangle"]["term_per_epoch"]) == 25
 
 
 def test_a_harmful_phase_is_reverted_with_a_warning(norm_mdata, monkeypatch):
