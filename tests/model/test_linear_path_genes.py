@@ -140,3 +140,48 @@ def test_auto_without_varying_proteins_keeps_all_genes():
     assert list(model.linear_path_genes_["errors"]) == ["all"]
     with pytest.raises(ValueError, match="constant"):
         _fit(mdata, linear_path_genes="screen")
+
+
+def _coding_mdata(positions=(350, 351, 352)) -> MuData:
+    """The sparse planted set with proteins named CD19 and CD3, whose coding genes (Cd19; CD3E, CD3D) are noise genes."""
+    mdata = _mdata("sparse")
+    names = [f"g{i}" for i in range(400)]
+    for position, name in zip(positions, ("Cd19", "CD3E", "CD3D"), strict=True):  # mouse case matches too
+        names[position] = name
+    mdata["rna"].var_names = names
+    mdata["prot"].var_names = ["CD19", "CD3", "p2", "p3", "p4", "p5"]
+    mdata.update()
+    CrossmodalNet.setup_mudata(mdata)
+    return mdata
+
+
+def test_coding_genes_join_every_screened_gene_set():
+    # three noise genes the screen leaves out (gene names do not change the screen)
+    screened = _fit(_mdata("sparse"), linear_path_genes="screen").linear_path_genes_["genes"]
+    coding = np.setdiff1d(np.arange(400), screened)[-3:]
+    mdata = _coding_mdata(tuple(coding))
+    with_coding = _fit(mdata, linear_path_genes="screen")
+    assert with_coding.linear_path_coding_genes is True  # default preset
+    np.testing.assert_array_equal(with_coding.linear_path_genes_["coding_genes"], coding)
+    without = _fit(mdata, linear_path_genes="screen", linear_path_coding_genes=False)
+    assert without.linear_path_genes_["coding_genes"].size == 0
+    np.testing.assert_array_equal(without.linear_path_genes_["genes"], screened)
+    # the chosen set is exactly the screen plus the coding genes, whose linear weights are fitted
+    np.testing.assert_array_equal(with_coding.linear_path_genes_["genes"], np.union1d(screened, coding))
+    assert np.abs(with_coding.module.linear_weight.detach().numpy()[coding]).sum() > 0
+    assert np.abs(without.module.linear_weight.detach().numpy()[coding]).sum() == 0
+    # "auto" adds them to each screened candidate; "all" is unchanged
+    auto = _fit(mdata)
+    assert auto.linear_path_genes_["choice"].startswith("screen")
+    assert np.isin(coding, auto.linear_path_genes_["genes"]).all()
+
+
+def test_coding_genes_setting_is_checked_and_saved(tmp_path):
+    mdata = _coding_mdata()
+    with pytest.raises(ValueError, match="`linear_path_coding_genes` must be True or False"):
+        CrossmodalNet(mdata, linear_path_coding_genes="yes")
+    assert CrossmodalNet(mdata, preset="paper").linear_path_coding_genes is False
+    model = _fit(mdata, linear_path_coding_genes=False)
+    model.save(tmp_path / "m")
+    loaded = CrossmodalNet.load(tmp_path / "m", mdata)
+    assert loaded.linear_path_coding_genes is False

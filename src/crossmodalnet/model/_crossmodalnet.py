@@ -150,6 +150,13 @@ class CrossmodalNet(
         weight. The choice, the genes (positions in the registered RNA) and each candidate's
         error are in ``model.linear_path_genes_`` after the first :meth:`train`. Ignored without
         a linear path.
+    linear_path_coding_genes
+        Add each protein's coding gene(s) to every screened gene set of the linear path
+        (``linear_path_genes`` ``"screen"`` or ``"auto"``), so that a protein's own mRNA can enter
+        the ridge even when the screen, which keeps only a few genes per protein, misses it
+        (default preset: on). The genes come from :func:`crossmodalnet.pp.protein_genes`, matched
+        case-insensitively to the registered gene names; proteins it does not know add nothing.
+        The positions added are in ``model.linear_path_genes_["coding_genes"]``.
     registry
         Used by :meth:`load` to build a model without data; leave unset.
 
@@ -196,12 +203,15 @@ class CrossmodalNet(
         standardize_protein: bool | None = None,
         linear_path: bool | None = None,
         linear_path_genes: Literal["all", "screen", "auto"] | None = None,
+        linear_path_coding_genes: bool | None = None,
         registry: dict | None = None,
     ):
         if linear_path_genes is not None and linear_path_genes not in LINEAR_PATH_GENES:
             raise ValueError(
                 f"`linear_path_genes` must be one of {list(LINEAR_PATH_GENES)}, got {linear_path_genes!r}."
             )
+        if linear_path_coding_genes is not None and not isinstance(linear_path_coding_genes, bool | np.bool_):
+            raise ValueError(f"`linear_path_coding_genes` must be True or False, got {linear_path_coding_genes!r}.")
         resolved = resolve_preset(
             preset,
             {
@@ -214,6 +224,7 @@ class CrossmodalNet(
                 "standardize_protein": standardize_protein,
                 "linear_path": linear_path,
                 "linear_path_genes": linear_path_genes,
+                "linear_path_coding_genes": linear_path_coding_genes,
             },
         )
         super().__init__(mdata, registry=registry)
@@ -228,9 +239,10 @@ class CrossmodalNet(
             n_cats_per_cov=[n_time, n_batch],
             input_reduction=input_reduction,
             n_input_features=n_input_features,
-            **{k: v for k, v in resolved.items() if k != "linear_path_genes"},
+            **{k: v for k, v in resolved.items() if k not in ("linear_path_genes", "linear_path_coding_genes")},
         )
         self.linear_path_genes = resolved["linear_path_genes"]
+        self.linear_path_coding_genes = bool(resolved["linear_path_coding_genes"])
         self.linear_path_genes_: dict | None = None
         self.split_: dict = {}
         self.trained_time_codes_: np.ndarray | None = None

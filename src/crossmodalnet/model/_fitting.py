@@ -186,12 +186,22 @@ class TrainingFitMixin:
         Y = torch.as_tensor(self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, idx), dtype=torch.float32)
         return self.module.scale_protein(Y).double().numpy()
 
+    def _coding_gene_positions(self) -> np.ndarray:
+        """Sorted positions, in the registered genes, of the proteins' coding genes (:func:`~crossmodalnet.pp.protein_genes`)."""
+        from crossmodalnet.pp import protein_genes
+
+        genes = [str(g) for g in self.gene_names]
+        table = protein_genes([str(p) for p in self.protein_names], genes=genes, errors="ignore")
+        symbols = {g for found in table["genes"] for g in found}
+        return np.asarray([i for i, g in enumerate(genes) if g in symbols], dtype=np.int64)
+
     def _fit_linear_path(self, train_idx: np.ndarray, val_idx: np.ndarray) -> float:
         """Fit the linear path on the training cells, its genes and penalty chosen on validation cells.
 
         Proteins are taken on the loss scale. Each candidate gene set (``linear_path_genes``: all
         genes, the screened genes of :func:`screen_genes` on the training cells, or both kinds for
-        ``"auto"``) gets its own penalty from the grid of
+        ``"auto"``; with ``linear_path_coding_genes``, every screened set also holds the proteins'
+        coding genes) gets its own penalty from the grid of
         :func:`~crossmodalnet.model._linear.fit_ridge_by_time`; the set and penalty with the lowest
         validation mean squared error (over validation cells of trained time points; without any,
         the generalised cross-validation estimate) win. Genes outside the chosen set get zero
@@ -217,10 +227,11 @@ class TrainingFitMixin:
             candidates["all"] = np.arange(n_genes)
         # "auto" keeps to all genes when no protein varies over the training cells (nothing to screen by)
         screenable = self.linear_path_genes == "screen" or bool((Y_train.std(axis=0) > 1e-12).any())
+        coding = self._coding_gene_positions() if self.linear_path_coding_genes else np.zeros(0, dtype=np.int64)
         for k in sizes:
             if k < n_genes and screenable:
                 X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-                candidates[f"screen{k}"] = screen_genes(X, Y_train, train_idx, k)
+                candidates[f"screen{k}"] = np.union1d(screen_genes(X, Y_train, train_idx, k), coding)
         fits, errors = {}, {}
         for name, genes in candidates.items():
             *fits[name], errors[name] = fit_ridge_by_time(
@@ -244,6 +255,7 @@ class TrainingFitMixin:
             "criterion": "validation_mse" if X_val is not None else "gcv",
             "errors": {k: float(v) for k, v in errors.items()},
             "alpha": float(alpha),
+            "coding_genes": coding.astype(np.int64),
         }
         logger.info(
             "linear path: genes %s (%d), ridge alpha %.4g (%d gene sets × %d penalties)",

@@ -16,13 +16,20 @@ _PAPER: dict[str, object] = {
     "standardize_protein": False,
     "linear_path": False,
     "linear_path_genes": "all",
+    "linear_path_coding_genes": False,
 }
 PRESETS: dict[str, dict[str, object]] = {
     "paper": _PAPER,
-    "default": {**_PAPER, "standardize_protein": True, "linear_path": True, "linear_path_genes": "auto"},
+    "default": {
+        **_PAPER,
+        "standardize_protein": True,
+        "linear_path": True,
+        "linear_path_genes": "auto",
+        "linear_path_coding_genes": True,
+    },
 }
 """Model settings of each preset: ``"paper"`` is Table S1 of :cite:t:`Yang2023`; ``"default"`` adds the linear path
-(its genes chosen on the validation cells)."""
+(its genes chosen on the validation cells, the proteins' coding genes in every screened gene set)."""
 
 TRAIN_PRESETS: dict[str, dict[str, object]] = {
     "paper": {"max_epochs": 500, "early_stopping_patience": 10, "disentangle_epochs": 0},
