@@ -1,0 +1,31 @@
+"""The fit-cost script ``benchmarks/fit_cost.py``: every variant timed in each repeat, ratio within a repeat."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fit_cost.py"
+
+
+def test_fit_cost_times_each_variant_per_repeat(tmp_path):
+    spec = importlib.util.spec_from_file_location("fit_cost_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = argparse.Namespace(
+        out=str(tmp_path), data="synthetic:quick", seed=0, repeats=2, max_epochs=2, data_dir=None
+    )
+    df = module.run(args)
+    assert list(df["variant"]) == ["paper", "default", "default_no_phase"] * 2
+    assert list(df["repeat"]) == [0, 0, 0, 1, 1, 1]
+    assert (df["fit_seconds"] > 0).all()
+    written = pd.read_csv(tmp_path / "fit_cost.csv")
+    pd.testing.assert_frame_equal(written, df, check_dtype=False)
+    summary = (tmp_path / "summary.md").read_text()
+    wide = df.pivot(index="repeat", columns="variant", values="fit_seconds")
+    ratio = (wide["default"] / wide["paper"]).mean()
+    assert f"Mean default / paper ratio: {ratio:.2f}" in summary
+    assert summary.count("\n| ") == 3  # header and two repeats
