@@ -15,9 +15,7 @@ def test_fit_cost_times_each_variant_per_repeat(tmp_path):
     spec = importlib.util.spec_from_file_location("fit_cost_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    args = argparse.Namespace(
-        out=str(tmp_path), data="synthetic:quick", seed=0, repeats=2, max_epochs=2, data_dir=None
-    )
+    args = argparse.Namespace(out=str(tmp_path), data="synthetic:quick", seed=0, repeats=2, max_epochs=2, data_dir=None)
     df = module.run(args)
     assert list(df["variant"]) == ["paper", "default", "default_no_phase"] * 2
     assert list(df["repeat"]) == [0, 0, 0, 1, 1, 1]

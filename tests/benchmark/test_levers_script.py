@@ -100,7 +100,8 @@ def test_ensemble_is_deterministic_on_cpu(levers, tmp_path):
     for folder in ("first", "second"):
         df = levers.run(_args(tmp_path / folder, references=""))
         members = [
-            np.load(tmp_path / folder / "preds" / f"{name}_seed0_member{o}.npz")["pred"] for o in levers.ENSEMBLE_OFFSETS
+            np.load(tmp_path / folder / "preds" / f"{name}_seed0_member{o}.npz")["pred"]
+            for o in levers.ENSEMBLE_OFFSETS
         ]
         runs.append((df.set_index("lever"), members))
     (first, first_members), (second, second_members) = runs
