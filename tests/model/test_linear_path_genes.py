@@ -185,3 +185,20 @@ def test_coding_genes_setting_is_checked_and_saved(tmp_path):
     model.save(tmp_path / "m")
     loaded = CrossmodalNet.load(tmp_path / "m", mdata)
     assert loaded.linear_path_coding_genes is False
+
+
+def test_auto_screens_the_genes_once(monkeypatch):
+    """The screened candidate sets of ``"auto"`` are prefixes of one screen, not one screen each."""
+    import crossmodalnet.model._fitting as fitting
+
+    calls = []
+    original = fitting.screen_ranking
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fitting, "screen_ranking", counted)
+    model = _fit(_mdata("sparse"), linear_path_genes="auto")
+    assert len(calls) == 1
+    assert set(model.linear_path_genes_["errors"]) == {"all", "screen64", "screen256"}

@@ -228,10 +228,11 @@ class TrainingFitMixin:
         # "auto" keeps to all genes when no protein varies over the training cells (nothing to screen by)
         screenable = self.linear_path_genes == "screen" or bool((Y_train.std(axis=0) > 1e-12).any())
         coding = self._coding_gene_positions() if self.linear_path_coding_genes else np.zeros(0, dtype=np.int64)
-        for k in sizes:
-            if k < n_genes and screenable:
-                X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-                candidates[f"screen{k}"] = np.union1d(screen_genes(X, Y_train, train_idx, k), coding)
+        screened = [k for k in sizes if k < n_genes and screenable]
+        if screened:  # one screen; each candidate set is a prefix of its ranking
+            ranking = screen_ranking(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY), Y_train, train_idx)
+            for k in screened:
+                candidates[f"screen{k}"] = np.union1d(ranking[:k], coding)
         fits, errors = {}, {}
         for name, genes in candidates.items():
             *fits[name], errors[name] = fit_ridge_by_time(
