@@ -202,3 +202,9 @@ def test_auto_screens_the_genes_once(monkeypatch):
     model = _fit(_mdata("sparse"), linear_path_genes="auto")
     assert len(calls) == 1
     assert set(model.linear_path_genes_["errors"]) == {"all", "screen64", "screen256"}
+
+
+def test_coding_genes_are_not_recorded_without_a_screened_set():
+    model = _fit(_coding_mdata(), linear_path_genes="all")
+    assert model.linear_path_genes_["choice"] == "all"
+    assert model.linear_path_genes_["coding_genes"].size == 0

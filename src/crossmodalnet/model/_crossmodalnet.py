@@ -156,7 +156,8 @@ class CrossmodalNet(
         the ridge even when the screen, which keeps only a few genes per protein, misses it
         (default preset: on). The genes come from :func:`crossmodalnet.pp.protein_genes`, matched
         case-insensitively to the registered gene names; proteins it does not know add nothing.
-        The positions added are in ``model.linear_path_genes_["coding_genes"]``.
+        The positions added are in ``model.linear_path_genes_["coding_genes"]`` (empty when no
+        screened set was fitted).
     registry
         Used by :meth:`load` to build a model without data; leave unset.
 

@@ -227,8 +227,10 @@ class TrainingFitMixin:
             candidates["all"] = np.arange(n_genes)
         # "auto" keeps to all genes when no protein varies over the training cells (nothing to screen by)
         screenable = self.linear_path_genes == "screen" or bool((Y_train.std(axis=0) > 1e-12).any())
-        coding = self._coding_gene_positions() if self.linear_path_coding_genes else np.zeros(0, dtype=np.int64)
         screened = [k for k in sizes if k < n_genes and screenable]
+        coding = np.zeros(0, dtype=np.int64)  # added to screened sets only
+        if screened and self.linear_path_coding_genes:
+            coding = self._coding_gene_positions()
         if screened:  # one screen; each candidate set is a prefix of its ranking
             ranking = screen_ranking(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY), Y_train, train_idx)
             for k in screened:
