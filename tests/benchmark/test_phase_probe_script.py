@@ -1,0 +1,28 @@
+"""The phase-length probe script ``benchmarks/phase_probe.py`` on the smallest benchmark size."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "phase_probe.py"
+
+
+def test_phase_probe_rows(tmp_path):
+    spec = importlib.util.spec_from_file_location("phase_probe_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = argparse.Namespace(out=str(tmp_path), size="quick", seeds="0", epochs="0,2", max_epochs=2)
+    df = module.run(args)
+    assert list(df["disentangle_epochs"]) == [0, 2]
+    assert df["chance"].tolist() == [1 / 3, 1 / 3]
+    assert df["cell_state_floor"].nunique() == 1
+    assert np.isnan(df.loc[0, "term_first"])
+    assert np.isfinite(df.loc[1, "term_last"])
+    assert df["probe_test"].between(0, 1).all()
+    assert df["test_pearson_protein"].between(-1, 1).all()
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "phase_probe.csv"), df, check_dtype=False)
