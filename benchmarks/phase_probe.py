@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     import torch
 
     import crossmodalnet as cmn
+    from crossmodalnet._metrics import pearson_per_protein
     from crossmodalnet.benchmark import load_dataset, make_split
     from crossmodalnet.benchmark._data import SYNTHETIC_SIZES, TRAIN_SIZE, VALIDATION_SIZE
     from crossmodalnet.model import CrossmodalNet
@@ -94,9 +95,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
             probe, chance = _probe(z[test], time[test])
             pred = model.predict_protein(mdata).to_numpy()[test]
             truth = np.asarray(data.Y)[test]
-            r = np.nanmean(
-                [np.corrcoef(pred[:, j], truth[:, j])[0, 1] for j in range(truth.shape[1]) if truth[:, j].std() > 0]
-            )
+            r = np.nanmean(pearson_per_protein(pred, truth))  # constant proteins are NaN and left out
             terms = model.split_.get("disentangle", {}).get("term_per_epoch", [])
             rows.append(
                 {
