@@ -56,3 +56,34 @@ def check_conditioning(objective: str, n_clusters: object, min_cells: object) ->
         raise ValueError(f"`n_clusters` applies to objective='mmd' only, not {objective!r}; leave it at 0.")
     if isinstance(min_cells, bool) or not isinstance(min_cells, int | np.integer) or min_cells < 2:
         raise ValueError(f"`min_cells` must be an integer >= 2, got {min_cells!r}.")
+
+
+def check_state_term(objective: str, n_clusters: int, state_weight: object, state_components: object) -> None:
+    """Raise a :class:`ValueError` naming a bad ``state_weight`` or ``state_components`` of :func:`disentangle_encoder`.
+
+    Parameters
+    ----------
+    objective
+        ``"mmd"`` or ``"confusion"``.
+    n_clusters
+        The resolved number of clusters (:func:`resolve_n_clusters`).
+    state_weight
+        A finite number >= 0; above 0 it needs the conditional MMD (``objective="mmd"``, ``n_clusters`` >= 2).
+    state_components
+        An integer >= 1.
+    """
+    if (
+        isinstance(state_weight, bool)
+        or not isinstance(state_weight, int | float | np.integer | np.floating)
+        or not (np.isfinite(state_weight) and state_weight >= 0)
+    ):
+        raise ValueError(
+            f"`state_weight` must be a finite number >= 0 (0 switches the term off), got {state_weight!r}."
+        )
+    if isinstance(state_components, bool) or not isinstance(state_components, int | np.integer) or state_components < 1:
+        raise ValueError(f"`state_components` must be an integer >= 1, got {state_components!r}.")
+    if state_weight > 0 and (objective != "mmd" or not n_clusters):
+        raise ValueError(
+            "`state_weight` > 0 needs the cell-state clusters of the conditional MMD (objective='mmd' and "
+            f"n_clusters >= 2 or None), got objective={objective!r} with n_clusters={n_clusters}."
+        )

@@ -65,6 +65,11 @@ def test_bad_settings_raise(small_model, kwargs):
         ({"disentangle_kwargs": {"n_clusters": True}}, "`n_clusters` must be None"),
         ({"disentangle_kwargs": {"n_clusters": 4, "objective": "confusion"}}, "objective='mmd' only"),
         ({"disentangle_kwargs": {"n_clusters": 4, "min_cells": 1}}, "`min_cells` must be an integer >= 2"),
+        ({"disentangle_kwargs": {"state_weight": -1.0}}, "`state_weight` must be a finite number >= 0"),
+        ({"disentangle_kwargs": {"state_weight": float("nan")}}, "`state_weight` must be a finite number >= 0"),
+        ({"disentangle_kwargs": {"state_weight": 1.0, "state_components": 0}}, "`state_components` must be"),
+        ({"disentangle_kwargs": {"state_weight": 1.0, "n_clusters": 0}}, "needs the cell-state clusters"),
+        ({"disentangle_kwargs": {"state_weight": 1.0, "objective": "confusion"}}, "needs the cell-state clusters"),
     ],
 )
 def test_train_refuses_bad_settings_before_changing_the_model(small_model, kwargs, match):
@@ -324,6 +329,8 @@ def test_conditional_phase_runs_through_train_and_is_recorded(norm_mdata):
     assert rec["n_clusters"] == 3
     assert len(rec["term_per_epoch"]) == 3
     assert all(np.isfinite(rec["term_per_epoch"]))
+    assert rec["state_weight"] == 0.0  # the cell-state term is off unless asked for
+    assert rec["state_term_per_epoch"] == []
 
 
 def _cell_state_knn(x, labels):
@@ -389,3 +396,62 @@ def test_default_phase_hides_a_pure_nuisance_batch():
     assert row["default_batch"] < row["chance_batch"] + 0.1
     assert row["default_batch"] < row["no_phase_batch"] - 0.08
     assert row["default_time"] < row["no_phase_time"] - 0.2
+
+
+def _distance_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.spatial.distance import pdist
+
+    return float(np.corrcoef(pdist(a), pdist(b))[0, 1])
+
+
+def test_state_term_pulls_the_latent_towards_the_input_geometry(small_model):
+    """The cell-state term: recorded per epoch, falls, and makes latent distances follow the input's principal components."""
+    import copy
+
+    from sklearn.decomposition import PCA
+
+    batches = _batches(small_model, n=3)
+    x = torch.cat([b["X"] for b in batches]).numpy()
+    pcs = PCA(n_components=20, random_state=0).fit_transform(x)
+    corr, records = {}, {}
+    for state_weight in (0.0, 10.0):
+        module = copy.deepcopy(small_model.module)
+        torch.manual_seed(0)
+        records[state_weight] = {}
+        terms = disentangle_encoder(
+            module,
+            batches,
+            epochs=15,
+            n_clusters=3,
+            state_weight=state_weight,
+            state_components=20,
+            record=records[state_weight],
+        )
+        assert len(terms) == 15
+        module.eval()
+        with torch.no_grad():
+            z = module.inference(torch.as_tensor(x))["z"].numpy()
+        corr[state_weight] = _distance_correlation(z, pcs)
+    assert records[0.0] == {"state_term": []}
+    state = records[10.0]["state_term"]
+    assert len(state) == 15
+    assert all(0 <= t <= 2 for t in state)
+    assert np.mean(state[-3:]) < np.mean(state[:3]) - 0.1
+    assert corr[10.0] > corr[0.0] + 0.1
+
+
+def test_state_term_runs_through_train_and_is_recorded(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=16)
+    model.train(
+        max_epochs=2,
+        batch_size=64,
+        disentangle_epochs=3,
+        disentangle_kwargs={"n_clusters": 3, "state_weight": 5.0},
+        **TRAIN,
+    )
+    rec = model.split_["disentangle"]
+    assert rec["state_weight"] == 5.0
+    assert len(rec["state_term_per_epoch"]) == 3
+    assert all(np.isfinite(rec["state_term_per_epoch"]))

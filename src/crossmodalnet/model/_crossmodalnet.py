@@ -469,8 +469,10 @@ class CrossmodalNet(
         disentangle_kwargs
             Keyword arguments of :func:`crossmodalnet.train.disentangle_encoder` (``objective``:
             ``"mmd"`` or ``"confusion"``, ``weight``, ``discriminator_steps``, ``n_clusters``: 10
-            cell-state clusters by default, 0 for the unconditional MMD, ``min_cells``); its learning
-            rates default to the training plan's.
+            cell-state clusters by default, 0 for the unconditional MMD, ``min_cells``,
+            ``state_weight``: > 0 adds a term that keeps the input's cell-state geometry in the basal
+            latent, off by default, ``state_components``); its learning rates default to the training
+            plan's.
         plan_kwargs
             Keyword arguments of ``crossmodalnet.train.FaderGradNormPlan``, which holds the
             default of every training-plan setting above (``None`` there: the plan's default).

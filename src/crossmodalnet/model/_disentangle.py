@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scvi.dataloaders import AnnDataLoader
 
-from crossmodalnet._disentangle_settings import check_conditioning, resolve_n_clusters
+from crossmodalnet._disentangle_settings import check_conditioning, check_state_term, resolve_n_clusters
 from crossmodalnet.train import disentangle_encoder
 
 if TYPE_CHECKING:
@@ -30,6 +30,8 @@ _KWARGS = (
     "gradient_penalty",
     "n_clusters",
     "min_cells",
+    "state_weight",
+    "state_components",
 )
 
 
@@ -65,7 +67,14 @@ def check_disentangle_settings(epochs: object, tolerance: object, kwargs: dict |
             f"`disentangle_kwargs['objective']` must be 'mmd' or 'confusion', got {kwargs['objective']!r}."
         )
     kwargs = kwargs or {}
-    check_conditioning(kwargs.get("objective", "mmd"), kwargs.get("n_clusters"), kwargs.get("min_cells", 3))
+    objective = kwargs.get("objective", "mmd")
+    check_conditioning(objective, kwargs.get("n_clusters"), kwargs.get("min_cells", 3))
+    check_state_term(
+        objective,
+        resolve_n_clusters(objective, kwargs.get("n_clusters")),
+        kwargs.get("state_weight", 0.0),
+        kwargs.get("state_components", 50),
+    )
     return int(epochs), float(tolerance)
 
 
@@ -114,7 +123,8 @@ class DisentangleMixin:
             "input_group_lasso": plan.input_group_lasso,
             **(disentangle_kwargs or {}),
         }
-        term = disentangle_encoder(module, loader, epochs=epochs, **settings)
+        record: dict[str, list[float]] = {}
+        term = disentangle_encoder(module, loader, epochs=epochs, record=record, **settings)
         after = self._validation_score(val_idx, monitor) if has_val else float("nan")
         accepted = not has_val or not (after < before - tolerance)
         if not accepted:
@@ -131,6 +141,8 @@ class DisentangleMixin:
             "objective": settings.get("objective", "mmd"),
             "n_clusters": resolve_n_clusters(settings.get("objective", "mmd"), settings.get("n_clusters")),
             "term_per_epoch": [float(a) for a in term],
+            "state_weight": float(settings.get("state_weight", 0.0)),
+            "state_term_per_epoch": [float(a) for a in record.get("state_term", [])],
             f"{monitor}_before": float(before),
             f"{monitor}_after": float(after),
             "accepted": bool(accepted),

@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from crossmodalnet._constants import REGISTRY_KEYS
-from crossmodalnet._disentangle_settings import check_conditioning, resolve_n_clusters
+from crossmodalnet._disentangle_settings import check_conditioning, check_state_term, resolve_n_clusters
 from crossmodalnet.nn import confusion_loss, covariate_mmd, discriminator_loss, group_lasso, nlc_loss
 
 if TYPE_CHECKING:
@@ -34,13 +34,16 @@ def disentangle_encoder(
     input_group_lasso: float = 0.0,
     n_clusters: int | None = None,
     min_cells: int = 3,
+    state_weight: float = 0.0,
+    state_components: int = 50,
+    record: dict[str, list[float]] | None = None,
 ) -> list[float]:
     r"""Train the encoder (MLP1) alone so the covariates can no longer be read from the basal latent.
 
     Everything else that makes a prediction (MLP2, the covariate embeddings, the linear path) stays
     frozen, MLP2 in evaluation mode. On every mini-batch the encoder takes one Adam step on
 
-    .. math:: \mathrm{NLC} + \mathrm{MSE} + w \cdot R(z)
+    .. math:: \mathrm{NLC} + \mathrm{MSE} + w \cdot R(z) \; [+ \, w_s \cdot S(z)]
 
     with the predictions decoded by the frozen MLP2, so the encoder keeps what the decoder reads
     while removing the covariates. ``objective`` chooses :math:`R`:
@@ -87,6 +90,20 @@ def disentangle_encoder(
     min_cells
         With ``n_clusters``: the fewest cells of a category, and of the other categories, within a
         cluster of a mini-batch for that comparison to count (at least 2).
+    state_weight
+        Weight :math:`w_s` of the cell-state geometry term :math:`S` (0, the default, leaves it out; needs
+        the conditional MMD). :math:`S` is one minus the Pearson correlation between the mini-batch's
+        pairwise cell distances in the basal latent and in a target of what the cell state is: the
+        input's first ``state_components`` principal components and, with a linear path, its output
+        ``x W`` (each block scaled to a total variance of 1 on the training cells), with each covariate
+        category's mean shift within each cell-state cluster removed. So the latent keeps the input's
+        cell-state geometry, including how the state proportions change with the covariate, but not the
+        covariate's effect within a state.
+    state_components
+        Principal components of the input in the target of :math:`S`.
+    record
+        If given, a dictionary that receives ``"state_term"``: the mean of :math:`S` over the mini-batches
+        of each epoch (empty without the term).
 
     Returns
     -------
@@ -102,10 +119,13 @@ def disentangle_encoder(
     check_conditioning(objective, n_clusters, min_cells)
     cap = n_clusters is None
     n_clusters = resolve_n_clusters(objective, n_clusters)
+    check_state_term(objective, n_clusters, state_weight, state_components)
+    state_history = [] if record is None else record.setdefault("state_term", [])
     adv = module.adversarial_covariates
     if not adv or epochs == 0:
         return []
     clusters = _StateClusters(module, batches, n_clusters, cap=cap) if n_clusters else None
+    state = _StateGeometry(module, batches, clusters, state_components) if state_weight > 0 else None
     frozen = [*module.decoder.parameters(), *module.covariate_embeddings.parameters()]
     requires = [p.requires_grad for p in frozen]
     for p in frozen:
@@ -121,7 +141,7 @@ def disentangle_encoder(
         module.train()
         module.decoder.eval()
         for _ in range(int(epochs)):
-            total, n_batches = 0.0, 0
+            total, state_total, n_batches = 0.0, 0.0, 0
             for batch in batches:
                 batch = {k: v.to(device) for k, v in batch.items()}
                 codes = module.covariate_codes(batch)
@@ -141,12 +161,16 @@ def disentangle_encoder(
                 z = module.inference(x)["z"]
                 pred = module.generative(**module._get_generative_input(batch, {"z": z}))["protein_scaled"]
                 target = module.scale_protein(module.protein_from_tensors(batch))
+                groups = None if clusters is None else clusters.assign(x, codes)
                 if objective == "mmd":
-                    groups = None if clusters is None else clusters.assign(x, codes)
                     term = sum(covariate_mmd(z, codes[i], groups=groups, min_cells=min_cells) for i in adv)
                 else:
                     term = confusion_loss([module.discriminators[i](z) for i in adv])
                 loss = nlc_loss(pred, target) + F.mse_loss(pred, target) + weight * term
+                if state is not None:
+                    state_term = state.loss(z, x, codes, groups)
+                    loss = loss + state_weight * state_term
+                    state_total += float(state_term.detach())
                 if input_group_lasso > 0:
                     loss = loss + input_group_lasso * group_lasso(module.encoder.first_layer.weight)
                 opt_enc.zero_grad(set_to_none=True)
@@ -156,6 +180,8 @@ def disentangle_encoder(
                 total += float(term.detach())
                 n_batches += 1
             history.append(total / max(n_batches, 1))
+            if state is not None:
+                state_history.append(state_total / max(n_batches, 1))
     finally:
         for p, r in zip(frozen, requires, strict=True):
             p.requires_grad_(r)
@@ -172,6 +198,22 @@ def _dense(x: torch.Tensor) -> np.ndarray:
     return (x.to_dense() if x.layout != torch.strided else x).detach().cpu().numpy().astype(np.float64)
 
 
+def _training_sample(
+    module: CrossmodalModule, batches: Iterable[dict[str, torch.Tensor]]
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Input and adversarial-covariate codes of the first mini-batches, up to about :data:`MAX_CLUSTER_CELLS` cells."""
+    xs, code_lists, n_cells = [], [], 0
+    for batch in batches:
+        xs.append(_dense(batch[REGISTRY_KEYS.X_KEY]))
+        codes = module.covariate_codes(batch)
+        code_lists.append({i: codes[i].detach().cpu().numpy() for i in module.adversarial_covariates})
+        n_cells += xs[-1].shape[0]
+        if n_cells >= MAX_CLUSTER_CELLS:  # a shuffled loader: its first mini-batches are a random sample
+            break
+    codes = {i: np.concatenate([c[i] for c in code_lists]) for i in module.adversarial_covariates}
+    return np.concatenate(xs), codes
+
+
 class _StateClusters:
     """Cell-state clusters of the training cells' input with the covariate categories' means removed."""
 
@@ -186,15 +228,7 @@ class _StateClusters:
         from sklearn.cluster import KMeans
         from sklearn.decomposition import PCA
 
-        xs, code_lists, n_cells = [], [], 0
-        for batch in batches:
-            xs.append(_dense(batch[REGISTRY_KEYS.X_KEY]))
-            codes = module.covariate_codes(batch)
-            code_lists.append({i: codes[i].detach().cpu().numpy() for i in module.adversarial_covariates})
-            n_cells += xs[-1].shape[0]
-            if n_cells >= MAX_CLUSTER_CELLS:  # a shuffled loader: its first mini-batches are a random sample
-                break
-        x = np.concatenate(xs)
+        x, all_codes = _training_sample(module, batches)
         if cap:
             n_clusters = min(n_clusters, x.shape[0])
         if x.shape[0] < n_clusters:
@@ -204,8 +238,7 @@ class _StateClusters:
         self.pca = PCA(n_components=min(50, x.shape[0] - 1, x.shape[1]), random_state=0).fit(x)
         pcs = self.pca.transform(x)
         self.offsets = {}
-        for i in module.adversarial_covariates:
-            codes = np.concatenate([c[i] for c in code_lists])
+        for i, codes in all_codes.items():
             offset = np.zeros((int(codes.max()) + 1, pcs.shape[1]))
             for c in np.unique(codes):
                 offset[c] = pcs[codes == c].mean(0)
@@ -222,3 +255,68 @@ class _StateClusters:
             # a category the training cells lack keeps its position
             pcs = pcs - np.where((c < len(offset))[:, None], offset[np.minimum(c, len(offset) - 1)], 0.0)
         return torch.as_tensor(self.kmeans.predict(pcs), dtype=torch.long, device=x.device)
+
+
+class _StateGeometry:
+    """Target geometry of the cell-state term: input principal components and linear-path output, state-conditioned.
+
+    Both blocks are scaled to a total variance of 1 on the training cells. For each adversarial covariate,
+    the shift ``mean(cluster, category) - mean(cluster)`` of each category within each cell-state cluster is
+    removed, so the target keeps the states and their proportions at every category but not the covariate's
+    effect within a state.
+    """
+
+    def __init__(
+        self,
+        module: CrossmodalModule,
+        batches: Iterable[dict[str, torch.Tensor]],
+        clusters: _StateClusters,
+        n_components: int,
+    ):
+        from sklearn.decomposition import PCA
+
+        x, codes = _training_sample(module, batches)
+        self.module = module
+        self.device = next(module.parameters()).device
+        self.pca = PCA(n_components=min(n_components, x.shape[0] - 1, x.shape[1]), random_state=0).fit(x)
+        x_t = torch.as_tensor(x, dtype=torch.float32, device=self.device)
+        self.scales = [float(b.var(0).sum().sqrt()) or 1.0 for b in self._blocks(x_t)]
+        target = self._scaled(x_t).cpu().numpy()
+        groups = clusters.assign(x_t, {i: torch.as_tensor(c) for i, c in codes.items()}).cpu().numpy()
+        self.offsets = {}
+        for i, c in codes.items():
+            offset = np.zeros((clusters.kmeans.n_clusters, int(module.n_cats_per_cov[i]), target.shape[1]))
+            for g in np.unique(groups):
+                in_g = groups == g
+                for k in np.unique(c[in_g]):
+                    offset[g, k] = target[in_g & (c == k)].mean(0) - target[in_g].mean(0)
+            self.offsets[i] = torch.as_tensor(offset, dtype=torch.float32, device=self.device)
+            target = target - offset[groups, c]
+
+    def _blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
+        dense = (x.to_dense() if x.layout != torch.strided else x).float()
+        mean = torch.as_tensor(self.pca.mean_, dtype=dense.dtype, device=dense.device)
+        components = torch.as_tensor(self.pca.components_, dtype=dense.dtype, device=dense.device)
+        blocks = [(dense - mean) @ components.T]
+        if self.module.linear_path:
+            blocks.append(dense @ self.module.linear_weight)
+        return blocks
+
+    def _scaled(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([b / s for b, s in zip(self._blocks(x), self.scales, strict=True)], dim=1)
+
+    def loss(
+        self, z: torch.Tensor, x: torch.Tensor, codes: dict[int, torch.Tensor], groups: torch.Tensor
+    ) -> torch.Tensor:
+        """One minus the Pearson correlation of pairwise cell distances in ``z`` and in the target."""
+        if z.shape[0] < 3:  # fewer than 3 pairs: no correlation
+            return z.sum() * 0.0
+        with torch.no_grad():
+            target = self._scaled(x)
+            for i, offset in self.offsets.items():
+                target = target - offset[groups, codes[i]]
+            d_target = torch.pdist(target)
+            d_target = d_target - d_target.mean()
+        d_z = torch.pdist(z)
+        d_z = d_z - d_z.mean()
+        return 1 - (d_z * d_target).sum() / (d_z.norm() * d_target.norm() + 1e-12)
