@@ -455,3 +455,36 @@ def test_state_term_runs_through_train_and_is_recorded(norm_mdata):
     assert rec["state_weight"] == 5.0
     assert len(rec["state_term_per_epoch"]) == 3
     assert all(np.isfinite(rec["state_term_per_epoch"]))
+
+
+def test_state_target_drops_the_covariate_shift_within_each_cluster(small_model):
+    """The cell-state term's target: blocks of total variance 1, no category mean shift left within a cluster."""
+    from crossmodalnet.train._disentangle import _StateClusters, _StateGeometry
+
+    module = small_model.module
+    batches = _batches(small_model, n=3)
+    clusters = _StateClusters(module, batches, 3)
+    geometry = _StateGeometry(module, batches, clusters, 20)
+    x = torch.cat([b["X"] for b in batches])
+    codes = {i: torch.cat([module.covariate_codes(b)[i] for b in batches]) for i in module.adversarial_covariates}
+    groups = clusters.assign(x, codes)
+    raw = geometry._scaled(x)
+    n_pcs = geometry.pca.n_components_
+    assert raw.shape[1] == n_pcs + module.n_output  # principal components, then the linear path's output
+    assert float(raw[:, :n_pcs].var(0).sum()) == pytest.approx(1.0, rel=0.05)
+    assert float(raw[:, n_pcs:].var(0).sum()) == pytest.approx(1.0, rel=0.05)
+    target = raw.clone()
+    for i, offset in geometry.offsets.items():
+        target = target - offset[groups, codes[i]]
+    last = module.adversarial_covariates[-1]
+
+    def largest_shift(t):
+        shifts = []
+        for g in groups.unique():
+            in_g = groups == g
+            for k in codes[last][in_g].unique():
+                shifts.append(float((t[in_g & (codes[last] == k)].mean(0) - t[in_g].mean(0)).norm()))
+        return max(shifts)
+
+    assert largest_shift(raw) > 0.1
+    assert largest_shift(target) < 1e-4
