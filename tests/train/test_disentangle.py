@@ -459,12 +459,13 @@ def test_state_term_runs_through_train_and_is_recorded(norm_mdata):
 
 def test_state_target_drops_the_covariate_shift_within_each_cluster(small_model):
     """The cell-state term's target: blocks of total variance 1, no category mean shift left within a cluster."""
-    from crossmodalnet.train._disentangle import _StateClusters, _StateGeometry
+    from crossmodalnet.train._disentangle import _StateClusters, _StateGeometry, _training_sample
 
     module = small_model.module
     batches = _batches(small_model, n=3)
-    clusters = _StateClusters(module, batches, 3)
-    geometry = _StateGeometry(module, batches, clusters, 20)
+    sample = _training_sample(module, batches)
+    clusters = _StateClusters(module, batches, 3, sample=sample)
+    geometry = _StateGeometry(module, sample, clusters, 20)
     x = torch.cat([b["X"] for b in batches])
     codes = {i: torch.cat([module.covariate_codes(b)[i] for b in batches]) for i in module.adversarial_covariates}
     groups = clusters.assign(x, codes)

@@ -73,7 +73,7 @@ def check_disentangle_settings(epochs: object, tolerance: object, kwargs: dict |
         objective,
         resolve_n_clusters(objective, kwargs.get("n_clusters")),
         kwargs.get("state_weight", 0.0),
-        kwargs.get("state_components", 50),
+        kwargs.get("state_components", 10),
     )
     return int(epochs), float(tolerance)
 

@@ -35,7 +35,7 @@ def disentangle_encoder(
     n_clusters: int | None = None,
     min_cells: int = 3,
     state_weight: float = 0.0,
-    state_components: int = 50,
+    state_components: int = 10,
     record: dict[str, list[float]] | None = None,
 ) -> list[float]:
     r"""Train the encoder (MLP1) alone so the covariates can no longer be read from the basal latent.
@@ -124,8 +124,9 @@ def disentangle_encoder(
     adv = module.adversarial_covariates
     if not adv or epochs == 0:
         return []
-    clusters = _StateClusters(module, batches, n_clusters, cap=cap) if n_clusters else None
-    state = _StateGeometry(module, batches, clusters, state_components) if state_weight > 0 else None
+    sample = _training_sample(module, batches) if n_clusters else None
+    clusters = _StateClusters(module, batches, n_clusters, cap=cap, sample=sample) if n_clusters else None
+    state = _StateGeometry(module, sample, clusters, state_components) if state_weight > 0 else None
     frozen = [*module.decoder.parameters(), *module.covariate_embeddings.parameters()]
     requires = [p.requires_grad for p in frozen]
     for p in frozen:
@@ -224,11 +225,12 @@ class _StateClusters:
         n_clusters: int,
         *,
         cap: bool = False,
+        sample: tuple[np.ndarray, dict[int, np.ndarray]] | None = None,
     ):
         from sklearn.cluster import KMeans
         from sklearn.decomposition import PCA
 
-        x, all_codes = _training_sample(module, batches)
+        x, all_codes = _training_sample(module, batches) if sample is None else sample
         if cap:
             n_clusters = min(n_clusters, x.shape[0])
         if x.shape[0] < n_clusters:
@@ -269,13 +271,13 @@ class _StateGeometry:
     def __init__(
         self,
         module: CrossmodalModule,
-        batches: Iterable[dict[str, torch.Tensor]],
+        sample: tuple[np.ndarray, dict[int, np.ndarray]],
         clusters: _StateClusters,
         n_components: int,
     ):
         from sklearn.decomposition import PCA
 
-        x, codes = _training_sample(module, batches)
+        x, codes = sample
         self.module = module
         self.device = next(module.parameters()).device
         self.pca = PCA(n_components=min(n_components, x.shape[0] - 1, x.shape[1]), random_state=0).fit(x)
