@@ -6,11 +6,13 @@ time points of the same data change those proportions (the legitimately visible 
 the default model and the model without the disentangling phase (``disentangle_epochs=0``) are trained
 with ``time_key="time"`` and ``batch_key="batch"``, and :func:`crossmodalnet.tl.covariate_probe`
 (5-fold balanced accuracy) reads batch and time from the basal latent of the test cells, beside PCA of
-the input and the one-hot cell states (the floor).
+the input and the one-hot cell states (the floor). ``--state-weight W`` adds a third model, the default
+with the disentangling phase's cell-state term (``disentangle_kwargs={"state_weight": W}``).
 
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/nuisance_probe.py --out results/nuisance_probe --seeds 0,1,2
+    OMP_NUM_THREADS=1 python benchmarks/nuisance_probe.py --out results/nuisance_probe_state --state-weight 10
 
 Writes ``probe.csv`` (one row per seed) and prints the means.
 """
@@ -26,8 +28,21 @@ import numpy as np
 import pandas as pd
 
 
-def run_seed(seed: int) -> dict:
-    """Probe accuracies (batch and time) of each embedding for one data/split/model seed."""
+def run_seed(seed: int, state_weight: float = 0.0) -> dict:
+    """Probe accuracies (batch and time) of each embedding for one data/split/model seed.
+
+    Parameters
+    ----------
+    seed
+        Seed of the data, the split and the models.
+    state_weight
+        Above 0: also train the default with this ``disentangle_kwargs["state_weight"]`` (columns ``state_*``).
+
+    Returns
+    -------
+    One row: balanced accuracy of each embedding (``default``, ``no_phase``, ``state``, ``pca``, ``cell_states``)
+    for ``batch`` and ``time``, and their chance levels.
+    """
     import scanpy as sc
     import scvi
 
@@ -39,7 +54,10 @@ def run_seed(seed: int) -> dict:
     cmn.pp.clr(mdata)
     CrossmodalNet.setup_mudata(mdata, time_key="time", batch_key="batch")
     row = {"seed": seed}
-    for name, train_kwargs in (("default", {}), ("no_phase", {"disentangle_epochs": 0})):
+    models = [("default", {}), ("no_phase", {"disentangle_epochs": 0})]
+    if state_weight > 0:
+        models.append(("state", {"disentangle_kwargs": {"state_weight": state_weight}}))
+    for name, train_kwargs in models:
         scvi.settings.seed = seed  # same initial weights for both models, and across processes
         model = CrossmodalNet(mdata)
         model.train(split_seed=seed, accelerator="cpu", enable_progress_bar=False, **train_kwargs)
@@ -64,13 +82,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/nuisance_probe")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--state-weight", type=float, default=0.0, help="also train with this cell-state term weight")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     import torch
 
     torch.set_num_threads(1)
-    rows = [run_seed(int(s)) for s in args.seeds.split(",")]
+    rows = [run_seed(int(s), args.state_weight) for s in args.seeds.split(",")]
     df = pd.DataFrame(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
