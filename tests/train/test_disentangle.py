@@ -382,6 +382,7 @@ def test_default_phase_hides_a_pure_nuisance_batch():
 
     Runs seed 0 of ``benchmarks/nuisance_probe.py`` (1,200 cells × 500 genes; time and batch registered). Measured
     there: batch probe 0.395 with the default, 0.516 without the phase, 0.361 on the cell states alone (chance 0.333).
+    ``--state-weight 10`` adds the default with the cell-state term.
     """
     import importlib.util
     from pathlib import Path
@@ -390,8 +391,10 @@ def test_default_phase_hides_a_pure_nuisance_batch():
     spec = importlib.util.spec_from_file_location("nuisance_probe_script", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    row = module.run_seed(0)
+    row = module.run_seed(0, state_weight=10.0)  # also the opt-in cell-state term (measured: batch 0.387, time 0.539)
     assert row["chance_batch"] == pytest.approx(1 / 3)
+    assert row["state_batch"] < row["chance_batch"] + 0.1
+    assert row["state_time"] < row["no_phase_time"] - 0.2
     assert row["cell_states_batch"] < row["chance_batch"] + 0.05  # a pure nuisance: the states do not tell it
     assert row["default_batch"] < row["chance_batch"] + 0.1
     assert row["default_batch"] < row["no_phase_batch"] - 0.08
