@@ -279,7 +279,7 @@ def test_state_clusters_find_the_states_not_the_categories():
     from sklearn.metrics import adjusted_rand_score
 
     from crossmodalnet._constants import REGISTRY_KEYS
-    from crossmodalnet.train._disentangle import _StateClusters
+    from crossmodalnet.train._disentangle import _StateClusters, _training_sample
 
     gen = np.random.default_rng(0)
     n, n_genes = 600, 30
@@ -293,14 +293,15 @@ def test_state_clusters_find_the_states_not_the_categories():
         for i in range(0, n, 100)
     ]
     module = SimpleNamespace(adversarial_covariates=[0], covariate_codes=lambda b: [b["codes"]])
-    clusters = _StateClusters(module, batches, 2)
+    sample = _training_sample(module, batches)
+    clusters = _StateClusters(module, sample, 2)
     found = np.concatenate([clusters.assign(b[REGISTRY_KEYS.X_KEY], [b["codes"]]).numpy() for b in batches])
     assert adjusted_rand_score(state, found) > 0.9
     # every cluster holds cells of every category (at least 40 of the smallest expected share, 0.2 x 200)
     counts = np.array([[np.sum((found == k) & (codes == c)) for c in range(3)] for k in range(2)])
     assert counts.min() >= 25
     with pytest.raises(ValueError, match="more than the 600 training cells"):
-        _StateClusters(module, batches, 601)
+        _StateClusters(module, sample, 601)
 
 
 def test_state_clusters_are_fitted_on_a_capped_number_of_cells(monkeypatch):
@@ -315,7 +316,7 @@ def test_state_clusters_are_fitted_on_a_capped_number_of_cells(monkeypatch):
         {REGISTRY_KEYS.X_KEY: torch.randn(100, 8, generator=gen), "codes": torch.arange(100) % 2} for _ in range(6)
     ]
     module = SimpleNamespace(adversarial_covariates=[0], covariate_codes=lambda b: [b["codes"]])
-    clusters = mod._StateClusters(module, batches, 3)
+    clusters = mod._StateClusters(module, mod._training_sample(module, batches), 3)
     assert clusters.pca.n_samples_ == 300  # whole mini-batches until the cap is reached
     assert clusters.kmeans.labels_.shape == (300,)
 
@@ -467,7 +468,7 @@ def test_state_target_drops_the_covariate_shift_within_each_cluster(small_model)
     module = small_model.module
     batches = _batches(small_model, n=3)
     sample = _training_sample(module, batches)
-    clusters = _StateClusters(module, batches, 3, sample=sample)
+    clusters = _StateClusters(module, sample, 3)
     geometry = _StateGeometry(module, sample, clusters, 20)
     x = torch.cat([b["X"] for b in batches])
     codes = {i: torch.cat([module.covariate_codes(b)[i] for b in batches]) for i in module.adversarial_covariates}

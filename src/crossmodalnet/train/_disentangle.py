@@ -125,7 +125,7 @@ def disentangle_encoder(
     if not adv or epochs == 0:
         return []
     sample = _training_sample(module, batches) if n_clusters else None
-    clusters = _StateClusters(module, batches, n_clusters, cap=cap, sample=sample) if n_clusters else None
+    clusters = _StateClusters(module, sample, n_clusters, cap=cap) if n_clusters else None
     state = _StateGeometry(module, sample, clusters, state_components) if state_weight > 0 else None
     frozen = [*module.decoder.parameters(), *module.covariate_embeddings.parameters()]
     requires = [p.requires_grad for p in frozen]
@@ -216,21 +216,20 @@ def _training_sample(
 
 
 class _StateClusters:
-    """Cell-state clusters of the training cells' input with the covariate categories' means removed."""
+    """Cell-state clusters of a training-cell sample (:func:`_training_sample`), the covariate categories' means removed."""
 
     def __init__(
         self,
         module: CrossmodalModule,
-        batches: Iterable[dict[str, torch.Tensor]],
+        sample: tuple[np.ndarray, dict[int, np.ndarray]],
         n_clusters: int,
         *,
         cap: bool = False,
-        sample: tuple[np.ndarray, dict[int, np.ndarray]] | None = None,
     ):
         from sklearn.cluster import KMeans
         from sklearn.decomposition import PCA
 
-        x, all_codes = _training_sample(module, batches) if sample is None else sample
+        x, all_codes = sample
         if cap:
             n_clusters = min(n_clusters, x.shape[0])
         if x.shape[0] < n_clusters:
