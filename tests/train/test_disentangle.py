@@ -493,3 +493,14 @@ def test_state_target_drops_the_covariate_shift_within_each_cluster(small_model)
 
     assert largest_shift(raw) > 0.1
     assert largest_shift(target) < 1e-4
+
+
+def test_pair_distances_match_pdist_and_have_finite_gradients():
+    from crossmodalnet.train._disentangle import _pair_distances
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 7, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(_pair_distances(x), torch.pdist(x))
+    twins = torch.cat([x[:5], x[:5]]).requires_grad_(True)  # identical cells: zero distances
+    _pair_distances(twins).sum().backward()
+    assert torch.isfinite(twins.grad).all()

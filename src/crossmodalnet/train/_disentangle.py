@@ -316,8 +316,20 @@ class _StateGeometry:
             target = self._scaled(x)
             for i, offset in self.offsets.items():
                 target = target - offset[groups, codes[i]]
-            d_target = torch.pdist(target)
+            d_target = _pair_distances(target)
             d_target = d_target - d_target.mean()
-        d_z = torch.pdist(z)
+        d_z = _pair_distances(z)
         d_z = d_z - d_z.mean()
         return 1 - (d_z * d_target).sum() / (d_z.norm() * d_target.norm() + 1e-12)
+
+
+def _pair_distances(x: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances of all cell pairs (``i < j``, the order of :func:`torch.pdist`), from the Gram matrix.
+
+    Several times faster than :func:`torch.pdist` on CPU with its gradient; distances below 1e-6 are clamped
+    there, so the gradient stays finite for identical cells.
+    """
+    sq = (x * x).sum(1)
+    gram = sq[:, None] + sq[None, :] - 2 * (x @ x.T)
+    rows, cols = torch.triu_indices(x.shape[0], x.shape[0], offset=1, device=x.device)
+    return gram[rows, cols].clamp_min(1e-12).sqrt()
