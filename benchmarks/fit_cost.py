@@ -11,6 +11,8 @@ writes ``fit_cost.csv`` (one row per variant and repeat: fit seconds, restored e
 average before the fit) and ``summary.md`` (each repeat's default / paper ratio and their mean).
 Variants: ``paper`` (``preset="paper"``), ``default`` and ``default_no_phase``
 (``disentangle_epochs=0``), through ``fit_crossmodalnet`` of ``benchmarks/levers.py`` on the harness split.
+``--state-weight W`` adds ``default_state``, the default with the phase's cell-state term
+(``disentangle_kwargs={"state_weight": W}``), and its ratio to the paper preset.
 """
 
 from __future__ import annotations
@@ -31,13 +33,21 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
 }
 
 
+def variants(state_weight: float = 0.0) -> dict[str, tuple[dict, dict]]:
+    """The variants to time: :data:`VARIANTS`, plus ``default_state`` when ``state_weight`` > 0."""
+    if state_weight <= 0:
+        return dict(VARIANTS)
+    return {**VARIANTS, "default_state": ({}, {"disentangle_kwargs": {"state_weight": state_weight}})}
+
+
 def run(args: argparse.Namespace) -> pd.DataFrame:
     """Fit every variant ``args.repeats`` times in turn; write and return the timings.
 
     Parameters
     ----------
     args
-        Parsed command-line arguments (``out``, ``data``, ``seed``, ``repeats``, ``max_epochs``, ``data_dir``).
+        Parsed command-line arguments (``out``, ``data``, ``seed``, ``repeats``, ``max_epochs``, ``data_dir``,
+        optionally ``state_weight``).
 
     Returns
     -------
@@ -55,7 +65,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     split = Split("in_distribution", args.seed, train, val, test)
     rows = []
     for repeat in range(args.repeats):
-        for name, (model_kwargs, train_kwargs) in VARIANTS.items():
+        for name, (model_kwargs, train_kwargs) in variants(getattr(args, "state_weight", 0.0)).items():
             load = os.getloadavg()[0]
             _, fit_s, best = fit_crossmodalnet(
                 data,
@@ -94,6 +104,14 @@ def summarise(df: pd.DataFrame, args: argparse.Namespace) -> str:
             f"{wide.loc[r, 'default_no_phase']:.1f} | {ratio[r]:.2f} | {load[r]:.1f} |"
         )
     lines += ["", f"Mean default / paper ratio: {ratio.mean():.2f} (range {ratio.min():.2f} to {ratio.max():.2f})."]
+    if "default_state" in wide:
+        state = wide["default_state"] / wide["paper"]
+        lines += [
+            "",
+            "Default with the cell-state term (s) per repeat: "
+            + ", ".join(f"{v:.1f}" for v in wide["default_state"])
+            + f"; mean ratio to the paper preset {state.mean():.2f} (range {state.min():.2f} to {state.max():.2f}).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -106,6 +124,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument(
+        "--state-weight", type=float, default=0.0, help="also time the default with this cell-state term"
+    )
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")

@@ -27,3 +27,20 @@ def test_fit_cost_times_each_variant_per_repeat(tmp_path):
     ratio = (wide["default"] / wide["paper"]).mean()
     assert f"Mean default / paper ratio: {ratio:.2f}" in summary
     assert summary.count("\n| ") == 3  # header and two repeats
+
+
+def test_fit_cost_times_the_cell_state_term_when_asked(tmp_path):
+    spec = importlib.util.spec_from_file_location("fit_cost_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert list(module.variants()) == ["paper", "default", "default_no_phase"]
+    state = module.variants(10.0)["default_state"]
+    assert state == ({}, {"disentangle_kwargs": {"state_weight": 10.0}})
+    args = argparse.Namespace(
+        out=str(tmp_path), data="synthetic:quick", seed=0, repeats=1, max_epochs=2, data_dir=None, state_weight=10.0
+    )
+    df = module.run(args)
+    assert list(df["variant"]) == ["paper", "default", "default_no_phase", "default_state"]
+    wide = df.pivot(index="repeat", columns="variant", values="fit_seconds")
+    ratio = (wide["default_state"] / wide["paper"]).mean()
+    assert f"mean ratio to the paper preset {ratio:.2f}" in (tmp_path / "summary.md").read_text()
