@@ -278,9 +278,9 @@ class _StateGeometry:
 
         x, codes = sample
         self.module = module
-        self.device = next(module.parameters()).device
+        device = next(module.parameters()).device
         self.pca = PCA(n_components=min(n_components, x.shape[0] - 1, x.shape[1]), random_state=0).fit(x)
-        x_t = torch.as_tensor(x, dtype=torch.float32, device=self.device)
+        x_t = torch.as_tensor(x, dtype=torch.float32, device=device)
         self.scales = [float(b.var(0).sum().sqrt()) or 1.0 for b in self._blocks(x_t)]
         target = self._scaled(x_t).cpu().numpy()
         groups = clusters.assign(x_t, {i: torch.as_tensor(c) for i, c in codes.items()}).cpu().numpy()
@@ -291,7 +291,7 @@ class _StateGeometry:
                 in_g = groups == g
                 for k in np.unique(c[in_g]):
                     offset[g, k] = target[in_g & (c == k)].mean(0) - target[in_g].mean(0)
-            self.offsets[i] = torch.as_tensor(offset, dtype=torch.float32, device=self.device)
+            self.offsets[i] = torch.as_tensor(offset, dtype=torch.float32, device=device)
             target = target - offset[groups, c]
 
     def _blocks(self, x: torch.Tensor) -> list[torch.Tensor]:
