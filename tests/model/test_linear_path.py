@@ -61,7 +61,12 @@ def test_paper_preset_is_table_s1(setup_mdata):
     defaults["batch_size"] = train_defaults["batch_size"]
     assert train_defaults["lr"] is None
     # no disentangling phase: the paper's method ends with the restored weights
-    assert TRAIN_PRESETS["paper"] == {"max_epochs": 500, "early_stopping_patience": 10, "disentangle_epochs": 0}
+    assert TRAIN_PRESETS["paper"] == {
+        "max_epochs": 500,
+        "early_stopping_patience": 10,
+        "disentangle_epochs": 0,
+        "disentangle_kwargs": {},
+    }
     assert defaults["lr"] == 1e-3
     assert defaults["weight_decay"] == 5e-6
     assert defaults["batch_size"] == 256

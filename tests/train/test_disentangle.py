@@ -102,6 +102,33 @@ def test_record_and_presets(norm_mdata):
     default.train(max_epochs=1, batch_size=64, **TRAIN)
     assert default.split_["disentangle"]["epochs"] == 25
     assert len(default.split_["disentangle"]["term_per_epoch"]) == 25
+    # and its cell-state term: weight 10 (docs *Interpretability*, "Keeping the cell-state geometry")
+    assert default.split_["disentangle"]["state_weight"] == 10.0
+    assert len(default.split_["disentangle"]["state_term_per_epoch"]) == 25
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (None, {"state_weight": 10.0}),
+        ({"state_weight": 0}, {"state_weight": 0}),
+        ({"n_clusters": 5}, {"state_weight": 10.0, "n_clusters": 5}),
+        ({"n_clusters": 0}, {"n_clusters": 0}),  # unconditional: the preset's term needs clusters, so it is dropped
+        ({"objective": "confusion"}, {"objective": "confusion"}),
+        ({"n_clusters": 0, "state_weight": 1.0}, {"n_clusters": 0, "state_weight": 1.0}),  # asked for: kept
+    ],
+)
+def test_preset_phase_settings_merge_with_the_given_ones(given, expected):
+    from crossmodalnet.model._disentangle import resolve_disentangle_kwargs
+    from crossmodalnet.model._presets import TRAIN_PRESETS
+
+    assert resolve_disentangle_kwargs(TRAIN_PRESETS["default"]["disentangle_kwargs"], given) == expected
+    assert TRAIN_PRESETS["default"]["disentangle_kwargs"] == {"state_weight": 10.0}  # not changed in place
+
+
+def test_unconditional_phase_with_an_explicit_state_term_is_refused(small_model):
+    with pytest.raises(ValueError, match="needs the cell-state clusters"):
+        small_model.train(max_epochs=1, disentangle_kwargs={"n_clusters": 0, "state_weight": 1.0}, **TRAIN)
 
 
 def test_a_harmful_phase_is_reverted_with_a_warning(norm_mdata, monkeypatch):
@@ -330,8 +357,12 @@ def test_conditional_phase_runs_through_train_and_is_recorded(norm_mdata):
     assert rec["n_clusters"] == 3
     assert len(rec["term_per_epoch"]) == 3
     assert all(np.isfinite(rec["term_per_epoch"]))
-    assert rec["state_weight"] == 0.0  # the cell-state term is off unless asked for
-    assert rec["state_term_per_epoch"] == []
+    assert rec["state_weight"] == 10.0  # the default preset's cell-state term
+    assert len(rec["state_term_per_epoch"]) == 3
+    off = CrossmodalNet(mdata, n_latent=16)
+    off.train(max_epochs=1, batch_size=64, disentangle_epochs=2, disentangle_kwargs={"state_weight": 0}, **TRAIN)
+    assert off.split_["disentangle"]["state_weight"] == 0.0
+    assert off.split_["disentangle"]["state_term_per_epoch"] == []
 
 
 def _cell_state_knn(x, labels):

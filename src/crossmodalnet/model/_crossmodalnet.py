@@ -28,7 +28,7 @@ from crossmodalnet.module import CrossmodalModule
 from crossmodalnet.train import FaderGradNormPlan
 
 from ._callbacks import TrainingCallbacksMixin
-from ._disentangle import DisentangleMixin, check_disentangle_settings
+from ._disentangle import DisentangleMixin, check_disentangle_settings, resolve_disentangle_kwargs
 from ._docstrings import docs
 from ._fitting import TrainingFitMixin
 from ._inference import BatchedInferenceMixin
@@ -494,6 +494,7 @@ class CrossmodalNet(
         max_epochs = train_defaults["max_epochs"] if max_epochs is None else max_epochs
         if early_stopping_patience is None:
             early_stopping_patience = train_defaults["early_stopping_patience"]
+        disentangle_kwargs = resolve_disentangle_kwargs(train_defaults["disentangle_kwargs"], disentangle_kwargs)
         disentangle_epochs, disentangle_tolerance = check_disentangle_settings(
             train_defaults["disentangle_epochs"] if disentangle_epochs is None else disentangle_epochs,
             disentangle_tolerance,

@@ -35,6 +35,32 @@ _KWARGS = (
 )
 
 
+def resolve_disentangle_kwargs(preset: dict, given: dict | None) -> dict:
+    """The phase's keyword arguments: the preset's, updated by ``given``.
+
+    The preset's ``state_weight`` needs the conditional MMD, so it is dropped when ``given`` asks for another
+    objective or for ``n_clusters=0`` without giving a ``state_weight`` of its own.
+
+    Parameters
+    ----------
+    preset
+        ``disentangle_kwargs`` of the training preset.
+    given
+        ``disentangle_kwargs`` passed to :meth:`~crossmodalnet.model.CrossmodalNet.train` (``None``: none).
+
+    Returns
+    -------
+    dict
+        The keyword arguments of :func:`~crossmodalnet.train.disentangle_encoder` to use.
+    """
+    given = dict(given or {})
+    kwargs = {**preset, **given}
+    unconditional = kwargs.get("objective", "mmd") != "mmd" or kwargs.get("n_clusters") == 0
+    if unconditional and "state_weight" not in given:
+        kwargs.pop("state_weight", None)
+    return kwargs
+
+
 def check_disentangle_settings(epochs: object, tolerance: object, kwargs: dict | None = None) -> tuple[int, float]:
     """Return ``(epochs, tolerance)`` as ``(int, float)``, or raise a :class:`ValueError` naming the bad one.
 

@@ -32,8 +32,13 @@ PRESETS: dict[str, dict[str, object]] = {
 (its genes chosen on the validation cells, the proteins' coding genes in every screened gene set)."""
 
 TRAIN_PRESETS: dict[str, dict[str, object]] = {
-    "paper": {"max_epochs": 500, "early_stopping_patience": 10, "disentangle_epochs": 0},
-    "default": {"max_epochs": 500, "early_stopping_patience": 10, "disentangle_epochs": 25},
+    "paper": {"max_epochs": 500, "early_stopping_patience": 10, "disentangle_epochs": 0, "disentangle_kwargs": {}},
+    "default": {
+        "max_epochs": 500,
+        "early_stopping_patience": 10,
+        "disentangle_epochs": 25,
+        "disentangle_kwargs": {"state_weight": 10.0},
+    },
 }
 """Training settings that differ between presets (used where :meth:`CrossmodalNet.train` gets ``None``)."""
 
