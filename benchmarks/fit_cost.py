@@ -11,8 +11,9 @@ writes ``fit_cost.csv`` (one row per variant and repeat: fit seconds, restored e
 average before the fit) and ``summary.md`` (each repeat's default / paper ratio and their mean).
 Variants: ``paper`` (``preset="paper"``), ``default`` and ``default_no_phase``
 (``disentangle_epochs=0``), through ``fit_crossmodalnet`` of ``benchmarks/levers.py`` on the harness split.
-``--state-weight W`` adds ``default_state``, the default with the phase's cell-state term
-(``disentangle_kwargs={"state_weight": W}``), and its ratio to the paper preset.
+``--state-weight W`` adds ``default_state``, the default with the phase's cell-state term at weight ``W``
+(``disentangle_kwargs={"state_weight": W}``; the default has 10, so ``--state-weight 0`` times the default
+without the term), and its ratio to the paper preset.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
 }
 
 
-def variants(state_weight: float = 0.0) -> dict[str, tuple[dict, dict]]:
-    """The variants to time: :data:`VARIANTS`, plus ``default_state`` when ``state_weight`` > 0."""
-    if state_weight <= 0:
+def variants(state_weight: float | None = None) -> dict[str, tuple[dict, dict]]:
+    """The variants to time: :data:`VARIANTS`, plus ``default_state`` when ``state_weight`` is given."""
+    if state_weight is None:
         return dict(VARIANTS)
     return {**VARIANTS, "default_state": ({}, {"disentangle_kwargs": {"state_weight": state_weight}})}
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     split = Split("in_distribution", args.seed, train, val, test)
     rows = []
     for repeat in range(args.repeats):
-        for name, (model_kwargs, train_kwargs) in variants(getattr(args, "state_weight", 0.0)).items():
+        for name, (model_kwargs, train_kwargs) in variants(getattr(args, "state_weight", None)).items():
             load = os.getloadavg()[0]
             _, fit_s, best = fit_crossmodalnet(
                 data,
@@ -108,7 +109,7 @@ def summarise(df: pd.DataFrame, args: argparse.Namespace) -> str:
         state = wide["default_state"] / wide["paper"]
         lines += [
             "",
-            "Default with the cell-state term (s) per repeat: "
+            f"Default with state_weight={args.state_weight:g} (s) per repeat: "
             + ", ".join(f"{v:.1f}" for v in wide["default_state"])
             + f"; mean ratio to the paper preset {state.mean():.2f} (range {state.min():.2f} to {state.max():.2f}).",
         ]
@@ -125,7 +126,10 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument(
-        "--state-weight", type=float, default=0.0, help="also time the default with this cell-state term"
+        "--state-weight",
+        type=float,
+        default=None,
+        help="also time the default with this weight of the cell-state term (0: without it)",
     )
     args = parser.parse_args()
     if args.repeats < 1:

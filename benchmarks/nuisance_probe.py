@@ -7,12 +7,13 @@ the default model and the model without the disentangling phase (``disentangle_e
 with ``time_key="time"`` and ``batch_key="batch"``, and :func:`crossmodalnet.tl.covariate_probe`
 (5-fold balanced accuracy) reads batch and time from the basal latent of the test cells, beside PCA of
 the input and the one-hot cell states (the floor). ``--state-weight W`` adds a third model, the default
-with the disentangling phase's cell-state term (``disentangle_kwargs={"state_weight": W}``).
+with the disentangling phase's cell-state term at weight ``W`` (``disentangle_kwargs={"state_weight": W}``;
+the default has 10, so ``--state-weight 0`` adds the default without the term).
 
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/nuisance_probe.py --out results/nuisance_probe --seeds 0,1,2
-    OMP_NUM_THREADS=1 python benchmarks/nuisance_probe.py --out results/nuisance_probe_state --state-weight 10
+    OMP_NUM_THREADS=1 python benchmarks/nuisance_probe.py --out results/nuisance_probe_state --state-weight 0
 
 Writes ``probe.csv`` (one row per seed) and prints the means.
 """
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 
-def run_seed(seed: int, state_weight: float = 0.0) -> dict:
+def run_seed(seed: int, state_weight: float | None = None) -> dict:
     """Probe accuracies (batch and time) of each embedding for one data/split/model seed.
 
     Parameters
@@ -36,7 +37,8 @@ def run_seed(seed: int, state_weight: float = 0.0) -> dict:
     seed
         Seed of the data, the split and the models.
     state_weight
-        Above 0: also train the default with this ``disentangle_kwargs["state_weight"]`` (columns ``state_*``).
+        If given, also train the default with this ``disentangle_kwargs["state_weight"]`` (columns ``state_*``;
+        0 is the default without the cell-state term).
 
     Returns
     -------
@@ -55,7 +57,7 @@ def run_seed(seed: int, state_weight: float = 0.0) -> dict:
     CrossmodalNet.setup_mudata(mdata, time_key="time", batch_key="batch")
     row = {"seed": seed}
     models = [("default", {}), ("no_phase", {"disentangle_epochs": 0})]
-    if state_weight > 0:
+    if state_weight is not None:
         models.append(("state", {"disentangle_kwargs": {"state_weight": state_weight}}))
     for name, train_kwargs in models:
         scvi.settings.seed = seed  # same initial weights for both models, and across processes
@@ -82,7 +84,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="results/nuisance_probe")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--state-weight", type=float, default=0.0, help="also train with this cell-state term weight")
+    parser.add_argument(
+        "--state-weight", type=float, default=None, help="also train with this cell-state term weight (0: without it)"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)

@@ -36,11 +36,15 @@ def test_fit_cost_times_the_cell_state_term_when_asked(tmp_path):
     assert list(module.variants()) == ["paper", "default", "default_no_phase"]
     state = module.variants(10.0)["default_state"]
     assert state == ({}, {"disentangle_kwargs": {"state_weight": 10.0}})
+    # the default has the term: weight 0 is the default without it, a variant of its own
+    assert module.variants(0.0)["default_state"] == ({}, {"disentangle_kwargs": {"state_weight": 0.0}})
     args = argparse.Namespace(
-        out=str(tmp_path), data="synthetic:quick", seed=0, repeats=1, max_epochs=2, data_dir=None, state_weight=10.0
+        out=str(tmp_path), data="synthetic:quick", seed=0, repeats=1, max_epochs=2, data_dir=None, state_weight=0.0
     )
     df = module.run(args)
     assert list(df["variant"]) == ["paper", "default", "default_no_phase", "default_state"]
     wide = df.pivot(index="repeat", columns="variant", values="fit_seconds")
     ratio = (wide["default_state"] / wide["paper"]).mean()
-    assert f"mean ratio to the paper preset {ratio:.2f}" in (tmp_path / "summary.md").read_text()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Default with state_weight=0 (s) per repeat" in summary
+    assert f"mean ratio to the paper preset {ratio:.2f}" in summary
