@@ -471,8 +471,10 @@ class CrossmodalNet(
             ``"mmd"`` or ``"confusion"``, ``weight``, ``discriminator_steps``, ``n_clusters``: 10
             cell-state clusters by default, 0 for the unconditional MMD, ``min_cells``,
             ``state_weight``: > 0 adds a term that keeps the input's cell-state geometry in the basal
-            latent, off by default, ``state_components``); its learning rates default to the training
-            plan's.
+            latent, ``state_components``); its learning rates default to the training plan's. The
+            preset's settings (``"default"``: ``{"state_weight": 10}``) are updated by the given ones;
+            asking for ``n_clusters=0`` or ``objective="confusion"`` without a ``state_weight`` drops the
+            preset's term, and ``{"state_weight": 0}`` is the phase without it.
         plan_kwargs
             Keyword arguments of ``crossmodalnet.train.FaderGradNormPlan``, which holds the
             default of every training-plan setting above (``None`` there: the plan's default).

@@ -91,7 +91,8 @@ def disentangle_encoder(
         With ``n_clusters``: the fewest cells of a category, and of the other categories, within a
         cluster of a mini-batch for that comparison to count (at least 2).
     state_weight
-        Weight :math:`w_s` of the cell-state geometry term :math:`S` (0, the default, leaves it out; needs
+        Weight :math:`w_s` of the cell-state geometry term :math:`S` (0, this function's default, leaves it
+        out; the ``"default"`` training preset of :class:`~crossmodalnet.model.CrossmodalNet` uses 10; needs
         the conditional MMD). :math:`S` is one minus the Pearson correlation between the mini-batch's
         pairwise cell distances in the basal latent and in a target of what the cell state is: the
         input's first ``state_components`` principal components and, with a linear path, its output
