@@ -5,12 +5,17 @@ checks the phase where each epoch has many mini-batches: it trains the default m
 ``synthetic_cite`` (drivers structure, the harness's in-distribution split) with ``disentangle_epochs`` 0, 25
 (the default) and 50, and probes the time point from the basal latent of the test cells with
 :func:`crossmodalnet.tl.covariate_probe` (5-fold balanced accuracy). The floor is the same probe on the
-planted cell states alone (time changes their mix)::
+planted cell states alone (time changes their mix). The planted states are also scored on the basal latent of
+all cells, beside 50 principal components of the registered RNA: 15-NN accuracy (5-fold) and the cell-type ASW
+of scib-metrics, as in the basal-state tables. ``--state-weight W`` sets the phase's cell-state term
+(``disentangle_kwargs={"state_weight": W}``; without it, the default preset's)::
 
     python benchmarks/phase_probe.py --out results/phase_probe --size D2 --seeds 0
+    python benchmarks/phase_probe.py --out results/phase_probe_no_term --size D2 --seeds 0 --epochs 25 --state-weight 0
 
 writes ``phase_probe.csv``: one row per seed and phase length with the probe, chance, the cell-state floor,
-the phase's disentangling term (first, lowest and last epoch) and test per-protein Pearson.
+the phase's disentangling term (first, lowest and last epoch) and its cell-state term's weight, the cell-state
+kNN and ASW of the basal latent and of PCA, and test per-protein Pearson.
 """
 
 from __future__ import annotations
@@ -34,19 +39,31 @@ def _probe(embedding: np.ndarray, time: np.ndarray) -> tuple[float, float]:
     return float(adata.uns["probe"]["balanced_accuracy"]), float(adata.uns["probe"]["chance"])
 
 
+def _cell_state_scores(x: np.ndarray, states: np.ndarray) -> tuple[float, float]:
+    """15-NN accuracy (5-fold) and scib-metrics' cell-type ASW of the planted states on ``x``."""
+    import scib_metrics
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    knn = cross_val_score(KNeighborsClassifier(n_neighbors=15), x, states, cv=folds).mean()
+    return float(knn), float(scib_metrics.silhouette_label(x, states))
+
+
 def run(args: argparse.Namespace) -> pd.DataFrame:
     """Train and probe every seed and phase length; write and return the table.
 
     Parameters
     ----------
     args
-        Parsed arguments (``out``, ``size``, ``seeds``, ``epochs``, ``max_epochs``).
+        Parsed arguments (``out``, ``size``, ``seeds``, ``epochs``, ``max_epochs``, optionally ``state_weight``).
 
     Returns
     -------
     pandas.DataFrame
         One row per seed and phase length.
     """
+    import scanpy as sc
     import scvi
     import torch
 
@@ -70,8 +87,14 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         time = raw.obs["time"].astype(str).to_numpy()
         if not np.array_equal(time, data.to_mudata().obs["time"].astype(str).to_numpy()):
             raise RuntimeError("the regenerated data differ from the harness's")
-        states = pd.get_dummies(raw.obs["cell_state"].astype(str)).to_numpy(float)
+        labels = raw.obs["cell_state"].astype(str).to_numpy()
+        states = pd.get_dummies(labels).to_numpy(float)
         floor, _ = _probe(states[test], time[test])
+        x = data.to_mudata()["rna"].X
+        pca = sc.pp.pca(np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float32), n_comps=50)
+        pca_knn, pca_asw = _cell_state_scores(pca, labels)
+        state_weight = getattr(args, "state_weight", None)
+        phase_kwargs = None if state_weight is None else {"state_weight": state_weight}
         for epochs in [int(e) for e in args.epochs.split(",")]:
             mdata = data.to_mudata()
             scvi.settings.seed = seed
@@ -85,6 +108,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
                 validation_size=VALIDATION_SIZE,
                 split_seed=seed,
                 disentangle_epochs=epochs,
+                disentangle_kwargs=phase_kwargs,
                 accelerator="cpu",
                 enable_progress_bar=False,
                 enable_model_summary=False,
@@ -93,10 +117,12 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
                 raise RuntimeError("the model drew a different split than the harness")
             z = model.get_latent_representation(mdata)
             probe, chance = _probe(z[test], time[test])
+            knn, asw = _cell_state_scores(z, labels)
             pred = model.predict_protein(mdata).to_numpy()[test]
             truth = np.asarray(data.Y)[test]
             r = np.nanmean(pearson_per_protein(pred, truth))  # constant proteins are NaN and left out
-            terms = model.split_.get("disentangle", {}).get("term_per_epoch", [])
+            record = model.split_.get("disentangle", {})
+            terms = record.get("term_per_epoch", [])
             rows.append(
                 {
                     "size": args.size,
@@ -108,6 +134,11 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
                     "term_first": terms[0] if terms else np.nan,
                     "term_min": min(terms) if terms else np.nan,
                     "term_last": terms[-1] if terms else np.nan,
+                    "state_weight": record.get("state_weight", np.nan) if terms else np.nan,
+                    "celltype_knn": knn,
+                    "celltype_asw": asw,
+                    "pca_knn": pca_knn,
+                    "pca_asw": pca_asw,
                     "test_pearson_protein": float(r),
                 }
             )
@@ -127,6 +158,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--epochs", default="0,25,50")
     parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument(
+        "--state-weight", type=float, default=None, help="weight of the phase's cell-state term (default: the preset's)"
+    )
     print(run(parser.parse_args()).to_string(index=False))
 
 

@@ -25,4 +25,18 @@ def test_phase_probe_rows(tmp_path):
     assert np.isfinite(df.loc[1, "term_last"])
     assert df["probe_test"].between(0, 1).all()
     assert df["test_pearson_protein"].between(-1, 1).all()
+    assert np.isnan(df.loc[0, "state_weight"])  # no phase
+    assert df.loc[1, "state_weight"] == 10.0  # the default preset's cell-state term
+    assert df[["celltype_knn", "pca_knn"]].stack().between(0, 1).all()
+    assert df[["celltype_asw", "pca_asw"]].stack().between(0, 1).all()
+    assert df["pca_knn"].nunique() == 1  # one PCA per seed
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "phase_probe.csv"), df, check_dtype=False)
+
+
+def test_phase_probe_state_weight(tmp_path):
+    spec = importlib.util.spec_from_file_location("phase_probe_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = argparse.Namespace(out=str(tmp_path), size="quick", seeds="0", epochs="2", max_epochs=2, state_weight=0.0)
+    df = module.run(args)
+    assert df.loc[0, "state_weight"] == 0.0
