@@ -7,7 +7,8 @@ checks the phase where each epoch has many mini-batches: it trains the default m
 :func:`crossmodalnet.tl.covariate_probe` (5-fold balanced accuracy). The floor is the same probe on the
 planted cell states alone (time changes their mix). The planted states are also scored on the basal latent of
 all cells, beside 50 principal components of the registered RNA: 15-NN accuracy (5-fold) and the cell-type ASW
-of scib-metrics, as in the basal-state tables. ``--state-weight W`` sets the phase's cell-state term
+(silhouette rescaled to ``(s + 1) / 2``, the definition of scib-metrics' ``silhouette_label`` used in the
+basal-state tables, computed with scikit-learn so that the script needs no benchmark extra). ``--state-weight W`` sets the phase's cell-state term
 (``disentangle_kwargs={"state_weight": W}``; without it, the default preset's)::
 
     python benchmarks/phase_probe.py --out results/phase_probe --size D2 --seeds 0
@@ -40,14 +41,14 @@ def _probe(embedding: np.ndarray, time: np.ndarray) -> tuple[float, float]:
 
 
 def _cell_state_scores(x: np.ndarray, states: np.ndarray) -> tuple[float, float]:
-    """15-NN accuracy (5-fold) and scib-metrics' cell-type ASW of the planted states on ``x``."""
-    import scib_metrics
+    """15-NN accuracy (5-fold) and the cell-type ASW ``(silhouette + 1) / 2`` of the planted states on ``x``."""
+    from sklearn.metrics import silhouette_score
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
 
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
     knn = cross_val_score(KNeighborsClassifier(n_neighbors=15), x, states, cv=folds).mean()
-    return float(knn), float(scib_metrics.silhouette_label(x, states))
+    return float(knn), float((silhouette_score(x, states) + 1) / 2)
 
 
 def run(args: argparse.Namespace) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "phase_probe.py"
 
@@ -40,3 +41,26 @@ def test_phase_probe_state_weight(tmp_path):
     args = argparse.Namespace(out=str(tmp_path), size="quick", seeds="0", epochs="2", max_epochs=2, state_weight=0.0)
     df = module.run(args)
     assert df.loc[0, "state_weight"] == 0.0
+
+
+def test_phase_probe_asw_is_the_rescaled_silhouette():
+    """The script's ASW is scib-metrics' ``silhouette_label`` definition, (mean silhouette + 1) / 2, by hand here."""
+    from scipy.spatial.distance import cdist
+
+    spec = importlib.util.spec_from_file_location("phase_probe_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b", "c"], 30)
+    x = rng.normal(size=(90, 4)) + 2.0 * (labels[:, None] == np.array(["a", "b", "c", "a"])[None, :])
+    d = cdist(x, x)
+    s = []
+    for i in range(len(x)):
+        same = (labels == labels[i]) & (np.arange(len(x)) != i)
+        a = d[i, same].mean()
+        b = min(d[i, labels == other].mean() for other in set(labels) - {labels[i]})
+        s.append((b - a) / max(a, b))
+    knn, asw = module._cell_state_scores(x, labels)
+    assert asw == pytest.approx((np.mean(s) + 1) / 2, abs=1e-10)
+    assert 0.5 < asw < 1  # separated clusters
+    assert 0.8 < knn <= 1
