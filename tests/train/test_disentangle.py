@@ -365,6 +365,19 @@ def test_conditional_phase_runs_through_train_and_is_recorded(norm_mdata):
     assert off.split_["disentangle"]["state_term_per_epoch"] == []
 
 
+def _planted_small_mdata():
+    """The 600 × 200 planted time course (state proportions drift with time), normalised and registered; seeds set."""
+    import scvi
+
+    scvi.settings.seed = 0
+    torch.manual_seed(0)
+    mdata = cmn.datasets.synthetic_cite(n_obs=600, n_genes=200, n_proteins=10, time_effect=3.0, rng=0)
+    cmn.pp.log_normalize(mdata)
+    cmn.pp.clr(mdata)
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    return mdata
+
+
 def _cell_state_knn(x, labels):
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
@@ -377,16 +390,10 @@ def _cell_state_knn(x, labels):
 def test_conditional_phase_keeps_cell_states_where_their_proportions_drift_with_time():
     """With state proportions drifting over time, the conditional MMD keeps the states apart; the unconditional mixes them."""
     import anndata as ad
-    import scvi
 
     knn, probe = {}, {}
     for name, epochs, n_clusters in (("none", 0, 0), ("unconditional", 50, 0), ("conditional", 50, 10)):
-        scvi.settings.seed = 0
-        torch.manual_seed(0)
-        mdata = cmn.datasets.synthetic_cite(n_obs=600, n_genes=200, n_proteins=10, time_effect=3.0, rng=0)
-        cmn.pp.log_normalize(mdata)
-        cmn.pp.clr(mdata)
-        CrossmodalNet.setup_mudata(mdata, time_key="time")
+        mdata = _planted_small_mdata()
         model = CrossmodalNet(mdata)
         model.train(
             train_size=0.6,
@@ -545,14 +552,8 @@ def test_default_basal_latent_keeps_the_cell_states_as_well_as_pca():
     ``state_weight=0``, 0.817 on 50 principal components of the same input.
     """
     import scanpy as sc
-    import scvi
 
-    scvi.settings.seed = 0
-    torch.manual_seed(0)
-    mdata = cmn.datasets.synthetic_cite(n_obs=600, n_genes=200, n_proteins=10, time_effect=3.0, rng=0)
-    cmn.pp.log_normalize(mdata)
-    cmn.pp.clr(mdata)
-    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    mdata = _planted_small_mdata()
     model = CrossmodalNet(mdata)
     model.train(train_size=0.6, validation_size=0.1, **TRAIN)
     record = model.split_["disentangle"]
