@@ -7,6 +7,9 @@ import numpy as np
 DEFAULT_N_CLUSTERS = 10
 """Cell-state clusters of the conditional MMD when ``n_clusters`` is not given."""
 
+CLUSTERINGS = ("kmeans", "harmony")
+"""How the phase finds its cell-state clusters (``clustering`` of :func:`disentangle_encoder`)."""
+
 
 def resolve_n_clusters(objective: str, n_clusters: int | None) -> int:
     """The number of clusters the phase uses: ``n_clusters``, or its default for ``objective`` when ``None``.
@@ -86,4 +89,23 @@ def check_state_term(objective: str, n_clusters: int, state_weight: object, stat
         raise ValueError(
             "`state_weight` > 0 needs the cell-state clusters of the conditional MMD (objective='mmd' and "
             f"n_clusters >= 2 or None), got objective={objective!r} with n_clusters={n_clusters}."
+        )
+
+
+def check_clustering(clustering: object, n_clusters: int) -> None:
+    """Raise a :class:`ValueError` naming a bad ``clustering`` of :func:`disentangle_encoder`.
+
+    Parameters
+    ----------
+    clustering
+        One of :data:`CLUSTERINGS`.
+    n_clusters
+        The resolved number of clusters (:func:`resolve_n_clusters`); 0 is the unconditional phase.
+    """
+    if clustering not in CLUSTERINGS:
+        raise ValueError(f"`clustering` must be one of {list(CLUSTERINGS)}, got {clustering!r}.")
+    if clustering != "kmeans" and not n_clusters:
+        raise ValueError(
+            f"`clustering={clustering!r}` needs the cell-state clusters of the conditional MMD (objective='mmd' and "
+            "n_clusters >= 2); leave it at 'kmeans' for an unconditional phase."
         )

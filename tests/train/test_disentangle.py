@@ -70,6 +70,8 @@ def test_bad_settings_raise(small_model, kwargs):
         ({"disentangle_kwargs": {"state_weight": 1.0, "state_components": 0}}, "`state_components` must be"),
         ({"disentangle_kwargs": {"state_weight": 1.0, "n_clusters": 0}}, "needs the cell-state clusters"),
         ({"disentangle_kwargs": {"state_weight": 1.0, "objective": "confusion"}}, "needs the cell-state clusters"),
+        ({"disentangle_kwargs": {"clustering": "louvain"}}, "`clustering` must be one of"),
+        ({"disentangle_kwargs": {"clustering": "harmony", "n_clusters": 0}}, "needs the cell-state clusters"),
     ],
 )
 def test_train_refuses_bad_settings_before_changing_the_model(small_model, kwargs, match):
@@ -565,3 +567,59 @@ def test_default_basal_latent_keeps_the_cell_states_as_well_as_pca():
     knn_basal = _cell_state_knn(model.get_latent_representation(mdata), states)
     knn_pca = _cell_state_knn(pca, states)
     assert knn_basal >= knn_pca
+
+
+def _clusters_of(clustering):
+    """Cluster labels of a sample where each of 3 states has its own time effect, over-clustered (6 clusters)."""
+    import types
+
+    from crossmodalnet.train._disentangle import _StateClusters
+
+    rng = np.random.default_rng(0)
+    state, time = np.repeat([0, 1, 2], 200), np.tile([0, 1], 300)
+    x = rng.normal(size=(600, 30))
+    x[state == 1, 0] += 8
+    x[state == 2, 1] += 8
+    for s in range(3):  # each state moves along its own gene at the second time point
+        x[(state == s) & (time == 1), 2 + s] += 4
+    module = types.SimpleNamespace(n_cats_per_cov=[2], adversarial_covariates=[0])
+    clusters = _StateClusters(module, (x, {0: time}), 6, clustering=clustering)
+    groups = clusters.assign(torch.as_tensor(x, dtype=torch.float32), {0: torch.as_tensor(time)}).numpy()
+    return groups, state, time
+
+
+@pytest.mark.parametrize("clustering", ["kmeans", "harmony"])
+def test_harmony_clusters_do_not_split_a_state_by_its_own_time_effect(clustering):
+    """Mean removal leaves a state-specific time effect, which over-clustering k-means then splits along time.
+
+    Measured: the clusters' time purity (0 mixed, 1 one time point) is 0.86 with ``"kmeans"`` and 0.04 with
+    ``"harmony"``; both keep each cluster within one state.
+    """
+    import pandas as pd
+
+    groups, state, time = _clusters_of(clustering)
+    share = pd.crosstab(groups, time)[1] / np.bincount(groups)[np.unique(groups)]
+    time_purity = float((2 * (share - 0.5).abs()).mean())
+    states = pd.crosstab(groups, state)
+    assert (states.max(1) / states.sum(1)).min() > 0.95  # every cluster within one state
+    if clustering == "harmony":
+        assert time_purity < 0.2
+    else:
+        assert time_purity > 0.7
+
+
+def test_harmony_clustering_runs_through_train_and_is_recorded(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=16)
+    model.train(
+        max_epochs=1, batch_size=64, disentangle_epochs=2, disentangle_kwargs={"clustering": "harmony"}, **TRAIN
+    )
+    record = model.split_["disentangle"]
+    assert record["clustering"] == "harmony"
+    assert record["state_weight"] == 10.0  # the preset's term stays
+    assert len(record["term_per_epoch"]) == 2
+    assert all(np.isfinite(record["term_per_epoch"]))
+    default = CrossmodalNet(mdata, n_latent=16)
+    default.train(max_epochs=1, batch_size=64, disentangle_epochs=1, **TRAIN)
+    assert default.split_["disentangle"]["clustering"] == "kmeans"

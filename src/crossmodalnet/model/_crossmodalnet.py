@@ -469,7 +469,8 @@ class CrossmodalNet(
         disentangle_kwargs
             Keyword arguments of :func:`crossmodalnet.train.disentangle_encoder` (``objective``:
             ``"mmd"`` or ``"confusion"``, ``weight``, ``discriminator_steps``, ``n_clusters``: 10
-            cell-state clusters by default, 0 for the unconditional MMD, ``min_cells``,
+            cell-state clusters by default, 0 for the unconditional MMD, ``min_cells``, ``clustering``:
+            ``"kmeans"`` or ``"harmony"`` (clusters from Harmony-corrected components),
             ``state_weight``: > 0 adds a term that keeps the input's cell-state geometry in the basal
             latent, ``state_components``); its learning rates default to the training plan's. The
             preset's settings (``"default"``: ``{"state_weight": 10}``) are updated by the given ones;

@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scvi.dataloaders import AnnDataLoader
 
-from crossmodalnet._disentangle_settings import check_conditioning, check_state_term, resolve_n_clusters
+from crossmodalnet._disentangle_settings import (
+    check_clustering,
+    check_conditioning,
+    check_state_term,
+    resolve_n_clusters,
+)
 from crossmodalnet.train import disentangle_encoder
 
 if TYPE_CHECKING:
@@ -30,6 +35,7 @@ _KWARGS = (
     "gradient_penalty",
     "n_clusters",
     "min_cells",
+    "clustering",
     "state_weight",
     "state_components",
 )
@@ -95,6 +101,7 @@ def check_disentangle_settings(epochs: object, tolerance: object, kwargs: dict |
     kwargs = kwargs or {}
     objective = kwargs.get("objective", "mmd")
     check_conditioning(objective, kwargs.get("n_clusters"), kwargs.get("min_cells", 3))
+    check_clustering(kwargs.get("clustering", "kmeans"), resolve_n_clusters(objective, kwargs.get("n_clusters")))
     check_state_term(
         objective,
         resolve_n_clusters(objective, kwargs.get("n_clusters")),
@@ -166,6 +173,7 @@ class DisentangleMixin:
             "epochs": int(epochs),
             "objective": settings.get("objective", "mmd"),
             "n_clusters": resolve_n_clusters(settings.get("objective", "mmd"), settings.get("n_clusters")),
+            "clustering": settings.get("clustering", "kmeans"),
             "term_per_epoch": [float(a) for a in term],
             "state_weight": float(settings.get("state_weight", 0.0)),
             "state_term_per_epoch": [float(a) for a in record.get("state_term", [])],

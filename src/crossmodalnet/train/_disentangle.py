@@ -9,7 +9,12 @@ import torch
 from torch.nn import functional as F
 
 from crossmodalnet._constants import REGISTRY_KEYS
-from crossmodalnet._disentangle_settings import check_conditioning, check_state_term, resolve_n_clusters
+from crossmodalnet._disentangle_settings import (
+    check_clustering,
+    check_conditioning,
+    check_state_term,
+    resolve_n_clusters,
+)
 from crossmodalnet.nn import confusion_loss, covariate_mmd, discriminator_loss, group_lasso, nlc_loss
 
 if TYPE_CHECKING:
@@ -34,6 +39,7 @@ def disentangle_encoder(
     input_group_lasso: float = 0.0,
     n_clusters: int | None = None,
     min_cells: int = 3,
+    clustering: str = "kmeans",
     state_weight: float = 0.0,
     state_components: int = 10,
     record: dict[str, list[float]] | None = None,
@@ -90,6 +96,15 @@ def disentangle_encoder(
     min_cells
         With ``n_clusters``: the fewest cells of a category, and of the other categories, within a
         cluster of a mini-batch for that comparison to count (at least 2).
+    clustering
+        With ``n_clusters``: how the cell-state clusters are found. ``"kmeans"`` (default): as above.
+        ``"harmony"``: k-means on the principal components corrected by Harmony
+        (``harmonypy.run_harmony``, the adversarial covariates as its batch variables,
+        ``random_state=0``), so that a state stays one cluster across categories even where the
+        covariate changes it differently from state to state (a within-state effect that the mean
+        removal leaves, and that k-means then splits along the covariate). A mini-batch cell is assigned
+        to the nearest centre of the clusters' cells of its own category (its cluster's centre shifted
+        by the category's mean shift where a cluster has fewer than 3 cells of that category).
     state_weight
         Weight :math:`w_s` of the cell-state geometry term :math:`S` (0, this function's default, leaves it
         out; the ``"default"`` training preset of :class:`~crossmodalnet.model.CrossmodalNet` uses 10; needs
@@ -120,13 +135,14 @@ def disentangle_encoder(
     check_conditioning(objective, n_clusters, min_cells)
     cap = n_clusters is None
     n_clusters = resolve_n_clusters(objective, n_clusters)
+    check_clustering(clustering, n_clusters)
     check_state_term(objective, n_clusters, state_weight, state_components)
     state_history = [] if record is None else record.setdefault("state_term", [])
     adv = module.adversarial_covariates
     if not adv or epochs == 0:
         return []
     sample = _training_sample(module, batches) if n_clusters else None
-    clusters = _StateClusters(module, sample, n_clusters, cap=cap) if n_clusters else None
+    clusters = _StateClusters(module, sample, n_clusters, cap=cap, clustering=clustering) if n_clusters else None
     state = _StateGeometry(module, sample, clusters, state_components) if state_weight > 0 else None
     frozen = [*module.decoder.parameters(), *module.covariate_embeddings.parameters()]
     requires = [p.requires_grad for p in frozen]
@@ -217,7 +233,11 @@ def _training_sample(
 
 
 class _StateClusters:
-    """Cell-state clusters of a training-cell sample (:func:`_training_sample`), the covariate categories' means removed."""
+    """Cell-state clusters of a training-cell sample (:func:`_training_sample`), the covariate categories' means removed.
+
+    With ``clustering="harmony"`` the clusters come from k-means on Harmony-corrected principal components, and a
+    cell is assigned to the nearest centre of its own category's cells in each cluster.
+    """
 
     def __init__(
         self,
@@ -226,6 +246,7 @@ class _StateClusters:
         n_clusters: int,
         *,
         cap: bool = False,
+        clustering: str = "kmeans",
     ):
         from sklearn.cluster import KMeans
         from sklearn.decomposition import PCA
@@ -237,9 +258,15 @@ class _StateClusters:
             raise ValueError(
                 f"`n_clusters={n_clusters}` is more than the {x.shape[0]} training cells; choose fewer clusters."
             )
+        self.module = module
         self.pca = PCA(n_components=min(50, x.shape[0] - 1, x.shape[1]), random_state=0).fit(x)
         pcs = self.pca.transform(x)
+        self.centroids = None
         self.offsets = {}
+        if clustering == "harmony":
+            self.kmeans = KMeans(n_clusters=n_clusters, n_init=10, random_state=0).fit(_harmony(pcs, all_codes))
+            self.centroids = self._category_centroids(pcs, self._joint_codes(all_codes), self.kmeans.labels_)
+            return
         for i, codes in all_codes.items():
             offset = np.zeros((int(codes.max()) + 1, pcs.shape[1]))
             for c in np.unique(codes):
@@ -247,16 +274,51 @@ class _StateClusters:
             self.offsets[i] = offset
             pcs = pcs - offset[codes]
         self.kmeans = KMeans(n_clusters=n_clusters, n_init=10, random_state=0).fit(pcs)
-        self.module = module
+
+    def _joint_codes(self, codes: dict[int, np.ndarray]) -> np.ndarray:
+        """One code per combination of the adversarial covariates' categories."""
+        dims = [int(self.module.n_cats_per_cov[i]) for i in codes]
+        clipped = [np.minimum(np.asarray(c), d - 1) for c, d in zip(codes.values(), dims, strict=True)]
+        return np.ravel_multi_index(clipped, dims)
+
+    def _category_centroids(self, pcs: np.ndarray, joint: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Centre of each cluster's cells of each category combination (clusters × combinations × components)."""
+        n_joint = int(np.prod([int(self.module.n_cats_per_cov[i]) for i in self.module.adversarial_covariates]))
+        shift = np.zeros((n_joint, pcs.shape[1]))
+        for c in np.unique(joint):
+            shift[c] = pcs[joint == c].mean(0) - pcs.mean(0)
+        centroids = np.empty((self.kmeans.n_clusters, n_joint, pcs.shape[1]))
+        for k in range(self.kmeans.n_clusters):
+            in_k = labels == k
+            for c in range(n_joint):
+                cells = in_k & (joint == c)
+                # too few cells of a category in a cluster: the cluster's centre, shifted by the category's mean shift
+                centroids[k, c] = pcs[cells].mean(0) if cells.sum() >= 3 else pcs[in_k].mean(0) + shift[c]
+        return centroids
 
     def assign(self, x: torch.Tensor, codes: dict[int, torch.Tensor]) -> torch.Tensor:
         """Cluster of each cell of a mini-batch."""
         pcs = self.pca.transform(_dense(x))
+        if self.centroids is not None:
+            joint = self._joint_codes({i: codes[i].detach().cpu().numpy() for i in self.module.adversarial_covariates})
+            centres = self.centroids[:, joint, :].transpose(1, 0, 2)  # cells × clusters × components
+            nearest = ((pcs[:, None, :] - centres) ** 2).sum(-1).argmin(1)
+            return torch.as_tensor(nearest, dtype=torch.long, device=x.device)
         for i, offset in self.offsets.items():
             c = codes[i].detach().cpu().numpy()
             # a category the training cells lack keeps its position
             pcs = pcs - np.where((c < len(offset))[:, None], offset[np.minimum(c, len(offset) - 1)], 0.0)
         return torch.as_tensor(self.kmeans.predict(pcs), dtype=torch.long, device=x.device)
+
+
+def _harmony(pcs: np.ndarray, codes: dict[int, np.ndarray]) -> np.ndarray:
+    """Principal components corrected by Harmony for the adversarial covariates (their codes as batch variables)."""
+    import harmonypy
+    import pandas as pd
+
+    meta = pd.DataFrame({f"covariate_{i}": np.asarray(c).astype(str) for i, c in codes.items()})
+    harmony = harmonypy.run_harmony(pcs, meta, list(meta.columns), verbose=False, random_state=0)
+    return np.asarray(harmony.Z_corr)
 
 
 class _StateGeometry:
