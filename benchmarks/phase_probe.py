@@ -91,8 +91,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         labels = raw.obs["cell_state"].astype(str).to_numpy()
         states = pd.get_dummies(labels).to_numpy(float)
         floor, _ = _probe(states[test], time[test])
-        x = data.to_mudata()["rna"].X
-        pca = sc.pp.pca(np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float32), n_comps=50)
+        pca = sc.pp.pca(np.asarray(data.X, dtype=np.float32), n_comps=50)  # the registered RNA of to_mudata()
         pca_knn, pca_asw = _cell_state_scores(pca, labels)
         state_weight = getattr(args, "state_weight", None)
         phase_kwargs = None if state_weight is None else {"state_weight": state_weight}

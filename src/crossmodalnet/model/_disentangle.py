@@ -101,13 +101,9 @@ def check_disentangle_settings(epochs: object, tolerance: object, kwargs: dict |
     kwargs = kwargs or {}
     objective = kwargs.get("objective", "mmd")
     check_conditioning(objective, kwargs.get("n_clusters"), kwargs.get("min_cells", 3))
-    check_clustering(kwargs.get("clustering", "kmeans"), resolve_n_clusters(objective, kwargs.get("n_clusters")))
-    check_state_term(
-        objective,
-        resolve_n_clusters(objective, kwargs.get("n_clusters")),
-        kwargs.get("state_weight", 0.0),
-        kwargs.get("state_components", 10),
-    )
+    n_clusters = resolve_n_clusters(objective, kwargs.get("n_clusters"))
+    check_clustering(kwargs.get("clustering", "kmeans"), n_clusters)
+    check_state_term(objective, n_clusters, kwargs.get("state_weight", 0.0), kwargs.get("state_components", 10))
     return int(epochs), float(tolerance)
 
 
