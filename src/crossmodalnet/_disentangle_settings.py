@@ -7,6 +7,12 @@ import numpy as np
 DEFAULT_N_CLUSTERS = 10
 """Cell-state clusters of the conditional MMD when ``n_clusters`` is not given."""
 
+STATE_FITS = ("ratio", "interval")
+"""How the cell-state term compares distances (``state_fit`` of :func:`disentangle_encoder`)."""
+
+DEFAULT_STATE_FIT = "ratio"
+"""``state_fit`` when not given."""
+
 CLUSTERINGS = ("kmeans", "harmony")
 """How the phase finds its cell-state clusters (``clustering`` of :func:`disentangle_encoder`)."""
 
@@ -61,8 +67,14 @@ def check_conditioning(objective: str, n_clusters: object, min_cells: object) ->
         raise ValueError(f"`min_cells` must be an integer >= 2, got {min_cells!r}.")
 
 
-def check_state_term(objective: str, n_clusters: int, state_weight: object, state_components: object) -> None:
-    """Raise a :class:`ValueError` naming a bad ``state_weight`` or ``state_components`` of :func:`disentangle_encoder`.
+def check_state_term(
+    objective: str,
+    n_clusters: int,
+    state_weight: object,
+    state_components: object,
+    state_fit: object = DEFAULT_STATE_FIT,
+) -> None:
+    """Raise a :class:`ValueError` naming a bad ``state_weight``, ``state_components`` or ``state_fit`` of :func:`disentangle_encoder`.
 
     Parameters
     ----------
@@ -74,6 +86,8 @@ def check_state_term(objective: str, n_clusters: int, state_weight: object, stat
         A finite number >= 0; above 0 it needs the conditional MMD (``objective="mmd"``, ``n_clusters`` >= 2).
     state_components
         An integer >= 1.
+    state_fit
+        One of :data:`STATE_FITS`.
     """
     if (
         isinstance(state_weight, bool)
@@ -85,6 +99,8 @@ def check_state_term(objective: str, n_clusters: int, state_weight: object, stat
         )
     if isinstance(state_components, bool) or not isinstance(state_components, int | np.integer) or state_components < 1:
         raise ValueError(f"`state_components` must be an integer >= 1, got {state_components!r}.")
+    if not isinstance(state_fit, str) or state_fit not in STATE_FITS:
+        raise ValueError(f"`state_fit` must be one of {list(STATE_FITS)}, got {state_fit!r}.")
     if state_weight > 0 and (objective != "mmd" or not n_clusters):
         raise ValueError(
             "`state_weight` > 0 needs the cell-state clusters of the conditional MMD (objective='mmd' and "

@@ -472,7 +472,8 @@ class CrossmodalNet(
             cell-state clusters by default, 0 for the unconditional MMD, ``min_cells``, ``clustering``:
             ``"kmeans"`` or ``"harmony"`` (clusters from Harmony-corrected components),
             ``state_weight``: > 0 adds a term that keeps the input's cell-state geometry in the basal
-            latent, ``state_components``); its learning rates default to the training plan's. The
+            latent, ``state_components``, ``state_fit``: ``"ratio"``, the default, or ``"interval"``, how
+            the term compares distances); its learning rates default to the training plan's. The
             preset's settings (``"default"``: ``{"state_weight": 10}``) are updated by the given ones;
             asking for ``n_clusters=0`` or ``objective="confusion"`` without a ``state_weight`` drops the
             preset's term, and ``{"state_weight": 0}`` is the phase without it.

@@ -11,6 +11,7 @@ import numpy as np
 from scvi.dataloaders import AnnDataLoader
 
 from crossmodalnet._disentangle_settings import (
+    DEFAULT_STATE_FIT,
     check_clustering,
     check_conditioning,
     check_state_term,
@@ -38,6 +39,7 @@ _KWARGS = (
     "clustering",
     "state_weight",
     "state_components",
+    "state_fit",
 )
 
 
@@ -103,7 +105,13 @@ def check_disentangle_settings(epochs: object, tolerance: object, kwargs: dict |
     check_conditioning(objective, kwargs.get("n_clusters"), kwargs.get("min_cells", 3))
     n_clusters = resolve_n_clusters(objective, kwargs.get("n_clusters"))
     check_clustering(kwargs.get("clustering", "kmeans"), n_clusters)
-    check_state_term(objective, n_clusters, kwargs.get("state_weight", 0.0), kwargs.get("state_components", 10))
+    check_state_term(
+        objective,
+        n_clusters,
+        kwargs.get("state_weight", 0.0),
+        kwargs.get("state_components", 10),
+        kwargs.get("state_fit", DEFAULT_STATE_FIT),
+    )
     return int(epochs), float(tolerance)
 
 
@@ -172,6 +180,7 @@ class DisentangleMixin:
             "clustering": settings.get("clustering", "kmeans"),
             "term_per_epoch": [float(a) for a in term],
             "state_weight": float(settings.get("state_weight", 0.0)),
+            "state_fit": settings.get("state_fit", DEFAULT_STATE_FIT),
             "state_term_per_epoch": [float(a) for a in record.get("state_term", [])],
             f"{monitor}_before": float(before),
             f"{monitor}_after": float(after),

@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 from crossmodalnet._constants import REGISTRY_KEYS
 from crossmodalnet._disentangle_settings import (
+    DEFAULT_STATE_FIT,
     check_clustering,
     check_conditioning,
     check_state_term,
@@ -42,6 +43,7 @@ def disentangle_encoder(
     clustering: str = "kmeans",
     state_weight: float = 0.0,
     state_components: int = 10,
+    state_fit: str = DEFAULT_STATE_FIT,
     record: dict[str, list[float]] | None = None,
 ) -> list[float]:
     r"""Train the encoder (MLP1) alone so the covariates can no longer be read from the basal latent.
@@ -108,8 +110,8 @@ def disentangle_encoder(
     state_weight
         Weight :math:`w_s` of the cell-state geometry term :math:`S` (0, this function's default, leaves it
         out; the ``"default"`` training preset of :class:`~crossmodalnet.model.CrossmodalNet` uses 10; needs
-        the conditional MMD). :math:`S` is one minus the Pearson correlation between the mini-batch's
-        pairwise cell distances in the basal latent and in a target of what the cell state is: the
+        the conditional MMD). :math:`S` compares the mini-batch's pairwise cell distances in the basal latent
+        with those in a target of what the cell state is (``state_fit``): the
         input's first ``state_components`` principal components and, with a linear path, its output
         ``x W`` (each block scaled to a total variance of 1 on the training cells), with each covariate
         category's mean shift within each cell-state cluster removed. So the latent keeps the input's
@@ -117,6 +119,11 @@ def disentangle_encoder(
         covariate's effect within a state.
     state_components
         Principal components of the input in the target of :math:`S`.
+    state_fit
+        How :math:`S` compares the distances. ``"ratio"`` (default): one minus their cosine, so the latent's
+        distances must be proportional to the target's; a constant distance added between all cells (which
+        lowers every cell type's silhouette) is penalised. ``"interval"``: one minus their Pearson correlation,
+        which allows that constant (the term's first form).
     record
         If given, a dictionary that receives ``"state_term"``: the mean of :math:`S` over the mini-batches
         of each epoch (empty without the term).
@@ -136,14 +143,14 @@ def disentangle_encoder(
     cap = n_clusters is None
     n_clusters = resolve_n_clusters(objective, n_clusters)
     check_clustering(clustering, n_clusters)
-    check_state_term(objective, n_clusters, state_weight, state_components)
+    check_state_term(objective, n_clusters, state_weight, state_components, state_fit)
     state_history = [] if record is None else record.setdefault("state_term", [])
     adv = module.adversarial_covariates
     if not adv or epochs == 0:
         return []
     sample = _training_sample(module, batches) if n_clusters else None
     clusters = _StateClusters(module, sample, n_clusters, cap=cap, clustering=clustering) if n_clusters else None
-    state = _StateGeometry(module, sample, clusters, state_components) if state_weight > 0 else None
+    state = _StateGeometry(module, sample, clusters, state_components, fit=state_fit) if state_weight > 0 else None
     frozen = [*module.decoder.parameters(), *module.covariate_embeddings.parameters()]
     requires = [p.requires_grad for p in frozen]
     for p in frozen:
@@ -336,11 +343,14 @@ class _StateGeometry:
         sample: tuple[np.ndarray, dict[int, np.ndarray]],
         clusters: _StateClusters,
         n_components: int,
+        *,
+        fit: str = DEFAULT_STATE_FIT,
     ):
         from sklearn.decomposition import PCA
 
         x, codes = sample
         self.module = module
+        self.fit = fit
         device = next(module.parameters()).device
         self.pca = PCA(n_components=min(n_components, x.shape[0] - 1, x.shape[1]), random_state=0).fit(x)
         x_t = torch.as_tensor(x, dtype=torch.float32, device=device)
@@ -372,7 +382,7 @@ class _StateGeometry:
     def loss(
         self, z: torch.Tensor, x: torch.Tensor, codes: dict[int, torch.Tensor], groups: torch.Tensor
     ) -> torch.Tensor:
-        """One minus the Pearson correlation of pairwise cell distances in ``z`` and in the target."""
+        """:func:`_distance_mismatch` of the pairwise cell distances in ``z`` and in the target."""
         if z.shape[0] < 3:  # fewer than 3 pairs: no correlation
             return z.sum() * 0.0
         with torch.no_grad():
@@ -380,10 +390,20 @@ class _StateGeometry:
             for i, offset in self.offsets.items():
                 target = target - offset[groups, codes[i]]
             d_target = _pair_distances(target)
-            d_target = d_target - d_target.mean()
-        d_z = _pair_distances(z)
+        return _distance_mismatch(_pair_distances(z), d_target, fit=self.fit)
+
+
+def _distance_mismatch(d_z: torch.Tensor, d_target: torch.Tensor, *, fit: str = DEFAULT_STATE_FIT) -> torch.Tensor:
+    """One minus the agreement of two sets of pairwise distances: 0 when ``d_z`` is ``d_target`` up to what ``fit`` allows.
+
+    ``"ratio"``: one minus their cosine, 0 only when ``d_z = a * d_target`` (a > 0), so an added constant distance
+    between all cells, which lowers the silhouette of every cluster, is penalised. ``"interval"``: one minus their
+    Pearson correlation, 0 also for ``d_z = a * d_target + b``.
+    """
+    if fit == "interval":
+        d_target = d_target - d_target.mean()
         d_z = d_z - d_z.mean()
-        return 1 - (d_z * d_target).sum() / (d_z.norm() * d_target.norm() + 1e-12)
+    return 1 - (d_z * d_target).sum() / (d_z.norm() * d_target.norm() + 1e-12)
 
 
 def _pair_distances(x: torch.Tensor) -> torch.Tensor:
