@@ -8,12 +8,15 @@ with ``time_key="time"`` and ``batch_key="batch"``, and :func:`crossmodalnet.tl.
 (5-fold balanced accuracy) reads batch and time from the basal latent of the test cells, beside PCA of
 the input and the one-hot cell states (the floor). ``--state-weight W`` adds a third model, the default
 with the disentangling phase's cell-state term at weight ``W`` (``disentangle_kwargs={"state_weight": W}``;
-the default has 10, so ``--state-weight 0`` adds the default without the term).
+the default has 10, so ``--state-weight 0`` adds the default without the term); ``--state-fit F`` sets how
+that model's term compares distances (``"interval"``: the term's first form; alone, it adds the default with
+that fit).
 
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/nuisance_probe.py --out results/nuisance_probe --seeds 0,1,2
     OMP_NUM_THREADS=1 python benchmarks/nuisance_probe.py --out results/nuisance_probe_state --state-weight 0
+    OMP_NUM_THREADS=1 python benchmarks/nuisance_probe.py --out results/nuisance_probe_interval --state-fit interval
 
 Writes ``probe.csv`` (one row per seed) and prints the means.
 """
@@ -29,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 
-def run_seed(seed: int, state_weight: float | None = None) -> dict:
+def run_seed(seed: int, state_weight: float | None = None, state_fit: str | None = None) -> dict:
     """Probe accuracies (batch and time) of each embedding for one data/split/model seed.
 
     Parameters
@@ -39,6 +42,9 @@ def run_seed(seed: int, state_weight: float | None = None) -> dict:
     state_weight
         If given, also train the default with this ``disentangle_kwargs["state_weight"]`` (columns ``state_*``;
         0 is the default without the cell-state term).
+    state_fit
+        If given, the ``state_*`` model's ``disentangle_kwargs["state_fit"]`` (with the default's weight unless
+        ``state_weight`` is given too).
 
     Returns
     -------
@@ -57,8 +63,11 @@ def run_seed(seed: int, state_weight: float | None = None) -> dict:
     CrossmodalNet.setup_mudata(mdata, time_key="time", batch_key="batch")
     row = {"seed": seed}
     models = [("default", {}), ("no_phase", {"disentangle_epochs": 0})]
-    if state_weight is not None:
-        models.append(("state", {"disentangle_kwargs": {"state_weight": state_weight}}))
+    phase = {
+        key: value for key, value in (("state_weight", state_weight), ("state_fit", state_fit)) if value is not None
+    }
+    if phase:
+        models.append(("state", {"disentangle_kwargs": phase}))
     for name, train_kwargs in models:
         scvi.settings.seed = seed  # same initial weights for both models, and across processes
         model = CrossmodalNet(mdata)
@@ -87,13 +96,16 @@ def main() -> None:
     parser.add_argument(
         "--state-weight", type=float, default=None, help="also train with this cell-state term weight (0: without it)"
     )
+    parser.add_argument(
+        "--state-fit", choices=["ratio", "interval"], default=None, help="also train with this cell-state term fit"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     import torch
 
     torch.set_num_threads(1)
-    rows = [run_seed(int(s), args.state_weight) for s in args.seeds.split(",")]
+    rows = [run_seed(int(s), args.state_weight, args.state_fit) for s in args.seeds.split(",")]
     df = pd.DataFrame(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,13 +9,15 @@ planted cell states alone (time changes their mix). The planted states are also 
 all cells, beside 50 principal components of the registered RNA: 15-NN accuracy (5-fold) and the cell-type ASW
 (silhouette rescaled to ``(s + 1) / 2``, the definition of scib-metrics' ``silhouette_label`` used in the
 basal-state tables, computed with scikit-learn so that the script needs no benchmark extra). ``--state-weight W`` sets the phase's cell-state term
-(``disentangle_kwargs={"state_weight": W}``; without it, the default preset's)::
+(``disentangle_kwargs={"state_weight": W}``; without it, the default preset's) and ``--state-fit F`` how it
+compares distances (``"ratio"``, the default, or ``"interval"``, the term's first form)::
 
     python benchmarks/phase_probe.py --out results/phase_probe --size D2 --seeds 0
     python benchmarks/phase_probe.py --out results/phase_probe_no_term --size D2 --seeds 0 --epochs 25 --state-weight 0
+    python benchmarks/phase_probe.py --out results/phase_probe_interval --size D2 --seeds 0 --epochs 25 --state-fit interval
 
 writes ``phase_probe.csv``: one row per seed and phase length with the probe, chance, the cell-state floor,
-the phase's disentangling term (first, lowest and last epoch) and its cell-state term's weight, the cell-state
+the phase's disentangling term (first, lowest and last epoch) and its cell-state term's weight and fit, the cell-state
 kNN and ASW of the basal latent and of PCA, and test per-protein Pearson.
 """
 
@@ -57,7 +59,8 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     Parameters
     ----------
     args
-        Parsed arguments (``out``, ``size``, ``seeds``, ``epochs``, ``max_epochs``, optionally ``state_weight``).
+        Parsed arguments (``out``, ``size``, ``seeds``, ``epochs``, ``max_epochs``, optionally ``state_weight`` and
+        ``state_fit``).
 
     Returns
     -------
@@ -93,8 +96,8 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         floor, _ = _probe(states[test], time[test])
         pca = sc.pp.pca(np.asarray(data.X, dtype=np.float32), n_comps=50)  # the registered RNA of to_mudata()
         pca_knn, pca_asw = _cell_state_scores(pca, labels)
-        state_weight = getattr(args, "state_weight", None)
-        phase_kwargs = None if state_weight is None else {"state_weight": state_weight}
+        given = {key: getattr(args, key, None) for key in ("state_weight", "state_fit")}
+        phase_kwargs = {key: value for key, value in given.items() if value is not None} or None
         for epochs in [int(e) for e in args.epochs.split(",")]:
             mdata = data.to_mudata()
             scvi.settings.seed = seed
@@ -135,6 +138,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
                     "term_min": min(terms) if terms else np.nan,
                     "term_last": terms[-1] if terms else np.nan,
                     "state_weight": record.get("state_weight", np.nan) if terms else np.nan,
+                    "state_fit": record.get("state_fit") if terms else None,
                     "celltype_knn": knn,
                     "celltype_asw": asw,
                     "pca_knn": pca_knn,
@@ -160,6 +164,9 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument(
         "--state-weight", type=float, default=None, help="weight of the phase's cell-state term (default: the preset's)"
+    )
+    parser.add_argument(
+        "--state-fit", choices=["ratio", "interval"], default=None, help="how the cell-state term compares distances"
     )
     print(run(parser.parse_args()).to_string(index=False))
 

@@ -41,6 +41,20 @@ def test_phase_probe_state_weight(tmp_path):
     args = argparse.Namespace(out=str(tmp_path), size="quick", seeds="0", epochs="2", max_epochs=2, state_weight=0.0)
     df = module.run(args)
     assert df.loc[0, "state_weight"] == 0.0
+    assert df.loc[0, "state_fit"] == "ratio"  # the default fit
+
+
+def test_phase_probe_state_fit(tmp_path):
+    spec = importlib.util.spec_from_file_location("phase_probe_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = argparse.Namespace(
+        out=str(tmp_path), size="quick", seeds="0", epochs="0,2", max_epochs=2, state_fit="interval"
+    )
+    df = module.run(args)
+    assert df.loc[0, "state_fit"] is None  # no phase
+    assert df.loc[1, "state_fit"] == "interval"
+    assert df.loc[1, "state_weight"] == 10.0  # the preset's weight stays
 
 
 def test_phase_probe_asw_is_the_rescaled_silhouette():
