@@ -296,8 +296,7 @@ def _ensure_query(args, data_dir: Path, n_cells: int, meta: dict) -> tuple[Path,
     obs = pd.DataFrame(index=pd.Index([f"cell_{i:08d}" for i in range(n_cells)], name="cell"))
     obs["time"] = pd.Categorical(times[rng.integers(0, times.size, n_cells)], categories=times)
     rna = ad.AnnData(obs=obs, var=pd.DataFrame(index=pd.Index(meta["genes"], name="gene")))
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": rna})
+    mdata = md.MuData({"rna": rna})
     mdata.obs["time"] = obs["time"]
     tmp = path.with_suffix(".tmp.h5mu")
     mdata.write_h5mu(tmp)
@@ -342,8 +341,7 @@ def _worker(job: dict) -> dict:
     elif job["first_layer"] != "dense":
         raise RuntimeError("this crossmodalnet has no `module.sparse_input`: only the dense first layer exists")
     t0 = time.perf_counter()
-    with md.set_options(pull_on_update=False):
-        query = md.read_h5mu(job["path"], backed="r" if job["mode"] == "backed" else None)
+    query = md.read_h5mu(job["path"], backed="r" if job["mode"] == "backed" else None)
     load_s = time.perf_counter() - t0
     X = query["rna"].X
     # warm-up on a small in-memory query (allocator and kernels), not timed

@@ -20,7 +20,6 @@ from scipy import sparse
 
 def main(src: str, dst: str) -> None:
     """Convert the two h5ad files in ``src`` into one compressed h5mu at ``dst``."""
-    md.set_options(pull_on_update=False)
     rna = ad.read_h5ad(Path(src) / "rna.h5ad")
     adt = ad.read_h5ad(Path(src) / "adt.h5ad")
     assert (rna.obs_names == adt.obs_names).all()

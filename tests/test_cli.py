@@ -18,8 +18,7 @@ def h5mu(tmp_path_factory):
     cmn.pp.log_normalize(mdata)
     cmn.pp.clr(mdata)
     path = tmp_path_factory.mktemp("cli") / "cite.h5mu"
-    with md.set_options(pull_on_update=False):
-        mdata.write_h5mu(path)
+    mdata.write_h5mu(path)
     return path
 
 
@@ -120,8 +119,7 @@ def test_cli_train_normalises_reports_test_metrics_and_predict_takes_batch(tmp_p
     """Issue 14 item 5: normalisation options, test metrics after train, --batch on predict, a quiet -q."""
     raw = cmn.datasets.synthetic_cite(n_obs=150, n_genes=40, n_proteins=6, n_time_points=2, n_batches=2, rng=1)
     path = tmp_path / "raw.h5mu"
-    with md.set_options(pull_on_update=False):
-        raw.write_h5mu(path)
+    raw.write_h5mu(path)
     model_dir = tmp_path / "model"
     args = ["-q", "train", str(path), "--out", str(model_dir), "--time-key", "time", "--batch-key", "batch"]
     args += ["--n-latent", "8", "--max-epochs", "2", "--normalize-rna", "--normalize-protein", "clr"]
@@ -138,8 +136,7 @@ def test_cli_train_normalises_reports_test_metrics_and_predict_takes_batch(tmp_p
     query = cmn.pp.to_mudata(raw["rna"].copy())
     query.obs["time"] = raw.obs["time"].to_numpy()
     qpath = tmp_path / "query.h5mu"
-    with md.set_options(pull_on_update=False):
-        query.write_h5mu(qpath)
+    query.write_h5mu(qpath)
     batch = str(model.batch_categories[1])
     assert main(["-q", "predict", str(model_dir), str(qpath), "--out", str(tmp_path / "p.csv"), "--batch", batch]) == 0
     pred = pd.read_csv(tmp_path / "p.csv", index_col=0)

@@ -32,11 +32,10 @@ def _read(path: str, *, rna_key: str = DEFAULT_RNA_KEY) -> MuData:
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"input file not found: {p}")
-    with md.set_options(pull_on_update=False):
-        if p.suffix == ".h5mu":
-            return md.read_h5mu(p)
-        if p.suffix == ".h5ad":
-            return to_mudata(ad.read_h5ad(p), rna_key=rna_key)
+    if p.suffix == ".h5mu":
+        return md.read_h5mu(p)
+    if p.suffix == ".h5ad":
+        return to_mudata(ad.read_h5ad(p), rna_key=rna_key)
     raise CLIError(f"unsupported input {p.name}: give an .h5mu (CITE-seq) or .h5ad (RNA only) file")
 
 

@@ -28,6 +28,11 @@ def get_modality(mdata: MuData, key: str, caller: str, *, role: str = "") -> Ann
     return mdata.mod[key]
 
 
+def layer_names(adata: AnnData) -> list[str]:
+    """Names of the layers of ``adata``: anndata >= 0.13 also lists ``None`` (``.X``) among the keys."""
+    return [name for name in adata.layers.keys() if name is not None]
+
+
 def get_layer(adata: AnnData, layer: str | None, mod_key: str = ""):
     """Return ``adata.layers[layer]`` (``adata.X`` for ``None``) or raise a :class:`KeyError`."""
     if layer is None:
@@ -35,7 +40,7 @@ def get_layer(adata: AnnData, layer: str | None, mod_key: str = ""):
             raise KeyError(f"Modality {mod_key!r} has no `.X`; pass the layer holding the data.")
         return adata.X
     if layer not in adata.layers:
-        raise KeyError(f"Modality {mod_key!r} has no layer {layer!r}; layers are {list(adata.layers)}.")
+        raise KeyError(f"Modality {mod_key!r} has no layer {layer!r}; layers are {layer_names(adata)}.")
     return adata.layers[layer]
 
 
@@ -244,8 +249,9 @@ def missing_obs_column_message(mdata: MuData, key: str, what: str) -> str:
     in_mods = [mod for mod, a in mdata.mod.items() if key in a.obs.columns]
     if in_mods:
         return (
-            f"`{what}={key!r}` is a column of `mdata[{in_mods[0]!r}].obs` but not of `mdata.obs`; copy it over with "
-            f"`mdata.obs[{key!r}] = mdata[{in_mods[0]!r}].obs[{key!r}]` (or `mdata.pull_obs()` in mudata >= 0.3)."
+            f"`{what}={key!r}` is a column of `mdata[{in_mods[0]!r}].obs` but not of `mdata.obs` (a MuData does not "
+            f"copy its modalities' columns); pull it over with "
+            f"`mdata.pull_obs([{key!r}], mods=[{in_mods[0]!r}])` (it becomes `{in_mods[0]}:{key}`, which is accepted)."
         )
     return f"`{what}={key!r}` is not a column of `mdata.obs`; columns are {list(mdata.obs.columns)}."
 

@@ -199,10 +199,8 @@ def test_driver_genes_are_expressed(medium):
 
 def test_h5mu_roundtrip(small, tmp_path):
     path = tmp_path / "synthetic.h5mu"
-    with md.set_options(pull_on_update=False):
-        small.write_h5mu(path)
-    with md.set_options(pull_on_update=False):
-        back = md.read_h5mu(path)
+    small.write_h5mu(path)
+    back = md.read_h5mu(path)
     assert back["rna"].shape == small["rna"].shape
     np.testing.assert_array_equal(_dense(back["prot"].X), _dense(small["prot"].X))
     assert back.obs["time"].tolist() == small.obs["time"].tolist()
@@ -351,8 +349,7 @@ def test_empty_droplets_errors(small):
         cmn.datasets.synthetic_empty_droplets(small, n_obs=0)
     with pytest.raises(ValueError, match="'prot' modality"):
         cmn.datasets.synthetic_empty_droplets(small["rna"])
-    with md.set_options(pull_on_update=False):
-        stripped = md.MuData({"prot": small["prot"].copy()})
+    stripped = md.MuData({"prot": small["prot"].copy()})
     with pytest.raises(ValueError, match="protein_background"):
         cmn.datasets.synthetic_empty_droplets(stripped)
 

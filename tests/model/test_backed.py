@@ -41,8 +41,7 @@ def model():
 
 @pytest.fixture(autouse=True)
 def _no_pull_warnings():
-    with md.set_options(pull_on_update=False):
-        yield
+    yield
 
 
 def _rna(model, layout: str, order: np.ndarray) -> ad.AnnData:

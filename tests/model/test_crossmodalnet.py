@@ -289,10 +289,14 @@ def test_predict_on_rna_only_query(trained_model, norm_mdata):
     query.obs["time"] = norm_mdata.obs["time"].to_numpy()
     pred = trained_model.predict_protein(query)
     np.testing.assert_allclose(pred.to_numpy(), trained_model.predict_protein().to_numpy(), rtol=1e-5)
-    # the RNA modality's own time column is found under its prefix ("rna:time"); without one, `time=` is needed
-    np.testing.assert_allclose(
-        trained_model.predict_protein(md.MuData({"rna": norm_mdata["rna"].copy()})).to_numpy(), pred.to_numpy()
-    )
+    # mudata >= 0.4 keeps the RNA modality's own time column out of `mdata.obs`: the error gives the pull_obs
+    # call, after which the column is found under its prefix ("rna:time")
+    unpulled = md.MuData({"rna": norm_mdata["rna"].copy()})
+    with pytest.raises(KeyError, match=r"mdata.pull_obs\(\['time'\], mods=\['rna'\]\)"):
+        trained_model.predict_protein(unpulled)
+    unpulled.pull_obs(["time"], mods=["rna"])
+    assert "rna:time" in unpulled.obs
+    np.testing.assert_allclose(trained_model.predict_protein(unpulled).to_numpy(), pred.to_numpy())
     rna = norm_mdata["rna"].copy()
     del rna.obs["time"]
     no_time = md.MuData({"rna": rna})

@@ -22,7 +22,8 @@ def snapshot(mdata: md.MuData) -> dict:
         "uns": sorted(mdata.uns),
         "obsm": sorted(mdata.obsm),
         "mods": {
-            k: (a.obs.copy(), a.var.copy(), dense(a.X).copy(), sorted(a.layers), sorted(a.obsm), sorted(a.uns))
+            # anndata >= 0.13 lists None (.X) among the layers
+            k: (a.obs.copy(), a.var.copy(), dense(a.X).copy(), sorted(a.layers, key=str), sorted(a.obsm), sorted(a.uns))
             for k, a in mdata.mod.items()
         },
     }
@@ -231,8 +232,7 @@ def test_setup_warns_about_isotypes_and_hashtags(norm_mdata):
     mdata = norm_mdata.copy()
     prot = mdata["prot"].copy()
     prot.var_names = ["IgG1_control_TotalSeqB", "HTO_1", *prot.var_names[2:]]
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": mdata["rna"].copy(), "prot": prot})
+    mdata = md.MuData({"rna": mdata["rna"].copy(), "prot": prot})
     with pytest.warns(
         UserWarning,
         match=r"isotype controls \['IgG1_control_TotalSeqB'\] and hashtags \(HTO\) \['HTO_1'\].*Remove them",
@@ -245,12 +245,19 @@ def test_setup_warns_about_isotypes_and_hashtags(norm_mdata):
 
 
 def test_setup_resolves_modality_prefixed_obs_columns(norm_mdata, caplog):
-    """Issue 14 item 8: `md.MuData({...})` prefixes modality obs columns ("rna:hash_id"); setup finds them."""
+    """Issue 14 item 8, mudata >= 0.4 (issue 26): `md.MuData({...})` copies no modality obs column; the error gives
+    the `pull_obs` call, which adds them with the modality as prefix ("rna:hash_id"), and setup then finds them."""
     rna, prot = norm_mdata["rna"].copy(), norm_mdata["prot"].copy()
     rna.obs["hash_id"] = norm_mdata.obs["batch"].to_numpy()
     rna.obs["day"] = norm_mdata.obs["time"].to_numpy()
     mdata = md.MuData({"rna": rna, "prot": prot})
     assert "hash_id" not in mdata.obs
+    assert "rna:hash_id" not in mdata.obs
+    before = snapshot(mdata)
+    with pytest.raises(KeyError, match=r"mdata.pull_obs\(\['day'\], mods=\['rna'\]\)"):
+        CrossmodalNet.setup_mudata(mdata, time_key="day", batch_key="hash_id")
+    assert_unchanged(before, snapshot(mdata))
+    mdata.pull_obs(["hash_id", "day"], mods=["rna"])
     assert "rna:hash_id" in mdata.obs
     with caplog.at_level("INFO", logger="crossmodalnet"):
         CrossmodalNet.setup_mudata(mdata, time_key="day", batch_key="hash_id")
@@ -271,8 +278,11 @@ def test_setup_message_for_a_column_only_in_a_modality(norm_mdata):
     mdata = norm_mdata.copy()
     mdata["rna"].obs["donor"] = "d1"
     with pytest.raises(
-        KeyError, match=r"column of `mdata\['rna'\].obs` but not of `mdata.obs`.*mdata.obs\['donor'\] ="
+        KeyError, match=r"column of `mdata\['rna'\].obs` but not of `mdata.obs`.*mdata.pull_obs\(\['donor'\], mods=\['rna'\]\)"
     ):
         CrossmodalNet.setup_mudata(mdata, batch_key="donor")
+    mdata.pull_obs(["donor"], mods=["rna"])  # the fix the message gives works
+    CrossmodalNet.setup_mudata(mdata, batch_key="donor")
+    assert CrossmodalNet(mdata, n_latent=4).batch_categories.astype(str).tolist() == ["d1"]
     with pytest.raises(KeyError, match="is not a column of `mdata.obs`; columns are"):
         CrossmodalNet.setup_mudata(mdata, batch_key="nope")

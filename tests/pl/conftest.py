@@ -22,9 +22,8 @@ def annotated(norm_mdata, trained_model, tmp_path_factory):
     sets = {f"set_{k}": list(genes[k * 10 : k * 10 + 12]) for k in range(5)}
     cmn.tl.enrichment(mdata, protein=["prot_000", "prot_001"], gene_sets=sets, permutation_num=20, n_running=3)
     path = tmp_path_factory.mktemp("pl") / "annotated.h5mu"
-    with md.set_options(pull_on_update=False):
-        mdata.write_h5mu(path)
-        return md.read_h5mu(path)
+    mdata.write_h5mu(path)
+    return md.read_h5mu(path)
 
 
 @pytest.fixture(autouse=True)

@@ -25,9 +25,8 @@ def with_intervals(norm_mdata, tmp_path_factory):
     model.train(max_epochs=10, train_size=0.5, validation_size=0.25, accelerator="cpu", enable_progress_bar=False)
     cmn.tl.predict_protein(mdata, model, uncertainty=True)
     path = tmp_path_factory.mktemp("cal") / "cal.h5mu"
-    with md.set_options(pull_on_update=False):
-        mdata.write_h5mu(path)
-        return md.read_h5mu(path), model
+    mdata.write_h5mu(path)
+    return md.read_h5mu(path), model
 
 
 def test_calibration_returns_figure(with_intervals):

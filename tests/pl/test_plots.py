@@ -104,8 +104,7 @@ def _saliency_mdata(genes, table):
 
     rna = ad.AnnData(np.zeros((3, len(genes)), dtype=np.float32), var=pd.DataFrame(index=genes))
     rna.varm["cmn_saliency"] = pd.DataFrame(table, index=genes)
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": rna})
+    mdata = md.MuData({"rna": rna})
     mdata.uns["cmn_saliency"] = {"protein_names": list(table)}
     return mdata
 

@@ -198,9 +198,8 @@ def test_preprocessing_records_round_trip(iso_mdata, tmp_path):
     mdata = mdata.copy()
     cmn.pp.log_normalize(mdata)
     cmn.pp.dsb(mdata, empty=empty, isotype_controls=["Isotype_1"], train_mask=np.arange(mdata.n_obs) % 2 == 0)
-    with md.set_options(pull_on_update=False):
-        mdata.write_h5mu(tmp_path / "pp.h5mu")
-        back = md.read_h5mu(tmp_path / "pp.h5mu")
+    mdata.write_h5mu(tmp_path / "pp.h5mu")
+    back = md.read_h5mu(tmp_path / "pp.h5mu")
     for mod in ("rna", "prot"):
         rec, got = mdata[mod].uns["cmn_preprocessing"], back[mod].uns["cmn_preprocessing"]
         assert set(rec) == set(got)
@@ -270,8 +269,7 @@ def test_log_normalize_side_effects_on_the_users_anndata(raw_mdata):
     import mudata as md
 
     rna = raw_mdata["rna"].copy()
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": rna})
+    mdata = md.MuData({"rna": rna})
     out = cmn.pp.log_normalize(mdata, copy=True)
     np.testing.assert_array_equal(rna.X.toarray(), raw_mdata["rna"].X.toarray())
     assert "counts" not in rna.layers

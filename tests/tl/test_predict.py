@@ -109,8 +109,7 @@ def test_predict_protein_min_coverage(norm_mdata, trained_model):
 def test_predict_protein_cells_without_rna(norm_mdata, trained_model):
     rna = norm_mdata["rna"][:150].copy()
     prot = norm_mdata["prot"].copy()
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": rna, "prot": prot})
+    mdata = md.MuData({"rna": rna, "prot": prot})
     mdata.obs["time"] = norm_mdata.obs["time"].reindex(mdata.obs_names)
     cmn.tl.predict_protein(mdata, trained_model)
     pred = mdata.obsm["cmn_protein"]

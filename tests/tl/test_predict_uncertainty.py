@@ -54,9 +54,8 @@ def test_writes_spread_interval_and_record(model):
 def test_h5mu_round_trip(mdata, model, tmp_path):
     cmn.tl.predict_protein(mdata, model, uncertainty=True)
     path = tmp_path / "u.h5mu"
-    with md.set_options(pull_on_update=False):
-        mdata.write_h5mu(path)
-        back = md.read_h5mu(path)
+    mdata.write_h5mu(path)
+    back = md.read_h5mu(path)
     for key in ("cmn_protein_std", "cmn_protein_lower", "cmn_protein_upper"):
         pd.testing.assert_frame_equal(back.obsm[key], mdata.obsm[key], check_dtype=False)
     before, after = mdata.uns["cmn_protein"]["uncertainty"], back.uns["cmn_protein"]["uncertainty"]

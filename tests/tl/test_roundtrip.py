@@ -34,9 +34,8 @@ def test_h5mu_round_trip_keeps_every_output(mdata, trained_model, gene_sets, tmp
     cmn.tl.enrichment(mdata, protein=["prot_000", "prot_001"], gene_sets=gene_sets, permutation_num=20)
     cmn.pp.harmonize_genes(mdata, trained_model)
     path = tmp_path / "out.h5mu"
-    with md.set_options(pull_on_update=False):
-        mdata.write_h5mu(path)
-        back = md.read_h5mu(path)
+    mdata.write_h5mu(path)
+    back = md.read_h5mu(path)
 
     pd.testing.assert_frame_equal(back.obsm["cmn_protein"], mdata.obsm["cmn_protein"])
     np.testing.assert_array_equal(back.obsm["X_cmn_basal"], mdata.obsm["X_cmn_basal"])

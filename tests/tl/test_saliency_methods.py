@@ -177,8 +177,7 @@ def coding_gene_model():
     rna = ad.AnnData(X, var=pd.DataFrame(index=genes))
     prot = ad.AnnData(Y, var=pd.DataFrame(index=[f"p{i}" for i in range(n_prot)]))
     rna.obs_names = prot.obs_names = [f"c{i}" for i in range(n_obs)]
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": rna, "prot": prot})
+    mdata = md.MuData({"rna": rna, "prot": prot})
     scvi.settings.seed = 0
     CrossmodalNet.setup_mudata(mdata)
     model = CrossmodalNet(mdata, n_latent=32)

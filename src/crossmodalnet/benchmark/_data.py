@@ -162,8 +162,7 @@ class BenchmarkData:
         obs = pd.DataFrame(index=self.obs_names.copy())
         rna = ad.AnnData(self.X, obs=obs.copy(), var=pd.DataFrame(index=self.gene_names.copy()))
         prot = ad.AnnData(self.Y, obs=obs.copy(), var=pd.DataFrame(index=self.protein_names.copy()))
-        with md.set_options(pull_on_update=False):
-            mdata = md.MuData({"rna": rna, "prot": prot})
+        mdata = md.MuData({"rna": rna, "prot": prot})
         mdata.obs[time_key] = time_column(self.time, self.time_categories)
         return mdata
 
@@ -202,8 +201,7 @@ def normalized_mudata(rna: AnnData, prot: AnnData) -> MuData:
     import crossmodalnet as cmn
 
     rna.X, prot.X = _csr(rna.X), _csr(prot.X)
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": rna, "prot": prot})
+    mdata = md.MuData({"rna": rna, "prot": prot})
     cmn.pp.log_normalize(mdata)
     cmn.pp.clr(mdata)
     return mdata

@@ -566,8 +566,7 @@ class CrossmodalNetMethod(Method):
         names = pd.Index([f"c{i}" for i in range(len(X))])
         rna = ad.AnnData(np.asarray(X, dtype=np.float32), obs=pd.DataFrame(index=names))
         rna.var_names = self.gene_names_
-        with md.set_options(pull_on_update=False):
-            mdata = md.MuData({"rna": rna})
+        mdata = md.MuData({"rna": rna})
         mdata.obs["time"] = time_column(time, self.time_categories or sorted({str(t) for t in time}))
         return self.model_.predict_protein(mdata).to_numpy(dtype=np.float32)
 
@@ -617,8 +616,7 @@ class TotalVIMethod(Method):
         obs = pd.DataFrame({"tvi_batch": pd.Categorical(batch)}, index=data.obs_names.copy())
         rna = ad.AnnData(sparse.csr_matrix(data.rna_counts), obs=obs.copy(), var=pd.DataFrame(index=data.gene_names))
         prot = ad.AnnData(prot_counts, obs=obs.copy(), var=pd.DataFrame(index=data.protein_names))
-        with md.set_options(pull_on_update=False):
-            mdata = md.MuData({"rna": rna, "prot": prot})
+        mdata = md.MuData({"rna": rna, "prot": prot})
         scvi.model.TOTALVI.setup_mudata(
             mdata,
             batch_key="tvi_batch",

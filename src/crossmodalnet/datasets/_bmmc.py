@@ -43,5 +43,4 @@ def bmmc_cite() -> MuData:
     import mudata as md
 
     with as_file(files("crossmodalnet.datasets") / "data" / "bmmc_cite_600.h5mu") as path:
-        with md.set_options(pull_on_update=False):
-            return md.read_h5mu(path)
+        return md.read_h5mu(path)

@@ -450,8 +450,7 @@ def synthetic_cite(
     )
     rna = ad.AnnData(_as_matrix(rna_counts, sparse=sparse), obs=obs.copy(), var=rna_var)
     prot = ad.AnnData(_as_matrix(prot_counts, sparse=sparse), obs=obs.copy(), var=prot_var)
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({"rna": rna, "prot": prot})
+    mdata = md.MuData({"rna": rna, "prot": prot})
     for col in obs.columns:
         mdata.obs[col] = obs[col].to_numpy() if col == "time" else obs[col].copy()
 

@@ -126,8 +126,16 @@ class BatchedInferenceMixin:
             if (codes < 0).any():
                 raise ValueError(f"`mdata.obs[{time_key!r}]` has missing values; pass `time=` or fill them.")
         else:
+            in_mods = [mod for mod, a in mdata.mod.items() if time_key in a.obs.columns]
+            pull = (
+                f" (`mdata[{in_mods[0]!r}].obs` has one: `mdata.pull_obs([{time_key!r}], mods=[{in_mods[0]!r}])` "
+                "makes it the query's time)"
+                if in_mods
+                else ""
+            )
             raise KeyError(
-                f"`mdata.obs` has no time column {time_key!r}; pass `time=` to predict every cell at one time point."
+                f"`mdata.obs` has no time column {time_key!r}{pull}; pass `time=` to predict every cell at one "
+                "time point."
             )
         table = np.vstack([self._time_weights(v, allow_extrapolation=allow_extrapolation) for v in values])
         return torch.as_tensor(table, dtype=torch.float32), codes

@@ -598,8 +598,7 @@ class UncertaintyMixin:
             var=pd.DataFrame(index=pd.Index(self.gene_names).copy()),
             layers=None if layer is None else {layer: X},
         )
-        with md.set_options(pull_on_update=False):
-            tmp = md.MuData({rna_key: adata})
+        tmp = md.MuData({rna_key: adata})
         for col in (self.get_setup_arg("time_key"), self.get_setup_arg("batch_key")):
             if col is not None and col in mdata.obs:
                 tmp.obs[col] = mdata.obs[col].reindex(tmp.obs_names).to_numpy()

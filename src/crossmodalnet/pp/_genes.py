@@ -13,7 +13,7 @@ from crossmodalnet import _keys
 from crossmodalnet._constants import DEFAULT_RNA_KEY
 from crossmodalnet._docs import docs
 from crossmodalnet._gene_matching import align_matrix, check_coverage
-from crossmodalnet._utils import get_modality
+from crossmodalnet._utils import get_modality, layer_names
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -69,7 +69,7 @@ def align_anndata(
     genes) and keeps ``obs``, ``obsm``, ``obsp`` and ``uns``; ``varp`` is dropped. Otherwise only the
     listed slots (``None`` = ``.X``) over bare ``obs``/``var``.
     """
-    slots = [None, *rna.layers.keys()] if layers is None else list(layers)
+    slots = [None, *layer_names(rna)] if layers is None else list(layers)
     if layers is None and len(rna.varp):
         logger.info("dropped varp %s, which is not reindexed to the model's genes", list(rna.varp))
     X = align_matrix(rna.X, idx) if None in slots and rna.X is not None else None
@@ -157,9 +157,8 @@ def harmonize_genes(
     if copy:
         mdata = mdata.copy()
     new = align_anndata(mdata.mod[rna_key], idx, pd.Index(model.gene_names))
-    with md.set_options(pull_on_update=False):
-        mdata.mod[rna_key] = new
-        mdata.update()
+    mdata.mod[rna_key] = new
+    mdata.update()
     mdata.uns[keys.uns] = info
     logger.info(
         "added mdata[%r] with the model's %d genes (replacing %d), mdata.uns[%r]",

@@ -44,8 +44,7 @@ def to_mudata(adata: AnnData, *, rna_key: str = DEFAULT_RNA_KEY) -> MuData:
         raise TypeError(f"cmn.pp.to_mudata: expected an AnnData, got {type(adata).__name__}.")
     if not adata.obs_names.is_unique:
         raise ValueError("cmn.pp.to_mudata: `adata.obs_names` are not unique; run `adata.obs_names_make_unique()`.")
-    with md.set_options(pull_on_update=False):
-        mdata = md.MuData({rna_key: adata})
+    mdata = md.MuData({rna_key: adata})
     for col in adata.obs.columns:
         mdata.obs[col] = adata.obs[col].reindex(mdata.obs_names)
     logger.debug("wrapped a %d × %d AnnData as mdata[%r]", adata.n_obs, adata.n_vars, rna_key)

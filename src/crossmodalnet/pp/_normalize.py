@@ -394,8 +394,7 @@ def _set_aside(mdata: MuData, protein_key: str, features: list[str], caller: str
     kept.obsm[_keys.ISOTYPES] = aside
     kept.uns[_keys.PREPROCESSING]["isotypes_set_aside"] = True
     mdata.mod[protein_key] = kept
-    with md.set_options(pull_on_update=False):
-        mdata.update()
+    mdata.update()
     logger.info(
         "%s: set %d isotype control(s) aside: mdata[%r].obsm[%r]", caller, len(features), protein_key, _keys.ISOTYPES
     )

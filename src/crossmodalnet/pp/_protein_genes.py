@@ -124,7 +124,7 @@ def protein_genes(
     One row per name, in the given order (index: the names as given), with columns
 
     ``protein``
-        The name of the map entry (``None`` if unknown or an unlisted isotype control).
+        The name of the map entry (missing, :func:`pandas.isna`, if unknown or an unlisted isotype control).
     ``genes``
         Tuple of gene symbols coding for the target (empty if there are none, or none in ``genes``).
     ``kind``

@@ -162,8 +162,7 @@ def _add_plottable(mdata: MuData, pred: pd.DataFrame, key_added: str, add_to: st
     )
     mod.uns["cmn_protein"] = {"source": "cmn.tl.predict_protein"}
     mdata.mod[key_added] = mod
-    with md.set_options(pull_on_update=False):
-        mdata.update()
+    mdata.update()
     return f"mdata.mod[{key_added!r}] (cells × proteins)"
 
 

@@ -152,8 +152,7 @@ def model_input(
         var=pd.DataFrame(index=genes.copy()),
         layers=None if layer is None else {layer: aligned},
     )
-    with md.set_options(pull_on_update=False):
-        tmp = md.MuData({model_key: adata})
+    tmp = md.MuData({model_key: adata})
     for col in (model.get_setup_arg("time_key"), model.get_setup_arg("batch_key")):
         found = None if col is None else resolve_obs_column(mdata, col)
         if found is not None:
