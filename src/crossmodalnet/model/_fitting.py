@@ -155,9 +155,16 @@ class TrainingFitMixin:
     def _fit_input_reduction(self, train_idx: np.ndarray, *, seed: int) -> None:
         """Fit the HVG selection, the gene screen or the truncated SVD of the module's input on the training cells."""
         X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        k = self.module.n_features
+        if self.module.input_reduction == "screen":  # read by row chunks: no copy of the training cells
+            rows = np.sort(train_idx)
+            Y = self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, rows)
+            self.module.fit_input_reduction(torch.as_tensor(screen_genes(X, Y, rows, k)))
+            return
+        # scanpy's HVG selection and sklearn's truncated SVD take the training cells as one matrix: a copy
+        # of their rows (sparse rows stay sparse; neither densifies a sparse matrix)
         block = X[np.sort(train_idx)]
         block = block.tocsr() if sparse.issparse(block) else np.asarray(block, dtype=np.float32)
-        k = self.module.n_features
         if self.module.input_reduction == "hvg":
             import scanpy as sc
             from anndata import AnnData
@@ -174,10 +181,6 @@ class TrainingFitMixin:
             # scanpy's genes first, then by normalised dispersion, then by position
             order = np.lexsort((np.arange(disp.size), -disp, ~hvg))
             self.module.fit_input_reduction(torch.as_tensor(np.sort(order[:k])))
-        elif self.module.input_reduction == "screen":
-            rows = np.sort(train_idx)
-            Y = self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, rows)
-            self.module.fit_input_reduction(torch.as_tensor(screen_genes(X, Y, rows, k)))
         else:
             from sklearn.decomposition import TruncatedSVD
 
