@@ -239,3 +239,25 @@ def test_gene_sets_past_the_gram_limit_with_many_training_cells(monkeypatch):
         assert rec["errors"][name] == pytest.approx(ref[4], rel=1e-6)
     np.testing.assert_array_equal(rec["genes"], fits[rec["choice"]][0])
     assert np.all(model.module.linear_weight.numpy()[np.setdiff1d(np.arange(80), rec["genes"])] == 0)
+
+
+@pytest.mark.parametrize("layout", ["csr", "dense"])
+def test_backed_matrix_gives_the_in_memory_solution(tmp_path, layout):
+    X, Y, t = _data(seed=6)
+    tr, va = _split(X.shape[0])
+    ad.AnnData(X if layout == "csr" else X.toarray()).write_h5ad(tmp_path / "x.h5ad")
+    backed = ad.read_h5ad(tmp_path / "x.h5ad", backed="r")
+    try:
+        on_disk = backed.X
+        fit = fit_ridge_from_statistics(
+            ridge_statistics(on_disk, tr, Y[tr], t[tr], 3, genes=np.arange(2, 40), chunk=33),
+            X_val=on_disk,
+            val_rows=va,
+            Y_val=Y[va],
+            t_val=t[va],
+            chunk=17,
+        )
+    finally:
+        backed.file.close()
+    dense = X.toarray().astype(np.float64)[:, 2:40]
+    _assert_same(fit, _reference_ridge(dense[tr], Y[tr], t[tr], 3, dense[va], Y[va], t[va]))
