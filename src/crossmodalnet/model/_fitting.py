@@ -7,6 +7,7 @@ and the gene moments used by saliency.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 
@@ -16,7 +17,14 @@ from scipy import sparse
 
 from crossmodalnet._constants import REGISTRY_KEYS
 
-from ._linear import LINEAR_SCREEN_DEFAULT, LINEAR_SCREEN_SIZES, fit_ridge_by_time
+from ._linear import (
+    LINEAR_MAX_GRAM_GENES,
+    LINEAR_SCREEN_DEFAULT,
+    LINEAR_SCREEN_SIZES,
+    fit_ridge_by_time,
+    fit_ridge_from_statistics,
+    ridge_statistics,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -147,9 +155,16 @@ class TrainingFitMixin:
     def _fit_input_reduction(self, train_idx: np.ndarray, *, seed: int) -> None:
         """Fit the HVG selection, the gene screen or the truncated SVD of the module's input on the training cells."""
         X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        k = self.module.n_features
+        if self.module.input_reduction == "screen":  # read by row chunks: no copy of the training cells
+            rows = np.sort(train_idx)
+            Y = self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, rows)
+            self.module.fit_input_reduction(torch.as_tensor(screen_genes(X, Y, rows, k)))
+            return
+        # scanpy's HVG selection and sklearn's truncated SVD take the training cells as one matrix: a copy
+        # of their rows (sparse rows stay sparse; neither densifies a sparse matrix)
         block = X[np.sort(train_idx)]
         block = block.tocsr() if sparse.issparse(block) else np.asarray(block, dtype=np.float32)
-        k = self.module.n_features
         if self.module.input_reduction == "hvg":
             import scanpy as sc
             from anndata import AnnData
@@ -166,10 +181,6 @@ class TrainingFitMixin:
             # scanpy's genes first, then by normalised dispersion, then by position
             order = np.lexsort((np.arange(disp.size), -disp, ~hvg))
             self.module.fit_input_reduction(torch.as_tensor(np.sort(order[:k])))
-        elif self.module.input_reduction == "screen":
-            rows = np.sort(train_idx)
-            Y = self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, rows)
-            self.module.fit_input_reduction(torch.as_tensor(screen_genes(X, Y, rows, k)))
         else:
             from sklearn.decomposition import TruncatedSVD
 
@@ -208,6 +219,15 @@ class TrainingFitMixin:
         weight. The choice is recorded in ``linear_path_genes_``. An unseen time point later gets
         the intercepts interpolated with the same weights as its time embedding.
 
+        Nothing is densified beyond one row chunk: the candidate sets share one streamed
+        accumulation of :func:`~crossmodalnet.model._linear.ridge_statistics` over the union of
+        their genes (memory ``O(genes²)`` beside the registered matrix), and validation cells are
+        predicted chunk by chunk. A set of more than
+        :data:`~crossmodalnet.model._linear.LINEAR_MAX_GRAM_GENES` genes is fitted on the dense
+        training cells when there are at most that many of them; with more genes and more training
+        cells, the screen's first ``LINEAR_MAX_GRAM_GENES`` genes (``"screen4096"``) stand in for
+        all genes.
+
         Returns
         -------
         The chosen penalty (absolute).
@@ -216,37 +236,66 @@ class TrainingFitMixin:
         codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1).astype(np.int64)
         t_train, t_val = codes[train_idx], codes[val_idx]
         val_known = val_idx[np.isin(t_val, t_train)]
-        X_train = self._registered_dense(REGISTRY_KEYS.X_KEY, train_idx)
+        X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         Y_train = self._loss_scale_proteins(train_idx)
-        X_val = self._registered_dense(REGISTRY_KEYS.X_KEY, val_known) if val_known.size else None
         Y_val = self._loss_scale_proteins(val_known) if val_known.size else None
-        n_genes = X_train.shape[1]
+        n_genes, n_time = X.shape[1], len(self.time_categories)
         sizes = {"all": (), "screen": (LINEAR_SCREEN_DEFAULT,), "auto": LINEAR_SCREEN_SIZES}[self.linear_path_genes]
+        # every gene in closed form needs a genes × genes gram, or the dense training cells when they are few;
+        # past both limits the screen's first LINEAR_MAX_GRAM_GENES genes stand in for all genes
+        all_fits = n_genes <= LINEAR_MAX_GRAM_GENES or train_idx.size <= LINEAR_MAX_GRAM_GENES
         candidates: dict[str, np.ndarray] = {}
-        if self.linear_path_genes != "screen" or LINEAR_SCREEN_DEFAULT >= n_genes:
+        if (self.linear_path_genes != "screen" or LINEAR_SCREEN_DEFAULT >= n_genes) and all_fits:
             candidates["all"] = np.arange(n_genes)
         # "auto" keeps to all genes when no protein varies over the training cells (nothing to screen by)
         screenable = self.linear_path_genes == "screen" or bool((Y_train.std(axis=0) > 1e-12).any())
         screened = [k for k in sizes if k < n_genes and screenable]
+        if self.linear_path_genes != "screen" and not all_fits:
+            if not bool((Y_train.std(axis=0) > 1e-12).any()):
+                raise ValueError(
+                    "Every protein is constant over the training cells; the linear path cannot screen "
+                    f"{n_genes} genes down to the {LINEAR_MAX_GRAM_GENES} it fits in closed form."
+                )
+            screened = [LINEAR_MAX_GRAM_GENES, *screened]
+            logger.info(
+                "linear path: %d genes and %d training cells; the screen's first %d genes stand in for all genes",
+                n_genes,
+                train_idx.size,
+                LINEAR_MAX_GRAM_GENES,
+            )
         coding = np.zeros(0, dtype=np.int64)  # added to screened sets only
         if screened and self.linear_path_coding_genes:
             coding = self._coding_gene_positions()
         if screened:  # one screen; each candidate set is a prefix of its ranking
-            ranking = screen_ranking(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY), Y_train, train_idx)
+            ranking = screen_ranking(X, Y_train, train_idx)
             for k in screened:
                 candidates[f"screen{k}"] = np.union1d(ranking[:k], coding)
         fits, errors = {}, {}
+        # sets the gram can hold come from one streamed accumulation over their union; larger ones
+        # (possible only with at most LINEAR_MAX_GRAM_GENES training cells) from the dense training cells
+        streamed = {k: v for k, v in candidates.items() if v.size <= LINEAR_MAX_GRAM_GENES or not all_fits}
+        if streamed:
+            union = functools.reduce(np.union1d, streamed.values())
+            stats = ridge_statistics(X, train_idx, Y_train, t_train, n_time, genes=union)
+            for name, genes in streamed.items():
+                *fits[name], errors[name] = fit_ridge_from_statistics(
+                    stats,
+                    np.searchsorted(union, genes),
+                    X_val=X,
+                    val_rows=val_known,
+                    Y_val=Y_val,
+                    t_val=codes[val_known],
+                )
         for name, genes in candidates.items():
+            if name in streamed:
+                continue
+            X_train = self._registered_dense(REGISTRY_KEYS.X_KEY, train_idx)[:, genes]
+            X_val = self._registered_dense(REGISTRY_KEYS.X_KEY, val_known)[:, genes] if val_known.size else None
             *fits[name], errors[name] = fit_ridge_by_time(
-                X_train[:, genes],
-                Y_train,
-                t_train,
-                len(self.time_categories),
-                X_val=None if X_val is None else X_val[:, genes],
-                Y_val=Y_val,
-                t_val=codes[val_known],
-                return_error=True,
+                X_train, Y_train, t_train, n_time, X_val=X_val, Y_val=Y_val, t_val=codes[val_known], return_error=True
             )
+            del X_train, X_val
+        errors = {k: errors[k] for k in candidates}  # candidate order decides ties
         choice = min(errors, key=errors.get)  # first candidate on ties: all genes, then fewer screened genes
         W_chosen, intercept, alpha, n_alphas = fits[choice]
         W = np.zeros((n_genes, W_chosen.shape[1]))
@@ -255,7 +304,7 @@ class TrainingFitMixin:
         self.linear_path_genes_ = {
             "choice": choice,
             "genes": candidates[choice].astype(np.int64),
-            "criterion": "validation_mse" if X_val is not None else "gcv",
+            "criterion": "validation_mse" if val_known.size else "gcv",
             "errors": {k: float(v) for k, v in errors.items()},
             "alpha": float(alpha),
             "coding_genes": coding.astype(np.int64),

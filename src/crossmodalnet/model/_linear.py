@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
-from scipy import linalg
+from scipy import linalg, sparse
 
 LINEAR_ALPHA_GRID = tuple(float(a) for a in np.logspace(-4, 3, 29))
 """Ridge penalties of the linear path, relative to the mean squared singular value of the training RNA."""
@@ -34,7 +36,9 @@ def fit_ridge_by_time(
     penalty is one value for all proteins, chosen from ``alpha_grid`` (times the mean squared
     singular value of the centred training genes) by the validation mean squared error; without
     validation cells, by generalised cross-validation on the training cells. All candidates come
-    from one SVD of the centred training genes.
+    from one SVD of the centred training genes. This needs every training cell dense; the model
+    uses it only where that is no larger than a genes × genes matrix, and otherwise fits the same
+    estimator from streamed statistics (:func:`ridge_statistics`, :func:`fit_ridge_from_statistics`).
 
     Parameters
     ----------
@@ -85,3 +89,240 @@ def fit_ridge_by_time(
     if return_error:
         return W, intercept, alpha, len(alphas), float(errors[best])
     return W, intercept, alpha, len(alphas)
+
+
+LINEAR_MAX_GRAM_GENES = 4096
+"""Most genes a gene set of the linear path is fitted on in closed form from its genes × genes statistics.
+
+A set of ``g`` genes costs a ``g × g`` float64 gram matrix (accumulated over row chunks in
+``O(cells · g²)`` operations) and its eigendecomposition (``O(g³)``). A larger set is fitted on the
+densified training cells instead when there are at most this many of them (``O(cells · g)`` memory);
+otherwise the ``"all"`` candidate is replaced by the screen's first ``LINEAR_MAX_GRAM_GENES`` genes.
+"""
+
+LINEAR_RANK_TOL = 1e-10
+"""Eigenvalues of the centred gram matrix at most this fraction of the largest are treated as zero."""
+
+_CHUNK_ELEMENTS = 1 << 22
+"""Dense elements (float64) of one row chunk of the streamed statistics (32 MB)."""
+
+
+class RidgeStatistics(NamedTuple):
+    """Sufficient statistics of the linear path's ridge regression, accumulated over row chunks.
+
+    Attributes
+    ----------
+    genes
+        Column positions (in the registered matrix) the statistics cover, sorted.
+    n
+        Number of training cells.
+    mean_x, mean_y
+        Per-time means of genes and proteins over the training cells (time categories × genes /
+        proteins); untrained time points hold the overall training mean.
+    gram
+        Per-time-centred ``Xᶜᵀ Xᶜ`` (genes × genes).
+    cross
+        Per-time-centred ``Xᶜᵀ Yᶜ`` (genes × proteins).
+    yy
+        ``Σ (Yᶜ)²`` over training cells and proteins.
+    """
+
+    genes: np.ndarray
+    n: int
+    mean_x: np.ndarray
+    mean_y: np.ndarray
+    gram: np.ndarray
+    cross: np.ndarray
+    yy: float
+
+
+def _rows_dense(X, rows: np.ndarray, genes: np.ndarray | None) -> np.ndarray:
+    """Rows ``rows`` (sorted) of ``X`` restricted to ``genes``, as a dense float64 array."""
+    block = X[rows]
+    if genes is not None:
+        block = block[:, genes]
+    return block.toarray().astype(np.float64) if sparse.issparse(block) else np.asarray(block, dtype=np.float64)
+
+
+def _chunk_rows(n_columns: int, chunk: int | None) -> int:
+    return int(chunk) if chunk is not None else int(np.clip(_CHUNK_ELEMENTS // max(n_columns, 1), 64, 8192))
+
+
+def ridge_statistics(
+    X,
+    rows: np.ndarray,
+    Y: np.ndarray,
+    t: np.ndarray,
+    n_time: int,
+    *,
+    genes: np.ndarray | None = None,
+    chunk: int | None = None,
+) -> RidgeStatistics:
+    """Accumulate the statistics of :func:`fit_ridge_from_statistics` over row chunks of ``X``.
+
+    Two passes over the rows: the first sums genes per time point, the second centres each dense
+    chunk of ``genes`` by its time point's mean and adds its ``Xᶜᵀ Xᶜ`` and ``Xᶜᵀ Yᶜ``. Memory is
+    ``O(genes² + chunk · genes)`` beside ``X`` itself, whatever the number of rows; centring each
+    chunk before the product keeps the gram free of the cancellation of ``XᵀX − n m mᵀ``.
+
+    Parameters
+    ----------
+    X
+        Cells × genes matrix: dense, sparse or backed (read by sorted row chunks).
+    rows
+        Row positions of the training cells in ``X``.
+    Y
+        Proteins of the training cells (len(rows) × proteins), in the order of ``rows``.
+    t
+        Time code of each training cell, in the order of ``rows``.
+    n_time
+        Number of time categories.
+    genes
+        Sorted column positions to accumulate (``None``: every column).
+    chunk
+        Rows per chunk (``None``: as many as fit 32 MB of dense float64).
+
+    Returns
+    -------
+    The statistics; ``gram`` and ``cross`` are float64.
+    """
+    order = np.argsort(np.asarray(rows), kind="stable")
+    rows = np.asarray(rows)[order]
+    Y = np.asarray(Y, dtype=np.float64)[order]
+    t = np.asarray(t, dtype=np.int64)[order]
+    genes = None if genes is None else np.asarray(genes, dtype=np.int64)
+    n, n_genes = rows.size, X.shape[1] if genes is None else genes.size
+    step = _chunk_rows(n_genes, chunk)
+
+    counts = np.bincount(t, minlength=n_time)
+    sums = np.zeros((n_time, n_genes))
+    for start in range(0, n, step):
+        block = X[rows[start : start + step]]
+        if genes is not None:
+            block = block[:, genes]
+        tc = t[start : start + step]
+        indicator = sparse.csr_matrix((np.ones(tc.size), (tc, np.arange(tc.size))), shape=(n_time, tc.size))
+        sums += np.asarray((indicator @ block).toarray() if sparse.issparse(block) else indicator @ block)
+    mean_x = np.tile(sums.sum(axis=0) / n, (n_time, 1))
+    mean_y = np.tile(Y.mean(axis=0), (n_time, 1))
+    trained = counts > 0
+    mean_x[trained] = sums[trained] / counts[trained, None]
+    for c in np.flatnonzero(trained):
+        mean_y[c] = Y[t == c].mean(axis=0)
+    Yc = Y - mean_y[t]
+
+    gram = np.zeros((n_genes, n_genes), order="F")
+    cross = np.zeros((n_genes, Y.shape[1]))
+    for start in range(0, n, step):
+        block = _rows_dense(X, rows[start : start + step], genes)
+        block -= mean_x[t[start : start + step]]
+        # upper triangle of gram += blockᵀ block (block.T is Fortran-ordered: no copy)
+        gram = linalg.blas.dsyrk(1.0, block.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=True)
+        cross += block.T @ Yc[start : start + step]
+    gram = np.triu(gram) + np.triu(gram, 1).T
+    return RidgeStatistics(
+        genes=np.arange(X.shape[1]) if genes is None else genes,
+        n=n,
+        mean_x=mean_x,
+        mean_y=mean_y,
+        gram=gram,
+        cross=cross,
+        yy=float(np.sum(Yc**2)),
+    )
+
+
+def fit_ridge_from_statistics(
+    stats: RidgeStatistics,
+    subset: np.ndarray | None = None,
+    *,
+    X_val=None,
+    val_rows: np.ndarray | None = None,
+    Y_val: np.ndarray | None = None,
+    t_val: np.ndarray | None = None,
+    alpha_grid: tuple[float, ...] = LINEAR_ALPHA_GRID,
+    chunk: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, float, int, float]:
+    """Fit :func:`fit_ridge_by_time`'s ridge regression from chunk-accumulated statistics.
+
+    The same estimator, penalty grid and selection as :func:`fit_ridge_by_time`, computed from
+    the eigendecomposition ``Xᶜᵀ Xᶜ = V diag(d) Vᵀ`` of the centred gram matrix instead of the
+    SVD of the centred cells × genes matrix (``d`` are the squared singular values, ``V`` the right
+    singular vectors). With ``C = Vᵀ Xᶜᵀ Yᶜ`` the weights at penalty ``a`` are
+    ``V diag(1 / (d + a)) C``. Without validation cells the generalised cross-validation estimate
+    uses the residual sum of squares ``Σ(Yᶜ)² − Σ C²/d + Σ (a / (d + a))² C²/d`` and the effective
+    degrees of freedom ``Σ d / (d + a)``. Validation cells are predicted chunk by chunk from ``X_val``.
+
+    Parameters
+    ----------
+    stats
+        Statistics from :func:`ridge_statistics`.
+    subset
+        Positions within ``stats.genes`` of the gene set to fit (``None``: all of them).
+    X_val
+        Matrix holding the validation cells (dense, sparse or backed), read by row chunks.
+    val_rows
+        Row positions of the validation cells (of trained time points) in ``X_val``; ``None`` or
+        empty selects the penalty by generalised cross-validation.
+    Y_val, t_val
+        Proteins and time codes of the validation cells, in the order of ``val_rows``.
+    alpha_grid
+        Relative penalties to choose from (times the mean of the non-zero eigenvalues).
+    chunk
+        Validation rows read at once (``None``: 32 MB of dense float64 per chunk).
+
+    Returns
+    -------
+    Weights (genes of the set × proteins), intercepts (time categories × proteins), the chosen absolute
+    penalty, the number of candidate penalties and the criterion of the chosen penalty.
+    """
+    positions = np.arange(stats.genes.size) if subset is None else np.asarray(subset, dtype=np.int64)
+    genes = stats.genes[positions]
+    gram = stats.gram if subset is None else stats.gram[np.ix_(positions, positions)]
+    B, mean_x = stats.cross[positions], stats.mean_x[:, positions]
+    if gram.size:
+        d, V = linalg.eigh(gram, check_finite=False, driver="evd")
+    else:
+        d, V = np.zeros(0), np.zeros((0, 0))
+    keep = d > d.max() * LINEAR_RANK_TOL if d.size and d.max() > 0 else np.zeros(d.size, dtype=bool)
+    d, V = d[keep], V[:, keep]
+    C = V.T @ B
+    alphas = np.asarray(alpha_grid, dtype=np.float64) * float(np.mean(d)) if d.size else np.ones(1)
+
+    def weights(a: np.ndarray) -> np.ndarray:  # genes × len(a) × proteins
+        scaled = C[:, None, :] / (d[:, None, None] + a[None, :, None])
+        return (V @ scaled.reshape(d.size, -1)).reshape(genes.size, a.size, B.shape[1])
+
+    if val_rows is not None and len(val_rows):
+        order = np.argsort(np.asarray(val_rows), kind="stable")
+        val_rows = np.asarray(val_rows)[order]
+        Y_val = np.asarray(Y_val, dtype=np.float64)[order]
+        t_val = np.asarray(t_val, dtype=np.int64)[order]
+        step = _chunk_rows(genes.size, chunk)
+        # as many penalties at once as keep the stacked weights near one chunk's size
+        per_group = max(1, _CHUNK_ELEMENTS // max(genes.size * B.shape[1], 1))
+        sse = np.zeros(alphas.size)
+        for g0 in range(0, alphas.size, per_group):
+            group = alphas[g0 : g0 + per_group]
+            W = weights(group)
+            W = W.reshape(genes.size, -1)
+            intercepts = stats.mean_y[:, None, :] - (mean_x @ W).reshape(-1, group.size, B.shape[1])
+            for start in range(0, val_rows.size, step):
+                block = X_val[val_rows[start : start + step]][:, genes]
+                pred = np.asarray(block @ W if sparse.issparse(block) else np.asarray(block, dtype=np.float64) @ W)
+                pred = pred.reshape(-1, group.size, B.shape[1]) + intercepts[t_val[start : start + step]]
+                sse[g0 : g0 + group.size] += np.sum((pred - Y_val[start : start + step, None, :]) ** 2, axis=(0, 2))
+        errors = sse / Y_val.size
+    else:
+        n = stats.n
+        energy = np.sum(C**2, axis=1) / d if d.size else np.zeros(0)
+        resid_total = stats.yy - energy.sum()
+        errors = np.empty(alphas.size)
+        for i, a in enumerate(alphas):
+            shrink = d / (d + a)
+            rss = resid_total + np.sum((1 - shrink) ** 2 * energy)
+            errors[i] = rss / n / max(1 - shrink.sum() / n, 1e-6) ** 2
+    best = int(np.argmin(errors))
+    alpha = float(alphas[best])
+    W = weights(alphas[best : best + 1])[:, 0, :]
+    intercept = stats.mean_y - mean_x @ W
+    return W, intercept, alpha, alphas.size, float(errors[best])
