@@ -198,7 +198,14 @@ class NormalizedRows:
         return log_normalize_rows(self.X[rows], self.target_sum)
 
 
-_ISOTYPE_NAME = r"isotype|^(?:mouse|rat|hamster|armenian[ _.-]?hamster)[ _.-]?ig|ig[gm]\d*[a-z]*[ _.-]?(?:ctrl|control)"
+# A panel prefix ("ADT_") and a TotalSeq barcode suffix ("_A0090") around a bare isotype name.
+_PANEL_PREFIX = r"(?:adt|ab|prot|cite)[ _.-]"
+_ISOTYPE_NAME = (
+    rf"isotype|^(?:{_PANEL_PREFIX})?(?:mouse|rat|hamster|armenian[ _.-]?hamster)[ _.-]?ig"
+    r"|ig[gm]\d*[a-z]*[ _.-]?(?:ctrl|control)"
+    # a bare IgG subclass (IgG1, IgG2a, IgG2b_kappa): a control; IgG with no subclass, IgA, IgD and IgM are markers
+    rf"|^(?:{_PANEL_PREFIX})?igg\d[a-c]?(?:[ _.-]?(?:kappa|k|lambda|l))?(?:[ _.-]?(?:[abc]\d{{4}}|totalseq[ _.-]?[abc]?))?$"
+)
 _HASHTAG_NAME = r"(?<![a-z])(?:hto|hashtag)"
 _HASHTAG_TYPE = r"hto|hashtag|multiplex"
 
@@ -206,9 +213,10 @@ _HASHTAG_TYPE = r"hto|hashtag|multiplex"
 def detect_control_features(var) -> tuple[list[str], list[str]]:
     """Isotype controls and cell hashtags among protein features, by name and ``var`` annotations.
 
-    Isotypes: names containing "isotype", starting with a host species and "Ig" ("MouseIgG1kappa...")
-    or an IgG/IgM followed by "control"/"ctrl" ("IgG2a_control_TotalSeqB"), or a boolean ``var['isotype']``;
-    IgA/IgD/IgM markers themselves are not matched. Hashtags: names with "HTO" or "hashtag", or a
+    Isotypes: names containing "isotype", starting with a host species and "Ig" ("MouseIgG1kappa...",
+    "Rat IgG2b"), an IgG/IgM followed by "control"/"ctrl" ("IgG2a_control_TotalSeqB"), or a bare IgG
+    subclass ("IgG1", "IgG2a", "ADT_IgG2b_A0092"), or a boolean ``var['isotype']``; IgA/IgD/IgM markers and
+    IgG without a subclass (an anti-IgG antibody) are not matched. Hashtags: names with "HTO" or "hashtag", or a
     ``var['feature_types']`` value naming them (10x ``feature_types`` often says "Antibody Capture" or
     "ADT" for both, hence the names).
     """

@@ -249,6 +249,22 @@ def test_control_feature_names_of_real_panels():
     assert hto == ["HTO_1", "Hashtag2", "B0251-anti-mouse-Hashtag1", "hash_A"]
 
 
+def test_bare_isotype_subclasses_are_controls():
+    """Issue 26 item 2: ECCITE-seq's bare `IgG1`/`IgG2a` and species-prefixed names; IgG/IgA/IgD/IgM and FceRIa are markers."""
+    import pandas as pd
+
+    from crossmodalnet._utils import detect_control_features
+
+    controls = [
+        "IgG1", "IgG2a", "IgG2b", "IgG1_kappa", "IgG2a-k", "Mouse_IgG1", "Rat IgG2b", "ADT_IgG1_A0090",
+        "ADT_Rat_IgG2a_A0122", "IgG1_TotalSeqB",
+    ]  # fmt: skip
+    markers = ["IgG", "IgA", "IgD", "IgM", "IgD_PROT", "FceRIa", "FcεRIα", "CD19", "ADT_CD19_A0093", "KLRG1"]
+    iso, hto = detect_control_features(pd.DataFrame(index=controls + markers))
+    assert iso == controls
+    assert hto == []
+
+
 def test_log_normalize_accepts_scanpy_counts_layer(raw_mdata):
     """Issue 14 item 7: raw counts in .X with a copy in layers['counts'] (scanpy's convention) are accepted."""
     mdata = raw_mdata.copy()
