@@ -248,8 +248,24 @@ def resolve_obs_column(mdata: MuData, key: str) -> str | None:
 
 
 def missing_obs_column_message(mdata: MuData, key: str, what: str) -> str:
-    """Message for an ``obs`` column that is absent from the MuData and from its modalities."""
-    in_mods = [mod for mod, a in mdata.mod.items() if key in a.obs.columns]
+    """Message for an ``obs`` column that :func:`resolve_obs_column` did not find, or found in several modalities."""
+    base = key.split(":", 1)[1] if ":" in key and key.split(":", 1)[0] in mdata.mod else key
+    prefixed = [f"{mod}:{base}" for mod in mdata.mod if f"{mod}:{base}" in mdata.obs.columns]
+    in_mods = [mod for mod, a in mdata.mod.items() if base in a.obs.columns]
+    if len(prefixed) > 1 or (not prefixed and len(in_mods) > 1):
+        where = (
+            ", ".join(f"`mdata.obs[{c!r}]`" for c in prefixed)
+            if len(prefixed) > 1
+            else ", ".join(f"`mdata[{m!r}].obs`" for m in in_mods)
+        )
+        first = prefixed[0] if len(prefixed) > 1 else f"{in_mods[0]}:{base}"
+        source = f"mdata.obs[{first!r}]" if len(prefixed) > 1 else f"mdata[{in_mods[0]!r}].obs[{base!r}]"
+        choose = f"pass `{what}={first!r}` to use that modality's, or " if len(prefixed) > 1 else ""
+        return (
+            f"`{what}={key!r}` is ambiguous: the column exists in several modalities ({where}). Choose one: "
+            f"{choose}copy it into `mdata.obs` with `mdata.obs[{base!r}] = {source}` (check first that the "
+            "modalities agree)."
+        )
     if in_mods:
         return (
             f"`{what}={key!r}` is a column of `mdata[{in_mods[0]!r}].obs` but not of `mdata.obs`; copy it over with "

@@ -276,3 +276,56 @@ def test_setup_message_for_a_column_only_in_a_modality(norm_mdata):
         CrossmodalNet.setup_mudata(mdata, batch_key="donor")
     with pytest.raises(KeyError, match="is not a column of `mdata.obs`; columns are"):
         CrossmodalNet.setup_mudata(mdata, batch_key="nope")
+
+
+def _two_modality_column(norm_mdata, column: str, values) -> md.MuData:
+    rna, prot = norm_mdata["rna"].copy(), norm_mdata["prot"].copy()
+    rna.obs[column] = values
+    prot.obs[column] = values
+    return md.MuData({"rna": rna, "prot": prot})
+
+
+def test_batch_key_in_several_modalities_names_the_choice(norm_mdata):
+    """Issue 26 item 6: `rna:hash_id` and `prot:hash_id` both exist; the error says so and how to choose."""
+    values = norm_mdata.obs["batch"].astype(str).to_numpy()
+    mdata = _two_modality_column(norm_mdata, "hash_id", values)
+    for mod in ("rna", "prot"):  # as a MuData built by mudata < 0.4 has them
+        mdata.obs[f"{mod}:hash_id"] = values
+    mdata.obs = mdata.obs.drop(columns=["hash_id"], errors="ignore")
+    _setup_fails(
+        mdata,
+        KeyError,
+        r"`batch_key='hash_id'` is ambiguous: the column exists in several modalities \(`mdata.obs\['rna:hash_id'\]`, "
+        r"`mdata.obs\['prot:hash_id'\]`\).*pass `batch_key='rna:hash_id'`.*mdata.obs\['hash_id'\] = mdata.obs\['rna:hash_id'\]",
+        batch_key="hash_id",
+    )
+    CrossmodalNet.setup_mudata(mdata, batch_key="rna:hash_id")
+    assert CrossmodalNet(mdata, n_latent=8).summary_stats["n_batch"] == 2
+    # only in the modalities' obs (mudata >= 0.4 does not copy them): the message says where, and how to copy one
+    only_mods = _two_modality_column(norm_mdata, "hash_id", values)
+    only_mods.obs = only_mods.obs.drop(columns=[c for c in only_mods.obs.columns if c.endswith("hash_id")])
+    _setup_fails(
+        only_mods,
+        KeyError,
+        r"ambiguous: the column exists in several modalities \(`mdata\['rna'\].obs`, `mdata\['prot'\].obs`\).*"
+        r"`mdata.obs\['hash_id'\] = mdata\['rna'\].obs\['hash_id'\]`",
+        batch_key="hash_id",
+    )
+
+
+def test_batch_category_without_cells_is_not_a_batch(norm_mdata):
+    """Issue 26 item 6: an unused categorical level (cells filtered out) is not counted as a batch."""
+    mdata = norm_mdata.copy()
+    used = sorted(mdata.obs["batch"].astype(str).unique())
+    mdata.obs["batch"] = pd.Categorical(mdata.obs["batch"].astype(str), categories=[*used, "filtered_out"])
+    before = snapshot(mdata)
+    CrossmodalNet.setup_mudata(mdata, time_key="time", batch_key="batch")
+    model = CrossmodalNet(mdata, n_latent=8)
+    assert model.summary_stats["n_batch"] == len(used) == 2
+    assert list(model.batch_categories.astype(str)) == used
+    assert model.module.covariate_embeddings[1].num_embeddings == 2
+    # the user's column keeps its categories
+    assert list(mdata.obs["batch"].cat.categories) == [*used, "filtered_out"]
+    pd.testing.assert_frame_equal(mdata.obs[before["obs"].columns], before["obs"])
+    model.train(max_epochs=1, batch_size=64, accelerator="cpu", enable_progress_bar=False)
+    np.testing.assert_array_equal(model.predict_protein().shape, (mdata.n_obs, mdata["prot"].n_vars))

@@ -6,14 +6,44 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import CategoricalDtype
 from scvi.data import fields
+from scvi.data._utils import _make_column_categorical
 
 from crossmodalnet._constants import REGISTRY_KEYS
 
 from ._validation import validate_setup
 
 if TYPE_CHECKING:
+    from anndata import AnnData
     from mudata import MuData
+
+
+class _ObservedCategoricalObsField(fields.CategoricalObsField):
+    """scvi-tools' categorical ``obs`` field over the categories that have cells.
+
+    A categorical column keeps the levels of cells that were filtered out; scvi-tools would count
+    each as a category (a batch with no cells, its own embedding and a discriminator class that
+    never occurs). Only the levels present are registered, in their original order; like scvi-tools'
+    field, it writes the codes into ``obs['_scvi_batch']`` and nothing else.
+    """
+
+    def register_field(self, adata: AnnData) -> dict:
+        registered = super().register_field(adata)
+        if self.is_default:
+            return registered
+        column = getattr(adata, self.attr_name)[self._original_attr_key]
+        present = column.astype("category").cat.remove_unused_categories()
+        mapping = _make_column_categorical(
+            getattr(adata, self.attr_name),
+            self._original_attr_key,
+            self.attr_key,
+            categorical_dtype=CategoricalDtype(present.cat.categories, ordered=present.cat.ordered),
+        )
+        return {**registered, self.CATEGORICAL_MAPPING_KEY: mapping}
+
+
+_MuDataObservedCategoricalObsField = fields.MuDataWrapper(_ObservedCategoricalObsField)
 
 
 def checked_fields(
@@ -60,7 +90,7 @@ def checked_fields(
             REGISTRY_KEYS.PROTEIN_KEY, protein_layer, mod_key=protein_key, is_count_data=False, mod_required=True
         ),
         fields.MuDataCategoricalObsField(REGISTRY_KEYS.TIME_KEY, columns.get("time_key"), mod_key=None),
-        fields.MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, columns.get("batch_key"), mod_key=None),
+        _MuDataObservedCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, columns.get("batch_key"), mod_key=None),
     ]
 
 
