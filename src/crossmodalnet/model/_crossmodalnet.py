@@ -23,6 +23,7 @@ from scvi.train import TrainRunner
 
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
 from crossmodalnet._settings import quiet_third_party
+from crossmodalnet._settings import settings as cmn_settings
 from crossmodalnet._utils import rna_normalization_record
 from crossmodalnet.module import CrossmodalModule
 from crossmodalnet.train import FaderGradNormPlan
@@ -49,6 +50,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _NOT_TRAINED = "The model is not trained yet: call `model.train()` first."
+
+
+def _apply_seed() -> int | None:
+    """Seed Python, NumPy and torch with ``cmn.settings.seed`` (if set) and return it."""
+    seed = cmn_settings.seed
+    if seed is not None:
+        from lightning.pytorch import seed_everything
+
+        seed_everything(seed, verbose=False)
+    return seed
+
+
 # train() arguments that set the data splitter: not accepted again in `datasplitter_kwargs`
 _SPLITTER_ARGS = ("train_size", "validation_size", "batch_size", "load_sparse_tensor", "distributed_sampler")
 
@@ -178,9 +191,10 @@ class CrossmodalNet(
     See the getting-started tutorial for a complete workflow. Register log-normalised RNA and
     normalised (CLR or DSB) proteins, e.g. with :func:`crossmodalnet.pp.log_normalize` and
     :func:`crossmodalnet.pp.clr`; query RNA with raw counts is normalised as the training RNA was
-    (:attr:`rna_normalization`), or refused. On CPU, the same ``scvi.settings.seed``, data and
-    arguments give identical weights, histories and predictions; on GPU some CUDA kernels are not
-    deterministic (``train(..., deterministic=True)``; docs page *Scale*).
+    (:attr:`rna_normalization`), or refused. On CPU, the same ``cmn.settings.seed`` (set before the
+    model is built), data and arguments give identical weights, histories and predictions, also for two
+    models in one process; on GPU some CUDA kernels are not deterministic
+    (``train(..., deterministic=True)``; docs page *Scale*).
     """
 
     _module_cls = CrossmodalModule
@@ -229,6 +243,7 @@ class CrossmodalNet(
             },
         )
         super().__init__(mdata, registry=registry)
+        _apply_seed()  # the initial weights
         self.preset = preset
         if input_reduction is not None and n_input_features is None:
             n_input_features = N_INPUT_FEATURES.get(input_reduction)
@@ -413,7 +428,8 @@ class CrossmodalNet(
         train_size, validation_size
             Fractions of cells for training and validation (test gets the rest).
         split_seed
-            Seed of the split; defaults to ``scvi.settings.seed`` (0 if that is unset).
+            Seed of the split; defaults to ``cmn.settings.seed``, then to ``scvi.settings.seed`` (0 if both
+            are unset).
         batch_size
             Mini-batch size.
         sparse_batches
@@ -529,7 +545,14 @@ class CrossmodalNet(
         plan_kwargs = {**(plan_kwargs or {}), **{k: v for k, v in explicit.items() if v is not None}}
         # built first: the plan checks its settings before anything changes on the model
         plan = self._training_plan_cls(self.module, **plan_kwargs)
-        seed = split_seed if split_seed is not None else (settings.seed if settings.seed is not None else 0)
+        # mini-batch order and dropout, the split and the fits on the training cells follow `cmn.settings.seed`
+        given_seed = _apply_seed()
+        if split_seed is not None:
+            seed = split_seed
+        elif given_seed is not None:
+            seed = given_seed
+        else:
+            seed = settings.seed if settings.seed is not None else 0
         (train_idx, val_idx, test_idx), continued = self._resolve_split(
             split, holdout_time, train_size, validation_size, seed, datasplitter_kwargs.pop("external_indexing", None)
         )
