@@ -84,6 +84,36 @@ def check_aligned_cells(mdata: MuData, mod_keys: list[str]) -> None:
         )
 
 
+def stale_modality(mdata: MuData) -> tuple[str, int, int] | None:
+    """The first modality with another number of features than ``mdata`` maps to it, with both counts.
+
+    Assigning ``mdata.mod[key] = ...`` does not update the MuData: its ``var`` and ``varmap`` still
+    describe the old modality until ``mdata.update()``, and any subsetting of ``mdata`` then reads
+    positions that no longer exist. Renamed features (same count) subset correctly and pass. ``None``
+    when every modality matches.
+    """
+    for key, mod in mdata.mod.items():
+        mapping = np.asarray(mdata.varmap[key]).ravel() if key in mdata.varmap else np.zeros(0, dtype=np.int64)
+        present = np.flatnonzero(mapping)
+        n_mapped = int(present.size)
+        if n_mapped != mod.n_vars or (n_mapped and int(mapping.max()) > mod.n_vars):
+            return key, mod.n_vars, n_mapped
+    return None
+
+
+def check_current(mdata: MuData, caller: str) -> None:
+    """Raise a :class:`ValueError` if a modality of ``mdata`` was replaced or subset without ``mdata.update()``."""
+    stale = stale_modality(mdata)
+    if stale is None:
+        return
+    key, n_mod, n_mapped = stale
+    raise ValueError(
+        f"{caller}: the MuData is out of date with its modality {key!r}: `mdata.mod[{key!r}]` has {n_mod} features "
+        f"but `mdata.var` maps {n_mapped} to it, so it was replaced or subset without `mdata.update()`. Run "
+        f"`mdata.update()` first; to remove proteins, `cmn.pp.drop_proteins(mdata, names)` updates the MuData."
+    )
+
+
 def zero_variance_columns(X) -> np.ndarray:
     """Boolean mask of constant columns of a dense or sparse matrix."""
     if sparse.issparse(X):

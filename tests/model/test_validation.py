@@ -329,3 +329,45 @@ def test_batch_category_without_cells_is_not_a_batch(norm_mdata):
     pd.testing.assert_frame_equal(mdata.obs[before["obs"].columns], before["obs"])
     model.train(max_epochs=1, batch_size=64, accelerator="cpu", enable_progress_bar=False)
     np.testing.assert_array_equal(model.predict_protein().shape, (mdata.n_obs, mdata["prot"].n_vars))
+
+
+def test_modality_replaced_without_update_is_refused_at_setup(norm_mdata):
+    """Issue 26 item 1: `mdata.mod['prot'] = ...` without `mdata.update()` gets a clear error with the fix."""
+    mdata = norm_mdata.copy()
+    mdata.mod["prot"] = mdata["prot"][:, 2:].copy()
+    _setup_fails(
+        mdata,
+        ValueError,
+        r"out of date with its modality 'prot': `mdata.mod\['prot'\]` has 6 features but `mdata.var` maps 8 to it.*"
+        r"`mdata.update\(\)`.*`cmn.pp.drop_proteins\(mdata, names\)`",
+        time_key="time",
+    )
+
+
+def test_modality_replaced_behind_a_trained_model(norm_mdata):
+    """Issue 26 item 1: proteins removed after training give a clear error, not an IndexError or misread columns."""
+    import crossmodalnet as cmn
+
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, preset="paper", n_latent=8)
+    model.train(max_epochs=1, batch_size=64, accelerator="cpu", enable_progress_bar=False)
+    proteins = list(mdata["prot"].var_names)
+    # the snippet the docs gave: the MuData is stale (its var still maps 8 proteins)
+    mdata.mod["prot"] = mdata["prot"][:, 2:].copy()
+    with pytest.raises(ValueError, match=r"out of date with its modality 'prot'"):
+        cmn.tl.predict_protein(mdata, model, uncertainty=True)
+    mdata.update()
+    with pytest.raises(ValueError, match=r"no longer holds the 8 proteins the model was set up with \(it has 6"):
+        cmn.tl.predict_protein(mdata, model, uncertainty=True)
+    with pytest.raises(ValueError, match="replaced or subset after `setup_mudata`"):
+        model.train(max_epochs=1, batch_size=64, accelerator="cpu", enable_progress_bar=False)
+    # as many proteins, in another order: read by position they would be silently misassigned
+    reordered = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(reordered, time_key="time")
+    model = CrossmodalNet(reordered, preset="paper", n_latent=8)
+    model.train(max_epochs=1, batch_size=64, accelerator="cpu", enable_progress_bar=False)
+    reordered.mod["prot"] = reordered["prot"][:, proteins[::-1]].copy()
+    reordered.update()
+    with pytest.raises(ValueError, match="no longer holds the 8 proteins"):
+        model.calibrate_uncertainty()

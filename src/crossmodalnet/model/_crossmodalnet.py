@@ -527,6 +527,7 @@ class CrossmodalNet(
                 "This model was loaded without data. Load it with the training MuData "
                 "(`CrossmodalNet.load(dir_path, mdata)`) to continue training."
             )
+        self._check_registered_data("CrossmodalNet.train")
         datasplitter_kwargs = dict(datasplitter_kwargs or {})
         clash = sorted(set(datasplitter_kwargs) & set(_SPLITTER_ARGS))
         if clash:

@@ -11,6 +11,7 @@ from scvi.data import fields
 from scvi.data._utils import _make_column_categorical
 
 from crossmodalnet._constants import REGISTRY_KEYS
+from crossmodalnet._utils import check_current
 
 from ._validation import validate_setup
 
@@ -116,6 +117,33 @@ class RegisteredNamesMixin:
     def n_proteins(self) -> int:
         """Number of predicted proteins."""
         return len(self.protein_names)
+
+    def _check_registered_data(self, caller: str) -> None:
+        """Raise a :class:`ValueError` if the registered MuData no longer holds the genes and proteins set up.
+
+        scvi-tools reads the registered modalities by position; one replaced after ``setup_mudata``
+        (e.g. proteins removed) would be read with the wrong columns or fail with an ``IndexError``.
+        """
+        mdata = self.adata
+        if mdata is None:
+            return
+        check_current(mdata, caller)
+        for arg, names, what in (
+            ("rna_key", self.gene_names, "genes"),
+            ("protein_key", self.protein_names, "proteins"),
+        ):
+            key = self.get_setup_arg(arg)
+            mod = mdata.mod.get(key)
+            now = pd.Index([]) if mod is None else pd.Index(np.asarray(mod.var_names).astype(str))
+            if not now.equals(names):
+                changed = names.symmetric_difference(now)
+                detail = f"differing: {changed[:5].tolist()}" if len(changed) else "the same names in another order"
+                raise ValueError(
+                    f"{caller}: `mdata[{key!r}]` no longer holds the {len(names)} {what} the model was set up with "
+                    f"(it has {len(now)}; {detail}): the modality was replaced or subset "
+                    "after `setup_mudata`. Restore it, or set up and train a new model on the changed data "
+                    "(remove proteins with `cmn.pp.drop_proteins` before `setup_mudata`)."
+                )
 
     @property
     def batch_categories(self) -> np.ndarray:
