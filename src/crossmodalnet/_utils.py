@@ -174,6 +174,56 @@ def rna_normalization_record(X, uns: dict | None = None, *, n_check: int = 500) 
     return {"method": "unknown"}
 
 
+def protein_normalization_record(X, uns: dict | None = None, *, layer: str | None = None, n_check: int = 500) -> dict:
+    """How a registered protein matrix was transformed, for scoring raw observed proteins later.
+
+    ``{'method': 'clr', 'axis': a, 'protein_names': [...]}`` (``axis=0`` also ``log_mean``) from the
+    record of :func:`crossmodalnet.pp.clr` in ``uns`` when ``.X`` was registered (``layer`` is ``None``);
+    ``{'method': 'counts'}`` for raw counts; ``{'method': 'dsb'}`` or ``{'method': 'unknown'}`` otherwise (the
+    transform cannot be repeated on other cells: DSB needs their empty droplets).
+    """
+    if looks_like_counts(_head_rows(X, n_check)):
+        return {"method": "counts"}
+    record = (uns or {}).get("cmn_preprocessing") if layer is None else None
+    if not isinstance(record, dict):
+        return {"method": "unknown"}
+    method = str(record.get("method"))
+    if method == "clr" and "protein_names" in record and int(record.get("axis", 1)) in (0, 1):
+        out = {
+            "method": "clr",
+            "axis": int(record.get("axis", 1)),
+            "protein_names": np.asarray(record["protein_names"], dtype=str),
+        }
+        if out["axis"] == 0:
+            if "log_mean" not in record:
+                return {"method": "unknown"}
+            out["log_mean"] = np.asarray(record["log_mean"], dtype=np.float64)
+        return out
+    return {"method": method if method == "dsb" else "unknown"}
+
+
+def apply_protein_normalization(counts: pd.DataFrame, record: dict) -> pd.DataFrame | None:
+    """Transform raw ADT counts (cells × proteins, named columns) as ``record`` says, or ``None`` if it cannot.
+
+    CLR is recomputed over the proteins it was computed over at training (a superset of the model's
+    proteins when isotypes were removed after CLR), so every one of them must be among ``counts``' columns.
+    """
+    if record.get("method") != "clr":
+        return None
+    names = pd.Index(np.asarray(record["protein_names"], dtype=str))
+    if not names.isin(counts.columns).all():
+        return None
+    x = counts[names].to_numpy(dtype=np.float64)
+    if record["axis"] == 1:
+        out = np.log1p(x / np.exp(np.log1p(x).mean(axis=1, keepdims=True)))
+    else:
+        log_mean = np.asarray(record["log_mean"], dtype=np.float64)
+        if log_mean.shape != (names.size,):
+            return None
+        out = np.log1p(x / np.exp(log_mean))
+    return pd.DataFrame(out, index=counts.index, columns=names)
+
+
 def query_normalization(X, record: dict | None, where: str, caller: str) -> float | None:
     """Check query RNA against the model's normalisation record: the one check of every query path.
 

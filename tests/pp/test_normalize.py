@@ -168,7 +168,10 @@ def test_normalize_protein_dispatch(iso_mdata):
     with_empty = cmn.pp.normalize_protein(mdata, empty=empty, copy=True)
     assert with_empty["prot"].uns["cmn_preprocessing"]["method"] == "dsb"
     without = cmn.pp.normalize_protein(mdata, copy=True)
-    assert without["prot"].uns["cmn_preprocessing"] == {"method": "clr", "axis": 1, "flavor": "seurat"}
+    record = dict(without["prot"].uns["cmn_preprocessing"])
+    # the proteins CLR was computed over (issue 26 item 3: a model repeats the transform on raw counts)
+    assert list(record.pop("protein_names")) == list(mdata["prot"].var_names)
+    assert record == {"method": "clr", "axis": 1, "flavor": "seurat"}
     with pytest.raises(ValueError, match="empty droplets"):
         cmn.pp.normalize_protein(mdata, isotype_controls=["Isotype_1"], copy=True)
 

@@ -24,7 +24,7 @@ from scvi.train import TrainRunner
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
 from crossmodalnet._settings import quiet_third_party
 from crossmodalnet._settings import settings as cmn_settings
-from crossmodalnet._utils import rna_normalization_record
+from crossmodalnet._utils import protein_normalization_record, rna_normalization_record
 from crossmodalnet.module import CrossmodalModule
 from crossmodalnet.train import FaderGradNormPlan
 
@@ -264,11 +264,17 @@ class CrossmodalNet(
         self.trained_time_codes_: np.ndarray | None = None
         self.training_cells_: np.ndarray | None = None
         self.rna_normalization_: dict | None = None
+        self.protein_normalization_: dict | None = None
         self.gene_ids_: dict[str, np.ndarray] = {}
         if mdata is not None:
             rna = mdata.mod[self.get_setup_arg("rna_key")]
             X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
             self.rna_normalization_ = rna_normalization_record(X, rna.uns)
+            self.protein_normalization_ = protein_normalization_record(
+                self.adata_manager.get_from_registry(REGISTRY_KEYS.PROTEIN_KEY),
+                mdata.mod[self.get_setup_arg("protein_key")].uns,
+                layer=self.get_setup_arg("protein_layer"),
+            )
             self.gene_ids_ = gene_id_columns(rna.var)
         self._model_summary_string = (
             f"CrossmodalNet: {self.n_genes} genes → {self.n_proteins} proteins, n_latent={resolved['n_latent']}, "
@@ -365,6 +371,18 @@ class CrossmodalNet(
         same way, or refused when the method is unknown.
         """
         return getattr(self, "rna_normalization_", None)
+
+    @property
+    def protein_normalization(self) -> dict | None:
+        """How the training proteins were transformed, recorded at initialisation and saved with the model.
+
+        ``{'method': 'clr', 'axis': ..., 'protein_names': ...}`` (``axis=0`` also ``log_mean``) from the
+        record of :func:`crossmodalnet.pp.clr` on the registered ``.X``, ``{'method': 'counts'}``,
+        ``{'method': 'dsb'}`` or ``{'method': 'unknown'}``; ``None`` for models saved before it was recorded.
+        :func:`crossmodalnet.tl.predict_protein` scores raw observed ADT counts after the same CLR, and
+        skips the metrics with a warning when the transform cannot be repeated.
+        """
+        return getattr(self, "protein_normalization_", None)
 
     def _check_if_trained(self, warn: bool = True, message: str = _NOT_TRAINED) -> None:  # noqa: FBT001, FBT002
         """scvi-tools' check that the model is trained; raises :class:`ValueError` (not ``RuntimeError``)."""
