@@ -103,6 +103,23 @@ class Settings:
 settings = Settings()
 
 
+def stdout_is_interactive() -> bool:
+    """Whether ``sys.stdout`` shows a progress bar as one redrawn line: a terminal or a Jupyter kernel.
+
+    scvi-tools draws its training bar on ``sys.stdout`` with carriage returns; written to a file, a pipe or
+    captured output, each redraw becomes part of the text.
+    """
+    stream = sys.stdout
+    try:
+        if stream is not None and stream.isatty():
+            return True
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        pass
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return shell is not None and hasattr(shell, "kernel")
+
+
 # Lightning's informational lines during training that say nothing about the user's model.
 _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
 # Third-party deprecation and advice messages that the package's own calls trigger.

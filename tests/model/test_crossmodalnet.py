@@ -533,3 +533,33 @@ def test_one_seed_gives_the_same_model(norm_mdata, cmn_seed):
     assert not torch.equal(first["encoder.layers.0.weight"], other["encoder.layers.0.weight"])
     with pytest.raises(ValueError, match="non-negative integer or None"):
         cmn.settings.seed = -1
+
+
+def test_progress_bar_stays_out_of_captured_stdout(norm_mdata, capsys, monkeypatch):
+    """Issue 26 item 7: scvi-tools' bar (carriage returns on stdout) is drawn only where stdout is a terminal."""
+    from crossmodalnet._settings import stdout_is_interactive
+
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, preset="paper", n_latent=8)
+    capsys.readouterr()
+    model.train(max_epochs=2, batch_size=64, accelerator="cpu")  # stdout is captured here: no bar
+    out = capsys.readouterr().out
+    assert "\r" not in out
+    assert "Epoch" not in out
+    model.train(max_epochs=1, batch_size=64, accelerator="cpu", enable_progress_bar=True)  # asked for: drawn
+    assert "Epoch 1/1" in capsys.readouterr().out
+
+    class _Terminal:
+        def isatty(self):
+            return True
+
+        def write(self, text):
+            return len(text)
+
+        def flush(self):
+            pass
+
+    assert stdout_is_interactive() is False
+    monkeypatch.setattr("sys.stdout", _Terminal())
+    assert stdout_is_interactive() is True

@@ -22,7 +22,7 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
-from crossmodalnet._settings import quiet_third_party
+from crossmodalnet._settings import quiet_third_party, stdout_is_interactive
 from crossmodalnet._settings import settings as cmn_settings
 from crossmodalnet._utils import protein_normalization_record, rna_normalization_record
 from crossmodalnet.module import CrossmodalModule
@@ -521,7 +521,9 @@ class CrossmodalNet(
             registered cells; disjoint, in range, training cells not empty) trains on exactly that
             split instead of drawing one (``split`` and the sizes are then unused).
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (a Lightning trainer).
+            Passed to :class:`scvi.train.Trainer` (a Lightning trainer). ``enable_progress_bar`` defaults
+            to whether ``sys.stdout`` is a terminal or a Jupyter kernel: scvi-tools draws its bar there with
+            carriage returns, which would otherwise end up in redirected or captured output.
 
         Notes
         -----
@@ -599,6 +601,8 @@ class CrossmodalNet(
         n_batches = int(np.ceil(train_idx.size / batch_size))
         # no Lightning warning that an epoch has fewer batches than its logging interval
         trainer_kwargs.setdefault("log_every_n_steps", max(1, min(50, n_batches)))
+        # scvi-tools' bar redraws itself on stdout with carriage returns: only where that shows as one line
+        trainer_kwargs.setdefault("enable_progress_bar", stdout_is_interactive())
         with quiet_third_party():  # Lightning's info lines and deprecation notices; not the user's warnings
             runner = self._train_runner_cls(
                 self,
