@@ -340,7 +340,11 @@ def missing_obs_column_message(mdata: MuData, key: str, what: str) -> str:
         )
         first = prefixed[0] if len(prefixed) > 1 else f"{in_mods[0]}:{base}"
         source = f"mdata.obs[{first!r}]" if len(prefixed) > 1 else f"mdata[{in_mods[0]!r}].obs[{base!r}]"
-        choose = f"pass `{what}={first!r}` to use that modality's, or " if len(prefixed) > 1 else ""
+        choose = (
+            f"pass `{what}={first!r}` to use that modality's, or "
+            if len(prefixed) > 1
+            else f"pull one with `mdata.pull_obs([{base!r}], mods=[{in_mods[0]!r}])` and pass `{what}={first!r}`, or "
+        )
         return (
             f"`{what}={key!r}` is ambiguous: the column exists in several modalities ({where}). Choose one: "
             f"{choose}copy it into `mdata.obs` with `mdata.obs[{base!r}] = {source}` (check first that the "

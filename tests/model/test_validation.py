@@ -308,9 +308,12 @@ def test_batch_key_in_several_modalities_names_the_choice(norm_mdata):
         only_mods,
         KeyError,
         r"ambiguous: the column exists in several modalities \(`mdata\['rna'\].obs`, `mdata\['prot'\].obs`\).*"
+        r"`mdata.pull_obs\(\['hash_id'\], mods=\['rna'\]\)` and pass `batch_key='rna:hash_id'`.*"
         r"`mdata.obs\['hash_id'\] = mdata\['rna'\].obs\['hash_id'\]`",
         batch_key="hash_id",
     )
+    only_mods.pull_obs(["hash_id"], mods=["rna"])  # the fix the message gives
+    CrossmodalNet.setup_mudata(only_mods, batch_key="rna:hash_id")
 
 
 def test_batch_category_without_cells_is_not_a_batch(norm_mdata):
