@@ -163,3 +163,27 @@ def test_cli_reports_input_errors_but_lets_bugs_raise(h5mu, tmp_path, monkeypatc
     )
     assert main(args) == 2
     assert capsys.readouterr().err.strip() == "crossmodalnet predict: error: ValueError: bad input"
+
+
+def test_predict_on_a_raw_count_h5mu_scores_on_the_models_scale(tmp_path):
+    """Issue 26 item 3: `crossmodalnet predict` on raw ADT counts scores after the model's CLR, not raw counts."""
+    norm = cmn.datasets.synthetic_cite(n_obs=150, n_genes=40, n_proteins=6, n_time_points=3, rng=0)
+    cmn.pp.log_normalize(norm)
+    cmn.pp.clr(norm)
+    raw = norm.copy()  # the same RNA; the proteins as raw ADT counts, as a file from the sequencer has them
+    raw["prot"].X = raw["prot"].layers.pop("counts")
+    del raw["prot"].uns["cmn_preprocessing"]
+    paths = {"raw": tmp_path / "raw.h5mu", "norm": tmp_path / "norm.h5mu"}
+    raw.write_h5mu(paths["raw"])
+    norm.write_h5mu(paths["norm"])
+    model_dir = tmp_path / "model"
+    args = ["-q", "train", str(paths["norm"]), "--out", str(model_dir), "--time-key", "time", "--max-epochs", "2"]
+    assert main([*args, "--n-latent", "8"]) == 0
+    metrics = {}
+    for name, path in paths.items():
+        out = tmp_path / f"pred_{name}.h5mu"
+        assert main(["-q", "predict", str(model_dir), str(path), "--out", str(out)]) == 0
+        metrics[name] = md.read_h5mu(out).uns["cmn_protein"]["metrics"]
+    assert metrics["raw"]["mse"] == pytest.approx(metrics["norm"]["mse"], rel=1e-5)
+    assert metrics["raw"]["pearson_protein"] == pytest.approx(metrics["norm"]["pearson_protein"], rel=1e-5)
+    assert metrics["norm"]["mse"] < 10

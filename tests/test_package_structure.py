@@ -31,6 +31,7 @@ NOT_WRITERS = {
     "crossmodalnet.pp.dsb",
     "crossmodalnet.pp.normalize_protein",
     "crossmodalnet.pp.protein_genes",
+    "crossmodalnet.pp.drop_proteins",
 }
 # The converter takes an AnnData; it is the one way into the MuData-only API. The protein-to-gene map
 # is a lookup of names (e.g. `mdata["prot"].var_names`) and returns a table.
@@ -60,6 +61,10 @@ def test_signature_conventions(name, func):
         rest = rest[1:]
     elif name == "crossmodalnet.pp.harmonize_genes":
         assert rest[0].name == "model"
+        rest = rest[1:]
+    elif name == "crossmodalnet.pp.drop_proteins":  # what to remove is the call's object: positional, required
+        assert rest[0].name == "names"
+        assert rest[0].default is inspect.Parameter.empty
         rest = rest[1:]
     bad = [p.name for p in rest if p.kind is not inspect.Parameter.KEYWORD_ONLY]
     assert not bad, f"{name}: not keyword-only: {bad}"

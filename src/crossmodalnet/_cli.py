@@ -99,7 +99,7 @@ def train(args: argparse.Namespace) -> int:
         early_stopping_patience=args.patience,
         input_group_lasso=args.input_group_lasso,
         accelerator=args.accelerator,
-        enable_progress_bar=not args.quiet,
+        **({"enable_progress_bar": False} if args.quiet else {}),  # otherwise: only on a terminal
     )
     model.save(out, overwrite=args.overwrite)
     cmn.tl.predict_protein(mdata, model, rna_key=args.rna_key, protein_key=args.protein_key)
@@ -188,7 +188,11 @@ def demo(args: argparse.Namespace) -> int:
     logger.info("data: %s", what)
     CrossmodalNet.setup_mudata(mdata, time_key=covariate)
     model = CrossmodalNet(mdata, n_latent=args.n_latent)
-    model.train(max_epochs=args.max_epochs, accelerator="cpu", enable_progress_bar=not args.quiet)
+    model.train(
+        max_epochs=args.max_epochs,
+        accelerator="cpu",
+        **({"enable_progress_bar": False} if args.quiet else {}),  # otherwise: only on a terminal
+    )
     cmn.tl.predict_protein(mdata, model)
     pred = mdata.obsm[_keys.Keys(_keys.PROTEIN).obsm]
     pred.to_csv(out / "predicted_proteins.csv")

@@ -42,6 +42,7 @@ class Settings:
     >>> import crossmodalnet as cmn
     >>> cmn.settings.verbosity = "warning"  # only warnings and errors
     >>> cmn.settings.verbosity = 3  # everything, including Lightning's own messages during training
+    >>> cmn.settings.seed = 0  # the same model from the same data and arguments (on CPU)
     """
 
     def __init__(self):
@@ -50,6 +51,28 @@ class Settings:
             self._logger.addHandler(_DefaultHandler())
         self._logger.propagate = False
         self.verbosity = "info"
+        self._seed: int | None = None
+
+    @property
+    def seed(self) -> int | None:
+        """Seed of every model built and trained from now on; ``None`` (default) leaves the random state alone.
+
+        When set, :class:`~crossmodalnet.model.CrossmodalNet` seeds Python's, NumPy's and torch's random
+        generators with it before drawing its initial weights, and again at the start of each
+        :meth:`~crossmodalnet.model.CrossmodalNet.train` call (mini-batch order, dropout), which also
+        draws its split with it (unless ``split_seed`` is given). Two models built and trained with the
+        same seed, data and arguments are then identical on CPU, in one process or in two, whatever
+        ``scvi.settings.seed`` says. Unset, training follows ``scvi.settings.seed`` as in scvi-tools:
+        it is applied once, when set, so a second model in the same process starts from another
+        random state.
+        """
+        return self._seed
+
+    @seed.setter
+    def seed(self, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"`seed` must be a non-negative integer or None, got {value!r}.")
+        self._seed = value
 
     @property
     def verbosity(self) -> int:
@@ -74,10 +97,27 @@ class Settings:
         self._logger.setLevel(level)
 
     def __repr__(self) -> str:
-        return f"crossmodalnet settings: verbosity={self.verbosity}"
+        return f"crossmodalnet settings: verbosity={self.verbosity}, seed={self.seed}"
 
 
 settings = Settings()
+
+
+def stdout_is_interactive() -> bool:
+    """Whether ``sys.stdout`` shows a progress bar as one redrawn line: a terminal or a Jupyter kernel.
+
+    scvi-tools draws its training bar on ``sys.stdout`` with carriage returns; written to a file, a pipe or
+    captured output, each redraw becomes part of the text.
+    """
+    stream = sys.stdout
+    try:
+        if stream is not None and stream.isatty():
+            return True
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        pass
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return shell is not None and hasattr(shell, "kernel")
 
 
 # Lightning's informational lines during training that say nothing about the user's model.

@@ -89,6 +89,36 @@ def check_aligned_cells(mdata: MuData, mod_keys: list[str]) -> None:
         )
 
 
+def stale_modality(mdata: MuData) -> tuple[str, int, int] | None:
+    """The first modality with another number of features than ``mdata`` maps to it, with both counts.
+
+    Assigning ``mdata.mod[key] = ...`` does not update the MuData: its ``var`` and ``varmap`` still
+    describe the old modality until ``mdata.update()``, and any subsetting of ``mdata`` then reads
+    positions that no longer exist. Renamed features (same count) subset correctly and pass. ``None``
+    when every modality matches.
+    """
+    for key, mod in mdata.mod.items():
+        mapping = np.asarray(mdata.varmap[key]).ravel() if key in mdata.varmap else np.zeros(0, dtype=np.int64)
+        present = np.flatnonzero(mapping)
+        n_mapped = int(present.size)
+        if n_mapped != mod.n_vars or (n_mapped and int(mapping.max()) > mod.n_vars):
+            return key, mod.n_vars, n_mapped
+    return None
+
+
+def check_current(mdata: MuData, caller: str) -> None:
+    """Raise a :class:`ValueError` if a modality of ``mdata`` was replaced or subset without ``mdata.update()``."""
+    stale = stale_modality(mdata)
+    if stale is None:
+        return
+    key, n_mod, n_mapped = stale
+    raise ValueError(
+        f"{caller}: the MuData is out of date with its modality {key!r}: `mdata.mod[{key!r}]` has {n_mod} features "
+        f"but `mdata.var` maps {n_mapped} to it, so it was replaced or subset without `mdata.update()`. Run "
+        f"`mdata.update()` first; to remove proteins, `cmn.pp.drop_proteins(mdata, names)` updates the MuData."
+    )
+
+
 def zero_variance_columns(X) -> np.ndarray:
     """Boolean mask of constant columns of a dense or sparse matrix."""
     if sparse.issparse(X):
@@ -149,6 +179,56 @@ def rna_normalization_record(X, uns: dict | None = None, *, n_check: int = 500) 
     return {"method": "unknown"}
 
 
+def protein_normalization_record(X, uns: dict | None = None, *, layer: str | None = None, n_check: int = 500) -> dict:
+    """How a registered protein matrix was transformed, for scoring raw observed proteins later.
+
+    ``{'method': 'clr', 'axis': a, 'protein_names': [...]}`` (``axis=0`` also ``log_mean``) from the
+    record of :func:`crossmodalnet.pp.clr` in ``uns`` when ``.X`` was registered (``layer`` is ``None``);
+    ``{'method': 'counts'}`` for raw counts; ``{'method': 'dsb'}`` or ``{'method': 'unknown'}`` otherwise (the
+    transform cannot be repeated on other cells: DSB needs their empty droplets).
+    """
+    if looks_like_counts(_head_rows(X, n_check)):
+        return {"method": "counts"}
+    record = (uns or {}).get("cmn_preprocessing") if layer is None else None
+    if not isinstance(record, dict):
+        return {"method": "unknown"}
+    method = str(record.get("method"))
+    if method == "clr" and "protein_names" in record and int(record.get("axis", 1)) in (0, 1):
+        out = {
+            "method": "clr",
+            "axis": int(record.get("axis", 1)),
+            "protein_names": np.asarray(record["protein_names"], dtype=str),
+        }
+        if out["axis"] == 0:
+            if "log_mean" not in record:
+                return {"method": "unknown"}
+            out["log_mean"] = np.asarray(record["log_mean"], dtype=np.float64)
+        return out
+    return {"method": method if method == "dsb" else "unknown"}
+
+
+def apply_protein_normalization(counts: pd.DataFrame, record: dict) -> pd.DataFrame | None:
+    """Transform raw ADT counts (cells × proteins, named columns) as ``record`` says, or ``None`` if it cannot.
+
+    CLR is recomputed over the proteins it was computed over at training (a superset of the model's
+    proteins when isotypes were removed after CLR), so every one of them must be among ``counts``' columns.
+    """
+    if record.get("method") != "clr":
+        return None
+    names = pd.Index(np.asarray(record["protein_names"], dtype=str))
+    if not names.isin(counts.columns).all():
+        return None
+    x = counts[names].to_numpy(dtype=np.float64)
+    if record["axis"] == 1:
+        out = np.log1p(x / np.exp(np.log1p(x).mean(axis=1, keepdims=True)))
+    else:
+        log_mean = np.asarray(record["log_mean"], dtype=np.float64)
+        if log_mean.shape != (names.size,):
+            return None
+        out = np.log1p(x / np.exp(log_mean))
+    return pd.DataFrame(out, index=counts.index, columns=names)
+
+
 def query_normalization(X, record: dict | None, where: str, caller: str) -> float | None:
     """Check query RNA against the model's normalisation record: the one check of every query path.
 
@@ -203,7 +283,14 @@ class NormalizedRows:
         return log_normalize_rows(self.X[rows], self.target_sum)
 
 
-_ISOTYPE_NAME = r"isotype|^(?:mouse|rat|hamster|armenian[ _.-]?hamster)[ _.-]?ig|ig[gm]\d*[a-z]*[ _.-]?(?:ctrl|control)"
+# A panel prefix ("ADT_") and a TotalSeq barcode suffix ("_A0090") around a bare isotype name.
+_PANEL_PREFIX = r"(?:adt|ab|prot|cite)[ _.-]"
+_ISOTYPE_NAME = (
+    rf"isotype|^(?:{_PANEL_PREFIX})?(?:mouse|rat|hamster|armenian[ _.-]?hamster)[ _.-]?ig"
+    r"|ig[gm]\d*[a-z]*[ _.-]?(?:ctrl|control)"
+    # a bare IgG subclass (IgG1, IgG2a, IgG2b_kappa): a control; IgG with no subclass, IgA, IgD and IgM are markers
+    rf"|^(?:{_PANEL_PREFIX})?igg\d[a-c]?(?:[ _.-]?(?:kappa|k|lambda|l))?(?:[ _.-]?(?:[abc]\d{{4}}|totalseq[ _.-]?[abc]?))?$"
+)
 _HASHTAG_NAME = r"(?<![a-z])(?:hto|hashtag)"
 _HASHTAG_TYPE = r"hto|hashtag|multiplex"
 
@@ -211,9 +298,10 @@ _HASHTAG_TYPE = r"hto|hashtag|multiplex"
 def detect_control_features(var) -> tuple[list[str], list[str]]:
     """Isotype controls and cell hashtags among protein features, by name and ``var`` annotations.
 
-    Isotypes: names containing "isotype", starting with a host species and "Ig" ("MouseIgG1kappa...")
-    or an IgG/IgM followed by "control"/"ctrl" ("IgG2a_control_TotalSeqB"), or a boolean ``var['isotype']``;
-    IgA/IgD/IgM markers themselves are not matched. Hashtags: names with "HTO" or "hashtag", or a
+    Isotypes: names containing "isotype", starting with a host species and "Ig" ("MouseIgG1kappa...",
+    "Rat IgG2b"), an IgG/IgM followed by "control"/"ctrl" ("IgG2a_control_TotalSeqB"), or a bare IgG
+    subclass ("IgG1", "IgG2a", "ADT_IgG2b_A0092"), or a boolean ``var['isotype']``; IgA/IgD/IgM markers and
+    IgG without a subclass (an anti-IgG antibody) are not matched. Hashtags: names with "HTO" or "hashtag", or a
     ``var['feature_types']`` value naming them (10x ``feature_types`` often says "Antibody Capture" or
     "ADT" for both, hence the names).
     """
@@ -245,8 +333,28 @@ def resolve_obs_column(mdata: MuData, key: str) -> str | None:
 
 
 def missing_obs_column_message(mdata: MuData, key: str, what: str) -> str:
-    """Message for an ``obs`` column that is absent from the MuData and from its modalities."""
-    in_mods = [mod for mod, a in mdata.mod.items() if key in a.obs.columns]
+    """Message for an ``obs`` column that :func:`resolve_obs_column` did not find, or found in several modalities."""
+    base = key.split(":", 1)[1] if ":" in key and key.split(":", 1)[0] in mdata.mod else key
+    prefixed = [f"{mod}:{base}" for mod in mdata.mod if f"{mod}:{base}" in mdata.obs.columns]
+    in_mods = [mod for mod, a in mdata.mod.items() if base in a.obs.columns]
+    if len(prefixed) > 1 or (not prefixed and len(in_mods) > 1):
+        where = (
+            ", ".join(f"`mdata.obs[{c!r}]`" for c in prefixed)
+            if len(prefixed) > 1
+            else ", ".join(f"`mdata[{m!r}].obs`" for m in in_mods)
+        )
+        first = prefixed[0] if len(prefixed) > 1 else f"{in_mods[0]}:{base}"
+        source = f"mdata.obs[{first!r}]" if len(prefixed) > 1 else f"mdata[{in_mods[0]!r}].obs[{base!r}]"
+        choose = (
+            f"pass `{what}={first!r}` to use that modality's, or "
+            if len(prefixed) > 1
+            else f"pull one with `mdata.pull_obs([{base!r}], mods=[{in_mods[0]!r}])` and pass `{what}={first!r}`, or "
+        )
+        return (
+            f"`{what}={key!r}` is ambiguous: the column exists in several modalities ({where}). Choose one: "
+            f"{choose}copy it into `mdata.obs` with `mdata.obs[{base!r}] = {source}` (check first that the "
+            "modalities agree)."
+        )
     if in_mods:
         return (
             f"`{what}={key!r}` is a column of `mdata[{in_mods[0]!r}].obs` but not of `mdata.obs` (a MuData does not "

@@ -502,3 +502,68 @@ def test_adversary_removes_time_from_latent():
     # 3 time points: chance is 1/3
     assert probe[0.5] < 0.6, probe
     assert probe[0.5] < probe[0.0] - 0.15, probe
+
+
+@pytest.fixture
+def cmn_seed():
+    """Restore ``cmn.settings.seed`` after the test."""
+    before = cmn.settings.seed
+    yield
+    cmn.settings.seed = before
+
+
+def _state_with_seed(norm_mdata, seed):
+    cmn.settings.seed = seed
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=8)  # default preset: dropout, shuffled mini-batches, linear path
+    model.train(max_epochs=3, disentangle_epochs=2, **TRAIN)
+    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}, model.history["loss_train"]
+
+
+def test_one_seed_gives_the_same_model(norm_mdata, cmn_seed):
+    """Issue 26 item 5: `cmn.settings.seed` alone makes two trainings in one process bit-identical on CPU."""
+    scvi.settings.seed = None  # not what the test's autouse fixture set
+    torch.rand(7)  # the global random state moved on
+    first, history = _state_with_seed(norm_mdata, 11)
+    scvi.settings.seed = 123  # reseeds every generator: must not matter
+    torch.rand(3)
+    second, history_again = _state_with_seed(norm_mdata, 11)
+    assert first.keys() == second.keys()
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0, msg=key)
+    pd.testing.assert_frame_equal(history, history_again)
+    other, _ = _state_with_seed(norm_mdata, 12)
+    assert not torch.equal(first["encoder.layers.0.weight"], other["encoder.layers.0.weight"])
+    with pytest.raises(ValueError, match="non-negative integer or None"):
+        cmn.settings.seed = -1
+
+
+def test_progress_bar_stays_out_of_captured_stdout(norm_mdata, capsys, monkeypatch):
+    """Issue 26 item 7: scvi-tools' bar (carriage returns on stdout) is drawn only where stdout is a terminal."""
+    from crossmodalnet._settings import stdout_is_interactive
+
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, preset="paper", n_latent=8)
+    capsys.readouterr()
+    model.train(max_epochs=2, batch_size=64, accelerator="cpu")  # stdout is captured here: no bar
+    out = capsys.readouterr().out
+    assert "\r" not in out
+    assert "Epoch" not in out
+    model.train(max_epochs=1, batch_size=64, accelerator="cpu", enable_progress_bar=True)  # asked for: drawn
+    assert "Epoch 1/1" in capsys.readouterr().out
+
+    class _Terminal:
+        def isatty(self):
+            return True
+
+        def write(self, text):
+            return len(text)
+
+        def flush(self):
+            pass
+
+    assert stdout_is_interactive() is False
+    monkeypatch.setattr("sys.stdout", _Terminal())
+    assert stdout_is_interactive() is True

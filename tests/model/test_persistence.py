@@ -169,3 +169,20 @@ def test_load_does_not_log_already_downloaded(trained_model, tmp_path):
         scvi_download.setLevel(level)
     assert loaded.is_trained_
     assert records == ["File x already downloaded"]
+
+
+def test_load_with_data_shows_no_mod_names_deprecation(trained_model, tmp_path):
+    """Issue 26 item 7: scvi-tools' own use of the deprecated `mdata.mod_names` is not the user's to see."""
+    import warnings
+
+    trained_model.save(tmp_path / "m")
+    mdata = trained_model.adata.copy()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = CrossmodalNet.load(tmp_path / "m", mdata)
+    assert not [str(w.message) for w in caught if "mod_names" in str(w.message)]
+    np.testing.assert_allclose(loaded.predict_protein().to_numpy(), trained_model.predict_protein().to_numpy())
+    # the filter is scoped to load(): the deprecation still reaches a user who calls it
+    if hasattr(type(mdata), "mod_names"):
+        with pytest.warns(FutureWarning, match="mod_names"):
+            _ = mdata.mod_names

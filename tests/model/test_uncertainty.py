@@ -403,3 +403,27 @@ def test_no_validation_cells_raises(norm_mdata):
         model.train(max_epochs=1, validation_size=0.0, accelerator="cpu", enable_progress_bar=False)
     with pytest.raises(ValueError, match="no validation cells"):
         model.predict_protein(return_uncertainty=True)
+
+
+def test_calibration_with_gene_named_proteins_raises_no_join_warning(norm_mdata):
+    """Issue 26 item 7: ADT names equal to gene symbols (CD4, CD14) give no `Cannot join columns` warnings."""
+    import mudata as md
+
+    rna, prot = norm_mdata["rna"].copy(), norm_mdata["prot"].copy()
+    rna.var_names = ["CD4", "CD14", *rna.var_names[2:]]
+    prot.var_names = ["CD4", "CD14", *prot.var_names[2:]]
+    mdata = md.MuData({"rna": rna, "prot": prot})
+    mdata.obs["time"] = norm_mdata.obs["time"].to_numpy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, preset="paper", n_latent=8)
+    model.train(**{**TRAIN, "max_epochs": 2})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        unc = model.predict_protein(return_uncertainty=True)
+    assert not [str(w.message) for w in caught if "Cannot join columns" in str(w.message)]
+    assert unc.std.shape == (mdata.n_obs, 8)
+    assert np.isfinite(unc.std.to_numpy()).all()
+    assert model.uncertainty_["n_cells"] == len(model.validation_indices_)
+    np.testing.assert_array_equal(
+        np.sort(model.uncertainty_["calibration_indices"]), np.sort(model.validation_indices_)
+    )

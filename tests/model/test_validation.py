@@ -286,3 +286,101 @@ def test_setup_message_for_a_column_only_in_a_modality(norm_mdata):
     assert CrossmodalNet(mdata, n_latent=4).batch_categories.astype(str).tolist() == ["d1"]
     with pytest.raises(KeyError, match="is not a column of `mdata.obs`; columns are"):
         CrossmodalNet.setup_mudata(mdata, batch_key="nope")
+
+
+def _two_modality_column(norm_mdata, column: str, values) -> md.MuData:
+    rna, prot = norm_mdata["rna"].copy(), norm_mdata["prot"].copy()
+    rna.obs[column] = values
+    prot.obs[column] = values
+    return md.MuData({"rna": rna, "prot": prot})
+
+
+def test_batch_key_in_several_modalities_names_the_choice(norm_mdata):
+    """Issue 26 item 6: `rna:hash_id` and `prot:hash_id` both exist; the error says so and how to choose."""
+    values = norm_mdata.obs["batch"].astype(str).to_numpy()
+    mdata = _two_modality_column(norm_mdata, "hash_id", values)
+    for mod in ("rna", "prot"):  # as a MuData built by mudata < 0.4 has them
+        mdata.obs[f"{mod}:hash_id"] = values
+    mdata.obs = mdata.obs.drop(columns=["hash_id"], errors="ignore")
+    _setup_fails(
+        mdata,
+        KeyError,
+        r"`batch_key='hash_id'` is ambiguous: the column exists in several modalities \(`mdata.obs\['rna:hash_id'\]`, "
+        r"`mdata.obs\['prot:hash_id'\]`\).*pass `batch_key='rna:hash_id'`.*mdata.obs\['hash_id'\] = mdata.obs\['rna:hash_id'\]",
+        batch_key="hash_id",
+    )
+    CrossmodalNet.setup_mudata(mdata, batch_key="rna:hash_id")
+    assert CrossmodalNet(mdata, n_latent=8).summary_stats["n_batch"] == 2
+    # only in the modalities' obs (mudata >= 0.4 does not copy them): the message says where, and how to copy one
+    only_mods = _two_modality_column(norm_mdata, "hash_id", values)
+    only_mods.obs = only_mods.obs.drop(columns=[c for c in only_mods.obs.columns if c.endswith("hash_id")])
+    _setup_fails(
+        only_mods,
+        KeyError,
+        r"ambiguous: the column exists in several modalities \(`mdata\['rna'\].obs`, `mdata\['prot'\].obs`\).*"
+        r"`mdata.pull_obs\(\['hash_id'\], mods=\['rna'\]\)` and pass `batch_key='rna:hash_id'`.*"
+        r"`mdata.obs\['hash_id'\] = mdata\['rna'\].obs\['hash_id'\]`",
+        batch_key="hash_id",
+    )
+    only_mods.pull_obs(["hash_id"], mods=["rna"])  # the fix the message gives
+    CrossmodalNet.setup_mudata(only_mods, batch_key="rna:hash_id")
+
+
+def test_batch_category_without_cells_is_not_a_batch(norm_mdata):
+    """Issue 26 item 6: an unused categorical level (cells filtered out) is not counted as a batch."""
+    mdata = norm_mdata.copy()
+    used = sorted(mdata.obs["batch"].astype(str).unique())
+    mdata.obs["batch"] = pd.Categorical(mdata.obs["batch"].astype(str), categories=[*used, "filtered_out"])
+    before = snapshot(mdata)
+    CrossmodalNet.setup_mudata(mdata, time_key="time", batch_key="batch")
+    model = CrossmodalNet(mdata, n_latent=8)
+    assert model.summary_stats["n_batch"] == len(used) == 2
+    assert list(model.batch_categories.astype(str)) == used
+    assert model.module.covariate_embeddings[1].num_embeddings == 2
+    # the user's column keeps its categories
+    assert list(mdata.obs["batch"].cat.categories) == [*used, "filtered_out"]
+    pd.testing.assert_frame_equal(mdata.obs[before["obs"].columns], before["obs"])
+    model.train(max_epochs=1, batch_size=64, accelerator="cpu", enable_progress_bar=False)
+    np.testing.assert_array_equal(model.predict_protein().shape, (mdata.n_obs, mdata["prot"].n_vars))
+
+
+def test_modality_replaced_without_update_is_refused_at_setup(norm_mdata):
+    """Issue 26 item 1: `mdata.mod['prot'] = ...` without `mdata.update()` gets a clear error with the fix."""
+    mdata = norm_mdata.copy()
+    mdata.mod["prot"] = mdata["prot"][:, 2:].copy()
+    _setup_fails(
+        mdata,
+        ValueError,
+        r"out of date with its modality 'prot': `mdata.mod\['prot'\]` has 6 features but `mdata.var` maps 8 to it.*"
+        r"`mdata.update\(\)`.*`cmn.pp.drop_proteins\(mdata, names\)`",
+        time_key="time",
+    )
+
+
+def test_modality_replaced_behind_a_trained_model(norm_mdata):
+    """Issue 26 item 1: proteins removed after training give a clear error, not an IndexError or misread columns."""
+    import crossmodalnet as cmn
+
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, preset="paper", n_latent=8)
+    model.train(max_epochs=1, batch_size=64, accelerator="cpu", enable_progress_bar=False)
+    proteins = list(mdata["prot"].var_names)
+    # the snippet the docs gave: the MuData is stale (its var still maps 8 proteins)
+    mdata.mod["prot"] = mdata["prot"][:, 2:].copy()
+    with pytest.raises(ValueError, match=r"out of date with its modality 'prot'"):
+        cmn.tl.predict_protein(mdata, model, uncertainty=True)
+    mdata.update()
+    with pytest.raises(ValueError, match=r"no longer holds the 8 proteins the model was set up with \(it has 6"):
+        cmn.tl.predict_protein(mdata, model, uncertainty=True)
+    with pytest.raises(ValueError, match="replaced or subset after `setup_mudata`"):
+        model.train(max_epochs=1, batch_size=64, accelerator="cpu", enable_progress_bar=False)
+    # as many proteins, in another order: read by position they would be silently misassigned
+    reordered = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(reordered, time_key="time")
+    model = CrossmodalNet(reordered, preset="paper", n_latent=8)
+    model.train(max_epochs=1, batch_size=64, accelerator="cpu", enable_progress_bar=False)
+    reordered.mod["prot"] = reordered["prot"][:, proteins[::-1]].copy()
+    reordered.update()
+    with pytest.raises(ValueError, match="no longer holds the 8 proteins"):
+        model.calibrate_uncertainty()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import mudata as md
+import numpy as np
 import pytest
 
 import crossmodalnet as cmn
@@ -25,3 +26,46 @@ def test_to_mudata_rejects(raw_mdata):
     adata.obs_names = ["a"] * adata.n_obs
     with pytest.raises(ValueError, match="unique"):
         cmn.pp.to_mudata(adata)
+
+
+def _with_isotypes(norm_mdata):
+    """``norm_mdata`` whose last two proteins are isotype controls named as in ECCITE-seq."""
+    mdata = norm_mdata.copy()
+    names = list(mdata["prot"].var_names)
+    mdata["prot"].var_names = [*names[:-2], "IgG1", "IgG2a"]
+    mdata.update()
+    return mdata
+
+
+def test_drop_proteins_updates_the_mudata(norm_mdata):
+    """Issue 26 item 1: the documented removal of isotypes leaves a MuData that can be subset and copied."""
+    mdata = _with_isotypes(norm_mdata)
+    n_genes, n_prot = mdata["rna"].n_vars, mdata["prot"].n_vars
+    kept = list(mdata["prot"].var_names[:-2])
+    before = mdata["prot"].X.copy()
+    out = cmn.pp.drop_proteins(mdata, ["IgG1", "IgG2a"], copy=True)
+    assert mdata["prot"].n_vars == n_prot  # copy=True: the input is untouched
+    np.testing.assert_array_equal(mdata["prot"].X, before)
+    assert cmn.pp.drop_proteins(mdata, "IgG1") is None
+    cmn.pp.drop_proteins(mdata, ["IgG2a"])
+    for result in (out, mdata):
+        assert list(result["prot"].var_names) == kept
+        assert result.n_vars == n_genes + n_prot - 2
+        assert list(result.var_names[-len(kept) :]) == kept
+        np.testing.assert_array_equal(result["prot"].X, before[:, :-2])
+        sub = result[result.obs_names[:10]].copy()  # positional subsetting of the MuData reads the right features
+        assert sub["prot"].shape == (10, len(kept))
+        np.testing.assert_array_equal(sub["prot"].X, before[:10, :-2])
+
+
+def test_drop_proteins_errors_leave_the_mudata_untouched(norm_mdata):
+    mdata = _with_isotypes(norm_mdata)
+    names = list(mdata["prot"].var_names)
+    with pytest.raises(KeyError, match=r"2 name\(s\) are not proteins of `mdata\['prot'\]`: \['IgG3', 'igg1'\]"):
+        cmn.pp.drop_proteins(mdata, ["IgG1", "IgG3", "igg1"])
+    with pytest.raises(ValueError, match="would leave `mdata\\['prot'\\]` without proteins"):
+        cmn.pp.drop_proteins(mdata, names)
+    with pytest.raises(KeyError, match="no protein modality 'adt'"):
+        cmn.pp.drop_proteins(mdata, "IgG1", protein_key="adt")
+    assert list(mdata["prot"].var_names) == names
+    assert mdata.n_vars == mdata["rna"].n_vars + len(names)

@@ -168,7 +168,10 @@ def test_normalize_protein_dispatch(iso_mdata):
     with_empty = cmn.pp.normalize_protein(mdata, empty=empty, copy=True)
     assert with_empty["prot"].uns["cmn_preprocessing"]["method"] == "dsb"
     without = cmn.pp.normalize_protein(mdata, copy=True)
-    assert without["prot"].uns["cmn_preprocessing"] == {"method": "clr", "axis": 1, "flavor": "seurat"}
+    record = dict(without["prot"].uns["cmn_preprocessing"])
+    # the proteins CLR was computed over (issue 26 item 3: a model repeats the transform on raw counts)
+    assert list(record.pop("protein_names")) == list(mdata["prot"].var_names)
+    assert record == {"method": "clr", "axis": 1, "flavor": "seurat"}
     with pytest.raises(ValueError, match="empty droplets"):
         cmn.pp.normalize_protein(mdata, isotype_controls=["Isotype_1"], copy=True)
 
@@ -246,6 +249,22 @@ def test_control_feature_names_of_real_panels():
     iso, hto = detect_control_features(var)
     assert iso == names[1:7]
     assert hto == ["HTO_1", "Hashtag2", "B0251-anti-mouse-Hashtag1", "hash_A"]
+
+
+def test_bare_isotype_subclasses_are_controls():
+    """Issue 26 item 2: ECCITE-seq's bare `IgG1`/`IgG2a` and species-prefixed names; IgG/IgA/IgD/IgM and FceRIa are markers."""
+    import pandas as pd
+
+    from crossmodalnet._utils import detect_control_features
+
+    controls = [
+        "IgG1", "IgG2a", "IgG2b", "IgG1_kappa", "IgG2a-k", "Mouse_IgG1", "Rat IgG2b", "ADT_IgG1_A0090",
+        "ADT_Rat_IgG2a_A0122", "IgG1_TotalSeqB",
+    ]  # fmt: skip
+    markers = ["IgG", "IgA", "IgD", "IgM", "IgD_PROT", "FceRIa", "FcεRIα", "CD19", "ADT_CD19_A0093", "KLRG1"]
+    iso, hto = detect_control_features(pd.DataFrame(index=controls + markers))
+    assert iso == controls
+    assert hto == []
 
 
 def test_log_normalize_accepts_scanpy_counts_layer(raw_mdata):

@@ -129,6 +129,28 @@ def test_name_variants(name, protein):
     assert cmn.pp.protein_genes([name], errors="raise").loc[name, "protein"] == protein
 
 
+def test_panel_prefix_and_barcode_suffix():
+    """Issue 26 item 2: mouse TotalSeq panels name antibodies `ADT_CD19_A0093` (prefix, barcode ID)."""
+    names = ["ADT_CD19_A0093", "ADT_CD4_A0001", "CD8a_B0046", "ADT_CD45RA_C0063", "prot_CD3", "ADT_IgG2a_A0091"]
+    out = cmn.pp.protein_genes(names, species="mouse", errors="raise")
+    assert list(out["protein"][:5]) == ["CD19", "CD4", "CD8a", "CD45RA", "CD3"]
+    assert out.loc["ADT_CD19_A0093", "genes"] == ("Cd19",)
+    assert out.loc["ADT_IgG2a_A0091", "kind"] == "isotype_control"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="shared data (../shared/data) not present")
+@pytest.mark.parametrize("panel", ["pbmc1k_protein_v3/adt.h5ad", "bmmc_cite_600/adt.h5ad", "dsb_tsang_87ab/cells.h5ad"])
+def test_real_panels_with_prefix_and_barcode_map_like_the_bare_names(panel):
+    """Every antibody of the real panels maps the same with an `ADT_` prefix and a `_A0093` barcode suffix."""
+    import anndata as ad
+
+    names = list(ad.read_h5ad(SHARED / panel, backed="r").var_names)
+    bare = cmn.pp.protein_genes(names, errors="raise")
+    decorated = cmn.pp.protein_genes([f"ADT_{n}_A0093" for n in names], errors="raise")
+    assert list(decorated["protein"]) == list(bare["protein"])
+    assert list(decorated["kind"]) == list(bare["kind"])
+
+
 def test_isotype_controls_are_marked():
     names = ["IgG1", "Mouse IgG2bkIsotype_PROT", "RatIgG2bkIsotype_PROT", "Rat_IgG2a_kappa_isotype", "IgM", "IgD"]
     with warnings.catch_warnings():

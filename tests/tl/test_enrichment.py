@@ -180,3 +180,38 @@ def test_enrichment_hallmark_on_mouse_cased_genes():
     lead = {g for s in table["lead_genes"] for g in s.split(";") if g}
     assert lead
     assert lead <= set(rna.var_names)
+
+
+def test_enrichment_warns_when_most_of_the_ranking_is_tied(with_saliency, gene_sets):
+    """Issue 26 item 4: a ranking that is mostly ties (zero saliency) warns with the share and the way out."""
+    mdata = with_saliency
+    protein = next(iter(mdata.uns["cmn_synthetic"]["driver_genes"]))
+    scores = mdata["rna"].varm["cmn_saliency"].copy()
+    n_genes = scores.shape[0]
+    keep = scores[protein].abs().nlargest(6).index  # only a few genes keep a weight, as with the linear path alone
+    scores.loc[~scores.index.isin(keep), protein] = 0.0
+    mdata["rna"].varm["cmn_saliency"] = scores
+    with pytest.warns(UserWarning, match="share one saliency value") as record:
+        cmn.tl.enrichment(mdata, protein=protein, gene_sets=gene_sets, permutation_num=20)
+    tie_warnings = [w for w in record if "share one saliency value" in str(w.message)]
+    assert len(tie_warnings) == 1
+    message = str(tie_warnings[0].message)
+    share = (n_genes - 6) / n_genes
+    assert f"{n_genes - 6} of {n_genes} genes ({share:.1%}) share one saliency value (0)" in message
+    assert "linear_path_genes='all'" in message
+    assert "input_reduction" in message
+    assert tie_warnings[0].filename == __file__  # points at the caller
+    assert mdata.uns["cmn_enrichment"]["tied_fraction"][protein] == pytest.approx(share)
+    # gradient x input from a zero baseline: unexpressed genes score 0, and `method='gradient'` unties them
+    mdata.uns["cmn_saliency"]["method"] = "gradient_x_input"
+    with pytest.warns(UserWarning, match=r"`method='gradient'` or `'gradient_x_sd'` scores it by its gradient"):
+        cmn.tl.enrichment(mdata, protein=protein, gene_sets=gene_sets, permutation_num=20)
+
+
+def test_enrichment_of_a_full_ranking_does_not_warn_about_ties(with_saliency, gene_sets):
+    mdata = with_saliency
+    protein = next(iter(mdata.uns["cmn_synthetic"]["driver_genes"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        cmn.tl.enrichment(mdata, protein=protein, gene_sets=gene_sets, permutation_num=20)
+    assert mdata.uns["cmn_enrichment"]["tied_fraction"][protein] < 0.05

@@ -306,3 +306,43 @@ def test_predictions_for_scanpy_and_muon_plotting(mdata, trained_model):
         cmn.tl.predict_protein(mdata, trained_model, key_added="prot", add_to="modality")
     with pytest.raises(ValueError, match="`add_to` must be"):
         cmn.tl.predict_protein(mdata, trained_model, add_to="layer")
+
+
+def test_raw_observed_proteins_are_scored_after_the_models_clr(raw_mdata, norm_mdata, trained_model):
+    """Issue 26 item 3: raw ADT counts are CLR-transformed as the model's proteins were before scoring."""
+    assert trained_model.protein_normalization["method"] == "clr"
+    assert trained_model.protein_normalization["axis"] == 1
+    raw, norm = raw_mdata.copy(), norm_mdata.copy()
+    cmn.tl.predict_protein(raw, trained_model)
+    cmn.tl.predict_protein(norm, trained_model)
+    got, expected = raw.uns["cmn_protein"]["metrics"], norm.uns["cmn_protein"]["metrics"]
+    assert got["n_cells"] == expected["n_cells"] > 0
+    for key in ("mse", "pearson_protein", "pearson_cell"):
+        assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6), key
+    assert expected["mse"] < 10  # on the CLR scale (raw counts would give thousands)
+
+
+def test_raw_observed_proteins_without_a_repeatable_transform_are_not_scored(raw_mdata, norm_mdata):
+    """Issue 26 item 3: a transform the model did not record cannot be repeated: warn and skip the metrics."""
+    import scvi
+
+    from crossmodalnet.model import CrossmodalNet
+
+    scvi.settings.seed = 0
+    mdata = norm_mdata.copy()
+    del mdata["prot"].uns["cmn_preprocessing"]  # normalised in a way the model cannot know
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, preset="paper", n_latent=8)
+    assert model.protein_normalization == {"method": "unknown"}
+    model.train(max_epochs=1, batch_size=64, accelerator="cpu", enable_progress_bar=False)
+    raw = raw_mdata.copy()
+    with pytest.warns(
+        UserWarning, match=r"mdata\['prot'\].X looks like raw ADT counts.*no metrics were computed"
+    ) as rec:
+        cmn.tl.predict_protein(raw, model, uncertainty=True)
+    ours = [w for w in rec if "looks like raw ADT counts" in str(w.message)]
+    assert len(ours) == 1  # once, not again for the uncertainty record
+    assert ours[0].filename == __file__
+    assert "metrics" not in raw.uns["cmn_protein"]
+    assert "coverage" not in raw.uns["cmn_protein"]["uncertainty"]
+    assert raw.obsm["cmn_protein"].shape == (raw.n_obs, 8)  # the predictions are still written

@@ -175,3 +175,18 @@ def test_integrated_gradients_by_hand(linear_model):
     zero["rna"].X = zero["rna"].X * 0
     baseline = model.predict_protein(zero).to_numpy()[cells[0]]
     np.testing.assert_allclose(one.sum(0).to_numpy(), pred - baseline, rtol=1e-4, atol=1e-5)
+
+
+def test_saliency_log_line_gives_each_gene_its_sign(mdata, trained_model, caplog):
+    """Issue 26 item 7: the logged top genes carry their signed score, so a gene that lowers a protein shows it."""
+    with caplog.at_level("INFO", logger="crossmodalnet"):
+        cmn.tl.saliency(mdata, trained_model)
+    table = mdata["rna"].varm["cmn_saliency"]
+    line = next(r.getMessage() for r in caplog.records if "top genes" in r.getMessage())
+    signs = set()
+    for protein in table.columns[:5]:
+        genes = table[protein].abs().sort_values(ascending=False).index[:3]
+        shown = ", ".join(f"{g} ({table.at[g, protein]:+.3g})" for g in genes)
+        assert f"{protein}: {shown}" in line
+        signs |= {np.sign(table.at[g, protein]) for g in genes}
+    assert signs == {-1.0, 1.0}  # both directions occur among the logged genes

@@ -22,8 +22,9 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
-from crossmodalnet._settings import quiet_third_party
-from crossmodalnet._utils import rna_normalization_record
+from crossmodalnet._settings import quiet_third_party, stdout_is_interactive
+from crossmodalnet._settings import settings as cmn_settings
+from crossmodalnet._utils import protein_normalization_record, rna_normalization_record
 from crossmodalnet.module import CrossmodalModule
 from crossmodalnet.train import FaderGradNormPlan
 
@@ -49,6 +50,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _NOT_TRAINED = "The model is not trained yet: call `model.train()` first."
+
+
+def _apply_seed() -> int | None:
+    """Seed Python, NumPy and torch with ``cmn.settings.seed`` (if set) and return it."""
+    seed = cmn_settings.seed
+    if seed is not None:
+        from lightning.pytorch import seed_everything
+
+        seed_everything(seed, verbose=False)
+    return seed
+
+
 # train() arguments that set the data splitter: not accepted again in `datasplitter_kwargs`
 _SPLITTER_ARGS = ("train_size", "validation_size", "batch_size", "load_sparse_tensor", "distributed_sampler")
 
@@ -180,9 +193,10 @@ class CrossmodalNet(
     See the getting-started tutorial for a complete workflow. Register log-normalised RNA and
     normalised (CLR or DSB) proteins, e.g. with :func:`crossmodalnet.pp.log_normalize` and
     :func:`crossmodalnet.pp.clr`; query RNA with raw counts is normalised as the training RNA was
-    (:attr:`rna_normalization`), or refused. On CPU, the same ``scvi.settings.seed``, data and
-    arguments give identical weights, histories and predictions; on GPU some CUDA kernels are not
-    deterministic (``train(..., deterministic=True)``; docs page *Scale*).
+    (:attr:`rna_normalization`), or refused. On CPU, the same ``cmn.settings.seed`` (set before the
+    model is built), data and arguments give identical weights, histories and predictions, also for two
+    models in one process; on GPU some CUDA kernels are not deterministic
+    (``train(..., deterministic=True)``; docs page *Scale*).
     """
 
     _module_cls = CrossmodalModule
@@ -231,6 +245,7 @@ class CrossmodalNet(
             },
         )
         super().__init__(mdata, registry=registry)
+        _apply_seed()  # the initial weights
         self.preset = preset
         if input_reduction is not None and n_input_features is None:
             n_input_features = N_INPUT_FEATURES.get(input_reduction)
@@ -251,11 +266,17 @@ class CrossmodalNet(
         self.trained_time_codes_: np.ndarray | None = None
         self.training_cells_: np.ndarray | None = None
         self.rna_normalization_: dict | None = None
+        self.protein_normalization_: dict | None = None
         self.gene_ids_: dict[str, np.ndarray] = {}
         if mdata is not None:
             rna = mdata.mod[self.get_setup_arg("rna_key")]
             X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
             self.rna_normalization_ = rna_normalization_record(X, rna.uns)
+            self.protein_normalization_ = protein_normalization_record(
+                self.adata_manager.get_from_registry(REGISTRY_KEYS.PROTEIN_KEY),
+                mdata.mod[self.get_setup_arg("protein_key")].uns,
+                layer=self.get_setup_arg("protein_layer"),
+            )
             self.gene_ids_ = gene_id_columns(rna.var)
         self._model_summary_string = (
             f"CrossmodalNet: {self.n_genes} genes → {self.n_proteins} proteins, n_latent={resolved['n_latent']}, "
@@ -353,6 +374,18 @@ class CrossmodalNet(
         """
         return getattr(self, "rna_normalization_", None)
 
+    @property
+    def protein_normalization(self) -> dict | None:
+        """How the training proteins were transformed, recorded at initialisation and saved with the model.
+
+        ``{'method': 'clr', 'axis': ..., 'protein_names': ...}`` (``axis=0`` also ``log_mean``) from the
+        record of :func:`crossmodalnet.pp.clr` on the registered ``.X``, ``{'method': 'counts'}``,
+        ``{'method': 'dsb'}`` or ``{'method': 'unknown'}``; ``None`` for models saved before it was recorded.
+        :func:`crossmodalnet.tl.predict_protein` scores raw observed ADT counts after the same CLR, and
+        skips the metrics with a warning when the transform cannot be repeated.
+        """
+        return getattr(self, "protein_normalization_", None)
+
     def _check_if_trained(self, warn: bool = True, message: str = _NOT_TRAINED) -> None:  # noqa: FBT001, FBT002
         """scvi-tools' check that the model is trained; raises :class:`ValueError` (not ``RuntimeError``)."""
         if not self.is_trained_ and not warn:
@@ -415,7 +448,8 @@ class CrossmodalNet(
         train_size, validation_size
             Fractions of cells for training and validation (test gets the rest).
         split_seed
-            Seed of the split; defaults to ``scvi.settings.seed`` (0 if that is unset).
+            Seed of the split; defaults to ``cmn.settings.seed``, then to ``scvi.settings.seed`` (0 if both
+            are unset).
         batch_size
             Mini-batch size.
         sparse_batches
@@ -489,7 +523,9 @@ class CrossmodalNet(
             registered cells; disjoint, in range, training cells not empty) trains on exactly that
             split instead of drawing one (``split`` and the sizes are then unused).
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (a Lightning trainer).
+            Passed to :class:`scvi.train.Trainer` (a Lightning trainer). ``enable_progress_bar`` defaults
+            to whether ``sys.stdout`` is a terminal or a Jupyter kernel: scvi-tools draws its bar there with
+            carriage returns, which would otherwise end up in redirected or captured output.
 
         Notes
         -----
@@ -513,6 +549,7 @@ class CrossmodalNet(
                 "This model was loaded without data. Load it with the training MuData "
                 "(`CrossmodalNet.load(dir_path, mdata)`) to continue training."
             )
+        self._check_registered_data("CrossmodalNet.train")
         datasplitter_kwargs = dict(datasplitter_kwargs or {})
         clash = sorted(set(datasplitter_kwargs) & set(_SPLITTER_ARGS))
         if clash:
@@ -531,7 +568,14 @@ class CrossmodalNet(
         plan_kwargs = {**(plan_kwargs or {}), **{k: v for k, v in explicit.items() if v is not None}}
         # built first: the plan checks its settings before anything changes on the model
         plan = self._training_plan_cls(self.module, **plan_kwargs)
-        seed = split_seed if split_seed is not None else (settings.seed if settings.seed is not None else 0)
+        # mini-batch order and dropout, the split and the fits on the training cells follow `cmn.settings.seed`
+        given_seed = _apply_seed()
+        if split_seed is not None:
+            seed = split_seed
+        elif given_seed is not None:
+            seed = given_seed
+        else:
+            seed = settings.seed if settings.seed is not None else 0
         (train_idx, val_idx, test_idx), continued = self._resolve_split(
             split, holdout_time, train_size, validation_size, seed, datasplitter_kwargs.pop("external_indexing", None)
         )
@@ -559,6 +603,8 @@ class CrossmodalNet(
         n_batches = int(np.ceil(train_idx.size / batch_size))
         # no Lightning warning that an epoch has fewer batches than its logging interval
         trainer_kwargs.setdefault("log_every_n_steps", max(1, min(50, n_batches)))
+        # scvi-tools' bar redraws itself on stdout with carriage returns: only where that shows as one line
+        trainer_kwargs.setdefault("enable_progress_bar", stdout_is_interactive())
         with quiet_third_party():  # Lightning's info lines and deprecation notices; not the user's warnings
             runner = self._train_runner_cls(
                 self,

@@ -13,7 +13,14 @@ from mudata import MuData
 from scipy import sparse
 
 from crossmodalnet._constants import REGISTRY_KEYS
-from crossmodalnet._utils import NormalizedRows, get_layer, get_modality, query_normalization, resolve_obs_column
+from crossmodalnet._utils import (
+    NormalizedRows,
+    check_current,
+    get_layer,
+    get_modality,
+    query_normalization,
+    resolve_obs_column,
+)
 
 from ._validation import check_query_genes
 
@@ -38,12 +45,16 @@ class BatchedInferenceMixin:
         if mdata is None:
             if self.adata is None:
                 raise ValueError("This model was loaded without data: pass `mdata` to predict on.")
-            return self.adata
+            mdata = self.adata
         if not isinstance(mdata, MuData):
             raise TypeError(
                 f"Expected a MuData, got {type(mdata).__name__}. Wrap an RNA-only AnnData with "
                 "`cmn.pp.to_mudata(adata)`."
             )
+        if mdata is self.adata:
+            self._check_registered_data("CrossmodalNet")
+        else:
+            check_current(mdata, "CrossmodalNet")
         return mdata
 
     def _rna_rows(self, mdata: MuData) -> tuple[AnnData | object, np.ndarray]:

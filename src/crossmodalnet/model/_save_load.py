@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -187,8 +188,13 @@ class SaveLoadMixin:
         The model, in evaluation mode.
         """
         verify_model_dir(Path(dir_path), prefix)
-        # scvi-tools logs "File ... already downloaded" for every local model file; nothing is downloaded here
-        with without_messages("scvi.data._download", "already downloaded"):
+        # scvi-tools logs "File ... already downloaded" for every local model file; nothing is downloaded here.
+        # Its load() reads `mdata.mod_names`, which mudata deprecates: a notice about scvi-tools' code, not the user's.
+        with (
+            without_messages("scvi.data._download", "already downloaded"),
+            warnings.catch_warnings(),
+        ):
+            warnings.filterwarnings("ignore", message=r".*\bmod_names\b is deprecated", category=FutureWarning)
             return super().load(
                 str(dir_path),
                 adata=mdata if mdata is not None else False,

@@ -19,7 +19,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
-from crossmodalnet._utils import check_level, get_layer, get_modality
+from crossmodalnet._utils import check_level, get_layer, get_modality, resolve_obs_column
 
 from ._docstrings import docs
 
@@ -219,8 +219,9 @@ class UncertaintyMixin:
                 f"Calibration needs at least {_MIN_CELLS} held-out cells with observed proteins, got {indices.size}; "
                 "train with a larger `validation_size` or pass more cells."
             )
-        sub = mdata[indices].copy()
-        observed = self._observed_proteins(sub)
+        sub = self._cell_subset(mdata, indices)
+        observed = self._observed_proteins(mdata, sub.obs_names)
+        kept = mdata.obs_names.get_indexer(sub.obs_names)  # the positions of the cells with RNA
         seed = _seed_of(rng)
         pred, s_mc = self._mc_spread(
             sub, n_samples=n_samples, dropout_rate=dropout_rate, seed=seed, batch_size=batch_size
@@ -242,7 +243,7 @@ class UncertaintyMixin:
             scale = np.full(err.shape[1], np.sqrt(np.mean((err / s_mc) ** 2)))
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
         scores = err / (scale * s_mc)
-        time_scale = self._time_scale(sub, seed, batch_size=batch_size)
+        time_scale = self._time_scale(sub, observed, seed, batch_size=batch_size)
         self.uncertainty_ = {
             "method": "mc_dropout_split_conformal",
             "scores": scores.astype(np.float32),
@@ -252,7 +253,7 @@ class UncertaintyMixin:
             "dropout_rate": float("nan") if dropout_rate is None else float(dropout_rate),
             "seed": int(seed),
             "n_cells": int(scores.shape[0]),
-            "calibration_indices": indices[have] if own else np.zeros(0, dtype=np.int64),
+            "calibration_indices": kept[have].astype(np.int64) if own else np.zeros(0, dtype=np.int64),
             "n_epochs": self._n_epochs_trained(),
             "gene_quantiles": self._gene_sketch(seed),
             **time_scale,
@@ -282,7 +283,7 @@ class UncertaintyMixin:
             return none, f"{codes.size} trained time point(s): no interior time point to leave out"
         return codes[np.argsort(self.time_values[codes])][1:-1], "leave-one-time-point-out"
 
-    def _time_scale(self, calibration: MuData, seed: int, *, batch_size: int) -> dict:
+    def _time_scale(self, calibration: MuData, observed: np.ndarray, seed: int, *, batch_size: int) -> dict:
         """Scale of the interpolated-time term (term 3), by leaving out each interior trained time point.
 
         The cells of an interior trained time point (the calibration cells and the reference training
@@ -294,20 +295,22 @@ class UncertaintyMixin:
         errs, so no time term is added.
         """
         interior, note = self._interior_time_codes()
-        blocks = [calibration]
+        blocks = [(calibration, observed)]
         rows = self._reference_cells(seed)
         if interior.size and rows is not None:
-            blocks.append(self.adata[rows].copy())
+            reference = self._cell_subset(self.adata, rows)
+            blocks.append((reference, self._observed_proteins(self.adata, reference.obs_names)))
         excess = term = 0.0
         n_cells = 0
-        for block in blocks if interior.size else []:
+        for block, block_observed in blocks if interior.size else []:
             w_rows, w_codes = self._cell_time_weights(block)
             W = w_rows.numpy()[w_codes]
             for code in interior:
-                cells = block[np.flatnonzero(W[:, code] == 1.0)].copy()
-                if cells.n_obs == 0:
+                at_code = np.flatnonzero(W[:, code] == 1.0)
+                if at_code.size == 0:
                     continue
-                observed = self._observed_proteins(cells)
+                cells = self._cell_subset(block, at_code)  # every cell of a block has RNA: none is dropped
+                observed = block_observed[at_code]
                 own = self.predict_protein(cells, batch_size=batch_size).to_numpy(dtype=np.float64)
                 with self._without_time_point(int(code)):
                     interpolated = self.predict_protein(cells, batch_size=batch_size).to_numpy(dtype=np.float64)
@@ -342,8 +345,11 @@ class UncertaintyMixin:
             floor[j] = 0.01 * np.median(pos) if pos.size else 1e-6
         return np.maximum(floor, 1e-6)
 
-    def _observed_proteins(self, mdata: MuData) -> np.ndarray:
-        """Observed proteins of ``mdata`` (cells × model proteins), in the registered layer."""
+    def _observed_proteins(self, mdata: MuData, cells: pd.Index | None = None) -> np.ndarray:
+        """Observed proteins of the ``cells`` of ``mdata`` (all by default; cells × model proteins), in the registered layer.
+
+        Only the rows of those cells are read; cells without protein data get NaN rows.
+        """
         protein_key = self.get_setup_arg("protein_key")
         layer = self.get_setup_arg("protein_layer")
         prot = get_modality(mdata, protein_key, "CrossmodalNet.calibrate_uncertainty", role="protein")
@@ -352,12 +358,16 @@ class UncertaintyMixin:
             raise KeyError(
                 f"Calibration needs every predicted protein in `mdata[{protein_key!r}]`; missing: {list(missing[:5])}."
             )
-        X = get_layer(prot, layer, protein_key)
-        X = X.toarray() if sparse.issparse(X) else np.asarray(X)
-        X = X[:, pd.Index(prot.var_names.astype(str)).get_indexer(self.protein_names)].astype(np.float64)
-        rows = prot.obs_names.get_indexer(mdata.obs_names)
-        out = np.full((mdata.n_obs, self.n_proteins), np.nan)
-        out[rows >= 0] = X[rows[rows >= 0]]
+        cells = mdata.obs_names if cells is None else pd.Index(cells)
+        rows = prot.obs_names.get_indexer(cells)
+        have = np.flatnonzero(rows >= 0)
+        out = np.full((len(cells), self.n_proteins), np.nan)
+        if have.size:
+            order = np.argsort(rows[have], kind="stable")  # backed (HDF5) matrices are read in increasing order
+            X = get_layer(prot, layer, protein_key)[rows[have][order]]
+            X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+            cols = pd.Index(prot.var_names.astype(str)).get_indexer(self.protein_names)
+            out[have[order]] = X[:, cols].astype(np.float64)
         return out
 
     def _reference_cells(self, seed: int) -> np.ndarray | None:
@@ -376,9 +386,9 @@ class UncertaintyMixin:
         if rows is None:
             empty = np.zeros((0, self.n_proteins), dtype=np.float32)
             return {"reference_prediction": empty, "reference_residual_sq": empty.copy()}
-        ref = self.adata[rows].copy()
+        ref = self._cell_subset(self.adata, rows)
         pred = self.predict_protein(ref, batch_size=batch_size).to_numpy(dtype=np.float64)
-        residual_sq = (self._observed_proteins(ref) - pred) ** 2
+        residual_sq = (self._observed_proteins(self.adata, ref.obs_names) - pred) ** 2
         keep = np.isfinite(pred).all(axis=1) & np.isfinite(residual_sq).all(axis=1)
         return {
             "reference_prediction": pred[keep].astype(np.float32),
@@ -572,8 +582,8 @@ class UncertaintyMixin:
         cells = self.uncertainty_.get("calibration_indices")
         if self.adata is None or cells is None or len(cells) == 0:
             return None
-        sub = self.adata[np.asarray(cells, dtype=np.int64)].copy()
-        observed = self._observed_proteins(sub)
+        sub = self._cell_subset(self.adata, np.asarray(cells, dtype=np.int64))
+        observed = self._observed_proteins(self.adata, sub.obs_names)
         X, rows = self._rna_rows(sub)
         X = X.toarray() if sparse.issparse(X) else np.asarray(X, dtype=np.float32)
         X = np.array(X, dtype=np.float32)
@@ -584,6 +594,26 @@ class UncertaintyMixin:
         std_sub = np.full_like(std, np.nan)
         pred_sub[rows >= 0], std_sub[rows >= 0] = pred[rows[rows >= 0]], std[rows[rows >= 0]]
         return np.abs(observed - pred_sub) / std_sub
+
+    def _cell_subset(self, mdata: MuData, positions: np.ndarray) -> MuData:
+        """The cells at ``positions`` of ``mdata`` that have RNA, as a MuData of the RNA modality and covariates.
+
+        Only what prediction reads (the model's RNA modality and its time and batch columns): a copy of
+        the whole MuData would copy every modality, and mudata < 0.4 warns that it cannot join the
+        columns of genes and proteins of the same name (CD4, CD14) each time.
+        """
+        import mudata as md
+
+        rna_key = self.get_setup_arg("rna_key")
+        rna = get_modality(mdata, rna_key, "CrossmodalNet", role="RNA")
+        rows = rna.obs_names.get_indexer(mdata.obs_names[np.asarray(positions, dtype=np.int64)])
+        view = rna[np.sort(rows[rows >= 0]) if rna.isbacked else rows[rows >= 0]]
+        sub = md.MuData({rna_key: view.to_memory() if rna.isbacked else view.copy()})
+        for key in (self.get_setup_arg("time_key"), self.get_setup_arg("batch_key")):
+            column = None if key is None else resolve_obs_column(mdata, key)
+            if column is not None:
+                sub.obs[key] = mdata.obs[column].reindex(sub.obs_names)
+        return sub
 
     def _with_rna(self, mdata: MuData, X: np.ndarray) -> MuData:
         """A MuData with ``X`` (cells of ``mdata[rna_key]`` × model genes) as RNA and ``mdata``'s covariate columns."""

@@ -10,6 +10,7 @@ import numpy as np
 
 from crossmodalnet._utils import (
     check_aligned_cells,
+    check_current,
     check_finite,
     check_unique_names,
     detect_control_features,
@@ -43,7 +44,8 @@ def validate_setup(
 ) -> dict[str, str]:
     """Check a CITE-seq MuData before registration; raise on what cannot be trained on, warn on the doubtful.
 
-    Errors: not a MuData, missing modality or layer, cells not aligned, duplicated names, non-finite
+    Errors: not a MuData, missing modality or layer, a modality replaced without ``mdata.update()``,
+    cells not aligned, duplicated names, non-finite
     values, a missing covariate column or missing covariate values. Warnings (:class:`UserWarning`):
     raw counts, isotype controls or hashtags among the proteins, constant proteins. Nothing is written.
 
@@ -67,6 +69,7 @@ def validate_setup(
         raise TypeError(f"{caller} expects a MuData with RNA and protein modalities, got {type(mdata).__name__}.")
     rna = get_modality(mdata, rna_key, caller, role="RNA")
     prot = get_modality(mdata, protein_key, caller, role="protein")
+    check_current(mdata, caller)
     check_aligned_cells(mdata, [rna_key, protein_key])
     check_unique_names(rna.var_names, "gene", rna_key)
     check_unique_names(prot.var_names, "protein", protein_key)
@@ -98,7 +101,7 @@ def validate_setup(
             f"mdata[{protein_key!r}] holds {' and '.join(found)}: they would become prediction targets (a "
             "hashtag is predicted through the batch covariate, not from RNA) and lower the mean per-protein "
             "Pearson. Remove them before setup: `cmn.pp.dsb` sets isotypes aside, or "
-            f"`mdata.mod[{protein_key!r}] = mdata[{protein_key!r}][:, ~mdata[{protein_key!r}].var_names.isin(names)].copy()`; "
+            f"`cmn.pp.drop_proteins(mdata, names, protein_key={protein_key!r})`; "
             "demultiplex hashtags into an `obs` column first (e.g. for `batch_key`).",
             UserWarning,
             stacklevel=3,

@@ -1,13 +1,18 @@
-"""Wrap RNA-only data in a MuData."""
+"""Wrap RNA-only data in a MuData; remove proteins from one."""
 
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import TYPE_CHECKING
 
-from crossmodalnet._constants import DEFAULT_RNA_KEY
+from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY
+from crossmodalnet._docs import docs
+from crossmodalnet._utils import get_modality
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from anndata import AnnData
     from mudata import MuData
 
@@ -49,3 +54,74 @@ def to_mudata(adata: AnnData, *, rna_key: str = DEFAULT_RNA_KEY) -> MuData:
         mdata.obs[col] = adata.obs[col].reindex(mdata.obs_names)
     logger.debug("wrapped a %d × %d AnnData as mdata[%r]", adata.n_obs, adata.n_vars, rna_key)
     return mdata
+
+
+@docs.dedent
+def drop_proteins(
+    mdata: MuData,
+    names: str | Sequence[str],
+    *,
+    protein_key: str = DEFAULT_PROTEIN_KEY,
+    copy: bool = False,
+) -> MuData | None:
+    """Remove proteins (isotype controls, hashtags) from the protein modality and update the MuData.
+
+    Isotype controls and hashtags are no proteins to predict from RNA (docs page *Using a model in
+    practice*, *Isotype controls and hashtags*). Replacing the modality by hand
+    (``mdata.mod["prot"] = mdata["prot"][:, keep].copy()``) leaves ``mdata.var`` describing the old
+    modality until ``mdata.update()``, and subsetting such a MuData fails or reads the wrong
+    features; this function does both steps. Remove proteins before
+    :meth:`~crossmodalnet.model.CrossmodalNet.setup_mudata`: a model set up on the modality refuses it
+    once its proteins have changed.
+
+    Parameters
+    ----------
+    %(mdata)s
+    names
+        Protein name or names (``var_names`` of ``mdata[protein_key]``) to remove, e.g. the isotype
+        controls that ``setup_mudata`` warned about.
+    %(protein_key)s
+    %(copy)s
+
+    Returns
+    -------
+    ``None``, or a copy if ``copy=True``. Sets:
+
+    ``mdata.mod[protein_key]``
+        A new AnnData without the given proteins (the previous one is not changed); ``mdata.var`` and
+        ``mdata.varmap`` are updated to it.
+
+    Examples
+    --------
+    >>> cmn.pp.drop_proteins(mdata, ["IgG1", "IgG2a", "HTO_1"])
+    """
+    caller = "cmn.pp.drop_proteins"
+    prot = get_modality(mdata, protein_key, caller, role="protein")
+    requested = [names] if isinstance(names, str) else [str(n) for n in names]
+    available = prot.var_names.astype(str)
+    unknown = [n for n in requested if n not in set(available)]
+    if unknown:
+        raise KeyError(
+            f"{caller}: {len(unknown)} name(s) are not proteins of `mdata[{protein_key!r}]`: {unknown[:10]}; "
+            f"its proteins are {list(available[:10])}{' ...' if len(available) > 10 else ''}. Check the spelling "
+            "(names are case-sensitive)."
+        )
+    keep = ~available.isin(requested)
+    if not keep.any():
+        raise ValueError(f"{caller}: removing {requested[:5]} would leave `mdata[{protein_key!r}]` without proteins.")
+    if copy:
+        mdata = mdata.copy()
+    mdata.mod[protein_key] = mdata.mod[protein_key][:, keep].copy()
+    with warnings.catch_warnings():
+        # mudata < 0.4 cannot join same-named columns when gene and protein names overlap (CD4, CD14); harmless here
+        warnings.filterwarnings("ignore", message="Cannot join columns with the same name", category=UserWarning)
+        mdata.update()
+    logger.info(
+        "%s: removed %d protein(s) %s from mdata[%r] (%d left); updated the MuData",
+        caller,
+        len(set(requested)),
+        sorted(set(requested))[:10],
+        protein_key,
+        int(keep.sum()),
+    )
+    return mdata if copy else None

@@ -177,8 +177,10 @@ def clr(
     ``mdata[protein_key].layers[counts_layer]``
         The raw counts.
     ``mdata[protein_key].uns['cmn_preprocessing']``
-        ``{'method': 'clr', 'axis': ..., 'flavor': 'seurat'}``; with ``axis=0`` also the fitted
-        per-protein ``log_mean``, ``fit_on`` and ``n_fit_cells``.
+        ``{'method': 'clr', 'axis': ..., 'flavor': 'seurat', 'protein_names': ...}`` (the proteins the
+        transform was computed over); with ``axis=0`` also the fitted per-protein ``log_mean``, ``fit_on`` and
+        ``n_fit_cells``. A model set up on these proteins records it, and
+        :func:`crossmodalnet.tl.predict_protein` applies the same transform to raw observed ADT counts.
     """
     with quiet_third_party():  # muon's import warns about scanpy's `__version__`
         import muon as mu
@@ -193,7 +195,12 @@ def clr(
         mdata = mdata.copy()
         prot = mdata.mod[protein_key]
     _keep_counts(prot, counts_layer, caller)
-    record: dict = {"method": "clr", "axis": int(axis), "flavor": "seurat"}
+    record: dict = {
+        "method": "clr",
+        "axis": int(axis),
+        "flavor": "seurat",
+        "protein_names": np.asarray(prot.var_names, dtype=str),
+    }
     if axis == 1:
         X = prot.X.tocsr() if sparse.issparse(prot.X) else prot.X
         prot.X = X

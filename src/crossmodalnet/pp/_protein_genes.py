@@ -20,6 +20,10 @@ KINDS = ("gene", "isoform", "complex", "paralogs", "carbohydrate", "tcr", "other
 
 # Suffixes that panels append to antibody names ("CD3_TotalSeqB", "CD19_PROT", "IgG1_control").
 _SUFFIX = re.compile(r"[\s_.-]*(totalseq[\s_-]?[abc]?|prot|adt|cite|antibody|control|ctrl)$", re.IGNORECASE)
+# TotalSeq barcode IDs that panels append ("CD19_A0093", "CD4_B0072", "CD8a_C0046").
+_BARCODE = re.compile(r"[\s_.-]+[abc]\d{4}$", re.IGNORECASE)
+# Prefixes that panels prepend to mark the modality ("ADT_CD19", "prot_CD4").
+_PREFIX = re.compile(r"^(adt|prot|ab|cite)[\s_.-]+", re.IGNORECASE)
 # Suffixes that make duplicated names unique ("CD4-1", "CD4.1").
 _COPY = re.compile(r"[-_.]\d+$")
 _ISOTYPE = re.compile(r"isotype|^(mouse|rat|hamster|armenianhamster)?igg\d?[abc]?(k|kappa|l|lambda)?$")
@@ -56,7 +60,10 @@ def _resolve(name: str, strict: dict[str, str], loose: dict[str, str]) -> tuple[
     """
     candidates = [str(name).strip()]
     stripped = candidates[0]
-    while (shorter := _SUFFIX.sub("", stripped)) != stripped and shorter:
+    if (bare := _PREFIX.sub("", stripped)) and bare != stripped:
+        stripped = bare
+        candidates.append(stripped)
+    while (shorter := _BARCODE.sub("", _SUFFIX.sub("", stripped))) != stripped and shorter:
         stripped = shorter
         candidates.append(stripped)
     candidates += [_COPY.sub("", c) for c in candidates if _COPY.search(c)]
@@ -97,9 +104,10 @@ def protein_genes(
         reagents (annexin V) and isotype controls.
 
     Names are matched case-insensitively, ignoring spaces and ``_``, by common aliases (``PD-1`` = CD279,
-    ``HLA-ABC`` = HLA-A-B-C), after removing the suffixes panels append (``_TotalSeqB``, ``_PROT``,
-    ``_ADT``, ``_control``) or that make names unique (``-1``), and finally ignoring ``-``, ``.``, ``,``
-    and ``/`` as well (``HLA.DR`` = HLA-DR).
+    ``HLA-ABC`` = HLA-A-B-C), after removing the prefixes and suffixes panels add (``ADT_``, ``_TotalSeqB``,
+    ``_PROT``, ``_ADT``, ``_control``, TotalSeq barcode IDs such as ``_A0093``: ``ADT_CD19_A0093`` = CD19)
+    or that make names unique (``-1``), and finally ignoring ``-``, ``.``, ``,`` and ``/`` as well
+    (``HLA.DR`` = HLA-DR).
     Unmatched names whose text looks like an isotype control (``Mouse IgG1 kappa isotype``) are reported
     as such.
 

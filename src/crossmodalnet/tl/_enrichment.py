@@ -87,6 +87,42 @@ def _check_sizes(sets: dict[str, list[str]], genes: pd.Index, min_size: int, max
         )
 
 
+_MAX_TIED_SHARE = 0.5
+"""Above this share of genes with one saliency value, enrichment rests on the few others: warn."""
+
+
+def _warn_ties(ranking: pd.Series, protein: str, method: str | None) -> float:
+    """Share of the ranking held by its most common score; warn when it exceeds ``_MAX_TIED_SHARE``."""
+    counts = ranking.value_counts(sort=True)
+    if counts.empty:
+        return 0.0
+    share = float(counts.iloc[0]) / ranking.size
+    if share <= _MAX_TIED_SHARE:
+        return share
+    if method in ("gradient_x_input", "integrated_gradients"):
+        fix = (
+            f"with `method={method!r}` a gene not expressed in the scored cells scores 0 from a zero baseline: "
+            "`method='gradient'` or `'gradient_x_sd'` scores it by its gradient"
+        )
+    else:
+        fix = (
+            "genes that no part of the model uses score 0: the linear path weights only its selected genes, and "
+            "the networks add nothing when training kept the ridge start (`model.split_['best_epoch'] == -1`) or "
+            "do not see a gene (`input_reduction`). A model with `linear_path_genes='all'` and no `input_reduction`, "
+            "or whose networks improve on the ridge start, ranks every gene; another saliency `method` does not "
+            "untie genes without weight"
+        )
+    warnings.warn(
+        f"{_CALLER}: {int(counts.iloc[0])} of {ranking.size} genes ({share:.1%}) share one saliency value "
+        f"({counts.index[0]:.3g}) for {protein!r}. GSEA orders tied genes arbitrarily, so the enrichment rests on the "
+        f"{ranking.size - int(counts.iloc[0])} other genes and its FDR and running score are not to be trusted. "
+        f"For a full ranking: {fix}.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return share
+
+
 def _prerank(ranking: pd.Series, sets: dict, *, min_size, max_size, permutation_num, weight, seed, n_running) -> dict:
     import gseapy
 
@@ -203,6 +239,10 @@ def enrichment(
         descending).
     ``symbol_match``
         How the genes were matched: ``"exact"`` or ``"upper"``.
+    ``tied_fraction``
+        Protein → share of its ranking held by the most common saliency value. Above 0.5 a
+        :class:`UserWarning` says that the enrichment rests on the few other genes, and how to get a full
+        ranking (docs page *Interpretability*).
     ``params``
         The arguments (a dict ``gene_sets`` is recorded by its number of sets).
 
@@ -243,7 +283,8 @@ def enrichment(
                 stacklevel=2,
             )
 
-    results, running = {}, {}
+    method = (mdata.uns.get(saliency_key) or {}).get("method")
+    results, running, tied = {}, {}, {}
     for p in proteins:
         ranking = scores[p].dropna()
         ranking.index = ranking.index.astype(str)
@@ -255,6 +296,7 @@ def enrichment(
         else:
             ranking = ranking[~ranking.index.duplicated()].sort_values(ascending=False)
         _check_sizes(sets, ranking.index, min_size, max_size, p)
+        tied[p] = _warn_ties(ranking, p, None if method is None else str(method))
         out = _prerank(
             ranking,
             sets,
@@ -279,6 +321,7 @@ def enrichment(
         "results": results,
         "running": running,
         "symbol_match": "upper" if upper else "exact",
+        "tied_fraction": tied,
         "params": {
             "protein": proteins,
             "gene_sets": str(gene_sets) if not isinstance(gene_sets, Mapping) else f"dict of {len(sets)} sets",

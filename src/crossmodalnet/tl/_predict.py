@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -19,7 +20,7 @@ from crossmodalnet._constants import (
 )
 from crossmodalnet._docs import docs
 from crossmodalnet._metrics import pearson_per_protein, prediction_metrics
-from crossmodalnet._utils import check_level, get_layer
+from crossmodalnet._utils import apply_protein_normalization, check_level, get_layer, looks_like_counts
 
 from ._utils import check_model, log_added, model_info, model_input, portable
 
@@ -33,6 +34,65 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _CALLER = "cmn.tl.predict_protein"
+
+
+def _observed(
+    model: CrossmodalNet,
+    prot,
+    layer: str | None,
+    protein_key: str,
+    cells: pd.Index,
+    proteins: list[str],
+    *,
+    warn: bool = True,
+) -> np.ndarray | None:
+    """Observed proteins (cells × ``proteins``) on the scale the model predicts, or ``None`` if that cannot be had.
+
+    Raw ADT counts, when the model was trained on transformed proteins, get the transform the model
+    recorded (CLR, :attr:`~crossmodalnet.model.CrossmodalNet.protein_normalization`); when it cannot be
+    repeated (DSB, an unrecorded transform) there is nothing to compare the predictions with: ``None``
+    and, with ``warn``, a warning naming the fix.
+    """
+    rows = prot.obs_names.get_indexer(cells)
+    order = np.argsort(rows, kind="stable")  # backed (HDF5) matrices are read with increasing row indices
+    X = get_layer(prot, layer, protein_key)[rows[order]]
+    X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+    block = np.empty_like(X)
+    block[order] = X
+    record = model.protein_normalization or {}
+    if record.get("method") == "counts" or not looks_like_counts(block):
+        return block[:, prot.var_names.get_indexer(proteins)]
+    where = f"mdata[{protein_key!r}]" + (f".layers[{layer!r}]" if layer else ".X")
+    names = pd.Index(np.asarray(prot.var_names).astype(str))
+    transformed = apply_protein_normalization(pd.DataFrame(block, index=cells, columns=names), record)
+    if transformed is not None and pd.Index(proteins).isin(transformed.columns).all():
+        if warn:
+            logger.info(
+                "%s: %s looks like raw ADT counts; scoring it after the model's protein transform (CLR across %d "
+                "proteins, axis %d, as `cmn.pp.clr`)",
+                _CALLER,
+                where,
+                transformed.shape[1],
+                record["axis"],
+            )
+        return transformed[proteins].to_numpy()
+    if warn:
+        method = record.get("method", "not recorded")
+        why, fix = {
+            "dsb": ("DSB needs this data's empty droplets", "`cmn.pp.dsb(mdata, empty=...)`"),
+            "clr": (
+                f"its CLR was computed over {len(record.get('protein_names', []))} proteins, not all of them here",
+                "`cmn.pp.clr(mdata)` over the same proteins",
+            ),
+        }.get(method, ("the model did not record how", "e.g. `cmn.pp.clr(mdata)` or `cmn.pp.dsb`"))
+        warnings.warn(
+            f"{_CALLER}: {where} looks like raw ADT counts, but the model was trained on transformed proteins "
+            f"({method}) and cannot transform these the same way ({why}): no metrics were computed, as predictions "
+            f"and raw counts are not comparable. Normalise the proteins as the training ones were ({fix}) to score them.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return None
 
 
 def _observed_metrics(
@@ -68,13 +128,9 @@ def _observed_metrics(
         logger.info("%s: left %d training/validation cells of the model out of the metrics", _CALLER, n_excluded)
     if not proteins or len(cells) < 2:
         return None
-    rows = prot.obs_names.get_indexer(cells)
-    order = np.argsort(rows, kind="stable")  # backed (HDF5) matrices are read with increasing row indices
-    X = get_layer(prot, layer, protein_key)[rows[order]]
-    X = X.toarray() if sparse.issparse(X) else np.asarray(X)
-    true = np.empty_like(X)
-    true[order] = X
-    true = true[:, prot.var_names.get_indexer(proteins)]
+    true = _observed(model, prot, layer, protein_key, cells, proteins)
+    if true is None:
+        return None
     metrics = prediction_metrics(pred.loc[cells, proteins].to_numpy(), true)
     metrics["per_protein"]["protein_names"] = np.asarray(proteins, dtype=str)
     metrics["n_cells"] = len(cells)
@@ -129,11 +185,10 @@ def uncertainty_record(
         layer = model.get_setup_arg("protein_layer")
         proteins = list(bounds["std"].columns)
         if (layer is None or layer in prot.layers) and set(proteins) <= set(prot.var_names):
-            X = get_layer(prot, layer, protein_key)
-            X = X.toarray() if sparse.issparse(X) else np.asarray(X)
-            true = X[prot.obs_names.get_indexer(cells)][:, prot.var_names.get_indexer(proteins)].astype(np.float64)
-            if not np.isfinite(true).all():
+            true = _observed(model, prot, layer, protein_key, cells, proteins, warn=False)
+            if true is None or not np.isfinite(true).all():
                 return record
+            true = true.astype(np.float64)
             lo = bounds["lower"].loc[cells].to_numpy(np.float64)
             hi = bounds["upper"].loc[cells].to_numpy(np.float64)
             record["coverage"] = float(((true >= lo) & (true <= hi)).mean())

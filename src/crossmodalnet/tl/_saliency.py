@@ -212,6 +212,10 @@ def saliency(
             f"mdata.uns[{keys.uns!r}]",
         ],
     )
-    shown = "; ".join(f"{p}: {', '.join(tops[p][:_N_LOGGED_GENES])}" for p in names[:_N_LOGGED_PROTEINS])
+    # each gene with its signed score: with a signed aggregate, a negative score lowers the protein
+    shown = "; ".join(
+        f"{p}: " + ", ".join(f"{g} ({table.at[g, p]:+.3g})" for g in tops[p][:_N_LOGGED_GENES])
+        for p in names[:_N_LOGGED_PROTEINS]
+    )
     logger.info("%s: top genes (%s over %d cells, %s) %s", _CALLER, method, n_cells, aggregate, shown)
     return mdata if copy else None
