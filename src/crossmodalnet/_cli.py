@@ -27,13 +27,15 @@ def _read(path: str, *, rna_key: str = DEFAULT_RNA_KEY) -> MuData:
     import anndata as ad
     import mudata as md
 
+    from crossmodalnet._utils import shared_feature_names_quiet
     from crossmodalnet.pp import to_mudata
 
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"input file not found: {p}")
     if p.suffix == ".h5mu":
-        return md.read_h5mu(p)
+        with shared_feature_names_quiet():
+            return md.read_h5mu(p)
     if p.suffix == ".h5ad":
         return to_mudata(ad.read_h5ad(p), rna_key=rna_key)
     raise CLIError(f"unsupported input {p.name}: give an .h5mu (CITE-seq) or .h5ad (RNA only) file")

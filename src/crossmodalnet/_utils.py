@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import numbers
+import warnings
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,6 +28,20 @@ def get_modality(mdata: MuData, key: str, caller: str, *, role: str = "") -> Ann
             f"Pass the right name (e.g. `{'protein_key' if role == 'protein' else 'rna_key'}=...`)."
         )
     return mdata.mod[key]
+
+
+@contextmanager
+def shared_feature_names_quiet():
+    """Keep out mudata's warnings about feature names shared between modalities, within this block only.
+
+    In CITE-seq, antibodies are often named after their gene (CD4, CD14): mudata >= 0.4 then warns that
+    ``mdata.var_names are not unique`` on every ``update()`` or read (mudata 0.3 warned ``Cannot join columns
+    with the same name``). The package's own updates and reads of such a MuData are expected and harmless.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="var_names are not unique", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Cannot join columns with the same name", category=UserWarning)
+        yield
 
 
 def layer_names(adata: AnnData) -> list[str]:

@@ -26,6 +26,16 @@ def test_bmmc_cite_contents():
     assert "GSE194122" in mdata.uns["dataset"]["source"]
 
 
+def test_bmmc_cite_loads_without_the_shared_name_warning():
+    """40 antibodies are named after their gene (CD4, CD14): mudata's "var_names are not unique" is kept out."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        mdata = cmn.datasets.bmmc_cite()
+    assert not mdata.var_names.is_unique  # the names are shared: the warning had something to say
+
+
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data/bmmc_cite_600 is not beside the repository")
 def test_bmmc_cite_matches_source():
     mdata = cmn.datasets.bmmc_cite()

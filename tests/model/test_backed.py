@@ -39,11 +39,6 @@ def model():
     return model
 
 
-@pytest.fixture(autouse=True)
-def _no_pull_warnings():
-    yield
-
-
 def _rna(model, layout: str, order: np.ndarray) -> ad.AnnData:
     """The model's registered RNA (log-normalised, sparse CSR) in cell order ``order``, as ``layout``."""
     rna = model.adata["rna"][order].copy()

@@ -278,7 +278,8 @@ def test_setup_message_for_a_column_only_in_a_modality(norm_mdata):
     mdata = norm_mdata.copy()
     mdata["rna"].obs["donor"] = "d1"
     with pytest.raises(
-        KeyError, match=r"column of `mdata\['rna'\].obs` but not of `mdata.obs`.*mdata.pull_obs\(\['donor'\], mods=\['rna'\]\)"
+        KeyError,
+        match=r"column of `mdata\['rna'\].obs` but not of `mdata.obs`.*mdata.pull_obs\(\['donor'\], mods=\['rna'\]\)",
     ):
         CrossmodalNet.setup_mudata(mdata, batch_key="donor")
     mdata.pull_obs(["donor"], mods=["rna"])  # the fix the message gives works

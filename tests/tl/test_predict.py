@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import mudata as md
 import numpy as np
 import pandas as pd
@@ -291,7 +293,9 @@ def test_predictions_for_scanpy_and_muon_plotting(mdata, trained_model):
     cmn.tl.basal_embedding(obs_version, trained_model)
     mu.pl.embedding(obs_version, basis="X_cmn_basal", color="cmn_protein_prot_000", show=False)
 
-    cmn.tl.predict_protein(mdata, trained_model, add_to="modality")
+    with warnings.catch_warnings():  # the new modality's proteins share their names with mdata['prot']'s
+        warnings.filterwarnings("error", message="var_names are not unique")
+        cmn.tl.predict_protein(mdata, trained_model, add_to="modality")
     mod = mdata["cmn_protein"]
     assert mod.shape == (200, 8)
     assert list(mod.var_names) == list(trained_model.protein_names)

@@ -174,7 +174,7 @@ def test_integrated_gradients_by_hand(linear_model):
     zero = mdata.copy()
     zero["rna"].X = zero["rna"].X * 0
     baseline = model.predict_protein(zero).to_numpy()[cells[0]]
-    np.testing.assert_allclose(one.sum(0).to_numpy(), pred - baseline, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(one.sum(axis=0).to_numpy(), pred - baseline, rtol=1e-4, atol=1e-5)
 
 
 def test_saliency_log_line_gives_each_gene_its_sign(mdata, trained_model, caplog):

@@ -75,7 +75,7 @@ def test_integrated_gradients_from_the_mean_cell_sum_to_the_prediction_change(li
     mean = model.gene_moments_["mean"].astype(np.float64)
     cell = 7
     got = model.get_saliency(mdata, method="integrated_gradients", baseline="mean", indices=[cell])
-    np.testing.assert_allclose(got.sum(0).to_numpy(), W @ (X[cell] - mean), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got.sum(axis=0).to_numpy(), W @ (X[cell] - mean), rtol=1e-4, atol=1e-5)
 
 
 def test_smoothgrad_on_a_linear_net_equals_gradient_x_sd(linear_model):
@@ -156,7 +156,7 @@ def test_integrated_gradients_completeness_on_the_trained_net(mdata, trained_mod
     change = trained_model.predict_protein(cell).to_numpy()[0] - trained_model.predict_protein(mean_cell).to_numpy()[0]
     assert np.abs(change).max() > 0.05  # the check below is not trivial
     ig = trained_model.get_saliency(cell, method="integrated_gradients", baseline="mean", n_steps=64)
-    np.testing.assert_allclose(ig.sum(0).to_numpy(), change, rtol=0.02, atol=0.01)
+    np.testing.assert_allclose(ig.sum(axis=0).to_numpy(), change, rtol=0.02, atol=0.01)
 
 
 @pytest.fixture(scope="module")

@@ -649,7 +649,7 @@ def test_harmony_clusters_do_not_split_a_state_by_its_own_time_effect(clustering
     share = pd.crosstab(groups, time)[1] / np.bincount(groups)[np.unique(groups)]
     time_purity = float((2 * (share - 0.5).abs()).mean())
     states = pd.crosstab(groups, state)
-    assert (states.max(1) / states.sum(1)).min() > 0.95  # every cluster within one state
+    assert (states.max(axis=1) / states.sum(axis=1)).min() > 0.95  # every cluster within one state
     if clustering == "harmony":
         assert time_purity < 0.2
     else:

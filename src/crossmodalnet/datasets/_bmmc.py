@@ -42,5 +42,8 @@ def bmmc_cite() -> MuData:
     """
     import mudata as md
 
+    from crossmodalnet._utils import shared_feature_names_quiet
+
     with as_file(files("crossmodalnet.datasets") / "data" / "bmmc_cite_600.h5mu") as path:
-        return md.read_h5mu(path)
+        with shared_feature_names_quiet():  # 40 antibodies are named after their gene
+            return md.read_h5mu(path)

@@ -13,7 +13,7 @@ from crossmodalnet import _keys
 from crossmodalnet._constants import DEFAULT_RNA_KEY
 from crossmodalnet._docs import docs
 from crossmodalnet._gene_matching import align_matrix, check_coverage
-from crossmodalnet._utils import get_modality, layer_names
+from crossmodalnet._utils import get_modality, layer_names, shared_feature_names_quiet
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -144,8 +144,6 @@ def harmonize_genes(
     >>> cmn.pp.harmonize_genes(query, model, gene_id_column="gene_ids")
     >>> query.uns["cmn_harmonize"]["coverage"]
     """
-    import mudata as md
-
     caller = "cmn.pp.harmonize_genes"
     keys = _keys.Keys(key_added)
     rna = get_modality(mdata, rna_key, caller, role="RNA")
@@ -158,7 +156,8 @@ def harmonize_genes(
         mdata = mdata.copy()
     new = align_anndata(mdata.mod[rna_key], idx, pd.Index(model.gene_names))
     mdata.mod[rna_key] = new
-    mdata.update()
+    with shared_feature_names_quiet():
+        mdata.update()
     mdata.uns[keys.uns] = info
     logger.info(
         "added mdata[%r] with the model's %d genes (replacing %d), mdata.uns[%r]",

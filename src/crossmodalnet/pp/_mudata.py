@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import TYPE_CHECKING
 
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY
 from crossmodalnet._docs import docs
-from crossmodalnet._utils import get_modality
+from crossmodalnet._utils import get_modality, shared_feature_names_quiet
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -112,9 +111,7 @@ def drop_proteins(
     if copy:
         mdata = mdata.copy()
     mdata.mod[protein_key] = mdata.mod[protein_key][:, keep].copy()
-    with warnings.catch_warnings():
-        # mudata < 0.4 cannot join same-named columns when gene and protein names overlap (CD4, CD14); harmless here
-        warnings.filterwarnings("ignore", message="Cannot join columns with the same name", category=UserWarning)
+    with shared_feature_names_quiet():  # gene and protein names overlap in CITE-seq (CD4, CD14)
         mdata.update()
     logger.info(
         "%s: removed %d protein(s) %s from mdata[%r] (%d left); updated the MuData",

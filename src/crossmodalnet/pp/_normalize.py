@@ -19,7 +19,14 @@ from crossmodalnet import _keys
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY
 from crossmodalnet._docs import docs
 from crossmodalnet._settings import quiet_third_party
-from crossmodalnet._utils import detect_control_features, get_modality, is_nonnegative_integer, obs_mask, resolve_seed
+from crossmodalnet._utils import (
+    detect_control_features,
+    get_modality,
+    is_nonnegative_integer,
+    obs_mask,
+    resolve_seed,
+    shared_feature_names_quiet,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -391,7 +398,6 @@ def dsb(
 
 def _set_aside(mdata: MuData, protein_key: str, features: list[str], caller: str) -> None:
     """Move ``features`` out of ``mdata[protein_key]`` into its ``.obsm`` (normalised values, cells × features)."""
-    import mudata as md
     import pandas as pd
 
     prot = mdata.mod[protein_key]
@@ -401,7 +407,8 @@ def _set_aside(mdata: MuData, protein_key: str, features: list[str], caller: str
     kept.obsm[_keys.ISOTYPES] = aside
     kept.uns[_keys.PREPROCESSING]["isotypes_set_aside"] = True
     mdata.mod[protein_key] = kept
-    mdata.update()
+    with shared_feature_names_quiet():
+        mdata.update()
     logger.info(
         "%s: set %d isotype control(s) aside: mdata[%r].obsm[%r]", caller, len(features), protein_key, _keys.ISOTYPES
     )

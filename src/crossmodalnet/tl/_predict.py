@@ -20,7 +20,13 @@ from crossmodalnet._constants import (
 )
 from crossmodalnet._docs import docs
 from crossmodalnet._metrics import pearson_per_protein, prediction_metrics
-from crossmodalnet._utils import apply_protein_normalization, check_level, get_layer, looks_like_counts
+from crossmodalnet._utils import (
+    apply_protein_normalization,
+    check_level,
+    get_layer,
+    looks_like_counts,
+    shared_feature_names_quiet,
+)
 
 from ._utils import check_model, log_added, model_info, model_input, portable
 
@@ -203,7 +209,6 @@ def uncertainty_record(
 def _add_plottable(mdata: MuData, pred: pd.DataFrame, key_added: str, add_to: str) -> str:
     """Write the predictions as ``obs`` columns or as a modality; return what was added."""
     import anndata as ad
-    import mudata as md
 
     if add_to == "obs":
         columns = [f"{key_added}_{p}" for p in pred.columns]
@@ -217,7 +222,8 @@ def _add_plottable(mdata: MuData, pred: pd.DataFrame, key_added: str, add_to: st
     )
     mod.uns["cmn_protein"] = {"source": "cmn.tl.predict_protein"}
     mdata.mod[key_added] = mod
-    mdata.update()
+    with shared_feature_names_quiet():  # the predicted proteins share names with the measured ones
+        mdata.update()
     return f"mdata.mod[{key_added!r}] (cells × proteins)"
 
 
