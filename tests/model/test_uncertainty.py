@@ -256,6 +256,30 @@ def test_missing_gene_imputation_reads_the_query_in_batches(unc_model, raw_mdata
     assert max(reads) <= 16, max(reads)
 
 
+def test_missing_gene_spread_widens_the_proteins_that_depend_on_them(unc_model):
+    """The imputation term widens the values that depend on the missing genes, not all values alike.
+
+    The planted drivers of one protein are missing. Against the same query without ``missing_genes``,
+    the spread of that protein widens by far more than the spread of the proteins whose drivers were
+    measured; without the imputation term only the pooled recalibration would change it, by one
+    factor for every protein.
+    """
+    mdata = unc_model.adata
+    drivers = mdata.uns["cmn_synthetic"]["driver_genes"]
+    protein = "prot_000"
+    missing = [str(g) for g in drivers[protein]]
+    cells = mdata.obs_names[np.sort(unc_model.test_indices)]
+    query = _query(unc_model, mdata["rna"], cells, missing)
+    bare = unc_model.predict_protein(query, return_uncertainty=True)
+    res = unc_model.predict_protein(query, return_uncertainty=True, missing_genes=missing)
+    pd.testing.assert_frame_equal(res.mean, bare.mean)
+    widening = np.median(res.std.to_numpy() / bare.std.to_numpy(), axis=0)
+    j = list(unc_model.protein_names).index(protein)
+    others = np.delete(widening, j)
+    assert widening[j] > others.max(), widening
+    assert widening[j] > 1.3 * np.median(others), widening
+
+
 def _aligned(query, model):
     """``query`` with the model's genes, missing ones as zeros."""
     import anndata as ad
