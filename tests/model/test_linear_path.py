@@ -205,7 +205,9 @@ def test_networks_learn_the_residual_of_the_linear_path(setup_mdata):
     n_time = m.linear_intercept.shape[0]
     m.fit_linear_path(torch.zeros_like(m.linear_weight), torch.as_tensor(np.tile(delta, (n_time, 1))), 1.0)
     with pytest.warns(UserWarning, match="No validation cells"):
-        model.train(max_epochs=15, lr=1e-2, batch_size=32, validation_size=0.0, disentangle_epochs=0, **TRAIN)
+        model.train(
+            max_epochs=15, lr=1e-2, batch_size=32, train_size=1.0, validation_size=0.0, disentangle_epochs=0, **TRAIN
+        )
     np.testing.assert_array_equal(m.linear_intercept.numpy(), np.tile(delta, (n_time, 1)).astype(np.float32))
     train = np.sort(model.train_indices)
     scale, mean = m.protein_scale.double().numpy(), m.protein_mean.double().numpy()
