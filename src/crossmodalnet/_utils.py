@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import numbers
 import warnings
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,7 +14,7 @@ import pandas as pd
 from scipy import sparse
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from anndata import AnnData
     from mudata import MuData
@@ -30,7 +31,7 @@ def get_modality(mdata: MuData, key: str, caller: str, *, role: str = "") -> Ann
     return mdata.mod[key]
 
 
-@contextmanager
+@contextlib.contextmanager
 def shared_feature_names_quiet():
     """Keep out mudata's warnings about feature names shared between modalities, within this block only.
 
@@ -245,25 +246,54 @@ def apply_protein_normalization(counts: pd.DataFrame, record: dict) -> pd.DataFr
     return pd.DataFrame(out, index=counts.index, columns=names)
 
 
+# the query matrices already announced as raw counts in the current public call (None outside one)
+_ANNOUNCED_QUERIES: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
+    "crossmodalnet_announced_queries", default=None
+)
+
+
+@contextlib.contextmanager
+def announce_once() -> Iterator[None]:
+    """Within this block, :func:`query_normalization` logs its raw-count line once per query matrix.
+
+    A public call that reads its query many times (e.g. the MC-dropout passes of a prediction with
+    uncertainty) opens this block, so the user sees one line per call. Nested blocks share the
+    outermost one.
+    """
+    if _ANNOUNCED_QUERIES.get() is not None:
+        yield
+        return
+    token = _ANNOUNCED_QUERIES.set(set())
+    try:
+        yield
+    finally:
+        _ANNOUNCED_QUERIES.reset(token)
+
+
 def query_normalization(X, record: dict | None, where: str, caller: str) -> float | None:
     """Check query RNA against the model's normalisation record: the one check of every query path.
 
     Returns ``None`` when ``X`` can be used as it is, or the ``target_sum`` to apply when ``X`` holds raw
-    counts and the model's RNA was log1p library-size normalised (logged). Raises a :class:`ValueError`
-    when ``X`` holds raw counts and the model's normalisation is not known.
+    counts and the model's RNA was log1p library-size normalised (logged, once per ``where`` inside
+    :func:`announce_once`). Raises a :class:`ValueError` when ``X`` holds raw counts and the model's
+    normalisation is not known.
     """
     method = (record or {}).get("method")
     if method == "counts" or not looks_like_counts(_head_rows(X, 2000)):
         return None
     if method == _LOG1P_TOTAL:
         target_sum = float(record["target_sum"])
-        logging.getLogger("crossmodalnet").info(
-            "%s: %s looks like raw counts; normalising it as the model's RNA was "
-            "(log1p of counts per %g, as `cmn.pp.log_normalize`)",
-            caller,
-            where,
-            target_sum,
-        )
+        announced = _ANNOUNCED_QUERIES.get()
+        if announced is None or where not in announced:
+            logging.getLogger("crossmodalnet").info(
+                "%s: %s looks like raw counts; normalising it as the model's RNA was "
+                "(log1p of counts per %g, as `cmn.pp.log_normalize`)",
+                caller,
+                where,
+                target_sum,
+            )
+        if announced is not None:
+            announced.add(where)
         return target_sum
     raise ValueError(
         f"{caller}: {where} looks like raw counts, but the model was trained on RNA normalised in a way it did not "

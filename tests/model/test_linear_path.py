@@ -158,6 +158,70 @@ def test_linear_path_without_validation_uses_gcv(setup_mdata):
     assert float(model.module.linear_alpha) > 0
 
 
+def _network_output(model, mdata) -> np.ndarray:
+    """MLP2's output ``decoder(z + time and batch embeddings)`` of every cell (loss scale), from the module's parts."""
+    m = model.module
+    x = torch.as_tensor(_dense(mdata["rna"].X), dtype=torch.float32)
+    codes = [
+        torch.as_tensor(model.adata_manager.get_from_registry(key).reshape(-1), dtype=torch.long)
+        for key in ("time", "batch")
+    ]
+    m.eval()
+    with torch.no_grad():
+        embedding = sum(emb(c) for emb, c in zip(m.covariate_embeddings, codes, strict=True))
+        return m.decoder(m.inference(x)["z"] + embedding).double().numpy()
+
+
+def test_prediction_is_the_linear_path_plus_the_networks(setup_mdata):
+    """After training, a prediction is the ridge path plus MLP2's output; with MLP2's output zeroed, the ridge."""
+    model = CrossmodalNet(setup_mdata, n_latent=16)
+    with pytest.warns(UserWarning, match="No validation cells"):  # no restoration: the networks keep what they learned
+        model.train(max_epochs=5, lr=1e-2, validation_size=0.0, disentangle_epochs=0, **TRAIN)
+    m = model.module
+    scale, mean = m.protein_scale.double().numpy(), m.protein_mean.double().numpy()
+    ridge = (_ridge_prediction(model, setup_mdata) - mean) / scale
+    network = _network_output(model, setup_mdata)
+    assert np.abs(network).mean() > 0.01  # the networks contribute
+    pred = (model.predict_protein().to_numpy() - mean) / scale
+    np.testing.assert_allclose(pred, ridge + network, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        m.decoder.layers[-1].weight.zero_()
+        m.decoder.layers[-1].bias.zero_()
+    np.testing.assert_allclose(
+        model.predict_protein().to_numpy(), _ridge_prediction(model, setup_mdata), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_networks_learn_the_residual_of_the_linear_path(setup_mdata):
+    """The networks are trained on what the linear path leaves: here a planted offset of each protein.
+
+    The linear path is set before training to a constant ``delta`` per protein (no genes), so the
+    residual the networks must learn is the standardised protein minus ``delta``: their mean output
+    on the training cells is ``-delta``. Networks trained on the protein itself would average 0.
+    """
+    model = CrossmodalNet(setup_mdata, n_latent=16)
+    m = model.module
+    delta = np.linspace(-1.0, 1.0, model.n_proteins)
+    n_time = m.linear_intercept.shape[0]
+    m.fit_linear_path(torch.zeros_like(m.linear_weight), torch.as_tensor(np.tile(delta, (n_time, 1))), 1.0)
+    with pytest.warns(UserWarning, match="No validation cells"):
+        model.train(
+            max_epochs=15, lr=1e-2, batch_size=32, train_size=1.0, validation_size=0.0, disentangle_epochs=0, **TRAIN
+        )
+    np.testing.assert_array_equal(m.linear_intercept.numpy(), np.tile(delta, (n_time, 1)).astype(np.float32))
+    train = np.sort(model.train_indices)
+    scale, mean = m.protein_scale.double().numpy(), m.protein_mean.double().numpy()
+    target = (_dense(setup_mdata["prot"].X) - mean) / scale
+    network = _network_output(model, setup_mdata)[train]
+    shift = network.mean(axis=0) - target[train].mean(axis=0)
+    np.testing.assert_allclose(shift, -delta, atol=0.45)
+    slope = np.polyfit(delta, shift, 1)[0]
+    assert -1.3 < slope < -0.7, slope
+    # and across cells it follows the rest of the residual
+    r = pearson_per_protein(network, target[train] - delta)
+    assert (r > 0.5).all(), r
+
+
 def test_linear_path_save_load_and_determinism(setup_mdata, tmp_path):
     import scvi
 

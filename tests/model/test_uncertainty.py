@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
@@ -189,6 +190,94 @@ def test_missing_genes_widen_intervals(unc_model):
     # without the imputation term the spreads are of the same size: the widening comes from it
     bare = unc_model.predict_protein(_aligned(half, unc_model), return_uncertainty=True)
     assert np.median(half.obsm["cmn_protein_std"].to_numpy() / bare.std.to_numpy()) > 1.08
+
+
+def _query(model, rna, cells, missing):
+    """An RNA-only query of ``cells`` with the ``missing`` genes zeroed (not measured) and the model's time column."""
+    adata = rna[cells].copy()
+    X = adata.X.toarray() if sparse.issparse(adata.X) else np.array(adata.X)
+    X[:, adata.var_names.get_indexer(missing)] = 0.0
+    adata.X = sparse.csr_matrix(X)
+    query = cmn.pp.to_mudata(adata)
+    query.obs["time"] = model.adata.obs.loc[cells, "time"].to_numpy()
+    return query
+
+
+def test_raw_count_query_with_missing_genes(unc_model, raw_mdata, caplog):
+    """A raw-count query with missing genes is normalised as the training RNA was, and says so once per call."""
+    cells = unc_model.adata.obs_names[np.sort(unc_model.test_indices)]
+    missing = [str(g) for g in unc_model.gene_names[::6]]
+    raw = _query(unc_model, raw_mdata["rna"], cells, missing)
+    normalised = cmn.pp.log_normalize(raw, target_sum=unc_model.rna_normalization["target_sum"], copy=True)
+    expected = unc_model.predict_protein(normalised, return_uncertainty=True, missing_genes=missing, rng=1)
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="crossmodalnet"):
+            got = unc_model.predict_protein(raw, return_uncertainty=True, missing_genes=missing, rng=1)
+        n_lines = sum("looks like raw counts" in r.getMessage() for r in caplog.records)
+        assert n_lines == 1, f"the raw-count line was logged {n_lines} times in one call"
+    for name in ("mean", "std", "lower", "upper"):
+        np.testing.assert_allclose(
+            getattr(got, name).to_numpy(), getattr(expected, name).to_numpy(), rtol=1e-4, atol=1e-5
+        )
+    # the normalised query is not announced
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="crossmodalnet"):
+        unc_model.predict_protein(normalised, return_uncertainty=True, missing_genes=missing, rng=1)
+    assert "raw counts" not in caplog.text
+
+
+def test_missing_gene_imputation_reads_the_query_in_batches(unc_model, raw_mdata, monkeypatch):
+    """The imputation term reads at most ``batch_size`` query rows at a time, as the prediction passes do."""
+    cells = unc_model.adata.obs_names[np.sort(unc_model.test_indices)]
+    missing = [str(g) for g in unc_model.gene_names[::6]]
+    query = _query(unc_model, raw_mdata["rna"], cells, missing)
+    reads = []
+
+    class Spy:
+        def __init__(self, X):
+            self.X, self.shape = X, X.shape
+
+        def __getitem__(self, rows):
+            block = self.X[rows]
+            reads.append(block.shape[0])
+            return block
+
+    rna_rows = type(unc_model)._rna_rows
+
+    def spied(self, mdata):
+        X, rows = rna_rows(self, mdata)
+        return (Spy(X) if mdata is query else X), rows
+
+    monkeypatch.setattr(type(unc_model), "_rna_rows", spied)
+    res = unc_model.predict_protein(query, return_uncertainty=True, missing_genes=missing, batch_size=16)
+    assert np.isfinite(res.std.to_numpy()).all()
+    assert reads
+    assert max(reads) <= 16, max(reads)
+
+
+def test_missing_gene_spread_widens_the_proteins_that_depend_on_them(unc_model):
+    """The imputation term widens the values that depend on the missing genes, not all values alike.
+
+    The planted drivers of one protein are missing. Against the same query without ``missing_genes``,
+    the spread of that protein widens by far more than the spread of the proteins whose drivers were
+    measured; without the imputation term only the pooled recalibration would change it, by one
+    factor for every protein.
+    """
+    mdata = unc_model.adata
+    drivers = mdata.uns["cmn_synthetic"]["driver_genes"]
+    protein = "prot_000"
+    missing = [str(g) for g in drivers[protein]]
+    cells = mdata.obs_names[np.sort(unc_model.test_indices)]
+    query = _query(unc_model, mdata["rna"], cells, missing)
+    bare = unc_model.predict_protein(query, return_uncertainty=True)
+    res = unc_model.predict_protein(query, return_uncertainty=True, missing_genes=missing)
+    pd.testing.assert_frame_equal(res.mean, bare.mean)
+    widening = np.median(res.std.to_numpy() / bare.std.to_numpy(), axis=0)
+    j = list(unc_model.protein_names).index(protein)
+    others = np.delete(widening, j)
+    assert widening[j] > others.max(), widening
+    assert widening[j] > 1.3 * np.median(others), widening
 
 
 def _aligned(query, model):

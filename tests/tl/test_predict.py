@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import warnings
 
+import anndata as ad
 import mudata as md
 import numpy as np
 import pandas as pd
@@ -350,3 +351,45 @@ def test_raw_observed_proteins_without_a_repeatable_transform_are_not_scored(raw
     assert "metrics" not in raw.uns["cmn_protein"]
     assert "coverage" not in raw.uns["cmn_protein"]["uncertainty"]
     assert raw.obsm["cmn_protein"].shape == (raw.n_obs, 8)  # the predictions are still written
+
+
+def test_metrics_pair_observed_proteins_by_cell_name(norm_mdata):
+    """Observed proteins listed in another cell order than ``mdata`` give the same metrics and coverage."""
+    from crossmodalnet.model import CrossmodalNet
+
+    train = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(train, time_key="time")
+    model = CrossmodalNet(train, n_latent=8)  # the linear path alone predicts well: misaligned cells would show
+    model.train(max_epochs=2, disentangle_epochs=0, accelerator="cpu", enable_progress_bar=False)
+    names = pd.Index([f"query_{c}" for c in norm_mdata.obs_names])  # cells the model never saw: all are scored
+    time = pd.Series(norm_mdata.obs["time"].to_numpy(), index=names)
+    order = np.random.default_rng(0).permutation(norm_mdata.n_obs)
+    results = []
+    for prot_order in (np.arange(norm_mdata.n_obs), order):
+        rna = ad.AnnData(norm_mdata["rna"].X.copy(), obs=pd.DataFrame(index=names), var=norm_mdata["rna"].var.copy())
+        prot = ad.AnnData(norm_mdata["prot"].X.copy(), obs=pd.DataFrame(index=names), var=norm_mdata["prot"].var.copy())
+        query = md.MuData({"rna": rna, "prot": prot[prot_order].copy()})
+        query.obs["time"] = time.reindex(query.obs_names).to_numpy()
+        cmn.tl.predict_protein(query, model, uncertainty=True)
+        results.append(query)
+    same, shuffled = results
+    assert same["prot"].obs_names.equals(same.obs_names)
+    assert not shuffled["prot"].obs_names.equals(shuffled.obs_names)
+    pd.testing.assert_frame_equal(shuffled.obsm["cmn_protein"].loc[same.obs_names], same.obsm["cmn_protein"])
+    m, m_same = shuffled.uns["cmn_protein"]["metrics"], same.uns["cmn_protein"]["metrics"]
+    assert m["n_cells"] == m_same["n_cells"] == norm_mdata.n_obs
+    for name in ("pearson_protein", "pearson_cell", "spearman_protein", "spearman_cell", "mse"):
+        assert m[name] == pytest.approx(m_same[name], rel=1e-6), name
+    for name in ("pearson", "spearman", "mse"):
+        np.testing.assert_allclose(m["per_protein"][name], m_same["per_protein"][name], rtol=1e-6)
+    # and both are the metrics of each cell's own observed proteins
+    observed = pd.DataFrame(norm_mdata["prot"].X, index=names).loc[same.obs_names].to_numpy()
+    np.testing.assert_allclose(
+        m["per_protein"]["pearson"],
+        pearson_per_protein(same.obsm["cmn_protein"].to_numpy(), observed),
+        rtol=1e-5,
+    )
+    assert np.nanmean(m["per_protein"]["pearson"]) > 0.3
+    u, u_same = shuffled.uns["cmn_protein"]["uncertainty"], same.uns["cmn_protein"]["uncertainty"]
+    assert u["coverage"] == pytest.approx(u_same["coverage"])
+    np.testing.assert_allclose(u["spearman"], u_same["spearman"], rtol=1e-6)

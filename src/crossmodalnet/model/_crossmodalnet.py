@@ -24,7 +24,7 @@ from scvi.train import TrainRunner
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
 from crossmodalnet._settings import quiet_third_party, stdout_is_interactive
 from crossmodalnet._settings import settings as cmn_settings
-from crossmodalnet._utils import protein_normalization_record, rna_normalization_record
+from crossmodalnet._utils import announce_once, protein_normalization_record, rna_normalization_record
 from crossmodalnet.module import CrossmodalModule
 from crossmodalnet.train import FaderGradNormPlan
 
@@ -706,29 +706,31 @@ class CrossmodalNet(
         :class:`~crossmodalnet.model.ProteinUncertainty` holding that DataFrame as ``mean`` and
         ``std``, ``lower`` and ``upper`` DataFrames of the same shape.
         """
-        if return_uncertainty:
-            return self._predict_with_uncertainty(
-                mdata,
-                level=level,
-                calibration=calibration,
-                missing_genes=missing_genes,
-                n_imputations=n_imputations,
-                rng=rng,
+        # the uncertainty passes read the query many times: a raw-count query is announced once per call
+        with announce_once():
+            if return_uncertainty:
+                return self._predict_with_uncertainty(
+                    mdata,
+                    level=level,
+                    calibration=calibration,
+                    missing_genes=missing_genes,
+                    n_imputations=n_imputations,
+                    rng=rng,
+                    time=time,
+                    batch=batch,
+                    batch_size=batch_size,
+                    allow_extrapolation=allow_extrapolation,
+                    interpolation=interpolation,
+                )
+            self._check_if_trained(warn=False)
+            return self._predict_frame(
+                self._resolve_mdata(mdata),
                 time=time,
                 batch=batch,
                 batch_size=batch_size,
                 allow_extrapolation=allow_extrapolation,
                 interpolation=interpolation,
             )
-        self._check_if_trained(warn=False)
-        return self._predict_frame(
-            self._resolve_mdata(mdata),
-            time=time,
-            batch=batch,
-            batch_size=batch_size,
-            allow_extrapolation=allow_extrapolation,
-            interpolation=interpolation,
-        )
 
     @docs.dedent
     @torch.inference_mode()

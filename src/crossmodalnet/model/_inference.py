@@ -226,11 +226,16 @@ class BatchedInferenceMixin:
         batch_size: int,
         allow_extrapolation: bool,
         interpolation: str,
+        rna: tuple[object, np.ndarray] | None = None,
     ) -> pd.DataFrame:
-        """The body of ``predict_protein`` without uncertainty: cells × proteins, NaN rows for cells without RNA."""
+        """The body of ``predict_protein`` without uncertainty: cells × proteins, NaN rows for cells without RNA.
+
+        ``rna``: the RNA matrix and the row of each ``mdata`` cell to read instead of :meth:`_rna_rows`
+        of ``mdata`` (the covariates still come from ``mdata``), e.g. a query with imputed genes.
+        """
         if interpolation not in ("embedding", "prediction"):
             raise ValueError(f"`interpolation` must be 'embedding' or 'prediction', got {interpolation!r}.")
-        X, rows = self._rna_rows(mdata)
+        X, rows = self._rna_rows(mdata) if rna is None else rna
         covariates = self._covariates(mdata, time=time, batch=batch, allow_extrapolation=allow_extrapolation)
         table = self.module.covariate_embeddings[0].weight.detach()
         self.module.eval()

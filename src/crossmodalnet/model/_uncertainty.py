@@ -99,6 +99,35 @@ def _seed_of(rng: int | np.random.Generator | None) -> int:
     return int(rng)
 
 
+class FilledColumns:
+    """Rows of a model's RNA input with some columns replaced, read as dense blocks.
+
+    Parameters
+    ----------
+    X
+        Cells × genes matrix as :meth:`_rna_rows` returns it: dense, sparse, backed, or a
+        :class:`~crossmodalnet._utils.NormalizedRows` view of raw counts; it is never changed.
+    cols
+        Positions of the replaced columns.
+    values
+        Their values, cells × ``len(cols)``.
+    """
+
+    def __init__(self, X, cols: np.ndarray, values: np.ndarray):
+        self.X = X
+        self.cols = np.asarray(cols, dtype=np.int64)
+        self.values = values
+        self.shape = X.shape
+
+    def __getitem__(self, rows) -> np.ndarray:
+        """The dense float32 block of ``rows`` (a slice or increasing positions), with the columns filled in."""
+        block = self.X[rows]
+        block = block.toarray() if sparse.issparse(block) else np.array(block, dtype=np.float32)
+        block = block.astype(np.float32, copy=False)
+        block[:, self.cols] = self.values[rows]
+        return block
+
+
 @contextlib.contextmanager
 def _mc_dropout(module: nn.Module, rate: float | None, generator: torch.Generator) -> Iterator[None]:
     """Keep the network in evaluation mode but let every dropout layer drop units (seeded masks)."""
@@ -497,28 +526,22 @@ class UncertaintyMixin:
                 "The uncertainty calibration holds no training-cell gene values to impute missing genes "
                 "(calibrated without the training data). Calibrate with the training data attached."
             )
+        # the query is read (and a raw-count query normalised) one prediction batch at a time
         X, rows = self._rna_rows(mdata)
-        X = X.toarray() if sparse.issparse(X) else np.asarray(X)
-        X = np.asarray(X, dtype=np.float32)
         grid = np.linspace(0, 1, sketch.shape[0])
         generator = np.random.default_rng(seed)
         var = np.zeros_like(pred)
         local_sq = np.zeros_like(pred)
         for _ in range(n_imputations):
-            filled = X.copy()
             u = generator.random((X.shape[0], cols.size))
+            values = np.empty(u.shape, dtype=np.float32)
             for j, col in enumerate(cols):
-                filled[:, col] = np.interp(u[:, j], grid, sketch[:, col])
-            tmp = self._with_rna(mdata, filled)
-            draw = self.predict_protein(tmp, **kwargs).to_numpy(dtype=np.float64)
-            local = self._level_spread(draw, self.uncertainty_)
-            # cells of `mdata` without RNA have no row in the RNA modality
-            have = rows >= 0
-            aligned = np.full_like(pred, np.nan)
-            aligned[have] = draw[rows[have]]
-            var += (aligned - pred) ** 2
-            aligned[have] = local[rows[have]]
-            local_sq += aligned**2
+                values[:, j] = np.interp(u[:, j], grid, sketch[:, col])
+            # cells of `mdata` without RNA get NaN rows, as in `pred`
+            draw = self._predict_frame(mdata, rna=(FilledColumns(X, cols, values), rows), **kwargs)
+            draw = draw.to_numpy(dtype=np.float64)
+            var += (draw - pred) ** 2
+            local_sq += self._level_spread(draw, self.uncertainty_) ** 2
         return var / n_imputations, local_sq / n_imputations
 
     def _spread(
@@ -585,9 +608,8 @@ class UncertaintyMixin:
         sub = self._cell_subset(self.adata, np.asarray(cells, dtype=np.int64))
         observed = self._observed_proteins(self.adata, sub.obs_names)
         X, rows = self._rna_rows(sub)
-        X = X.toarray() if sparse.issparse(X) else np.asarray(X, dtype=np.float32)
-        X = np.array(X, dtype=np.float32)
-        X[:, pd.Index(self.gene_names).get_indexer(pd.Index([str(g) for g in missing_genes]))] = 0.0
+        cols = pd.Index(self.gene_names).get_indexer(pd.Index([str(g) for g in missing_genes]))
+        X = FilledColumns(X, cols, np.zeros((X.shape[0], cols.size), dtype=np.float32))[: X.shape[0]]
         zeroed = self._with_rna(sub, X)
         pred, std = self._spread(zeroed, missing_genes=missing_genes, n_imputations=n_imputations, seed=seed, **kwargs)
         pred_sub = np.full_like(pred, np.nan)
