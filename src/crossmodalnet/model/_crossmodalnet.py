@@ -657,7 +657,7 @@ class CrossmodalNet(
         get NaN rows. When the RNA matrix is a :class:`dask.array.Array` (e.g. from
         :func:`anndata.experimental.read_elem_lazy`), a lazy float32 :class:`dask.array.Array` of cells ×
         proteins instead (columns in the order of :attr:`protein_names`), computed block by block with
-        :func:`dask.array.map_blocks` on whatever scheduler is active, e.g. a :mod:`dask.distributed` cluster
+        :func:`dask.array.map_blocks` on whatever scheduler is active, e.g. a ``dask.distributed`` cluster
         (docs page *Scale*); ``batch_size`` is then the row chunking of the matrix. With ``return_uncertainty=True``, a
         :class:`~crossmodalnet.model.ProteinUncertainty` holding that DataFrame as ``mean`` and
         ``std``, ``lower`` and ``upper`` DataFrames of the same shape.

@@ -285,7 +285,7 @@ def predict_protein(
     AnnData and never held whole in memory; gene matching and normalisation of the atlas also run block
     by block. When the RNA matrix is a :class:`dask.array.Array` (e.g. from
     :func:`anndata.experimental.read_elem_lazy`), prediction is lazy: one :func:`dask.array.map_blocks`
-    task per row block, run by the active dask scheduler, e.g. a :mod:`dask.distributed` cluster.
+    task per row block, run by the active dask scheduler, e.g. a ``dask.distributed`` cluster.
 
     When observed proteins exist for the predicted cells (``mdata[protein_key]``, same cell and
     protein names, in the layer the model was trained on), Pearson and Spearman correlations and the
