@@ -93,7 +93,8 @@ def test_dask_gene_matching_and_counts_per_block(model, tmp_path):
     genes = list(model.adata["rna"].var_names[::-1][2:])
     rna = _rna(model, genes=genes)
     counts = model.adata["rna"].layers["counts"]
-    rna.X = sparse.csr_matrix(
+    # integer counts above 20 are recognised as raw counts, and normalised as the model's RNA was
+    rna.X = 3 * sparse.csr_matrix(
         counts[model.adata.obs_names.get_indexer(rna.obs_names)][:, model.adata["rna"].var_names.get_indexer(genes)],
         dtype=np.float32,
     )

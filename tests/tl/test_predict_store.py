@@ -42,8 +42,8 @@ def _query(model, layout: str, *, genes=None, counts: bool = False) -> md.MuData
     rna = model.adata["rna"][order].copy()
     for col in ("time", "batch"):
         rna.obs[col] = model.adata.obs[col].reindex(rna.obs_names).to_numpy()
-    if counts:
-        rna.X = rna.layers["counts"].copy()
+    if counts:  # integer counts above 20 are recognised as raw counts, and normalised as the model's RNA was
+        rna.X = 3 * rna.layers["counts"]
     rna.layers.clear(keep_x=True)
     if genes is not None:
         rna = rna[:, genes].copy()
