@@ -119,6 +119,8 @@ _INTERSPHINX = {
     "gseapy": ("https://gseapy.readthedocs.io/en/latest/", ["gseapy"]),
     "sklearn": ("https://scikit-learn.org/stable/", ["sklearn"]),
     "ray": ("https://docs.ray.io/en/latest/", ["ray"]),
+    "dask": ("https://docs.dask.org/en/stable/", ["dask"]),
+    "distributed": ("https://distributed.dask.org/en/stable/", ["distributed"]),
 }
 
 # Offline builds (no network, e.g. sandboxed CI): `CMN_DOCS_OFFLINE=1 hatch run docs:build`.

@@ -187,3 +187,57 @@ def test_predict_on_a_raw_count_h5mu_scores_on_the_models_scale(tmp_path):
     assert metrics["raw"]["mse"] == pytest.approx(metrics["norm"]["mse"], rel=1e-5)
     assert metrics["raw"]["pearson_protein"] == pytest.approx(metrics["norm"]["pearson_protein"], rel=1e-5)
     assert metrics["norm"]["mse"] < 10
+
+
+@pytest.fixture(scope="module")
+def saved_model(h5mu, tmp_path_factory):
+    import scvi
+
+    from crossmodalnet.model import CrossmodalNet
+
+    mdata = md.read_h5mu(h5mu)
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    scvi.settings.seed = 0
+    model = CrossmodalNet(mdata, n_latent=8)
+    model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False)
+    path = tmp_path_factory.mktemp("cli_model") / "model"
+    model.save(path)
+    return path
+
+
+def test_predict_streams_to_zarr_and_h5ad(h5mu, saved_model, tmp_path, capsys):
+    """`--out PRED.zarr` / `PRED.h5ad`: an AnnData of cells × proteins, equal to the CSV of the in-memory path."""
+    import anndata as ad
+
+    csv = tmp_path / "pred.csv"
+    assert main(["-q", "predict", str(saved_model), str(h5mu), "--out", str(csv)]) == 0
+    want = pd.read_csv(csv, index_col=0)
+    # an RNA-only .h5ad (read backed) and the CITE-seq .h5mu (read backed)
+    rna = md.read_h5mu(h5mu)["rna"]
+    rna.obs["time"] = md.read_h5mu(h5mu).obs["time"].to_numpy()
+    rna.write_h5ad(tmp_path / "atlas.h5ad")
+    for source in (h5mu, tmp_path / "atlas.h5ad"):
+        for suffix in (".zarr", ".h5ad"):
+            out = tmp_path / f"pred_{source.stem}{suffix}"
+            assert main(["-q", "predict", str(saved_model), str(source), "--out", str(out), "--batch-size", "64"]) == 0
+            got = ad.read_zarr(out) if suffix == ".zarr" else ad.read_h5ad(out)
+            assert got.shape == want.shape == (150, 6)
+            assert list(got.obs_names) == [str(c) for c in want.index]
+            assert list(got.var_names) == list(want.columns)
+            np.testing.assert_allclose(got.X, want.to_numpy(), rtol=1e-5, atol=1e-5)
+            assert f"wrote {out}" in capsys.readouterr().out
+    # an existing store needs --overwrite
+    out = tmp_path / f"pred_{h5mu.stem}.zarr"
+    assert main(["-q", "predict", str(saved_model), str(h5mu), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["-q", "predict", str(saved_model), str(h5mu), "--out", str(out), "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("name", ["pred.txt", "pred.parquet", "pred"])
+def test_predict_refuses_unknown_output_extension(h5mu, saved_model, tmp_path, capsys, name):
+    assert main(["-q", "predict", str(saved_model), str(h5mu), "--out", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert f"unsupported output {name}" in err
+    assert ".zarr" in err
+    assert ".h5ad" in err
+    assert not (tmp_path / name).exists()

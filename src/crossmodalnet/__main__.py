@@ -115,7 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="impute proteins for the cells of an .h5mu/.h5ad with a saved model")
     predict.add_argument("model", help="model folder written by `crossmodalnet train`")
     predict.add_argument("input", help=".h5mu, or an RNA-only .h5ad (genes matched to the model's by name)")
-    predict.add_argument("--out", required=True, help="output: .csv (cells × proteins) or .h5mu (with obsm)")
+    predict.add_argument(
+        "--out",
+        required=True,
+        help="output: .zarr or .h5ad (an AnnData of cells × proteins, written block by block from the input read "
+        "backed, so memory stays flat for atlases of any size), .csv (cells × proteins table) or .h5mu (the input "
+        "with the predictions in .obsm); other extensions are refused",
+    )
     predict.add_argument("--rna-key", default=DEFAULT_RNA_KEY)
     predict.add_argument("--time", default=None, help="predict every cell at this time point")
     predict.add_argument(
@@ -125,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         "batches get the average batch embedding)",
     )
     predict.add_argument("--min-coverage", type=float, default=0.5, help="minimum fraction of model genes found")
+    predict.add_argument("--batch-size", type=int, default=4096, help="cells read and predicted at a time")
     predict.add_argument("--overwrite", action="store_true")
     predict.set_defaults(func=_lazy("predict"))
     _add_benchmark_parser(sub)

@@ -22,8 +22,11 @@ class CLIError(Exception):
     """An error to report to the user in one line, without a traceback (exit status 2)."""
 
 
-def _read(path: str, *, rna_key: str = DEFAULT_RNA_KEY) -> MuData:
-    """Read an ``.h5mu`` (or an RNA-only ``.h5ad``, wrapped as a MuData) or fail with a clear message."""
+def _read(path: str, *, rna_key: str = DEFAULT_RNA_KEY, backed: bool = False) -> MuData:
+    """Read an ``.h5mu`` (or an RNA-only ``.h5ad``, wrapped as a MuData) or fail with a clear message.
+
+    With ``backed``, the matrices stay on disk (read-only) and are read in blocks by the streamed prediction.
+    """
     import anndata as ad
     import mudata as md
 
@@ -35,9 +38,9 @@ def _read(path: str, *, rna_key: str = DEFAULT_RNA_KEY) -> MuData:
         raise CLIError(f"input file not found: {p}")
     if p.suffix == ".h5mu":
         with shared_feature_names_quiet():
-            return md.read_h5mu(p)
+            return md.read_h5mu(p, backed="r" if backed else None)
     if p.suffix == ".h5ad":
-        return to_mudata(ad.read_h5ad(p), rna_key=rna_key)
+        return to_mudata(ad.read_h5ad(p, backed="r" if backed else None), rna_key=rna_key)
     raise CLIError(f"unsupported input {p.name}: give an .h5mu (CITE-seq) or .h5ad (RNA only) file")
 
 
@@ -127,26 +130,58 @@ def _maybe_number(value: str | None) -> object:
     return int(number) if number.is_integer() else number
 
 
+def _close(mdata: MuData) -> None:
+    """Close the files of a backed MuData, or of its backed modalities (an ``.h5ad`` read backed)."""
+    if mdata.isbacked:
+        mdata.file.close()
+        return
+    for adata in mdata.mod.values():
+        if adata.isbacked:
+            adata.file.close()
+
+
+PREDICT_OUTPUTS = {
+    ".zarr": "an AnnData of cells × proteins, streamed to disk",
+    ".h5ad": "an AnnData of cells × proteins, streamed to disk",
+    ".csv": "a cells × proteins table",
+    ".h5mu": "the input MuData with the predictions in .obsm",
+}
+
+
 @_known_errors
 def predict(args: argparse.Namespace) -> int:
     """``crossmodalnet predict``: impute proteins for the cells of an ``.h5mu``/``.h5ad`` file."""
     import crossmodalnet as cmn
     from crossmodalnet.model import CrossmodalNet
 
-    model_dir = Path(args.model)
-    model = CrossmodalNet.load(model_dir)
-    mdata = _read(args.input, rna_key=args.rna_key)
     out = Path(args.out)
+    if out.suffix not in PREDICT_OUTPUTS:
+        choices = "; ".join(f"{ext}: {what}" for ext, what in PREDICT_OUTPUTS.items())
+        raise CLIError(f"unsupported output {out.name}: --out must end in one of {choices}")
     if out.exists() and not args.overwrite:
         raise CLIError(f"{out} already exists; pass --overwrite to replace it")
-    cmn.tl.predict_protein(
-        mdata,
-        model,
-        rna_key=args.rna_key,
-        time=_maybe_number(args.time),
-        batch=args.batch,
-        min_coverage=args.min_coverage,
-    )
+    model_dir = Path(args.model)
+    model = CrossmodalNet.load(model_dir)
+    streamed = out.suffix in (".zarr", ".h5ad")
+    mdata = _read(args.input, rna_key=args.rna_key, backed=streamed)
+    kwargs = {
+        "rna_key": args.rna_key,
+        "time": _maybe_number(args.time),
+        "batch": args.batch,
+        "min_coverage": args.min_coverage,
+        "batch_size": args.batch_size,
+    }
+    if streamed:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            cmn.tl.predict_protein(mdata, model, out=out, overwrite=args.overwrite, **kwargs)
+        finally:
+            _close(mdata)
+        coverage = mdata.uns[_keys.Keys(_keys.PROTEIN).uns].get("coverage")
+        extra = f"; gene coverage {coverage:.1%}" if isinstance(coverage, float) else ""
+        print(f"predicted {model.n_proteins} proteins for {mdata.n_obs} cells{extra}; wrote {out}")
+        return 0
+    cmn.tl.predict_protein(mdata, model, **kwargs)
     keys = _keys.Keys(_keys.PROTEIN)
     pred = mdata.obsm[keys.obsm]
     out.parent.mkdir(parents=True, exist_ok=True)

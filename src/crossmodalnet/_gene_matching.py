@@ -144,3 +144,23 @@ def align_matrix(X, idx: np.ndarray, *, chunk_size: int = 65536):
     X = np.asarray(X)
     padded = np.concatenate([X, np.zeros((n_obs, 1), dtype=X.dtype)], axis=1)
     return padded[:, cols]
+
+
+class AlignedRows:
+    """Rows of a matrix with the columns ``idx`` (zeros where ``idx == -1``), aligned when read.
+
+    The lazy form of :func:`align_matrix`: reading ``rows`` reads only those rows of ``X`` (dense,
+    sparse, backed or a row reader such as :class:`crossmodalnet._utils.NormalizedRows`), so an
+    on-disk matrix with other genes is matched chunk by chunk and never copied whole.
+    """
+
+    def __init__(self, X, idx: np.ndarray):
+        self.X = X
+        self.idx = np.asarray(idx, dtype=np.int64)
+        self.shape = (X.shape[0], self.idx.size)
+
+    def __getitem__(self, rows):
+        block = self.X[rows]
+        if not sparse.issparse(block):
+            block = np.asarray(block)
+        return align_matrix(block, self.idx)

@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 import logging
 import numbers
+import sys
 import warnings
 from typing import TYPE_CHECKING
 
@@ -167,9 +168,17 @@ def looks_like_counts(X, *, n_check: int = 100_000) -> bool:
 _LOG1P_TOTAL = "log1p_normalize_total"
 
 
+def is_dask_array(X) -> bool:
+    """Whether ``X`` is a :class:`dask.array.Array` (without importing dask when it is not loaded)."""
+    module = sys.modules.get("dask.array")
+    return module is not None and isinstance(X, module.Array)
+
+
 def _head_rows(X, n: int):
-    """The first ``n`` rows of a dense, sparse or backed (on-disk) matrix, in memory."""
+    """The first ``n`` rows of a dense, sparse, backed (on-disk) or dask matrix, in memory."""
     block = X[: min(n, X.shape[0])]
+    if is_dask_array(block):
+        block = block.compute()
     return block if sparse.issparse(block) else np.asarray(block)
 
 

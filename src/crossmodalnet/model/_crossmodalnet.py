@@ -24,7 +24,13 @@ from scvi.train import TrainRunner
 from crossmodalnet._constants import DEFAULT_PROTEIN_KEY, DEFAULT_RNA_KEY, REGISTRY_KEYS
 from crossmodalnet._settings import quiet_third_party, stdout_is_interactive
 from crossmodalnet._settings import settings as cmn_settings
-from crossmodalnet._utils import announce_once, protein_normalization_record, rna_normalization_record
+from crossmodalnet._utils import (
+    announce_once,
+    get_layer,
+    is_dask_array,
+    protein_normalization_record,
+    rna_normalization_record,
+)
 from crossmodalnet.module import CrossmodalModule
 from crossmodalnet.train import FaderGradNormPlan
 
@@ -702,13 +708,23 @@ class CrossmodalNet(
         Returns
         -------
         Cells × proteins DataFrame on the scale of the registered protein layer; cells without RNA
-        get NaN rows. With ``return_uncertainty=True``, a
+        get NaN rows. When the RNA matrix is a :class:`dask.array.Array` (e.g. from
+        :func:`anndata.experimental.read_elem_lazy`), a lazy float32 :class:`dask.array.Array` of cells ×
+        proteins instead (columns in the order of :attr:`protein_names`), computed block by block with
+        :func:`dask.array.map_blocks` on whatever scheduler is active, e.g. a ``dask.distributed`` cluster
+        (docs page *Scale*); ``batch_size`` is then the row chunking of the matrix. With ``return_uncertainty=True``, a
         :class:`~crossmodalnet.model.ProteinUncertainty` holding that DataFrame as ``mean`` and
         ``std``, ``lower`` and ``upper`` DataFrames of the same shape.
         """
         # the uncertainty passes read the query many times: a raw-count query is announced once per call
         with announce_once():
             if return_uncertainty:
+                if self._rna_is_dask(self._resolve_mdata(mdata)):
+                    raise ValueError(
+                        "`return_uncertainty=True` is not supported for a dask RNA matrix: its calibration needs "
+                        "the whole query in memory. Predict without uncertainty (a dask array), or pass an "
+                        "in-memory or backed (`mudata.read_h5mu(path, backed='r')`) MuData."
+                    )
                 return self._predict_with_uncertainty(
                     mdata,
                     level=level,
@@ -723,14 +739,25 @@ class CrossmodalNet(
                     interpolation=interpolation,
                 )
             self._check_if_trained(warn=False)
+            mdata = self._resolve_mdata(mdata)
+            if self._rna_is_dask(mdata):
+                return self._predict_dask(
+                    mdata, time=time, batch=batch, allow_extrapolation=allow_extrapolation, interpolation=interpolation
+                )
             return self._predict_frame(
-                self._resolve_mdata(mdata),
+                mdata,
                 time=time,
                 batch=batch,
                 batch_size=batch_size,
                 allow_extrapolation=allow_extrapolation,
                 interpolation=interpolation,
             )
+
+    def _rna_is_dask(self, mdata: MuData) -> bool:
+        rna_key = self.get_setup_arg("rna_key")
+        if rna_key not in mdata.mod:
+            return False
+        return is_dask_array(get_layer(mdata.mod[rna_key], self.get_setup_arg("rna_layer"), rna_key))
 
     @docs.dedent
     @torch.inference_mode()

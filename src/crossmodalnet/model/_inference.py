@@ -13,14 +13,8 @@ from mudata import MuData
 from scipy import sparse
 
 from crossmodalnet._constants import REGISTRY_KEYS
-from crossmodalnet._utils import (
-    NormalizedRows,
-    check_current,
-    get_layer,
-    get_modality,
-    query_normalization,
-    resolve_obs_column,
-)
+from crossmodalnet._streaming import RnaInput
+from crossmodalnet._utils import check_current, get_layer, get_modality, query_normalization, resolve_obs_column
 
 from ._validation import check_query_genes
 
@@ -36,6 +30,43 @@ def _factorize(values: pd.Series) -> tuple[np.ndarray, list]:
     """Integer code of each value (-1 for missing) and the distinct values present, without per-cell strings."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     return codes.astype(np.int64), list(uniques)
+
+
+def block_tensor(block, *, allow_sparse: bool, device=None) -> torch.Tensor:
+    """A block of rows (dense or sparse, in memory) as a float32 tensor: sparse CSR if allowed, else dense."""
+    if sparse.issparse(block):
+        block = sparse.csr_matrix(block)
+        if allow_sparse and block.nnz < np.iinfo(np.int32).max:
+            block.sort_indices()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*[Ss]parse.*", category=UserWarning)
+                x = torch.sparse_csr_tensor(
+                    torch.from_numpy(block.indptr.astype(np.int32, copy=False)),
+                    torch.from_numpy(block.indices.astype(np.int32, copy=False)),
+                    torch.from_numpy(block.data.astype(np.float32, copy=False)),
+                    size=block.shape,
+                )
+            return x if device is None else x.to(device)
+        block = block.toarray()
+    x = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
+    return x if device is None else x.to(device)
+
+
+def forward_protein(module, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, interpolation: str) -> torch.Tensor:
+    """Predicted proteins of a batch ``x`` with time weights ``w`` (cells × categories) and batch embedding ``b``.
+
+    The one forward pass of prediction, shared by the in-process getters and the dask workers.
+    """
+    table = module.covariate_embeddings[0].weight.detach()
+    z = module.inference(x)["z"]
+    # the linear path is linear in the time weights: both interpolations share it
+    linear = module.linear_prediction(x, w) if module.linear_path else None
+    if interpolation == "embedding":
+        return module.generative(z, w @ table + b, linear)["protein"]
+    return sum(
+        w[:, c : c + 1] * module.generative(z, table[c] + b, linear)["protein"]
+        for c in torch.nonzero(w.abs().sum(0)).flatten().tolist()
+    )
 
 
 class BatchedInferenceMixin:
@@ -57,18 +88,20 @@ class BatchedInferenceMixin:
             check_current(mdata, "CrossmodalNet")
         return mdata
 
-    def _rna_rows(self, mdata: MuData) -> tuple[AnnData | object, np.ndarray]:
-        """RNA matrix of ``mdata`` with the model's genes, and the row of each ``mdata`` cell (-1 if none)."""
+    def _rna_input(self, mdata: MuData) -> RnaInput:
+        """RNA matrix of ``mdata`` (with the model's genes) as stored, the row of each cell and its normalisation."""
         rna_key, layer = self.get_setup_arg("rna_key"), self.get_setup_arg("rna_layer")
         rna = get_modality(mdata, rna_key, "CrossmodalNet.predict_protein", role="RNA")
         check_query_genes(pd.Index(rna.var_names.astype(str)), self.gene_names, rna_key)
         X = get_layer(rna, layer, rna_key)
         where = f"mdata[{rna_key!r}]" + (f".layers[{layer!r}]" if layer else ".X")
         target_sum = query_normalization(X, self.rna_normalization, where, "CrossmodalNet")
-        if target_sum is not None:
-            X = NormalizedRows(X, target_sum)
-        rows = rna.obs_names.get_indexer(mdata.obs_names)
-        return X, rows
+        return RnaInput(X, rna.obs_names.get_indexer(mdata.obs_names), None, target_sum)
+
+    def _rna_rows(self, mdata: MuData) -> tuple[AnnData | object, np.ndarray]:
+        """RNA matrix of ``mdata`` with the model's genes, and the row of each ``mdata`` cell (-1 if none)."""
+        rna = self._rna_input(mdata)
+        return rna.reader(), rna.rows
 
     def _iter_batches(
         self, X, rows: np.ndarray, batch_size: int, *, allow_sparse: bool = False
@@ -97,25 +130,13 @@ class BatchedInferenceMixin:
                 block = sparse.csr_matrix(block)
                 if not in_order:
                     block = block[np.argsort(order, kind="stable")]
-                if allow_sparse and block.nnz < np.iinfo(np.int32).max:
-                    block.sort_indices()
-                    with warnings.catch_warnings():
-                        warnings.filterwarnings("ignore", message=".*[Ss]parse.*", category=UserWarning)
-                        x = torch.sparse_csr_tensor(
-                            torch.from_numpy(block.indptr.astype(np.int32, copy=False)),
-                            torch.from_numpy(block.indices.astype(np.int32, copy=False)),
-                            torch.from_numpy(block.data.astype(np.float32, copy=False)),
-                            size=block.shape,
-                        )
-                    yield pos, x.to(device)
-                    continue
-                dense = block.toarray().astype(np.float32, copy=False)
+                yield pos, block_tensor(block, allow_sparse=allow_sparse, device=device)
+                continue
+            dense = np.empty(np.shape(block), dtype=np.float32)
+            if in_order:
+                dense[...] = np.asarray(block)
             else:
-                dense = np.empty(np.shape(block), dtype=np.float32)
-                if in_order:
-                    dense[...] = np.asarray(block)
-                else:
-                    dense[order] = np.asarray(block)
+                dense[order] = np.asarray(block)
             yield pos, torch.from_numpy(dense).to(device)
 
     def _cell_time_weights(
@@ -217,6 +238,42 @@ class BatchedInferenceMixin:
 
         return of
 
+    def _predict_blocks(
+        self,
+        mdata: MuData,
+        *,
+        time: object,
+        batch: object,
+        batch_size: int,
+        allow_extrapolation: bool,
+        interpolation: str,
+        rna: RnaInput | None = None,
+        chunk_size: int | None = None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Predictions of consecutive blocks of ``mdata``'s cells: ``(first position, block)`` with cells × proteins.
+
+        Each block covers ``chunk_size`` cells of ``mdata`` (all cells for ``None``), read ``batch_size`` rows at a
+        time; cells without RNA get NaN rows. Only one block is held at a time.
+        """
+        if interpolation not in ("embedding", "prediction"):
+            raise ValueError(f"`interpolation` must be 'embedding' or 'prediction', got {interpolation!r}.")
+        rna = self._rna_input(mdata) if rna is None else rna
+        X = rna.reader()
+        covariates = self._covariates(mdata, time=time, batch=batch, allow_extrapolation=allow_extrapolation)
+        self.module.eval()
+        n = mdata.n_obs
+        chunk_size = max(n, 1) if chunk_size is None else int(chunk_size)
+        if chunk_size < 1:
+            raise ValueError(f"`chunk_size` must be a positive integer, got {chunk_size!r}.")
+        for start in range(0, max(n, 1), chunk_size):
+            rows = rna.rows[start : start + chunk_size]
+            out = np.full((rows.size, self.n_proteins), np.nan, dtype=np.float32)
+            with torch.inference_mode():  # not across the yield: the caller's code runs there
+                for pos, x in self._iter_batches(X, rows, batch_size, allow_sparse=self.module.sparse_input):
+                    w, b = covariates(pos + start)
+                    out[pos] = forward_protein(self.module, x, w, b, interpolation).cpu().numpy()
+            yield start, out
+
     def _predict_frame(
         self,
         mdata: MuData,
@@ -226,34 +283,49 @@ class BatchedInferenceMixin:
         batch_size: int,
         allow_extrapolation: bool,
         interpolation: str,
-        rna: tuple[object, np.ndarray] | None = None,
+        rna: RnaInput | None = None,
     ) -> pd.DataFrame:
-        """The body of ``predict_protein`` without uncertainty: cells × proteins, NaN rows for cells without RNA.
+        """The body of ``predict_protein`` without uncertainty: cells × proteins, NaN rows for cells without RNA."""
+        ((_, out),) = self._predict_blocks(
+            mdata,
+            time=time,
+            batch=batch,
+            batch_size=batch_size,
+            allow_extrapolation=allow_extrapolation,
+            interpolation=interpolation,
+            rna=rna,
+        )
+        return pd.DataFrame(out, index=mdata.obs_names.copy(), columns=self.protein_names.copy())
 
-        ``rna``: the RNA matrix and the row of each ``mdata`` cell to read instead of :meth:`_rna_rows`
-        of ``mdata`` (the covariates still come from ``mdata``), e.g. a query with imputed genes.
-        """
+    def _predict_dask(
+        self,
+        mdata: MuData,
+        *,
+        time: object,
+        batch: object,
+        allow_extrapolation: bool,
+        interpolation: str,
+        rna: RnaInput | None = None,
+    ):
+        """Lazy predictions (a dask array, cells × proteins) of a MuData whose RNA matrix is a dask array."""
+        from ._dask import predict_dask
+
         if interpolation not in ("embedding", "prediction"):
             raise ValueError(f"`interpolation` must be 'embedding' or 'prediction', got {interpolation!r}.")
-        X, rows = self._rna_rows(mdata) if rna is None else rna
-        covariates = self._covariates(mdata, time=time, batch=batch, allow_extrapolation=allow_extrapolation)
-        table = self.module.covariate_embeddings[0].weight.detach()
-        self.module.eval()
-        out = np.full((mdata.n_obs, self.n_proteins), np.nan, dtype=np.float32)
-        for pos, x in self._iter_batches(X, rows, batch_size, allow_sparse=self.module.sparse_input):
-            z = self.module.inference(x)["z"]
-            w, b = covariates(pos)
-            # the linear path is linear in the time weights: both interpolations share it
-            linear = self.module.linear_prediction(x, w) if self.module.linear_path else None
-            if interpolation == "embedding":
-                pred = self.module.generative(z, w @ table + b, linear)["protein"]
-            else:
-                pred = sum(
-                    w[:, c : c + 1] * self.module.generative(z, table[c] + b, linear)["protein"]
-                    for c in torch.nonzero(w.abs().sum(0)).flatten().tolist()
-                )
-            out[pos] = pred.cpu().numpy()
-        return pd.DataFrame(out, index=mdata.obs_names.copy(), columns=self.protein_names.copy())
+        rna = self._rna_input(mdata) if rna is None else rna
+        w_rows, w_codes = self._cell_time_weights(mdata, time=time, allow_extrapolation=allow_extrapolation)
+        b_table = self.module.covariate_embeddings[1].weight.detach()
+        b_table = torch.cat([b_table, b_table.mean(dim=0, keepdim=True)])
+        return predict_dask(
+            self.module,
+            rna,
+            time_weights=w_rows,
+            time_codes=w_codes,
+            batch_table=b_table,
+            batch_codes=self._batch_codes(mdata, batch=batch),
+            interpolation=interpolation,
+            n_proteins=self.n_proteins,
+        )
 
     def _registered_dense(self, registry_key: str, idx: np.ndarray) -> np.ndarray:
         block = self.adata_manager.get_from_registry(registry_key)[np.asarray(idx)]

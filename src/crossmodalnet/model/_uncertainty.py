@@ -19,6 +19,7 @@ import torch
 from scipy import sparse
 from torch import nn
 
+from crossmodalnet._streaming import RnaInput
 from crossmodalnet._utils import check_level, get_layer, get_modality, resolve_obs_column
 
 from ._docstrings import docs
@@ -538,7 +539,7 @@ class UncertaintyMixin:
             for j, col in enumerate(cols):
                 values[:, j] = np.interp(u[:, j], grid, sketch[:, col])
             # cells of `mdata` without RNA get NaN rows, as in `pred`
-            draw = self._predict_frame(mdata, rna=(FilledColumns(X, cols, values), rows), **kwargs)
+            draw = self._predict_frame(mdata, rna=RnaInput(FilledColumns(X, cols, values), rows), **kwargs)
             draw = draw.to_numpy(dtype=np.float64)
             var += (draw - pred) ** 2
             local_sq += self._level_spread(draw, self.uncertainty_) ** 2

@@ -24,14 +24,18 @@ from crossmodalnet._utils import (
     apply_protein_normalization,
     check_level,
     get_layer,
+    is_dask_array,
     looks_like_counts,
     shared_feature_names_quiet,
 )
 
+from ._store import check_store_path, write_blocks, write_dask
 from ._utils import check_model, log_added, model_info, model_input, portable
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Mapping, Sequence
+    from pathlib import Path
 
     from mudata import MuData
 
@@ -250,6 +254,60 @@ def _train_here(
     return model
 
 
+def _meta(model: CrossmodalNet, inp, params: dict, protein_names: list[str]) -> dict:
+    """The ``.uns[key_added]`` record without ``metrics`` and ``uncertainty``: params, model, names, coverage."""
+    return {
+        "params": params,
+        "model": model_info(model),
+        "protein_names": protein_names,
+        "coverage": inp.coverage,
+        "genes": inp.genes,
+    }
+
+
+def _predict_out_of_core(
+    mdata: MuData,
+    model: CrossmodalNet,
+    inp,
+    path: Path | None,
+    kwargs: dict,
+    *,
+    dask_input: bool,
+    params: dict,
+    key_added: str,
+    copy: bool,
+) -> MuData | None:
+    """Lazy predictions of a dask RNA matrix, and/or predictions written block by block to the store ``path``."""
+    keys = _keys.Keys(key_added)
+    names = pd.Index(np.asarray(model.protein_names).astype(str))
+    uns = portable(_meta(model, inp, params, list(names)))
+    shape = f"{mdata.n_obs} cells × {len(names)} proteins"
+    if dask_input:
+        lazy = {k: v for k, v in kwargs.items() if k != "batch_size"}
+        pred = model._predict_dask(inp.mdata, rna=inp.rna, **lazy)
+        if path is None:
+            mdata.obsm[keys.obsm] = pred
+            added = [f"mdata.obsm[{keys.obsm!r}] (lazy dask array, {shape})"]
+        else:
+            write_dask(path, pred, obs_names=mdata.obs_names, var_names=names, uns={key_added: uns})
+            added = [f"{path} ({shape}, from dask)"]
+    else:
+        blocks = model._predict_blocks(inp.mdata, rna=inp.rna, chunk_size=kwargs["batch_size"], **kwargs)
+        write_blocks(
+            path,
+            blocks,
+            obs_names=mdata.obs_names,
+            var_names=names,
+            uns={key_added: uns},
+            chunk_rows=kwargs["batch_size"],
+        )
+        added = [f"{path} ({shape}, streamed)"]
+    mdata.uns[keys.uns] = uns
+    added.append(f"mdata.uns[{keys.uns!r}]")
+    log_added(_CALLER, added)
+    return mdata if copy else None
+
+
 @docs.dedent
 def predict_protein(
     mdata: MuData,
@@ -273,6 +331,8 @@ def predict_protein(
     train_kwargs: Mapping[str, object] | None = None,
     key_added: str = _keys.PROTEIN,
     add_to: Literal["obs", "modality"] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
     copy: bool = False,
 ) -> MuData | None:
     """Predict surface-protein abundance of every cell from its RNA :cite:p:`Yang2023`.
@@ -282,6 +342,13 @@ def predict_protein(
     ``model=None``, a :class:`~crossmodalnet.model.CrossmodalNet` is first trained with default
     settings on ``mdata[rna_key]`` → ``mdata[protein_key]`` (the tutorial shortcut; it is logged and
     recorded as ``params['trained_here']``).
+
+    For an atlas larger than memory, open it backed (``mudata.read_h5mu(path, backed="r")``) and pass
+    ``out="pred.zarr"`` (or ``".h5ad"``): the predictions are then written block by block to an on-disk
+    AnnData and never held whole in memory; gene matching and normalisation of the atlas also run block
+    by block. When the RNA matrix is a :class:`dask.array.Array` (e.g. from
+    :func:`anndata.experimental.read_elem_lazy`), prediction is lazy: one :func:`dask.array.map_blocks`
+    task per row block, run by the active dask scheduler, e.g. a ``dask.distributed`` cluster.
 
     When observed proteins exist for the predicted cells (``mdata[protein_key]``, same cell and
     protein names, in the layer the model was trained on), Pearson and Spearman correlations and the
@@ -330,7 +397,20 @@ def predict_protein(
         ``mdata.obs[f"{key_added}_{protein}"]`` per protein (``mu.pl.umap(mdata, color="cmn_protein_CD19")``);
         ``"modality"`` adds ``mdata.mod[key_added]``, an AnnData with cells × proteins in ``.X`` and the
         proteins as ``var`` (``sc.pl.umap(mdata[key_added], color="CD19")`` once it has an embedding).
-        ``mdata.obsm[key_added]`` is written in every case.
+        ``mdata.obsm[key_added]`` is written in every case, except with ``out``.
+    out
+        Write the predictions to this ``.zarr`` or ``.h5ad`` file instead of ``mdata.obsm``, block by block
+        (``batch_size`` cells at a time), so memory stays bounded by the block whatever the number of cells.
+        It holds an AnnData: cells × proteins float32 in ``X`` (NaN rows for cells without RNA),
+        ``mdata.obs_names`` as ``obs_names``, the model's protein names as ``var_names`` and the metadata of
+        ``mdata.uns[key_added]`` in ``uns[key_added]``; read it with :func:`anndata.read_zarr` or
+        :func:`anndata.read_h5ad` (``backed="r"``). It is written to a temporary path beside ``out`` and
+        renamed at the end, so an error leaves nothing at ``out``. With a dask RNA matrix, a ``.zarr`` is
+        written by the workers (on a cluster, ``out`` must be on a filesystem they all see); an ``.h5ad``
+        by this process, from blocks computed on the workers. Not with ``uncertainty`` (its calibration
+        reads the whole query) or ``add_to``; no ``metrics`` are computed.
+    overwrite
+        With ``out``: replace an existing file (only once the new one is complete).
     %(copy)s
 
     Returns
@@ -339,7 +419,10 @@ def predict_protein(
 
     ``mdata.obsm[key_added]``
         :class:`~pandas.DataFrame`, cells × proteins, columns = the model's protein names, on the scale
-        of the protein layer the model was trained on. Cells without RNA get NaN rows.
+        of the protein layer the model was trained on. Cells without RNA get NaN rows. For a dask RNA
+        matrix, a lazy float32 :class:`dask.array.Array` of cells × proteins instead (columns as in
+        ``uns[key_added]['protein_names']``; write it with :func:`dask.array.to_zarr` or pass ``out``).
+        Not written with ``out``: the predictions are in the file.
     ``mdata.uns[key_added]``
         ``params`` (the arguments, ``trained_here``), ``model`` (class, version, ``n_latent``, keys,
         epochs), ``protein_names``, ``coverage`` (matched / model genes; with ``genes``, the matching
@@ -365,12 +448,29 @@ def predict_protein(
     >>> query = cmn.pp.to_mudata(rna_only_adata)
     >>> cmn.tl.predict_protein(query, model, time=3)
     >>> query.obsm["cmn_protein"].head()
+
+    An atlas on disk, predicted into an on-disk AnnData:
+
+    >>> atlas = mudata.read_h5mu("atlas.h5mu", backed="r")
+    >>> cmn.tl.predict_protein(atlas, model, batch_size=4096, out="atlas_proteins.zarr")
+    >>> proteins = anndata.read_zarr("atlas_proteins.zarr")
     """
     keys = _keys.Keys(key_added)
     if uncertainty:
         check_level(level)  # before any training or writing
     if add_to not in (None, "obs", "modality"):
         raise ValueError(f"{_CALLER}: `add_to` must be None, 'obs' or 'modality', got {add_to!r}.")
+    path = None
+    if out is not None:
+        path = check_store_path(out, overwrite=overwrite, caller=_CALLER)
+        if uncertainty:
+            raise ValueError(
+                f"{_CALLER}: `uncertainty=True` cannot be written to `out`: calibrating the spread of a query reads "
+                "it whole (MC-dropout passes and gene imputations over all cells). Predict the store without "
+                "uncertainty, and uncertainty for a subset in memory (`mdata[cells].copy()`)."
+            )
+        if add_to is not None:
+            raise ValueError(f"{_CALLER}: `add_to` writes into `mdata` in memory; it cannot be combined with `out`.")
     if add_to == "modality" and key_added in mdata.mod and "cmn_protein" not in mdata.mod[key_added].uns:
         raise ValueError(
             f"{_CALLER}: `mdata` already has a modality {key_added!r} not written by this function; pick another `key_added`."
@@ -390,6 +490,17 @@ def predict_protein(
             train_kwargs=train_kwargs,
         )
     model = check_model(model, _CALLER)
+    X = get_layer(mdata.mod[rna_key], model.get_setup_arg("rna_layer"), rna_key) if rna_key in mdata.mod else None
+    dask_input = is_dask_array(X)
+    if dask_input and uncertainty:
+        raise ValueError(
+            f"{_CALLER}: `uncertainty=True` is not supported for a dask RNA matrix: calibrating the spread of a query "
+            "reads it whole. Predict without uncertainty, or pass an in-memory or backed MuData."
+        )
+    # on-disk and dask matrices are matched and normalised block by block, never copied whole
+    streamed = not uncertainty and (
+        path is not None or not (X is None or isinstance(X, np.ndarray) or sparse.issparse(X))
+    )
     inp = model_input(
         mdata,
         model,
@@ -398,6 +509,7 @@ def predict_protein(
         model_gene_ids=model_gene_ids,
         min_coverage=min_coverage,
         caller=_CALLER,
+        lazy=streamed,
     )
     kwargs = {
         "time": time,
@@ -406,6 +518,31 @@ def predict_protein(
         "allow_extrapolation": allow_extrapolation,
         "interpolation": interpolation,
     }
+    params = {
+        "rna_key": rna_key,
+        "protein_key": protein_key,
+        "time": time,
+        "batch": batch,
+        "allow_extrapolation": allow_extrapolation,
+        "interpolation": interpolation,
+        "gene_id_column": gene_id_column,
+        "min_coverage": min_coverage,
+        "batch_size": batch_size,
+        "uncertainty": uncertainty,
+        "level": level if uncertainty else None,
+        "rng": rng if uncertainty and isinstance(rng, int) else None,
+        "setup_kwargs": setup_kwargs,
+        "model_kwargs": model_kwargs,
+        "train_kwargs": train_kwargs,
+        "key_added": key_added,
+        "add_to": add_to,
+        "out": None if path is None else str(path),
+        "trained_here": trained_here,
+    }
+    if dask_input or path is not None:
+        return _predict_out_of_core(
+            mdata, model, inp, path, kwargs, dask_input=dask_input, params=params, key_added=key_added, copy=copy
+        )
     unc = None
     if uncertainty:
         filled = [] if inp.genes is None else [str(g) for g in inp.genes["filled_genes"]]
@@ -413,6 +550,8 @@ def predict_protein(
             inp.mdata, **kwargs, return_uncertainty=True, level=level, missing_genes=filled, rng=rng
         )
         pred = unc.mean
+    elif inp.rna is not None:  # a backed matrix with other genes, matched block by block
+        pred = model._predict_frame(inp.mdata, rna=inp.rna, **kwargs)
     else:
         pred = model.predict_protein(inp.mdata, **kwargs)
     pred = pred.reindex(mdata.obs_names)
@@ -440,34 +579,9 @@ def predict_protein(
             model, unc, bounds, mdata, protein_key, test_cells, n_filled, training_cells=training_cells
         )
 
-    meta = {
-        "params": {
-            "rna_key": rna_key,
-            "protein_key": protein_key,
-            "time": time,
-            "batch": batch,
-            "allow_extrapolation": allow_extrapolation,
-            "interpolation": interpolation,
-            "gene_id_column": gene_id_column,
-            "min_coverage": min_coverage,
-            "batch_size": batch_size,
-            "uncertainty": uncertainty,
-            "level": level if uncertainty else None,
-            "rng": rng if uncertainty and isinstance(rng, int) else None,
-            "setup_kwargs": setup_kwargs,
-            "model_kwargs": model_kwargs,
-            "train_kwargs": train_kwargs,
-            "key_added": key_added,
-            "add_to": add_to,
-            "trained_here": trained_here,
-        },
-        "model": model_info(model),
-        "protein_names": list(pred.columns),
-        "coverage": inp.coverage,
-        "genes": inp.genes,
-        "metrics": metrics,
-        "uncertainty": None if unc is None else uncertainty_meta,
-    }
+    meta = _meta(model, inp, params, list(pred.columns))
+    meta["metrics"] = metrics
+    meta["uncertainty"] = None if unc is None else uncertainty_meta
     mdata.obsm[keys.obsm] = pred
     added = [f"mdata.obsm[{keys.obsm!r}] ({pred.shape[0]} cells × {pred.shape[1]} proteins)"]
     if bounds is not None:

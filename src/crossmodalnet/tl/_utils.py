@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from mudata import MuData
 
+    from crossmodalnet._streaming import RnaInput
     from crossmodalnet.model import CrossmodalNet
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,9 @@ class ModelInput:
     """Harmonisation record (see :func:`crossmodalnet.pp.harmonize_genes`), ``None`` if not needed."""
     gene_index: np.ndarray
     """Position of every model gene in the user's RNA ``var`` (-1 if filled)."""
+    rna: RnaInput | None = None
+    """With ``lazy=True``: the user's RNA matrix, matched and normalised row block by row block as it is read
+    (``mdata`` is then the user's own MuData); ``None`` when ``mdata`` holds the model input."""
 
 
 def model_input(
@@ -122,12 +126,15 @@ def model_input(
     model_gene_ids: Sequence[str] | None,
     min_coverage: float,
     caller: str,
+    lazy: bool = False,
 ) -> ModelInput:
     """The user's MuData if the model can read it as it is, else a temporary MuData with the model's genes.
 
     The temporary MuData shares nothing writable with the user's: its RNA modality holds the model's
     genes (matched as in :func:`crossmodalnet.pp.harmonize_genes`) from the model's layer, and its
-    ``obs`` the model's time and batch columns.
+    ``obs`` the model's time and batch columns. With ``lazy``, no matrix is built: genes are matched (and
+    raw counts normalised) block by block as the rows are read (``ModelInput.rna``), so a backed or dask
+    matrix with other genes is streamed.
     """
     import anndata as ad
     import mudata as md
@@ -145,6 +152,11 @@ def model_input(
     # raw counts: normalised over all the query's genes, as `cmn.pp.log_normalize` would, before matching
     where = f"mdata[{rna_key!r}]" + (f".layers[{layer!r}]" if layer else ".X")
     target_sum = query_normalization(X, model.rna_normalization, where, caller)
+    if lazy:
+        from crossmodalnet._streaming import RnaInput
+
+        rows = rna.obs_names.get_indexer(mdata.obs_names)
+        return ModelInput(mdata, float(info["coverage"]), info, idx, RnaInput(X, rows, idx, target_sum))
     aligned = align_matrix(X if target_sum is None else NormalizedRows(X, target_sum), idx)
     adata = ad.AnnData(
         X=aligned if layer is None else None,
