@@ -207,6 +207,7 @@ def demo(args: argparse.Namespace) -> int:
 
     import crossmodalnet as cmn
     from crossmodalnet._metrics import prediction_metrics
+    from crossmodalnet._utils import shared_feature_names_quiet
     from crossmodalnet.model import CrossmodalNet
 
     out = Path(args.out)
@@ -256,7 +257,8 @@ def demo(args: argparse.Namespace) -> int:
 
     order = np.argsort(-np.nan_to_num(m["per_protein"]["pearson"], nan=-1))
     top = [pred.columns[i] for i in order[:4]]
-    test_mdata = mdata[mdata.obs_names[test]].copy()
+    with shared_feature_names_quiet():  # subsetting updates the MuData; 40 antibodies share a gene's name
+        test_mdata = mdata[mdata.obs_names[test]].copy()
     cmn.pl.predicted_vs_observed(test_mdata, proteins=top, save=out / "predicted_vs_observed.png", show=False)
     cmn.pl.training_history(model, save=out / "training_history.png", show=False)
     cmn.tl.saliency(mdata, model, proteins=top[:1])
