@@ -187,6 +187,10 @@ nitpick_ignore = [
     #     ("py:class", "igraph.Graph"),
     # Inherited from scvi's BaseModelClass; private in scvi-tools and absent from its inventory.
     ("py:class", "scvi.utils._attrdict.attrdict"),
+    # scvi-tools >= 1.5's inherited `setup_annbatch` docstring names annbatch, which the package does not use.
+    ("py:class", "annbatch.DatasetCollection"),
+    ("py:class", "annbatch.Loader"),
+    ("py:meth", "annbatch.DatasetCollection.add_adatas"),
     # The torch module behind the model is not part of the documented API (users reach it as
     # ``model.module``); functions that take it name it in their signatures.
     ("py:class", "crossmodalnet.module._module.CrossmodalModule"),
