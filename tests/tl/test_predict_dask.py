@@ -7,12 +7,10 @@ import mudata as md
 import numpy as np
 import pandas as pd
 import pytest
-import scvi
 import zarr
 from scipy import sparse
 
 import crossmodalnet as cmn
-from crossmodalnet.model import CrossmodalNet
 
 da = pytest.importorskip("dask.array")
 
@@ -21,16 +19,8 @@ CHUNK = 41  # does not divide the number of cells
 
 
 @pytest.fixture(scope="module")
-def model():
-    """The default preset (linear path on) with time and batch covariates, trained for one epoch on the CPU."""
-    mdata = cmn.datasets.synthetic_cite(n_obs=150, n_genes=30, n_proteins=5, n_time_points=3, n_batches=2, rng=0)
-    cmn.pp.log_normalize(mdata)
-    cmn.pp.clr(mdata)
-    CrossmodalNet.setup_mudata(mdata, time_key="time", batch_key="batch")
-    scvi.settings.seed = 0
-    model = CrossmodalNet(mdata, n_latent=8)
-    model.train(max_epochs=1, batch_size=64, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False)
-    return model
+def model(covariate_model):
+    return covariate_model
 
 
 def _rna(model, *, genes=None) -> ad.AnnData:
