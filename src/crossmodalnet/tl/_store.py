@@ -79,9 +79,10 @@ def _staged(path: Path) -> Iterator[Path]:
 def _skeleton(obs_names: pd.Index, var_names: pd.Index, uns: dict):
     import anndata as ad
 
+    # Index.astype(str) keeps a string index as it is: no fixed-width copy of millions of cell names
     return ad.AnnData(
-        obs=pd.DataFrame(index=pd.Index(np.asarray(obs_names, dtype=str), name=None)),
-        var=pd.DataFrame(index=pd.Index(np.asarray(var_names, dtype=str), name=None)),
+        obs=pd.DataFrame(index=pd.Index(obs_names).astype(str).rename(None)),
+        var=pd.DataFrame(index=pd.Index(var_names).astype(str).rename(None)),
         uns=uns,
     )
 
