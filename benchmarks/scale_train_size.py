@@ -20,7 +20,6 @@ date and machine. A watchdog ends the run when the resident memory passes ``--ma
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import platform
@@ -168,6 +167,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-rss-gb", type=float, default=10.0, help="stop the run past this resident memory")
+    parser.add_argument(
+        "--bare-epochs",
+        type=int,
+        default=0,
+        help="after train(), also time this many epochs (after one warm-up epoch) of the bare torch loop of "
+        "benchmarks/scale_train.py ('plain GradNorm': same module shapes, objective and GradNorm step, no "
+        "scvi-tools/Lightning) on the same cells; 0: skip",
+    )
     parser.add_argument("--out", default="results/scale_train_size.csv")
     args = parser.parse_args(argv)
     _watchdog(args.max_rss_gb)
@@ -244,15 +251,26 @@ def main(argv=None) -> dict:
         "train_total_s": round(total, 1),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
+    if args.bare_epochs > 0:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from scale_train import _plain
+
+        del model
+        bare = _plain(mdata, "plain GradNorm", args.bare_epochs, args.seed)
+        row["bare_epoch_s"] = round(bare["epoch_s"], 1)
+        row["epoch_vs_bare"] = round(bare["epoch_s"] / row["epoch_s"], 2)
     print(row, flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    new = not out.exists()
-    with out.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    import pandas as pd
+
+    # rows of earlier runs may lack the newer columns (e.g. the bare loop's): the union of columns is kept
+    frame = pd.DataFrame([row])
+    if out.exists():
+        frame = pd.concat([pd.read_csv(out), frame], ignore_index=True)
+    frame.to_csv(out, index=False)
     return row
 
 
