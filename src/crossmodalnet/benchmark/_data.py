@@ -30,8 +30,10 @@ SYNTHETIC_SIZES: dict[str, tuple[int, int, int]] = {
     "D1": (1_000, 3_000, 50),
     "D2": (3_000, 5_000, 50),
     "D3": (10_000, 8_000, 50),
+    "L50k": (50_000, 2_000, 30),
 }
-"""Named sizes of generated data, ``(cells, genes, proteins)``; D1–D3 are the paper's Table S2 sizes."""
+"""Named sizes of generated data, ``(cells, genes, proteins)``; D1–D3 are the paper's Table S2 sizes, ``L50k``
+the 5·10⁴-cell set on which the default must leave its ridge start (issue 27)."""
 
 REAL_DATASETS = ("bmmc", "pbmc", "dyngen")
 """Short names of the real data sets (small sanity checks, not paper-comparable benchmarks)."""
