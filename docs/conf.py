@@ -159,7 +159,9 @@ qualname_overrides = {
 # List of patterns, relative to source directory, that match files and
 # directories to ignore when looking for source files.
 # This pattern also affects html_static_path and html_extra_path.
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
+# generated_tables/: Markdown tables rendered from benchmarks/results/*.csv by benchmarks/make_tables.py,
+# pulled into the pages with MyST's {include}; they are not pages themselves.
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "generated_tables"]
 
 
 # -- Options for HTML output -------------------------------------------------
