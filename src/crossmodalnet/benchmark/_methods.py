@@ -435,7 +435,7 @@ class CrossmodalNetMethod(Method):
     small_data_recipe
         Train with the small-data recipe instead of the preset's settings:
         ``standardize_protein=True``, ``input_group_lasso=1e-4`` and an early-stopping patience of 50
-        (see the section *Small data sets (paper preset)* of the Benchmarks page).
+        (see the section *Small data sets (paper preset)* of the docs page *Development notes*).
     preset
         ``preset`` of :class:`~crossmodalnet.model.CrossmodalNet`.
     **kwargs

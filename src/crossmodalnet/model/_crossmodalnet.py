@@ -112,7 +112,7 @@ class CrossmodalNet(
         ``"paper"``: exactly Table S1 of :cite:t:`Yang2023` (no linear path, registered protein scale).
         Every other argument left as ``None`` takes the preset's value; an explicit value overrides
         it. The preset also sets :meth:`train`'s ``max_epochs`` and ``early_stopping_patience`` when
-        those are ``None`` (docs page *Benchmarks*).
+        those are ``None`` (docs pages *Benchmarks* and *Development notes*).
     n_latent
         Dimension of the basal latent and of the time embedding (Table S1: 512).
     dropout_rate
@@ -127,7 +127,7 @@ class CrossmodalNet(
         Centre and scale every gene by its mean and standard deviation over the training cells
         before MLP1. The statistics are fitted at the first ``train`` call (training cells
         only, never validation or test cells) and saved with the model. Off by default: it amplifies
-        barely expressed, noisy genes (docs page *Benchmarks*).
+        barely expressed, noisy genes (docs page *Development notes*).
     input_reduction
         Optional input reduction before MLP1, fitted on the training cells at the first
         :meth:`train` call and saved with the model; the model still takes all registered genes.
@@ -202,7 +202,7 @@ class CrossmodalNet(
     (:attr:`rna_normalization`), or refused. On CPU, the same ``cmn.settings.seed`` (set before the
     model is built), data and arguments give identical weights, histories and predictions, also for two
     models in one process; on GPU some CUDA kernels are not deterministic
-    (``train(..., deterministic=True)``; docs page *Scale*).
+    (``train(..., deterministic=True)``; docs page *Past one machine*).
     """
 
     _module_cls = CrossmodalModule
@@ -473,7 +473,7 @@ class CrossmodalNet(
         early_stopping_monitor
             Validation Pearson to monitor: mean per protein (default) or mean per cell (the paper's
             Kaggle metric). Per-cell r is inflated by differences between protein means and levels
-            off early (docs page *Benchmarks*).
+            off early (docs page *Development notes*).
         accelerator, devices
             Lightning accelerator and devices (``"gpu"`` uses CUDA).
         lr, weight_decay
@@ -490,7 +490,7 @@ class CrossmodalNet(
             Weight ``μ`` of a group-lasso penalty ``μ · Σ_g ‖W[:, g]‖₂`` on MLP1's first layer, added
             to the loss outside GradNorm (:func:`crossmodalnet.train.group_lasso`). It shrinks whole
             genes towards zero, which helps when few genes drive each protein and cells are few
-            relative to genes (docs page *Benchmarks*). 0 is the paper's objective. Its strength
+            relative to genes (docs page *Development notes*). 0 is the paper's objective. Its strength
             interacts with ``lr`` (Adam) and ``n_latent``; tune it on validation cells.
             With ``input_reduction``, the groups are the reduced features.
         disentangle_epochs
@@ -682,7 +682,7 @@ class CrossmodalNet(
             paper's §4.2): decode ``z`` plus the linearly interpolated time embedding.
             ``"prediction"``: decode at both neighbouring time points and interpolate the two
             predictions with the same weights. An interpolated embedding has a smaller norm than
-            the trained ones, which the decoder never saw (docs page *Benchmarks*).
+            the trained ones, which the decoder never saw (docs page *Development notes*).
             Trained time points give identical results either way.
         return_uncertainty
             Also return a spread and a central interval of every predicted value (see
@@ -712,7 +712,7 @@ class CrossmodalNet(
         :func:`anndata.experimental.read_elem_lazy`), a lazy float32 :class:`dask.array.Array` of cells ×
         proteins instead (columns in the order of :attr:`protein_names`), computed block by block with
         :func:`dask.array.map_blocks` on whatever scheduler is active, e.g. a ``dask.distributed`` cluster
-        (docs page *Scale*); ``batch_size`` is then the row chunking of the matrix. With ``return_uncertainty=True``, a
+        (docs page *Past one machine*); ``batch_size`` is then the row chunking of the matrix. With ``return_uncertainty=True``, a
         :class:`~crossmodalnet.model.ProteinUncertainty` holding that DataFrame as ``mean`` and
         ``std``, ``lower`` and ``upper`` DataFrames of the same shape.
         """
