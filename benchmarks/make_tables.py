@@ -588,11 +588,17 @@ def basal_latent_full() -> str:
 ATLAS_PATHS = {
     "memory": "in memory: `model.predict_protein(md.read_h5mu(path))`",
     "store": 'store: `cmn.tl.predict_protein(backed, model, out=".zarr")`',
+    "store_h5ad": 'store: `cmn.tl.predict_protein(cmn.pp.to_mudata(ad.read_h5ad(path, backed="r")), model, out=".zarr")`',
     "dask": 'dask (`read_elem_lazy`), `out=".zarr"` written by the workers',
 }
 
 
-ATLAS_SHORT = {"memory": "in memory", "store": "backed input to a `.zarr` store", "dask": "dask to `.zarr`"}
+ATLAS_SHORT = {
+    "memory": "in memory",
+    "store": "backed `.h5mu` input to a `.zarr` store",
+    "store_h5ad": "backed `.h5ad` input to a `.zarr` store",
+    "dask": "dask to `.zarr`",
+}
 
 
 def _gb(value: str, unit: str) -> str:
@@ -660,10 +666,12 @@ def scale_lead() -> str:
             ]
         )
     text = _header(["scale_train.csv", "scale_atlas.csv"]) + _table(head, body)
+    loads = [v for v in (_f(r.get("load_1min", "")) for r in atlas) if v is not None]
+    load = f" under a load average of {min(loads):.1f} to {max(loads):.1f}" if loads else ""
     text += (
         "\nNewest run of each size (training) and of each path and size (prediction). GB are 2³⁰ bytes. "
-        "All on a shared 2-core CPU box with one torch thread per process; the prediction rows ran under a load "
-        "average of 4.8 to 8.8, so their rates follow the load (memory is the comparable column).\n"
+        f"All on a shared 2-core CPU box with one torch thread per process; the prediction rows ran{load}, so "
+        "their rates follow the load (memory is the comparable column).\n"
     )
     return text
 
