@@ -25,6 +25,8 @@ PREPROCESSING = "cmn_preprocessing"
 
 ISOTYPES = "cmn_isotype_controls"
 """``mdata[protein_key].obsm`` key of the isotype controls set aside by :func:`crossmodalnet.pp.dsb`."""
+PANEL_NAME = "cmn_panel_name"
+"""``var`` column keeping each protein's name as given, written by :func:`crossmodalnet.pp.harmonize_proteins` when it renames."""
 
 EMBEDDING_PREFIX = "X_"
 """Prefix of embeddings in ``.obsm``, so ``basis=key_added`` works in :func:`scanpy.pl.embedding`."""

@@ -52,12 +52,8 @@ def _table() -> tuple[pd.DataFrame, dict[str, str], dict[str, str]]:
     return table, strict, loose
 
 
-def _resolve(name: str, strict: dict[str, str], loose: dict[str, str]) -> tuple[str | None, bool]:
-    """The map entry of a panel name (after stripping suffixes), and whether it looks like an isotype control.
-
-    Exact spellings (up to case, spaces and ``_``) win over spellings without ``-``/``.``, so that a
-    unique-making suffix is removed ("CD4-1" → CD4) before "CD4-1" could be read as "CD41".
-    """
+def _stripped(name: str) -> list[str]:
+    """A panel name, then the same without its modality prefix and each suffix or barcode ID, in turn."""
     candidates = [str(name).strip()]
     stripped = candidates[0]
     if (bare := _PREFIX.sub("", stripped)) and bare != stripped:
@@ -66,6 +62,16 @@ def _resolve(name: str, strict: dict[str, str], loose: dict[str, str]) -> tuple[
     while (shorter := _BARCODE.sub("", _SUFFIX.sub("", stripped))) != stripped and shorter:
         stripped = shorter
         candidates.append(stripped)
+    return candidates
+
+
+def _resolve(name: str, strict: dict[str, str], loose: dict[str, str]) -> tuple[str | None, bool]:
+    """The map entry of a panel name (after stripping suffixes), and whether it looks like an isotype control.
+
+    Exact spellings (up to case, spaces and ``_``) win over spellings without ``-``/``.``, so that a
+    unique-making suffix is removed ("CD4-1" → CD4) before "CD4-1" could be read as "CD41".
+    """
+    candidates = _stripped(name)
     candidates += [_COPY.sub("", c) for c in candidates if _COPY.search(c)]
     for lookup, loose_key in ((strict, False), (loose, True)):
         for candidate in candidates:
