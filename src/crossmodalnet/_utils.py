@@ -62,15 +62,29 @@ def get_layer(adata: AnnData, layer: str | None, mod_key: str = ""):
     return adata.layers[layer]
 
 
-def check_finite(X, where: str, layer: str | None = None) -> None:
-    """Raise a :class:`ValueError` if a dense or sparse matrix holds NaN or infinite values."""
+def check_finite(X, where: str, layer: str | None = None, *, names=None, hint: str = "") -> None:
+    """Raise a :class:`ValueError` if a dense or sparse matrix holds NaN or infinite values.
+
+    With ``names`` (the column names), the message names the columns that hold them; ``hint`` is appended.
+    """
     if getattr(X, "dtype", None) is None or not np.issubdtype(X.dtype, np.number):
         return
     values = X.data if sparse.issparse(X) else np.asarray(X)
     if not np.isfinite(values).all():
         n = int((~np.isfinite(values)).sum())
         slot = f"layer {layer!r}" if layer else "`.X`"
-        raise ValueError(f"{where} {slot} has {n} NaN or infinite value(s); remove or impute them first.")
+        columns = ""
+        if names is not None:
+            if sparse.issparse(X):
+                coo = sparse.coo_matrix(X)
+                bad = np.unique(coo.col[~np.isfinite(coo.data)])
+            else:
+                bad = np.flatnonzero(~np.isfinite(values).all(axis=0))
+            listed = [str(names[i]) for i in bad[:10]]
+            columns = f" in {len(bad)} column(s) {listed}{' ...' if len(bad) > 10 else ''}"
+        raise ValueError(
+            f"{where} {slot} has {n} NaN or infinite value(s){columns}; remove or impute them first.{hint}"
+        )
 
 
 def check_unique_names(names, what: str, mod_key: str) -> None:

@@ -385,3 +385,41 @@ def test_modality_replaced_behind_a_trained_model(norm_mdata):
     reordered.update()
     with pytest.raises(ValueError, match="no longer holds the 8 proteins"):
         model.calibrate_uncertainty()
+
+
+def test_protein_all_zero_in_one_batch_warns_naming_it(mdata):
+    """Issue 28 item 1: a protein one panel did not measure is all zero in that batch; warn, do not mask."""
+    P = np.asarray(mdata["prot"].X).copy()
+    in_batch = (mdata.obs["batch"] == "batch_1").to_numpy()
+    P[in_batch, 2] = 0.0
+    P[in_batch, 5] = 0.0
+    mdata["prot"].X = P
+    names = mdata["prot"].var_names
+    with pytest.warns(UserWarning, match=r"2 protein\(s\).*`batch_key` group") as record:
+        CrossmodalNet.setup_mudata(mdata, time_key="time", batch_key="batch")
+    message = next(str(w.message) for w in record if "`batch_key` group" in str(w.message))
+    assert f"{names[2]} in ['batch_1']" in message
+    assert f"{names[5]} in ['batch_1']" in message
+    assert "time_key" not in message
+    np.testing.assert_array_equal(mdata["prot"].X, P)  # warned, not masked
+    # the same data as a sparse matrix (anndata.concat pads sparse matrices with zeros)
+    mdata["prot"].X = sparse.csr_matrix(P)
+    with pytest.warns(UserWarning, match=rf"{names[2]} in \['batch_1'\]"):
+        CrossmodalNet.setup_mudata(mdata, batch_key="batch")
+
+
+def test_protein_constant_in_no_batch_does_not_warn(mdata):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        CrossmodalNet.setup_mudata(mdata, time_key="time", batch_key="batch")
+
+
+def test_missing_protein_nan_refused_naming_it(mdata):
+    """Panels joined with `join="outer"` give NaN for proteins a panel lacks: setup refuses, naming them."""
+    P = np.asarray(mdata["prot"].X).copy()
+    P[(mdata.obs["batch"] == "batch_1").to_numpy(), 3] = np.nan
+    mdata["prot"].X = P
+    name = mdata["prot"].var_names[3]
+    _setup_fails(mdata, ValueError, rf"NaN or infinite value\(s\) in 1 column\(s\) \['{name}'\].*not supported yet")

@@ -314,6 +314,11 @@ class CrossmodalNet(
         Nothing is computed into ``mdata.obs``; scvi-tools' :class:`~scvi.data.AnnDataManager`
         records its registry (its usual ``_scvi_*`` bookkeeping entries).
 
+        Proteins with NaN values are refused with a :class:`ValueError` naming them: training with
+        missing proteins (panels joined with ``anndata.concat(join="outer")``) is not supported yet.
+        A protein constant (e.g. all zero) in every cell of one ``batch_key`` or ``time_key`` group,
+        as a panel without that antibody gives, is warned about by name and kept, not masked.
+
         Parameters
         ----------
         mdata

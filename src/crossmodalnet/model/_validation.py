@@ -47,7 +47,8 @@ def validate_setup(
     Errors: not a MuData, missing modality or layer, a modality replaced without ``mdata.update()``,
     cells not aligned, duplicated names, non-finite
     values, a missing covariate column or missing covariate values. Warnings (:class:`UserWarning`):
-    raw counts, isotype controls or hashtags among the proteins, constant proteins. Nothing is written.
+    raw counts, isotype controls or hashtags among the proteins, constant proteins, proteins constant (e.g. all
+    zero) in a whole batch or time point. Nothing is written.
 
     Parameters
     ----------
@@ -76,7 +77,15 @@ def validate_setup(
     X_rna = get_layer(rna, rna_layer, rna_key)
     X_prot = get_layer(prot, protein_layer, protein_key)
     check_finite(X_rna, f"mdata[{rna_key!r}]", rna_layer)
-    check_finite(X_prot, f"mdata[{protein_key!r}]", protein_layer)
+    check_finite(
+        X_prot,
+        f"mdata[{protein_key!r}]",
+        protein_layer,
+        names=prot.var_names,
+        hint=" Training with missing proteins (e.g. panels joined with `anndata.concat(join='outer')`) is not "
+        "supported yet: keep the proteins every panel measured (docs page *Using a model in practice*, "
+        "*References with different antibody panels*).",
+    )
     # stacklevel 3: the user's call of setup_mudata
     if looks_like_counts(X_rna):
         warnings.warn(
@@ -129,11 +138,43 @@ def validate_setup(
             raise ValueError(
                 f"`mdata.obs[{key!r}]` has {n_missing} missing value(s) of {mdata.n_obs}; fill or drop those cells first."
             )
+    _warn_constant_in_groups(mdata, prot, X_prot, columns, constant, protein_key=protein_key)
     if time_key is not None and mdata.obs[columns["time_key"]].nunique() < 2:
         logger.warning(
             "`mdata.obs[%r]` has a single time point: CrossmodalNet trains without a time discriminator.", time_key
         )
     return columns
+
+
+def _warn_constant_in_groups(
+    mdata: MuData, prot, X_prot, columns: dict[str, str], constant: np.ndarray, *, protein_key: str
+) -> None:
+    """Warn, naming them, about proteins that are constant (e.g. all zero) in every cell of one batch or time point.
+
+    A panel without the antibody gives such a protein (zeros or one fill value after joining panels); the
+    model would learn the batch's missing measurement as biology. Proteins constant across all cells are
+    warned about already and left out here; groups of a single cell are skipped.
+    """
+    for what, column in columns.items():
+        labels = mdata.obs[column].reindex(prot.obs_names)
+        found: dict[str, list[str]] = {}
+        for label, positions in labels.groupby(labels, observed=True, sort=False).indices.items():
+            if len(positions) < 2:
+                continue
+            in_group = zero_variance_columns(X_prot[np.sort(positions)]) & ~constant
+            for name in prot.var_names[in_group]:
+                found.setdefault(str(name), []).append(str(label))
+        if found:
+            listed = "; ".join(f"{name} in {groups}" for name, groups in list(found.items())[:10])
+            warnings.warn(
+                f"{len(found)} protein(s) of mdata[{protein_key!r}] are constant (e.g. all zero) in every cell of a "
+                f"`{what}` group (`mdata.obs[{column!r}]`): {listed}{' ...' if len(found) > 10 else ''}. A panel "
+                "that did not measure a protein looks like this after joining panels; the model would learn it as "
+                "biology. Keep the proteins every panel measured (`cmn.pp.harmonize_proteins`, then "
+                f"`cmn.pp.drop_proteins(mdata, names, protein_key={protein_key!r})`).",
+                UserWarning,
+                stacklevel=4,
+            )
 
 
 def check_query_genes(genes: pd.Index, model_genes: pd.Index, rna_key: str) -> None:
