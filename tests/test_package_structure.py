@@ -32,10 +32,16 @@ NOT_WRITERS = {
     "crossmodalnet.pp.normalize_protein",
     "crossmodalnet.pp.protein_genes",
     "crossmodalnet.pp.drop_proteins",
+    "crossmodalnet.pp.harmonize_proteins",
 }
 # The converter takes an AnnData; it is the one way into the MuData-only API. The protein-to-gene map
-# is a lookup of names (e.g. `mdata["prot"].var_names`) and returns a table.
-FIRST_ARG = {"crossmodalnet.pp.to_mudata": "adata", "crossmodalnet.pp.protein_genes": "proteins"}
+# is a lookup of names (e.g. `mdata["prot"].var_names`) and returns a table. Protein harmonisation compares
+# several panels (MuData, AnnData or names) and returns a table; it renames only with `inplace=True`.
+FIRST_ARG = {
+    "crossmodalnet.pp.to_mudata": "adata",
+    "crossmodalnet.pp.protein_genes": "proteins",
+    "crossmodalnet.pp.harmonize_proteins": "panels",
+}
 # Functions that need a trained model take it as the second, positional argument.
 MODEL_SECOND = {"predict_protein", "basal_embedding", "time_embedding", "saliency"}
 
@@ -71,6 +77,9 @@ def test_signature_conventions(name, func):
     by_name = {p.name: p for p in params}
     if "copy" in by_name:
         assert by_name["copy"].default is False, name
+    if "inplace" in by_name:
+        assert by_name["inplace"].default is False, name
+        assert "copy" not in by_name, name  # never both (STYLE 2.2)
     if name not in NOT_WRITERS:
         assert "key_added" in by_name, name
         assert "copy" in by_name, name

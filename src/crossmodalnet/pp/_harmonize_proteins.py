@@ -158,7 +158,9 @@ def harmonize_proteins(
     CD3_TotalSeqB         CD3  suffix
     CD4_TotalSeqB         CD4  suffix
     CD8a_TotalSeqB       CD8a  suffix
-    >>> shared = table.pivot_table(index="harmonized", columns="panel", values="n_panels", aggfunc="size")
+    >>> wide = table.dropna(subset="harmonized").reset_index().pivot(index="harmonized", columns="panel", values="name")
+    >>> wide.loc["CD279"].tolist()
+    ['CD279', 'PD-1_TotalSeqB']
     >>> cmn.pp.harmonize_proteins({"bmmc": bmmc, "pbmc": pbmc}, inplace=True)
     """
     if not isinstance(panels, Mapping) or not panels:
