@@ -62,13 +62,41 @@ def get_layer(adata: AnnData, layer: str | None, mod_key: str = ""):
     return adata.layers[layer]
 
 
+def is_in_memory(X) -> bool:
+    """Whether ``X`` is a NumPy array or a SciPy sparse matrix (not backed on disk, not dask)."""
+    return isinstance(X, np.ndarray) or sparse.issparse(X)
+
+
+def _as_block(block):
+    """A block of rows read from any matrix, in memory: sparse stays sparse, the rest becomes an ndarray."""
+    if is_dask_array(block):
+        block = block.compute()
+    return block if sparse.issparse(block) else np.asarray(block)
+
+
+def iter_row_blocks(X, *, chunk: int = 4096) -> Iterator:
+    """Consecutive blocks of ``chunk`` rows of ``X`` (dense, sparse, backed or dask), each read into memory."""
+    for start in range(0, X.shape[0], chunk):
+        yield _as_block(X[start : start + chunk])
+
+
+def _stored_values(block) -> np.ndarray:
+    return block.data if sparse.issparse(block) else np.asarray(block)
+
+
 def check_finite(X, where: str, layer: str | None = None) -> None:
-    """Raise a :class:`ValueError` if a dense or sparse matrix holds NaN or infinite values."""
+    """Raise a :class:`ValueError` if a matrix holds NaN or infinite values.
+
+    A backed (on-disk) or dask matrix is read by row blocks, one at a time.
+    """
     if getattr(X, "dtype", None) is None or not np.issubdtype(X.dtype, np.number):
         return
-    values = X.data if sparse.issparse(X) else np.asarray(X)
-    if not np.isfinite(values).all():
-        n = int((~np.isfinite(values)).sum())
+    blocks = [X] if is_in_memory(X) else iter_row_blocks(X)
+    n = 0
+    for block in blocks:
+        values = _stored_values(block)
+        n += int(values.size - np.isfinite(values).sum())
+    if n:
         slot = f"layer {layer!r}" if layer else "`.X`"
         raise ValueError(f"{where} {slot} has {n} NaN or infinite value(s); remove or impute them first.")
 
@@ -138,19 +166,42 @@ def check_current(mdata: MuData, caller: str) -> None:
 
 
 def zero_variance_columns(X) -> np.ndarray:
-    """Boolean mask of constant columns of a dense or sparse matrix."""
+    """Boolean mask of constant columns of a dense, sparse or backed matrix (a backed one is read by row blocks)."""
     if sparse.issparse(X):
         X = sparse.csc_matrix(X)
         mean = np.asarray(X.mean(axis=0)).ravel()
         sq = np.asarray(X.multiply(X).mean(axis=0)).ravel()
         return (sq - mean**2) <= 1e-12 * np.maximum(1.0, sq)
-    X = np.asarray(X)
-    return np.ptp(X, axis=0) == 0
+    if isinstance(X, np.ndarray):
+        return np.ptp(X, axis=0) == 0
+    low = np.full(X.shape[1], np.inf)
+    high = np.full(X.shape[1], -np.inf)
+    for block in iter_row_blocks(X):
+        if block.shape[0] == 0:
+            continue
+        # scipy's min/max count the implicit zeros of a sparse block
+        low = np.minimum(
+            low, np.asarray(block.min(axis=0).toarray() if sparse.issparse(block) else block.min(axis=0)).ravel()
+        )
+        high = np.maximum(
+            high, np.asarray(block.max(axis=0).toarray() if sparse.issparse(block) else block.max(axis=0)).ravel()
+        )
+    return high - low == 0
 
 
 def _sample_values(X, n_check: int) -> np.ndarray:
-    values = X.data if sparse.issparse(X) else np.asarray(X).ravel()
-    return values[:n_check]
+    """The first ``n_check`` stored values of ``X`` in row order; a backed matrix is read only as far as needed."""
+    if is_in_memory(X):
+        values = X.data if sparse.issparse(X) else np.asarray(X).ravel()
+        return values[:n_check]
+    parts, n = [], 0
+    for block in iter_row_blocks(X, chunk=1024):
+        values = _stored_values(block).ravel()
+        parts.append(values[: n_check - n])
+        n += parts[-1].size
+        if n >= n_check:
+            break
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def is_nonnegative_integer(X, *, n_check: int = 100_000) -> bool:
