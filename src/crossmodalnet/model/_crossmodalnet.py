@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import torch
 from scvi import settings
-from scvi.data import AnnDataManager
 from scvi.dataloaders import DataSplitter
 from scvi.model._utils import use_distributed_sampler
 from scvi.model.base import BaseModelClass
@@ -35,6 +34,7 @@ from crossmodalnet.module import CrossmodalModule
 from crossmodalnet.train import FaderGradNormPlan
 
 from ._callbacks import TrainingCallbacksMixin
+from ._data import CrossmodalDataManager
 from ._disentangle import DisentangleMixin, check_disentangle_settings, resolve_disentangle_kwargs
 from ._docstrings import docs
 from ._fitting import TrainingFitMixin
@@ -347,7 +347,7 @@ class CrossmodalNet(
             time_key=time_key,
             batch_key=batch_key,
         )
-        adata_manager = AnnDataManager(fields=mudata_fields_, setup_method_args=setup_method_args)
+        adata_manager = CrossmodalDataManager(fields=mudata_fields_, setup_method_args=setup_method_args)
         adata_manager.register_fields(mdata, **kwargs)
         cls.register_manager(adata_manager)
 
