@@ -80,6 +80,25 @@ def iter_row_blocks(X, *, chunk: int = 4096) -> Iterator:
         yield _as_block(X[start : start + chunk])
 
 
+def read_rows(X, rows: np.ndarray, *, chunk: int = 4096):
+    """Rows ``rows`` (distinct positions, any order) of ``X`` in memory, in the order given.
+
+    A backed (HDF5) or dask matrix is read in increasing positions, ``chunk`` rows at a time, as HDF5
+    requires; sparse rows stay sparse (CSR), the rest is an ndarray.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if is_in_memory(X):
+        return X[rows]
+    order = np.argsort(rows, kind="stable")
+    blocks = [_as_block(X[rows[order[start : start + chunk]]]) for start in range(0, rows.size, chunk)]
+    if not blocks:
+        return _as_block(X[:0])
+    block = sparse.vstack(blocks, format="csr") if sparse.issparse(blocks[0]) else np.concatenate(blocks)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    return block if np.all(order[1:] > order[:-1]) else block[inverse]
+
+
 def _stored_values(block) -> np.ndarray:
     return block.data if sparse.issparse(block) else np.asarray(block)
 
