@@ -556,6 +556,14 @@ class CrossmodalNet(
                 "(`CrossmodalNet.load(dir_path, mdata)`) to continue training."
             )
         self._check_registered_data("CrossmodalNet.train")
+        if is_dask_array(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)):
+            raise ValueError(
+                "CrossmodalNet.train: the registered RNA matrix is a dask array (e.g. from "
+                "`anndata.experimental.read_lazy`); training reads a matrix on disk through anndata's backed "
+                "datasets instead. Open the file with `mudata.read_h5mu(path, backed='r')` or "
+                "`anndata.read_h5ad(path, backed='r')`, or a zarr store's sparse matrix with "
+                "`anndata.io.sparse_dataset(zarr.open(path)['X'])` as the modality's `.X`."
+            )
         datasplitter_kwargs = dict(datasplitter_kwargs or {})
         clash = sorted(set(datasplitter_kwargs) & set(_SPLITTER_ARGS))
         if clash:
