@@ -161,3 +161,25 @@ def test_backed_uncertainty_calibration_equals_in_memory(path):
     a, b = (m.predict_protein(return_uncertainty=True, rng=0) for m in models)
     for field in ("mean", "std", "lower", "upper"):
         np.testing.assert_allclose(getattr(a, field).to_numpy(), getattr(b, field).to_numpy(), rtol=0, atol=1e-6)
+
+
+def test_zarr_sparse_dataset_trains_as_in_memory(path, tmp_path):
+    """A zarr store's CSR matrix opened with ``anndata.io.sparse_dataset`` trains as the file read into memory."""
+    zarr = pytest.importorskip("zarr")
+    full = md.read_h5mu(path)
+    full["rna"].write_zarr(tmp_path / "rna.zarr")
+    rna = full["rna"].copy()
+    rna.X = ad.io.sparse_dataset(zarr.open(tmp_path / "rna.zarr", mode="r")["X"])
+    mdata = md.MuData({"rna": rna, "prot": full["prot"].copy()})
+    mdata.obs["time"] = full.obs["time"].to_numpy()
+    _assert_same_model(
+        _train(mdata, max_epochs=1, disentangle_epochs=0), _train(full, max_epochs=1, disentangle_epochs=0)
+    )
+
+
+def test_dask_rna_training_is_refused(path):
+    pytest.importorskip("dask")
+    full = md.read_h5mu(path)
+    full["rna"].X = ad.experimental.read_elem_lazy(md.read_h5mu(path, backed="r")["rna"].file["X"])
+    with pytest.raises(ValueError, match=r"dask array.*sparse_dataset"):
+        _train(full, max_epochs=1)
