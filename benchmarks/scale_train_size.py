@@ -297,6 +297,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="results/scale_train_size.csv")
     args = parser.parse_args(argv)
     _watchdog(args.max_rss_gb)
+    commit = _commit()  # the code that runs, not the HEAD when it ends
 
     import lightning.pytorch as pl
     import scvi
@@ -371,7 +372,7 @@ def main(argv=None) -> dict:
     epochs = [e - s for s, e in zip(timer.starts, timer.ends, strict=False)]
     rec = model.linear_path_genes_ or {}
     row = {
-        "commit": _commit(),
+        "commit": commit,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
         "machine": _machine(),
         "torch_threads": args.threads,
