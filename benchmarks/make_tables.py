@@ -618,8 +618,8 @@ def _newest(rows: list[dict[str, str]], key: Callable[[dict[str, str]], tuple]) 
 
 def _train_ok(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     current = [r for r in rows if (r.get("status") or "ok") == "ok" and (r.get("code") or "streamed") != "before"]
-    current = _newest(current, lambda r: (_f(r["n_obs"]), _f(r["n_genes"])))
-    return sorted(current, key=lambda r: (_f(r["n_obs"]) or 0, _f(r["n_genes"]) or 0))
+    current = _newest(current, lambda r: (_f(r["n_obs"]), _f(r["n_genes"]), r.get("data") or "in memory"))
+    return sorted(current, key=lambda r: (_f(r["n_obs"]) or 0, _f(r["n_genes"]) or 0, r.get("data") or ""))
 
 
 def _atlas_ok(rows: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -644,7 +644,8 @@ def scale_lead() -> str:
     for r in train:
         body.append(
             [
-                "train: default `train()`, one epoch",
+                "train: default `train()`, one epoch"
+                + (", backed `.h5mu`" if (r.get("data") or "in memory") == "backed" else ""),
                 f"{_int(r['n_obs'])} × {_int(r['n_genes'])}",
                 _gb(r["peak_rss_gb"], "GB"),
                 f"{r['train_total_s']} s ({r['before_first_epoch_s']} s before the first epoch)",

@@ -15,6 +15,13 @@ the CPU, and one CSV row is appended to ``--out``: the time before the first epo
 ``train()`` does before it, mostly the closed-form fits), the median time per epoch, the total time
 of ``train()``, the peak RSS of the process and the time of the linear path's fit, with the commit,
 date and machine. A watchdog ends the run when the resident memory passes ``--max-rss-gb``.
+
+``--backed PATH`` trains on a reference on disk instead, opened with ``mudata.read_h5mu(PATH, backed="r")``
+(``--in-memory``: the same file read whole into memory), after writing it row chunk by row chunk
+(:func:`write_reference`) if it does not exist::
+
+    /usr/bin/time -v python benchmarks/scale_train_size.py --backed ref_1M.h5mu --n-obs 1000000 \
+        --n-genes 2000 --density 0.05 --n-proteins 50 --n-times 3 --max-epochs 1
 """
 
 from __future__ import annotations
@@ -138,6 +145,108 @@ def generate(n_obs: int, n_genes: int, density: float, n_proteins: int, n_times:
     return mdata
 
 
+def write_reference(
+    path: Path, n_obs: int, n_genes: int, density: float, n_proteins: int, n_times: int, seed: int, chunk: int = 10000
+) -> None:
+    """Write a reference like :func:`generate`'s to an ``.h5mu`` file, row chunk by row chunk.
+
+    Never more than one chunk of cells is in memory: RNA chunks are appended to the on-disk CSR matrix
+    (``anndata.io.write_elem``, then ``sparse_dataset(...).append``), proteins (CLR per cell, which needs only
+    the cell's own row) fill an HDF5 dataset. A protein's own gene is standardised with the moments of the
+    first chunk (:func:`generate` uses all cells).
+    """
+    import anndata as ad
+    import h5py
+    import mudata as md
+    import pandas as pd
+    from anndata.io import sparse_dataset, write_elem
+    from scipy import sparse
+
+    gen = np.random.default_rng(seed)
+    time_idx = gen.integers(0, n_times, n_obs)
+    state = gen.integers(0, 5, n_obs)
+    s = np.linspace(0.0, 1.0, n_times) if n_times > 1 else np.zeros(1)
+    centres = gen.normal(0.0, 1.0, (5, N_PROGRAMS))
+    time_programs = gen.normal(0.0, 0.5, N_PROGRAMS)
+    loadings = (gen.random((N_PROGRAMS, n_genes)) < 0.1) * gen.normal(0.0, 0.6, (N_PROGRAMS, n_genes))
+    baseline = gen.normal(0.0, 1.0, n_genes)
+    time_shift = np.outer(s, gen.normal(0.0, 0.3, n_genes) * (gen.random(n_genes) < 0.1))
+    own = np.resize(np.sort(gen.choice(n_genes, size=min(n_proteins, n_genes), replace=False)), n_proteins)
+    P = gen.normal(0.0, 1.0, (N_PROGRAMS, n_proteins))
+    rho = gen.uniform(0.3, 0.7, n_proteins)
+    level = gen.normal(4.0, 1.0, n_proteins)
+    gain = gen.uniform(1.0, 1.6, n_proteins)
+    offset = gen.uniform(-0.5, 0.5, n_proteins)
+    time_effect = gen.normal(0.0, 0.5, n_proteins)
+
+    def log_mu(activity, rows):
+        size = gen.normal(0.0, 0.3, rows.size)
+        return (baseline + activity @ loadings + time_shift[time_idx[rows]] + size[:, None]).astype(np.float32)
+
+    def activity_of(rows):
+        return (
+            centres[state[rows]]
+            + gen.normal(0.0, 0.5, (rows.size, N_PROGRAMS))
+            + s[time_idx[rows], None] * time_programs
+        )
+
+    sample = log_mu(activity_of(np.arange(min(n_obs, 500))), np.arange(min(n_obs, 500)))
+    lo, hi = -30.0, 30.0
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if np.mean(1 - np.exp(-np.exp(sample + mid))) < density else (lo, mid)
+    shift = np.float32((lo + hi) / 2)
+
+    genes = np.array([f"gene_{i:05d}" for i in range(n_genes)], dtype=object)
+    obs = pd.DataFrame({"time": (2 + time_idx).astype(np.int64)}, index=[f"cell_{i:07d}" for i in range(n_obs)])
+    proteins = pd.Index([f"{genes[g]}-prot" for g in own])
+    proteins = pd.Index(ad.utils.make_index_unique(proteins))
+    mdata = md.MuData(
+        {
+            "rna": ad.AnnData(obs=obs.copy(), var=pd.DataFrame(index=genes)),
+            "prot": ad.AnnData(obs=obs.copy(), var=pd.DataFrame(index=proteins)),
+        }
+    )
+    mdata.obs["time"] = obs["time"].to_numpy()
+    tmp = path.with_suffix(".tmp.h5mu")
+    mdata.write_h5mu(tmp)
+    del mdata, obs
+    moments = None
+    with h5py.File(tmp, "r+") as fh:
+        for key in ("rna", "prot"):  # anndata may write an empty X for AnnData(X=None)
+            if "X" in fh[f"mod/{key}"]:
+                del fh[f"mod/{key}/X"]
+        prot = fh["mod/prot"].create_dataset("X", shape=(n_obs, n_proteins), dtype=np.float32)
+        prot.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
+        for start in range(0, n_obs, chunk):
+            rows = np.arange(start, min(start + chunk, n_obs))
+            activity = activity_of(rows)
+            counts = sparse.csr_matrix(
+                gen.poisson(np.exp(np.minimum(log_mu(activity, rows) + shift, 10.0))).astype(np.float32)
+            )
+            totals = np.asarray(counts.sum(axis=1)).ravel()
+            totals[totals == 0] = 1.0
+            block = (sparse.diags((1e4 / totals).astype(np.float32)) @ counts).tocsr()
+            block.data = np.log1p(block.data)
+            if start == 0:
+                write_elem(fh["mod/rna"], "X", block)
+            else:
+                sparse_dataset(fh["mod/rna/X"]).append(block)
+            own_log = block[:, own].toarray().astype(np.float64)
+            if moments is None:
+                moments = own_log.mean(axis=0), np.where(own_log.std(axis=0) > 0, own_log.std(axis=0), 1.0)
+            x_own = (own_log - moments[0]) / moments[1]
+            a = (activity - centres.mean(axis=0)) / np.sqrt(centres.var(axis=0) + 0.25)
+            u = rho * x_own + np.sqrt(1 - rho**2) * (a @ P) / np.linalg.norm(P, axis=0)
+            eta = level + gain * np.tanh(u + offset) + s[time_idx[rows], None] * time_effect
+            counts = gen.poisson(gen.gamma(5.0, np.exp(eta) / 5.0)) + gen.poisson(8.0, (rows.size, n_proteins))
+            logs = np.log1p(counts)
+            prot[start : rows[-1] + 1] = np.log1p(counts / np.exp(logs.mean(axis=1, keepdims=True))).astype(np.float32)
+            print(f"  {path.name}: {rows[-1] + 1:,}/{n_obs:,} cells", end="\r", flush=True)
+    tmp.replace(path)
+    print(f"\nwrote {path} ({path.stat().st_size / 2**30:.2f} GB)", flush=True)
+
+
 def _commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
@@ -175,9 +284,20 @@ def main(argv=None) -> dict:
         "benchmarks/scale_train.py ('plain GradNorm': same module shapes, objective and GradNorm step, no "
         "scvi-tools/Lightning) on the same cells; 0: skip",
     )
+    parser.add_argument(
+        "--backed",
+        default=None,
+        metavar="PATH",
+        help="train on the reference in this .h5mu file opened with mudata.read_h5mu(PATH, backed='r'), writing it "
+        "first (row chunk by row chunk, see write_reference) if it does not exist; the generation's sizes apply then",
+    )
+    parser.add_argument(
+        "--in-memory", action="store_true", help="with --backed: read the whole file into memory instead"
+    )
     parser.add_argument("--out", default="results/scale_train_size.csv")
     args = parser.parse_args(argv)
     _watchdog(args.max_rss_gb)
+    commit = _commit()  # the code that runs, not the HEAD when it ends
 
     import lightning.pytorch as pl
     import scvi
@@ -187,12 +307,34 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    mdata = generate(args.n_obs, args.n_genes, args.density, args.n_proteins, args.n_times, args.seed)
-    generate_s = time.perf_counter() - t0
+    if args.backed is None:
+        data = "generated"
+        mdata = generate(args.n_obs, args.n_genes, args.density, args.n_proteins, args.n_times, args.seed)
+        generate_s = time.perf_counter() - t0
+    else:
+        import mudata as md
+
+        path = Path(args.backed)
+        if not path.exists():
+            write_reference(path, args.n_obs, args.n_genes, args.density, args.n_proteins, args.n_times, args.seed)
+        generate_s = time.perf_counter() - t0
+        data = "in memory" if args.in_memory else "backed"
+        t_read = time.perf_counter()
+        mdata = md.read_h5mu(path, backed=False if args.in_memory else "r")
+        print(f"read {path} ({data}) in {time.perf_counter() - t_read:.0f} s", flush=True)
     X = mdata["rna"].X
-    csr_gb = (X.data.nbytes + X.indices.nbytes + X.indptr.nbytes) / 2**30
+    parts = (
+        (X.data, X.indices, X.indptr)
+        if args.backed is None or args.in_memory
+        else (X.group[k] for k in ("data", "indices", "indptr"))
+    )
+    nnz, csr_gb = 0, 0.0
+    for i, part in enumerate(parts):
+        nnz = part.shape[0] if i == 0 else nnz
+        csr_gb += part.size * part.dtype.itemsize / 2**30
+    X_shape = X.shape
     rss_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"generated in {generate_s:.0f} s: density {X.nnz / np.prod(X.shape):.3f}, CSR {csr_gb:.2f} GB", flush=True)
+    print(f"data ready in {generate_s:.0f} s: density {nnz / np.prod(X_shape):.3f}, CSR {csr_gb:.2f} GB", flush=True)
 
     class Timer(pl.Callback):
         def __init__(self):
@@ -230,15 +372,17 @@ def main(argv=None) -> dict:
     epochs = [e - s for s, e in zip(timer.starts, timer.ends, strict=False)]
     rec = model.linear_path_genes_ or {}
     row = {
-        "commit": _commit(),
+        "commit": commit,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
         "machine": _machine(),
         "torch_threads": args.threads,
-        "n_obs": args.n_obs,
-        "n_genes": args.n_genes,
-        "density": round(float(X.nnz / np.prod(X.shape)), 4),
-        "n_proteins": args.n_proteins,
-        "n_times": args.n_times,
+        "data": data,
+        "file_gb": round(Path(args.backed).stat().st_size / 2**30, 2) if args.backed else float("nan"),
+        "n_obs": X_shape[0],
+        "n_genes": X_shape[1],
+        "density": round(float(nnz / np.prod(X_shape)), 4),
+        "n_proteins": mdata["prot"].n_vars,
+        "n_times": int(mdata.obs["time"].nunique()),
         "seed": args.seed,
         "csr_gb": round(csr_gb, 3),
         "generate_s": round(generate_s, 1),

@@ -62,24 +62,73 @@ def get_layer(adata: AnnData, layer: str | None, mod_key: str = ""):
     return adata.layers[layer]
 
 
-def check_finite(X, where: str, layer: str | None = None, *, names=None, hint: str = "") -> None:
-    """Raise a :class:`ValueError` if a dense or sparse matrix holds NaN or infinite values.
+def is_in_memory(X) -> bool:
+    """Whether ``X`` is a NumPy array or a SciPy sparse matrix (not backed on disk, not dask)."""
+    return isinstance(X, np.ndarray) or sparse.issparse(X)
 
-    With ``names`` (the column names), the message names the columns that hold them; ``hint`` is appended.
+
+def _as_block(block):
+    """A block of rows read from any matrix, in memory: sparse stays sparse, the rest becomes an ndarray."""
+    if is_dask_array(block):
+        block = block.compute()
+    return block if sparse.issparse(block) else np.asarray(block)
+
+
+def iter_row_blocks(X, *, chunk: int = 4096) -> Iterator:
+    """Consecutive blocks of ``chunk`` rows of ``X`` (dense, sparse, backed or dask), each read into memory."""
+    for start in range(0, X.shape[0], chunk):
+        yield _as_block(X[start : start + chunk])
+
+
+def read_rows(X, rows: np.ndarray, *, chunk: int = 4096):
+    """Rows ``rows`` (distinct positions, any order) of ``X`` in memory, in the order given.
+
+    A backed (HDF5) or dask matrix is read in increasing positions, ``chunk`` rows at a time, as HDF5
+    requires; sparse rows stay sparse (CSR), the rest is an ndarray.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if is_in_memory(X):
+        return X[rows]
+    order = np.argsort(rows, kind="stable")
+    blocks = [_as_block(X[rows[order[start : start + chunk]]]) for start in range(0, rows.size, chunk)]
+    if not blocks:
+        return _as_block(X[:0])
+    block = sparse.vstack(blocks, format="csr") if sparse.issparse(blocks[0]) else np.concatenate(blocks)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    return block if np.all(order[1:] > order[:-1]) else block[inverse]
+
+
+def _stored_values(block) -> np.ndarray:
+    return block.data if sparse.issparse(block) else np.asarray(block)
+
+
+def check_finite(X, where: str, layer: str | None = None, *, names=None, hint: str = "") -> None:
+    """Raise a :class:`ValueError` if a matrix holds NaN or infinite values.
+
+    A backed (on-disk) or dask matrix is read by row blocks, one at a time. With ``names`` (the column names),
+    the message names the columns that hold them; ``hint`` is appended.
     """
     if getattr(X, "dtype", None) is None or not np.issubdtype(X.dtype, np.number):
         return
-    values = X.data if sparse.issparse(X) else np.asarray(X)
-    if not np.isfinite(values).all():
-        n = int((~np.isfinite(values)).sum())
+    blocks = [X] if is_in_memory(X) else iter_row_blocks(X)
+    n = 0
+    bad_columns: set[int] = set()
+    for block in blocks:
+        values = _stored_values(block)
+        finite = np.isfinite(values)
+        n += int(values.size - finite.sum())
+        if names is not None and not finite.all():
+            if sparse.issparse(block):
+                coo = sparse.coo_matrix(block)
+                bad_columns.update(np.unique(coo.col[~np.isfinite(coo.data)]).tolist())
+            else:
+                bad_columns.update(np.flatnonzero(~finite.all(axis=0)).tolist())
+    if n:
         slot = f"layer {layer!r}" if layer else "`.X`"
         columns = ""
         if names is not None:
-            if sparse.issparse(X):
-                coo = sparse.coo_matrix(X)
-                bad = np.unique(coo.col[~np.isfinite(coo.data)])
-            else:
-                bad = np.flatnonzero(~np.isfinite(values).all(axis=0))
+            bad = sorted(bad_columns)
             listed = [str(names[i]) for i in bad[:10]]
             columns = f" in {len(bad)} column(s) {listed}{' ...' if len(bad) > 10 else ''}"
         raise ValueError(
@@ -152,19 +201,42 @@ def check_current(mdata: MuData, caller: str) -> None:
 
 
 def zero_variance_columns(X) -> np.ndarray:
-    """Boolean mask of constant columns of a dense or sparse matrix."""
+    """Boolean mask of constant columns of a dense, sparse or backed matrix (a backed one is read by row blocks)."""
     if sparse.issparse(X):
         X = sparse.csc_matrix(X)
         mean = np.asarray(X.mean(axis=0)).ravel()
         sq = np.asarray(X.multiply(X).mean(axis=0)).ravel()
         return (sq - mean**2) <= 1e-12 * np.maximum(1.0, sq)
-    X = np.asarray(X)
-    return np.ptp(X, axis=0) == 0
+    if isinstance(X, np.ndarray):
+        return np.ptp(X, axis=0) == 0
+    low = np.full(X.shape[1], np.inf)
+    high = np.full(X.shape[1], -np.inf)
+    for block in iter_row_blocks(X):
+        if block.shape[0] == 0:
+            continue
+        # scipy's min/max count the implicit zeros of a sparse block
+        low = np.minimum(
+            low, np.asarray(block.min(axis=0).toarray() if sparse.issparse(block) else block.min(axis=0)).ravel()
+        )
+        high = np.maximum(
+            high, np.asarray(block.max(axis=0).toarray() if sparse.issparse(block) else block.max(axis=0)).ravel()
+        )
+    return high - low == 0
 
 
 def _sample_values(X, n_check: int) -> np.ndarray:
-    values = X.data if sparse.issparse(X) else np.asarray(X).ravel()
-    return values[:n_check]
+    """The first ``n_check`` stored values of ``X`` in row order; a backed matrix is read only as far as needed."""
+    if is_in_memory(X):
+        values = X.data if sparse.issparse(X) else np.asarray(X).ravel()
+        return values[:n_check]
+    parts, n = [], 0
+    for block in iter_row_blocks(X, chunk=1024):
+        values = _stored_values(block).ravel()
+        parts.append(values[: n_check - n])
+        n += parts[-1].size
+        if n >= n_check:
+            break
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def is_nonnegative_integer(X, *, n_check: int = 100_000) -> bool:

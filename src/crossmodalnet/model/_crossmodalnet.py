@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import torch
 from scvi import settings
-from scvi.data import AnnDataManager
 from scvi.dataloaders import DataSplitter
 from scvi.model._utils import use_distributed_sampler
 from scvi.model.base import BaseModelClass
@@ -35,6 +34,7 @@ from crossmodalnet.module import CrossmodalModule
 from crossmodalnet.train import FaderGradNormPlan
 
 from ._callbacks import TrainingCallbacksMixin
+from ._data import CrossmodalDataManager
 from ._disentangle import DisentangleMixin, check_disentangle_settings, resolve_disentangle_kwargs
 from ._docstrings import docs
 from ._fitting import TrainingFitMixin
@@ -352,7 +352,7 @@ class CrossmodalNet(
             time_key=time_key,
             batch_key=batch_key,
         )
-        adata_manager = AnnDataManager(fields=mudata_fields_, setup_method_args=setup_method_args)
+        adata_manager = CrossmodalDataManager(fields=mudata_fields_, setup_method_args=setup_method_args)
         adata_manager.register_fields(mdata, **kwargs)
         cls.register_manager(adata_manager)
 
@@ -561,6 +561,14 @@ class CrossmodalNet(
                 "(`CrossmodalNet.load(dir_path, mdata)`) to continue training."
             )
         self._check_registered_data("CrossmodalNet.train")
+        if is_dask_array(self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)):
+            raise ValueError(
+                "CrossmodalNet.train: the registered RNA matrix is a dask array (e.g. from "
+                "`anndata.experimental.read_lazy`); training reads a matrix on disk through anndata's backed "
+                "datasets instead. Open the file with `mudata.read_h5mu(path, backed='r')` or "
+                "`anndata.read_h5ad(path, backed='r')`, or a zarr store's sparse matrix with "
+                "`anndata.io.sparse_dataset(zarr.open(path)['X'])` as the modality's `.X`."
+            )
         datasplitter_kwargs = dict(datasplitter_kwargs or {})
         clash = sorted(set(datasplitter_kwargs) & set(_SPLITTER_ARGS))
         if clash:

@@ -16,6 +16,7 @@ import torch
 from scipy import sparse
 
 from crossmodalnet._constants import REGISTRY_KEYS
+from crossmodalnet._utils import is_in_memory
 
 from ._linear import (
     LINEAR_MAX_GRAM_GENES,
@@ -128,6 +129,52 @@ def screen_ranking(X, Y: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.
     return np.lexsort((np.arange(corr.shape[0]), -best_corr, best_rank))
 
 
+def streamed_svd_components(X, rows: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
+    """Top ``k`` right singular vectors (genes × ``k``) of the rows ``rows`` of ``X``, uncentred, read by row chunks.
+
+    The eigenvectors of the genes × genes ``XᵀX`` accumulated chunk by chunk (memory ``O(genes²)``): the exact
+    components that :class:`~sklearn.decomposition.TruncatedSVD` approximates by randomised iterations,
+    with its sign convention (each component's largest loading positive).
+
+    Parameters
+    ----------
+    X
+        Cells × genes matrix (dense, sparse or backed).
+    rows
+        Sorted row positions of the training cells.
+    k
+        Number of components.
+    chunk
+        Rows read at once.
+
+    Returns
+    -------
+    Genes × ``k`` float64 array, components in decreasing order of singular value.
+    """
+    n_genes = X.shape[1]
+    if n_genes > LINEAR_MAX_GRAM_GENES:
+        raise ValueError(
+            f"`input_reduction='svd'` on a backed (on-disk) RNA matrix accumulates a genes × genes matrix, "
+            f"which is limited to {LINEAR_MAX_GRAM_GENES} genes; there are {n_genes}. Select genes first, use "
+            "`input_reduction='screen'`, or read the MuData into memory (`mudata.read_h5mu(path)`)."
+        )
+    if k >= min(rows.size, n_genes):
+        raise ValueError(
+            f"`n_input_features={k}` SVD components need more than {k} training cells and genes; "
+            f"there are {rows.size} training cells and {n_genes} genes. Use fewer components."
+        )
+    gram = np.zeros((n_genes, n_genes))
+    for start in range(0, rows.size, chunk):
+        block = X[rows[start : start + chunk]]
+        block = block.toarray() if sparse.issparse(block) else np.asarray(block)
+        block = block.astype(np.float64)
+        gram += block.T @ block
+    _, vectors = np.linalg.eigh(gram)
+    components = vectors[:, ::-1][:, :k]
+    signs = np.sign(components[np.argmax(np.abs(components), axis=0), np.arange(k)])
+    return components * np.where(signs == 0, 1.0, signs)
+
+
 class TrainingFitMixin:
     """Fit the model's closed-form parts on its training cells (each only once, at the first ``train``)."""
 
@@ -161,6 +208,16 @@ class TrainingFitMixin:
             Y = self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, rows)
             self.module.fit_input_reduction(torch.as_tensor(screen_genes(X, Y, rows, k)))
             return
+        if not is_in_memory(X):  # a matrix on disk is never read whole
+            if self.module.input_reduction == "svd":
+                components = streamed_svd_components(X, np.sort(train_idx), k)
+                self.module.fit_input_reduction(torch.as_tensor(components, dtype=torch.float32))
+                return
+            raise ValueError(
+                "`input_reduction='hvg'` reads every training cell into memory (scanpy's selection), which a "
+                "backed (on-disk) RNA matrix is not. Use `input_reduction='screen'` or `'svd'` (both read the file "
+                "by row chunks), or read the MuData into memory (`mudata.read_h5mu(path)`)."
+            )
         # scanpy's HVG selection and sklearn's truncated SVD take the training cells as one matrix: a copy
         # of their rows (sparse rows stay sparse; neither densifies a sparse matrix)
         block = X[np.sort(train_idx)]

@@ -14,7 +14,14 @@ from scipy import sparse
 
 from crossmodalnet._constants import REGISTRY_KEYS
 from crossmodalnet._streaming import RnaInput
-from crossmodalnet._utils import check_current, get_layer, get_modality, query_normalization, resolve_obs_column
+from crossmodalnet._utils import (
+    check_current,
+    get_layer,
+    get_modality,
+    query_normalization,
+    read_rows,
+    resolve_obs_column,
+)
 
 from ._validation import check_query_genes
 
@@ -328,7 +335,7 @@ class BatchedInferenceMixin:
         )
 
     def _registered_dense(self, registry_key: str, idx: np.ndarray) -> np.ndarray:
-        block = self.adata_manager.get_from_registry(registry_key)[np.asarray(idx)]
+        block = read_rows(self.adata_manager.get_from_registry(registry_key), np.asarray(idx))
         return block.toarray().astype(np.float64) if sparse.issparse(block) else np.asarray(block, dtype=np.float64)
 
     @torch.no_grad()
@@ -341,7 +348,7 @@ class BatchedInferenceMixin:
         out = []
         for start in range(0, idx.size, chunk):
             rows = idx[start : start + chunk]
-            x = arrays[REGISTRY_KEYS.X_KEY][rows]
+            x = read_rows(arrays[REGISTRY_KEYS.X_KEY], rows)
             x = x.toarray() if sparse.issparse(x) else np.asarray(x)
             tensors = {REGISTRY_KEYS.X_KEY: torch.as_tensor(x, dtype=torch.float32, device=self.device)}
             for k in keys[1:]:
