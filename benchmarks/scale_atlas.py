@@ -38,7 +38,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,47 +50,6 @@ def _vmhwm_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def _ensure_h5ad_query(args, data_dir: Path, n_cells: int, meta: dict) -> tuple[Path, dict]:
-    """Generate (or reuse) the RNA-only query as an ``.h5ad`` (the generator of ``scale_predict.py``)."""
-    import anndata as ad
-    import h5py
-    from anndata.io import sparse_dataset, write_elem
-
-    spec = {**sp._data_spec(args, n_cells, meta), "format": "h5ad"}
-    path = data_dir / f"query_{n_cells}x{spec['n_genes']}_d{args.density:g}_s{args.seed}.h5ad"
-    spec_path = path.with_suffix(".json")
-    recorded = sp._read_json(spec_path)
-    if recorded is not None and path.is_file() and {k: recorded.get(k) for k in spec} == spec:
-        print(f"reusing {path} ({recorded['nnz']:,} non-zeros)", flush=True)
-        return path, recorded
-    t0 = time.perf_counter()
-    spec_path.unlink(missing_ok=True)
-    rng = np.random.default_rng([args.seed, n_cells])
-    times = np.asarray(meta["time_categories"])
-    obs = pd.DataFrame(index=pd.Index([f"cell_{i:08d}" for i in range(n_cells)], name="cell"))
-    obs["time"] = pd.Categorical(times[rng.integers(0, times.size, n_cells)], categories=times)
-    tmp = path.with_suffix(".tmp.h5ad")
-    ad.AnnData(obs=obs, var=pd.DataFrame(index=pd.Index(meta["genes"], name="gene"))).write_h5ad(tmp)
-    del obs
-    nnz = 0
-    with h5py.File(tmp, "r+") as fh:
-        if "X" in fh:
-            del fh["X"]
-        for start in range(0, n_cells, args.chunk):
-            block = sp._csr_chunk(rng, min(args.chunk, n_cells - start), spec["n_genes"], args.density)
-            nnz += block.nnz
-            if start == 0:
-                write_elem(fh, "X", block)
-            else:
-                sparse_dataset(fh["X"]).append(block)
-            del block
-    tmp.replace(path)
-    spec = {**spec, "nnz": int(nnz), "file_mb": round(path.stat().st_size / 2**20, 1)}
-    sp._write_json(spec_path, spec)
-    print(f"generated {path} ({nnz:,} non-zeros) in {time.perf_counter() - t0:.1f} s", flush=True)
-    return path, spec
 
 
 def _worker(job: dict) -> dict:
@@ -256,8 +214,7 @@ def main(argv=None) -> pd.DataFrame:
     sizes = {
         int(float(c)) for key in ("cells", "memory_cells", "dask_cells") for c in getattr(args, key).split(",") if c
     }
-    ensure = sp._ensure_query if args.query_format == "h5mu" else _ensure_h5ad_query
-    queries = {n: ensure(args, data_dir, n, meta) for n in sorted(sizes)}
+    queries = {n: sp._ensure_query(args, data_dir, n, meta, fmt=args.query_format) for n in sorted(sizes)}
     store_mode = "store" if args.query_format == "h5mu" else "store_h5ad"
     store = data_dir / "pred_tmp.zarr"
 

@@ -274,15 +274,17 @@ def _data_spec(args, n_cells: int, meta: dict) -> dict:
     }
 
 
-def _ensure_query(args, data_dir: Path, n_cells: int, meta: dict) -> tuple[Path, dict]:
-    """Generate (or reuse) the RNA-only query ``.h5mu`` of ``n_cells`` cells; return its path and spec."""
+def _ensure_query(args, data_dir: Path, n_cells: int, meta: dict, fmt: str = "h5mu") -> tuple[Path, dict]:
+    """Generate (or reuse) the RNA-only query (``fmt``: ``.h5mu`` or ``.h5ad``) of ``n_cells`` cells; return path, spec."""
     import anndata as ad
     import h5py
     import mudata as md
     from anndata.io import sparse_dataset, write_elem
 
     spec = _data_spec(args, n_cells, meta)
-    path = data_dir / f"query_{n_cells}x{spec['n_genes']}_d{args.density:g}_s{args.seed}.h5mu"
+    if fmt != "h5mu":
+        spec["format"] = fmt
+    path = data_dir / f"query_{n_cells}x{spec['n_genes']}_d{args.density:g}_s{args.seed}.{fmt}"
     spec_path = path.with_suffix(".json")
     recorded = _read_json(spec_path)
     if recorded is not None and path.is_file() and {k: recorded.get(k) for k in spec} == spec:
@@ -296,14 +298,20 @@ def _ensure_query(args, data_dir: Path, n_cells: int, meta: dict) -> tuple[Path,
     obs = pd.DataFrame(index=pd.Index([f"cell_{i:08d}" for i in range(n_cells)], name="cell"))
     obs["time"] = pd.Categorical(times[rng.integers(0, times.size, n_cells)], categories=times)
     rna = ad.AnnData(obs=obs, var=pd.DataFrame(index=pd.Index(meta["genes"], name="gene")))
-    mdata = md.MuData({"rna": rna})
-    mdata.obs["time"] = obs["time"]
-    tmp = path.with_suffix(".tmp.h5mu")
-    mdata.write_h5mu(tmp)
-    del mdata, rna, obs
+    tmp = path.with_suffix(f".tmp.{fmt}")
+    if fmt == "h5mu":
+        mdata = md.MuData({"rna": rna})
+        mdata.obs["time"] = obs["time"]
+        mdata.write_h5mu(tmp)
+        del mdata
+    else:
+        rna.write_h5ad(tmp)
+    del rna, obs
     nnz = 0
     with h5py.File(tmp, "r+") as fh:
-        group = fh["mod/rna"]
+        group = fh["mod/rna"] if fmt == "h5mu" else fh
+        if "X" in group:  # an AnnData without X may still write an empty one
+            del group["X"]
         for start in range(0, n_cells, args.chunk):
             block = _csr_chunk(rng, min(args.chunk, n_cells - start), n_genes, args.density)
             nnz += block.nnz
