@@ -104,3 +104,10 @@ def test_an_appended_scale_row_is_picked_up(make_tables, results_copy):
     lead = make_tables.scale_lead()
     assert "| 3.21 |" in lead
     assert f"| {float(last['peak_rss_gb']):.2f} |" not in lead  # the replaced row (the same size and data)
+    # a row of the same size on other data (a backed reference) is not replaced by an in-memory one
+    others = [
+        r for r in csv.DictReader(path.open(newline="")) if r.get("data") == "backed" and r["n_obs"] == last["n_obs"]
+    ]
+    for r in others:
+        assert f"| {float(r['peak_rss_gb']):.2f} |" in lead
+    assert others or last.get("data", "in memory") != "in memory"
