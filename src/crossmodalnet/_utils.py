@@ -80,6 +80,14 @@ def iter_row_blocks(X, *, chunk: int = 4096) -> Iterator:
         yield _as_block(X[start : start + chunk])
 
 
+def sorting_permutation(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, inverse)``: ``rows[order]`` is sorted (stable) and ``rows[order][inverse]`` is ``rows`` again."""
+    order = np.argsort(rows, kind="stable")
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    return order, inverse
+
+
 def read_rows(X, rows: np.ndarray, *, chunk: int = 4096):
     """Rows ``rows`` (distinct positions, any order) of ``X`` in memory, in the order given.
 
@@ -89,13 +97,11 @@ def read_rows(X, rows: np.ndarray, *, chunk: int = 4096):
     rows = np.asarray(rows, dtype=np.int64)
     if is_in_memory(X):
         return X[rows]
-    order = np.argsort(rows, kind="stable")
+    order, inverse = sorting_permutation(rows)
     blocks = [_as_block(X[rows[order[start : start + chunk]]]) for start in range(0, rows.size, chunk)]
     if not blocks:
         return _as_block(X[:0])
     block = sparse.vstack(blocks, format="csr") if sparse.issparse(blocks[0]) else np.concatenate(blocks)
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(order.size)
     return block if np.all(order[1:] > order[:-1]) else block[inverse]
 
 

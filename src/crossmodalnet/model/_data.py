@@ -19,7 +19,7 @@ from scvi.data import AnnDataManager, AnnTorchDataset
 from scvi.data._utils import scipy_to_torch_sparse
 from torch.utils.data import Subset
 
-from crossmodalnet._utils import is_in_memory
+from crossmodalnet._utils import is_in_memory, sorting_permutation
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -48,10 +48,8 @@ class OrderedAnnTorchDataset(AnnTorchDataset):
         if isinstance(indexes, int | np.integer | slice) or not self.on_disk:
             return super().__getitem__(indexes)
         indexes = np.asarray(indexes)
-        order = np.argsort(indexes, kind="stable")
+        order, inverse = sorting_permutation(indexes)
         batch = super().__getitem__(indexes[order])
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(order.size)
         return {key: _permute_rows(value, inverse) for key, value in batch.items()}
 
     @property
