@@ -214,7 +214,13 @@ def zero_variance_columns(X) -> np.ndarray:
         sq = np.asarray(X.multiply(X).mean(axis=0)).ravel()
         return (sq - mean**2) <= 1e-12 * np.maximum(1.0, sq)
     if isinstance(X, np.ndarray):
-        return np.ptp(X, axis=0) == 0
+        if X.dtype.kind != "f" or not np.isnan(X).any():
+            return np.ptp(X, axis=0) == 0
+        # NaN means "not measured": constant over the measured values; a column measured nowhere is not constant
+        measured = ~np.isnan(X)
+        high = np.where(measured, X, -np.inf).max(axis=0)
+        low = np.where(measured, X, np.inf).min(axis=0)
+        return measured.any(axis=0) & (high == low)
     low = np.full(X.shape[1], np.inf)
     high = np.full(X.shape[1], -np.inf)
     for block in iter_row_blocks(X):
@@ -248,12 +254,16 @@ def _sample_values(X, n_check: int) -> np.ndarray:
 def is_nonnegative_integer(X, *, n_check: int = 100_000) -> bool:
     """Whether the (first ``n_check`` stored) values are non-negative integers; an empty matrix qualifies."""
     values = _sample_values(X, n_check)
+    if values.dtype.kind == "f":
+        values = values[~np.isnan(values)]  # not measured
     return bool(values.size == 0 or (np.all(values >= 0) and np.allclose(values, np.round(values))))
 
 
 def looks_like_counts(X, *, n_check: int = 100_000) -> bool:
     """Heuristic: non-negative integer values with some value above 20 (log-normalised data rarely exceeds ~10)."""
     values = _sample_values(X, n_check)
+    if values.dtype.kind == "f":
+        values = values[~np.isnan(values)]  # not measured
     return bool(values.size > 0 and is_nonnegative_integer(values) and values.max() > 20)
 
 

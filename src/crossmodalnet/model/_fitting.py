@@ -44,22 +44,34 @@ def column_moments(X, rows: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, 
 
     Returns
     -------
-    Mean and (population) standard deviation of each column.
+    Mean and (population) standard deviation of each column, over its non-NaN values (NaN marks a
+    protein a cell did not measure).
     """
     total = np.zeros(X.shape[1])
     total_sq = np.zeros(X.shape[1])
+    count = np.zeros(X.shape[1])
     rows = np.sort(rows)
     for start in range(0, rows.size, chunk):
         block = X[rows[start : start + chunk]]
         if sparse.issparse(block):
             total += np.asarray(block.sum(axis=0)).ravel()
             total_sq += np.asarray(block.multiply(block).sum(axis=0)).ravel()
+            count += block.shape[0]
         else:
             block = np.asarray(block, dtype=np.float64)
-            total += block.sum(axis=0)
-            total_sq += (block**2).sum(axis=0)
-    mean = total / rows.size
-    return mean, np.sqrt(np.maximum(total_sq / rows.size - mean**2, 0.0))
+            measured = ~np.isnan(block)
+            if measured.all():
+                total += block.sum(axis=0)
+                total_sq += (block**2).sum(axis=0)
+                count += block.shape[0]
+            else:  # NaN: not measured (proteins of another panel), left out
+                block = np.where(measured, block, 0.0)
+                total += block.sum(axis=0)
+                total_sq += (block**2).sum(axis=0)
+                count += measured.sum(axis=0)
+    count = np.maximum(count, 1)
+    mean = total / count
+    return mean, np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
 
 
 def screen_genes(X, Y: np.ndarray, rows: np.ndarray, n_genes: int, chunk: int = 4096) -> np.ndarray:

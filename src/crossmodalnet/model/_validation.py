@@ -77,15 +77,7 @@ def validate_setup(
     X_rna = get_layer(rna, rna_layer, rna_key)
     X_prot = get_layer(prot, protein_layer, protein_key)
     check_finite(X_rna, f"mdata[{rna_key!r}]", rna_layer)
-    check_finite(
-        X_prot,
-        f"mdata[{protein_key!r}]",
-        protein_layer,
-        names=prot.var_names,
-        hint=" Training with missing proteins (e.g. panels joined with `anndata.concat(join='outer')`) is not "
-        "supported yet: keep the proteins every panel measured (docs page *Using a model in practice*, "
-        "*References with different antibody panels*).",
-    )
+    check_proteins_measured(X_prot, prot.var_names, protein_key, protein_layer)
     # stacklevel 3: the user's call of setup_mudata
     if looks_like_counts(X_rna):
         warnings.warn(
@@ -144,6 +136,54 @@ def validate_setup(
             "`mdata.obs[%r]` has a single time point: CrossmodalNet trains without a time discriminator.", time_key
         )
     return columns
+
+
+def check_proteins_measured(X_prot, names, protein_key: str, protein_layer: str | None) -> None:
+    """Check a protein matrix in which NaN means "not measured" (panels joined with ``join="outer"``).
+
+    NaN is accepted in a dense in-memory matrix only; infinite values, NaN in a sparse or backed matrix and a
+    protein that no cell measured are refused with a :class:`ValueError` naming the proteins. Cells that
+    measured no protein are warned about (they train the networks through nothing but the discriminators).
+    """
+    where = f"mdata[{protein_key!r}]"
+    slot = f"layer {protein_layer!r}" if protein_layer else "`.X`"
+    if not isinstance(X_prot, np.ndarray) or X_prot.dtype.kind != "f":
+        check_finite(
+            X_prot,
+            where,
+            protein_layer,
+            names=names,
+            hint=" NaN (not measured, e.g. panels joined with `anndata.concat(join='outer')`) is accepted in a "
+            "dense in-memory protein matrix: densify it first, e.g. "
+            f"`mdata[{protein_key!r}].X = mdata[{protein_key!r}].X.toarray()`.",
+        )
+        return
+    infinite = np.isinf(X_prot)
+    if infinite.any():
+        bad = np.asarray(names)[infinite.any(axis=0)].tolist()
+        raise ValueError(
+            f"{where} {slot} has {int(infinite.sum())} infinite value(s) in column(s) {bad[:10]}; remove or "
+            "impute them first (NaN, not infinity, marks a protein a cell did not measure)."
+        )
+    missing = np.isnan(X_prot)
+    if not missing.any():
+        return
+    nowhere = missing.all(axis=0)
+    if nowhere.any():
+        bad = np.asarray(names)[nowhere].tolist()
+        raise ValueError(
+            f"{len(bad)} protein(s) of {where} {slot} are NaN (not measured) in every cell: {bad[:10]}"
+            f"{' ...' if len(bad) > 10 else ''}. Nothing can be learnt for them; drop them first with "
+            f"`cmn.pp.drop_proteins(mdata, {bad[:3]!r}, protein_key={protein_key!r})`."
+        )
+    n_empty = int(missing.all(axis=1).sum())
+    if n_empty:
+        warnings.warn(
+            f"{n_empty} cell(s) of {where} measured no protein (all NaN); they add nothing to the prediction "
+            "losses. Subset them away unless that is intended.",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def _warn_constant_in_groups(

@@ -5,6 +5,8 @@ from ._losses import (
     discriminator_loss,
     fader_loss,
     group_lasso,
+    masked_mse,
+    measured_entries,
     nlc_loss,
     pearson_per_row,
 )
@@ -16,6 +18,8 @@ __all__ = [
     "discriminator_loss",
     "fader_loss",
     "group_lasso",
+    "masked_mse",
+    "measured_entries",
     "nlc_loss",
     "pearson_per_row",
 ]

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 
-def pearson_per_row(pred: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-8) -> torch.Tensor:
+def pearson_per_row(
+    pred: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-8, measured: torch.Tensor | None = None
+) -> torch.Tensor:
     """Pearson correlation of each row of ``pred`` with the same row of ``target``.
 
     Rows with zero variance get a correlation of 0 instead of NaN.
@@ -26,16 +28,44 @@ def pearson_per_row(pred: torch.Tensor, target: torch.Tensor, *, eps: float = 1e
         Tensors of shape (n, p).
     eps
         Added to the product of variances before the square root.
+    measured
+        Boolean tensor of shape (n, p): only these entries of a row enter its correlation (the
+        others, e.g. NaN targets of proteins a cell did not measure, are ignored, also in the
+        gradient). ``None``: every entry.
 
     Returns
     -------
     Tensor of shape (n,).
     """
-    pred_c = pred - pred.mean(dim=1, keepdim=True)
-    target_c = target - target.mean(dim=1, keepdim=True)
+    if measured is None:
+        pred_c = pred - pred.mean(dim=1, keepdim=True)
+        target_c = target - target.mean(dim=1, keepdim=True)
+    else:
+        m = measured.to(pred.dtype)
+        n = m.sum(dim=1, keepdim=True).clamp(min=1.0)
+        pred = torch.where(measured, pred, torch.zeros_like(pred))
+        target = torch.where(measured, target, torch.zeros_like(target))
+        pred_c = (pred - pred.sum(dim=1, keepdim=True) / n) * m
+        target_c = (target - target.sum(dim=1, keepdim=True) / n) * m
     cov = (pred_c * target_c).sum(dim=1)
     denom = torch.sqrt((pred_c.square().sum(dim=1) * target_c.square().sum(dim=1)) + eps)
     return cov / denom
+
+
+def measured_entries(target: torch.Tensor) -> torch.Tensor | None:
+    """Entries of ``target`` that were measured (not NaN); ``None`` when all were (the unmasked losses apply).
+
+    Parameters
+    ----------
+    target
+        Observed proteins, cells × proteins; NaN where a cell's panel did not measure a protein.
+
+    Returns
+    -------
+    Boolean tensor of the shape of ``target``, or ``None``.
+    """
+    missing = torch.isnan(target)
+    return None if not bool(missing.any()) else ~missing
 
 
 def nlc_loss(pred: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-6) -> torch.Tensor:
@@ -44,6 +74,9 @@ def nlc_loss(pred: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-6) -> 
     :math:`\mathcal{L}_{NLC,i} = -\log(\max((\mathrm{corr}(\hat y_i, y_i) + 1) / 2, \epsilon))`
     :cite:p:`Yang2023`. The paper sums over cells; the mean is used here so the loss scale does
     not depend on the mini-batch size (GradNorm rescales the task weights either way).
+
+    NaN in ``target`` means "not measured": each cell's correlation is taken over the proteins it
+    measured, and cells with fewer than two measured proteins are left out of the mean.
 
     Parameters
     ----------
@@ -56,8 +89,32 @@ def nlc_loss(pred: torch.Tensor, target: torch.Tensor, *, eps: float = 1e-6) -> 
     -------
     Scalar tensor.
     """
-    r = pearson_per_row(pred, target)
-    return -torch.log(torch.clamp((r + 1.0) / 2.0, min=eps)).mean()
+    measured = measured_entries(target)
+    r = pearson_per_row(pred, target, measured=measured)
+    per_cell = -torch.log(torch.clamp((r + 1.0) / 2.0, min=eps))
+    if measured is None:
+        return per_cell.mean()
+    keep = measured.sum(dim=1) >= 2
+    return (per_cell * keep).sum() / keep.sum().clamp(min=1)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the measured (non-NaN) entries of ``target``; the plain MSE when none is NaN.
+
+    Parameters
+    ----------
+    pred, target
+        Predicted and observed proteins, cells × proteins.
+
+    Returns
+    -------
+    Scalar tensor (0 when nothing was measured).
+    """
+    measured = measured_entries(target)
+    if measured is None:
+        return F.mse_loss(pred, target)
+    diff = torch.where(measured, pred - torch.where(measured, target, torch.zeros_like(target)), 0.0)
+    return diff.square().sum() / measured.sum().clamp(min=1)
 
 
 def adversarial_cross_entropy(logits: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -198,7 +255,8 @@ def fader_loss(
     Parameters
     ----------
     pred, target
-        Predicted and observed proteins, cells × proteins.
+        Predicted and observed proteins, cells × proteins; NaN targets (not measured) are left out
+        of the MSE (:func:`masked_mse`).
     disc_logits
         Discriminator logits computed from the (non-detached) basal latent, one per covariate.
     disc_targets
@@ -215,7 +273,7 @@ def fader_loss(
     """
     if disc_ce is not None and (disc_logits is not None or disc_targets is not None):
         raise ValueError("Pass either `disc_ce` or `disc_logits` and `disc_targets`, not both.")
-    mse = F.mse_loss(pred, target)
+    mse = masked_mse(pred, target)
     if disc_ce is None:
         disc_ce = adversarial_cross_entropy(disc_logits or [], disc_targets or [])
     ce = pred.new_zeros(())

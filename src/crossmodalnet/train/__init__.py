@@ -5,6 +5,8 @@ from crossmodalnet.nn import (
     discriminator_loss,
     fader_loss,
     group_lasso,
+    masked_mse,
+    measured_entries,
     nlc_loss,
     pearson_per_row,
 )
@@ -27,6 +29,8 @@ __all__ = [
     "gradnorm_step",
     "group_lasso",
     "is_discriminator_step",
+    "masked_mse",
+    "measured_entries",
     "nlc_loss",
     "pearson_per_row",
     "renormalize_weights",

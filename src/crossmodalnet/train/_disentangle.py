@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from crossmodalnet._constants import REGISTRY_KEYS
 from crossmodalnet._disentangle_settings import (
@@ -16,7 +15,7 @@ from crossmodalnet._disentangle_settings import (
     check_state_term,
     resolve_n_clusters,
 )
-from crossmodalnet.nn import confusion_loss, covariate_mmd, discriminator_loss, group_lasso, nlc_loss
+from crossmodalnet.nn import confusion_loss, covariate_mmd, discriminator_loss, group_lasso, masked_mse, nlc_loss
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -191,7 +190,7 @@ def disentangle_encoder(
                     term = sum(covariate_mmd(z, codes[i], groups=groups, min_cells=min_cells) for i in adv)
                 else:
                     term = confusion_loss([module.discriminators[i](z) for i in adv])
-                loss = nlc_loss(pred, target) + F.mse_loss(pred, target) + weight * term
+                loss = nlc_loss(pred, target) + masked_mse(pred, target) + weight * term
                 if state is not None:
                     state_term = state.loss(z, x, codes, groups)
                     loss = loss + state_weight * state_term
