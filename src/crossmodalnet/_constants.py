@@ -10,6 +10,7 @@ class _RegistryKeys(NamedTuple):
     PROTEIN_KEY: str = "protein"
     TIME_KEY: str = "time"
     BATCH_KEY: str = "batch"
+    PROTEIN_MASK_KEY: str = "protein_mask"
 
 
 REGISTRY_KEYS = _RegistryKeys()

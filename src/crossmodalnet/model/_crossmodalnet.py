@@ -284,6 +284,7 @@ class CrossmodalNet(
                 layer=self.get_setup_arg("protein_layer"),
             )
             self.gene_ids_ = gene_id_columns(rna.var)
+            self.measured_cells_ = self._count_measured_cells()
         self._model_summary_string = (
             f"CrossmodalNet: {self.n_genes} genes → {self.n_proteins} proteins, n_latent={resolved['n_latent']}, "
             f"{n_time} time point(s), {n_batch} batch(es)"
@@ -307,6 +308,7 @@ class CrossmodalNet(
         protein_layer: str | None = None,
         time_key: str | None = None,
         batch_key: str | None = None,
+        protein_mask_layer: str | None = None,
         **kwargs,
     ) -> None:
         """Register the RNA and protein modalities and the time (and batch) covariates.
@@ -314,10 +316,15 @@ class CrossmodalNet(
         Nothing is computed into ``mdata.obs``; scvi-tools' :class:`~scvi.data.AnnDataManager`
         records its registry (its usual ``_scvi_*`` bookkeeping entries).
 
-        Proteins with NaN values are refused with a :class:`ValueError` naming them: training with
-        missing proteins (panels joined with ``anndata.concat(join="outer")``) is not supported yet.
-        A protein constant (e.g. all zero) in every cell of one ``batch_key`` or ``time_key`` group,
-        as a panel without that antibody gives, is warned about by name and kept, not masked.
+        **Missing proteins.** NaN in the registered protein matrix means "not measured" (references
+        whose panels differ, joined with ``anndata.concat(join="outer")``); so does ``False`` in the
+        ``protein_mask_layer``. Missing values are never inferred from zeros: a protein constant (e.g.
+        all zero) in every cell of one ``batch_key`` or ``time_key`` group, as a panel without that
+        antibody gives after a join that fills zeros, is warned about by name and kept as measured.
+        Every loss, metric, closed-form fit and calibration uses measured values only; the model
+        records how many cells measured each protein in each batch (:attr:`measured_cells`). A
+        protein no cell measured, infinite values and NaN in a sparse or backed protein matrix are
+        refused with a :class:`ValueError`.
 
         Parameters
         ----------
@@ -338,6 +345,10 @@ class CrossmodalNet(
         batch_key
             Optional column of ``mdata.obs`` with a second covariate (donor, batch); it gets its
             own embedding and its own discriminator.
+        protein_mask_layer
+            Optional boolean layer of the protein modality, ``True`` where a value was measured, e.g.
+            after joining sparse panels, which fills zeros. Values where it is ``False`` are ignored
+            whatever they hold; a NaN it marks as measured is refused.
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
@@ -351,6 +362,7 @@ class CrossmodalNet(
             protein_layer=protein_layer,
             time_key=time_key,
             batch_key=batch_key,
+            protein_mask_layer=protein_mask_layer,
         )
         adata_manager = CrossmodalDataManager(fields=mudata_fields_, setup_method_args=setup_method_args)
         adata_manager.register_fields(mdata, **kwargs)
@@ -373,6 +385,23 @@ class CrossmodalNet(
         """
         cells = getattr(self, "training_cells_", None)
         return None if cells is None else pd.Index(np.asarray(cells, dtype=str))
+
+    @property
+    def measured_cells(self) -> pd.DataFrame | None:
+        """Cells that measured each protein (rows) in each registered batch (columns), counted at initialisation.
+
+        Saved with the model. A protein of another panel has 0 in the batches that did not measure it
+        (NaN in the registered matrix, or ``False`` in ``protein_mask_layer``). ``None`` for models saved
+        before it was recorded.
+        """
+        record = getattr(self, "measured_cells_", None)
+        if record is None:
+            return None
+        return pd.DataFrame(
+            np.asarray(record["counts"], dtype=np.int64),
+            index=pd.Index(record["proteins"], name="protein"),
+            columns=pd.Index(record["batches"], name="batch"),
+        )
 
     @property
     def rna_normalization(self) -> dict | None:

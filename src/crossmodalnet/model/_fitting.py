@@ -203,7 +203,12 @@ class TrainingFitMixin:
             self._fit_linear_path(train_idx, val_idx)
 
     def _column_moments(self, registry_key: str, train_idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, std = column_moments(self.adata_manager.get_from_registry(registry_key), np.asarray(train_idx))
+        X = (
+            self._registered_proteins()
+            if registry_key == REGISTRY_KEYS.PROTEIN_KEY
+            else self.adata_manager.get_from_registry(registry_key)
+        )
+        mean, std = column_moments(X, np.asarray(train_idx))
         return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
 
     def _fit_gene_moments(self, train_idx: np.ndarray) -> None:

@@ -335,8 +335,41 @@ class BatchedInferenceMixin:
         )
 
     def _registered_dense(self, registry_key: str, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` of a registered matrix, dense float64; proteins with NaN where not measured."""
         block = read_rows(self.adata_manager.get_from_registry(registry_key), np.asarray(idx))
-        return block.toarray().astype(np.float64) if sparse.issparse(block) else np.asarray(block, dtype=np.float64)
+        block = block.toarray().astype(np.float64) if sparse.issparse(block) else np.asarray(block, dtype=np.float64)
+        if registry_key == REGISTRY_KEYS.PROTEIN_KEY and self._has_protein_mask():
+            block = np.where(self._registered_protein_mask(idx), block, np.nan)
+        return block
+
+    def _has_protein_mask(self) -> bool:
+        """Whether ``setup_mudata`` registered a ``protein_mask_layer``."""
+        return REGISTRY_KEYS.PROTEIN_MASK_KEY in self.adata_manager.data_registry
+
+    def _registered_protein_mask(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` of the registered boolean mask layer (``True``: measured)."""
+        block = read_rows(self.adata_manager.get_from_registry(REGISTRY_KEYS.PROTEIN_MASK_KEY), np.asarray(idx))
+        return (block.toarray() if sparse.issparse(block) else np.asarray(block)).astype(bool)
+
+    def _registered_proteins(self):
+        """The registered protein matrix; with a mask layer, a dense float copy with NaN where not measured."""
+        Y = self.adata_manager.get_from_registry(REGISTRY_KEYS.PROTEIN_KEY)
+        if not self._has_protein_mask():
+            return Y
+        return self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, np.arange(Y.shape[0]))
+
+    def _count_measured_cells(self) -> dict:
+        """Cells that measured each protein in each batch (the :attr:`measured_cells` record)."""
+        Y = self._registered_proteins()
+        dense = isinstance(Y, np.ndarray) and Y.dtype.kind == "f"
+        measured = ~np.isnan(Y) if dense else None
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY).reshape(-1).astype(np.int64)
+        batches = [str(b) for b in self.batch_categories]
+        counts = np.zeros((Y.shape[1], len(batches)), dtype=np.int64)
+        for b in range(len(batches)):
+            in_batch = codes == b
+            counts[:, b] = measured[in_batch].sum(axis=0) if measured is not None else int(in_batch.sum())
+        return {"proteins": [str(p) for p in self.protein_names], "batches": batches, "counts": counts}
 
     @torch.no_grad()
     def _predict_registered(self, idx: np.ndarray, chunk: int = 1024) -> np.ndarray:

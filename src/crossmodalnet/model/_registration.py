@@ -56,6 +56,7 @@ def checked_fields(
     protein_layer: str | None,
     time_key: str | None,
     batch_key: str | None,
+    protein_mask_layer: str | None = None,
 ) -> list:
     """Check ``mdata`` for :meth:`~crossmodalnet.model.CrossmodalNet.setup_mudata` and return its fields.
 
@@ -69,6 +70,9 @@ def checked_fields(
         Their layers; ``None`` uses ``.X``.
     time_key, batch_key
         Columns of ``mdata.obs`` with the time point and the batch; ``None``: one category.
+    protein_mask_layer
+        Boolean layer of the protein modality, ``True`` where a value was measured; ``None``: NaN marks
+        the values not measured.
 
     Returns
     -------
@@ -82,6 +86,20 @@ def checked_fields(
         protein_layer=protein_layer,
         time_key=time_key,
         batch_key=batch_key,
+        protein_mask_layer=protein_mask_layer,
+    )
+    mask = (
+        []
+        if protein_mask_layer is None
+        else [
+            fields.MuDataLayerField(
+                REGISTRY_KEYS.PROTEIN_MASK_KEY,
+                protein_mask_layer,
+                mod_key=protein_key,
+                is_count_data=False,
+                mod_required=True,
+            )
+        ]
     )
     return [
         fields.MuDataLayerField(
@@ -92,6 +110,7 @@ def checked_fields(
         ),
         fields.MuDataCategoricalObsField(REGISTRY_KEYS.TIME_KEY, columns.get("time_key"), mod_key=None),
         _MuDataObservedCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, columns.get("batch_key"), mod_key=None),
+        *mask,
     ]
 
 

@@ -40,6 +40,7 @@ def validate_setup(
     protein_layer: str | None,
     time_key: str | None,
     batch_key: str | None,
+    protein_mask_layer: str | None = None,
     caller: str = "CrossmodalNet.setup_mudata",
 ) -> dict[str, str]:
     """Check a CITE-seq MuData before registration; raise on what cannot be trained on, warn on the doubtful.
@@ -54,7 +55,7 @@ def validate_setup(
     ----------
     mdata
         The MuData to register.
-    rna_key, protein_key, rna_layer, protein_layer, time_key, batch_key
+    rna_key, protein_key, rna_layer, protein_layer, time_key, batch_key, protein_mask_layer
         The arguments of :meth:`~crossmodalnet.model.CrossmodalNet.setup_mudata`.
     caller
         Name shown in the error messages.
@@ -77,7 +78,10 @@ def validate_setup(
     X_rna = get_layer(rna, rna_layer, rna_key)
     X_prot = get_layer(prot, protein_layer, protein_key)
     check_finite(X_rna, f"mdata[{rna_key!r}]", rna_layer)
-    check_proteins_measured(X_prot, prot.var_names, protein_key, protein_layer)
+    mask = None if protein_mask_layer is None else checked_protein_mask(prot, X_prot, protein_mask_layer, protein_key)
+    check_proteins_measured(X_prot, prot.var_names, protein_key, protein_layer, mask=mask)
+    if mask is not None:
+        X_prot = np.where(mask, np.asarray(X_prot.toarray() if hasattr(X_prot, "toarray") else X_prot, float), np.nan)
     # stacklevel 3: the user's call of setup_mudata
     if looks_like_counts(X_rna):
         warnings.warn(
@@ -138,15 +142,54 @@ def validate_setup(
     return columns
 
 
-def check_proteins_measured(X_prot, names, protein_key: str, protein_layer: str | None) -> None:
+def checked_protein_mask(prot, X_prot, layer: str, protein_key: str) -> np.ndarray:
+    """The boolean mask layer ``layer`` of the protein modality (``True``: measured), checked against the matrix.
+
+    Raises a :class:`KeyError` when the layer is missing and a :class:`ValueError` when it is not boolean or
+    marks as measured a value that is NaN.
+    """
+    if layer not in prot.layers:
+        raise KeyError(
+            f"`protein_mask_layer={layer!r}`: mdata[{protein_key!r}] has no such layer; layers are "
+            f"{list(prot.layers.keys())}. Add a boolean layer, True where a protein was measured."
+        )
+    mask = prot.layers[layer]
+    mask = mask.toarray() if hasattr(mask, "toarray") else np.asarray(mask)
+    if mask.dtype != bool:
+        raise ValueError(
+            f"`protein_mask_layer={layer!r}` must be boolean (True where a protein was measured), got dtype "
+            f"{mask.dtype}; convert it first, e.g. `mdata[{protein_key!r}].layers[{layer!r}] = "
+            f"mdata[{protein_key!r}].layers[{layer!r}].astype(bool)`."
+        )
+    if mask.shape != tuple(X_prot.shape):
+        raise ValueError(f"`protein_mask_layer={layer!r}` has shape {mask.shape}, the proteins {tuple(X_prot.shape)}.")
+    if isinstance(X_prot, np.ndarray) and X_prot.dtype.kind == "f":
+        contradicting = mask & np.isnan(X_prot)
+        if contradicting.any():
+            bad = np.asarray(prot.var_names)[contradicting.any(axis=0)].tolist()
+            raise ValueError(
+                f"`protein_mask_layer={layer!r}` marks {int(contradicting.sum())} NaN value(s) as measured, in "
+                f"protein(s) {bad[:10]}: the mask does not match the matrix. Set the mask to False there, or "
+                "impute the values."
+            )
+    return mask
+
+
+def check_proteins_measured(
+    X_prot, names, protein_key: str, protein_layer: str | None, *, mask: np.ndarray | None = None
+) -> None:
     """Check a protein matrix in which NaN means "not measured" (panels joined with ``join="outer"``).
 
     NaN is accepted in a dense in-memory matrix only; infinite values, NaN in a sparse or backed matrix and a
     protein that no cell measured are refused with a :class:`ValueError` naming the proteins. Cells that
     measured no protein are warned about (they train the networks through nothing but the discriminators).
+    With a ``mask`` (``True``: measured), only the measured values are checked, and what it leaves out counts
+    as not measured.
     """
     where = f"mdata[{protein_key!r}]"
     slot = f"layer {protein_layer!r}" if protein_layer else "`.X`"
+    if mask is not None:
+        X_prot = np.where(mask, X_prot.toarray() if hasattr(X_prot, "toarray") else np.asarray(X_prot, float), np.nan)
     if not isinstance(X_prot, np.ndarray) or X_prot.dtype.kind != "f":
         check_finite(
             X_prot,

@@ -303,9 +303,17 @@ class CrossmodalModule(BaseModuleClass):
         return sum(emb(c) for emb, c in zip(self.covariate_embeddings, codes, strict=True))
 
     def protein_from_tensors(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Observed proteins of a mini-batch on the original scale, dense (a sparse batch is densified)."""
+        """Observed proteins of a mini-batch on the original scale, dense (a sparse batch is densified).
+
+        NaN where not measured: NaN in the registered matrix, or ``False`` in a registered protein mask.
+        """
         y = tensors[REGISTRY_KEYS.PROTEIN_KEY]
-        return y if y.layout == torch.strided else y.to_dense()
+        y = y if y.layout == torch.strided else y.to_dense()
+        mask = tensors.get(REGISTRY_KEYS.PROTEIN_MASK_KEY)
+        if mask is not None:
+            mask = mask if mask.layout == torch.strided else mask.to_dense()
+            y = torch.where(mask.bool(), y, torch.full_like(y, float("nan")))
+        return y
 
     @property
     def covariate_names(self) -> list[str]:
