@@ -378,7 +378,8 @@ class UncertaintyMixin:
     def _observed_proteins(self, mdata: MuData, cells: pd.Index | None = None) -> np.ndarray:
         """Observed proteins of the ``cells`` of ``mdata`` (all by default; cells × model proteins), in the registered layer.
 
-        Only the rows of those cells are read; cells without protein data get NaN rows.
+        Only the rows of those cells are read; cells without protein data get NaN rows, and values not
+        measured (NaN, or ``False`` in the registered ``protein_mask_layer``) are NaN.
         """
         protein_key = self.get_setup_arg("protein_key")
         layer = self.get_setup_arg("protein_layer")
@@ -397,7 +398,13 @@ class UncertaintyMixin:
             X = get_layer(prot, layer, protein_key)[rows[have][order]]
             X = X.toarray() if sparse.issparse(X) else np.asarray(X)
             cols = pd.Index(prot.var_names.astype(str)).get_indexer(self.protein_names)
-            out[have[order]] = X[:, cols].astype(np.float64)
+            X = X[:, cols].astype(np.float64)
+            mask_layer = self.registry_["setup_args"].get("protein_mask_layer")  # absent in older models
+            if mask_layer is not None and mask_layer in prot.layers:  # False: not measured
+                mask = prot.layers[mask_layer][rows[have][order]]
+                mask = mask.toarray() if sparse.issparse(mask) else np.asarray(mask)
+                X = np.where(mask[:, cols].astype(bool), X, np.nan)
+            out[have[order]] = X
         return out
 
     def _reference_cells(self, seed: int) -> np.ndarray | None:
