@@ -127,8 +127,11 @@ def screen_ranking(X, Y: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.
     for proteins in measured_protein_groups(measured):
         cells = measured[:, proteins[0]]
         if cells.any():
-            Yg = Yr if proteins.size == Yr.shape[1] else Yr[cells][:, proteins]
-            blocks.append(_screen_correlations(X, rows if cells.all() else rows[cells], Yg, chunk))
+            if cells.all():
+                Yg = Yr if proteins.size == Yr.shape[1] else Yr[:, proteins]
+                blocks.append(_screen_correlations(X, rows, Yg, chunk))
+            else:
+                blocks.append(_screen_correlations(X, rows[cells], Yr[cells][:, proteins], chunk))
     if not blocks or sum(b.shape[1] for b in blocks) == 0:
         raise ValueError("Every protein is constant over the training cells; there is nothing to screen genes by.")
     corr = blocks[0] if len(blocks) == 1 else np.hstack(blocks)
