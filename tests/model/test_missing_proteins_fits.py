@@ -248,6 +248,9 @@ def test_calibration_counts_and_finite_intervals_on_panels(panel_model):
     state = model.uncertainty_
     cells = np.asarray(state["calibration_indices"])
     assert cells.size == state["n_cells"] > 0
+    # every validation cell calibrates the proteins it measured, panel B's cells included
+    np.testing.assert_array_equal(np.sort(cells), np.sort(model.validation_indices_))
+    assert panel_b[cells].any()
     measured = np.isfinite(np.asarray(mdata["prot"].X)[cells])
     np.testing.assert_array_equal(state["n_cells_per_protein"], measured.sum(axis=0))
     assert (state["n_cells_per_protein"][MISSING] == (~panel_b[cells]).sum()).all()
