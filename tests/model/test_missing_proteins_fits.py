@@ -260,3 +260,13 @@ def test_calibration_counts_and_finite_intervals_on_panels(panel_model):
     for frame in (unc.std, unc.lower, unc.upper):
         assert np.isfinite(frame.to_numpy()).all()
     assert np.isfinite(unc.multiplier.to_numpy()).all()
+
+
+def test_per_protein_calibration_count_is_written_by_tl(panel_model):
+    model, mdata, _ = panel_model
+    if model.uncertainty_ is None:
+        model.calibrate_uncertainty(n_samples=3)
+    out = cmn.tl.predict_protein(model.adata, model, uncertainty=True, key_added="p", copy=True)
+    record = out.uns["p"]["uncertainty"]
+    np.testing.assert_array_equal(record["n_calibration_cells_per_protein"], model.uncertainty_["n_cells_per_protein"])
+    assert record["n_calibration_cells_per_protein"][MISSING].max() < record["n_calibration_cells"]
