@@ -314,8 +314,11 @@ class CrossmodalNet(
         Nothing is computed into ``mdata.obs``; scvi-tools' :class:`~scvi.data.AnnDataManager`
         records its registry (its usual ``_scvi_*`` bookkeeping entries).
 
-        Proteins with NaN values are refused with a :class:`ValueError` naming them: training with
-        missing proteins (panels joined with ``anndata.concat(join="outer")``) is not supported yet.
+        NaN in a dense protein matrix means "not measured" (panels joined with
+        ``anndata.concat(join="outer")``): losses, metrics and the closed-form fits (protein scaling,
+        gene screen, linear path, uncertainty calibration) use measured values only. Infinite values,
+        NaN in a sparse or backed matrix and a protein no cell measured are refused with a
+        :class:`ValueError` naming them.
         A protein constant (e.g. all zero) in every cell of one ``batch_key`` or ``time_key`` group,
         as a panel without that antibody gives, is warned about by name and kept, not masked.
 
