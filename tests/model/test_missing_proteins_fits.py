@@ -104,6 +104,27 @@ def test_linear_path_of_each_panel_equals_a_fit_on_the_cells_that_measured_it():
     np.testing.assert_allclose(b[:, 2:], b_rest, atol=1e-6)
 
 
+def test_cells_that_measured_no_protein_are_left_out_of_the_linear_path():
+    mdata, panel_b = _panel_mdata()
+    Y = np.asarray(mdata["prot"].X).copy()
+    Y[panel_b] = np.nan  # panel B measured nothing: one group, fitted on panel A's cells
+    mdata["prot"].X = Y
+    train_idx, val_idx = _split(mdata.n_obs)
+    with pytest.warns(UserWarning, match="measured no protein"):
+        model = _closed_form(mdata.copy(), train_idx, val_idx)
+    (group,) = model.linear_path_genes_["groups"]
+    assert group["n_cells"] == int((~panel_b[train_idx]).sum())
+    assert model.linear_path_genes_["choice"] == group["choice"]
+    position = np.cumsum(~panel_b) - 1
+    sub = _closed_form(
+        _subset(mdata, ~panel_b, list(range(Y.shape[1]))),
+        position[train_idx[~panel_b[train_idx]]],
+        position[val_idx[~panel_b[val_idx]]],
+    )
+    for got, expected in zip(_linear(model), _linear(sub), strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
 def test_cells_that_did_not_measure_a_protein_do_not_change_its_linear_path():
     mdata, panel_b = _panel_mdata()
     train_idx, val_idx = _split(mdata.n_obs)

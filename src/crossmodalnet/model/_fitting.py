@@ -317,9 +317,12 @@ class TrainingFitMixin:
         it, with its own screen, gene set and penalty chosen by the validation error over the
         validation cells that measured its proteins. A time point trained overall but absent from a
         group's cells gets that group's intercept over all its cells (its overall mean); a group no
-        training cell measured gets zero weights and intercepts. The groups are recorded in
-        ``linear_path_genes_["groups"]``. Without missing values there is one group and the fit is
-        unchanged.
+        training cell measured gets zero weights and intercepts. With missing values,
+        ``linear_path_genes_`` holds ``"groups"``: per group its ``proteins`` (positions), ``n_cells``
+        (training cells) and choice (``choice``, ``genes``, ``criterion``, ``errors``, ``alpha``); its
+        top-level ``choice`` is that of the only fitted group, or ``"per_group"`` with ``genes`` the
+        union of the groups' genes and ``alpha`` that of the group with the most training cells.
+        Without missing values there is one group, no ``"groups"`` entry and the fit is unchanged.
 
         Nothing is densified beyond one row chunk: the candidate sets share one streamed
         accumulation of :func:`~crossmodalnet.model._linear.ridge_statistics` over the union of
@@ -365,7 +368,7 @@ class TrainingFitMixin:
             W[:, proteins] = W_group
             intercept[:, proteins] = b_group
             records.append({"proteins": proteins.astype(np.int64), "n_cells": int(rows.size), **record})
-            if len(groups) > 1:
+            if not measured.all():
                 logger.info(
                     "linear path, %d protein(s) measured in %d training cells: genes %s (%d), ridge alpha %.4g",
                     proteins.size,
@@ -379,7 +382,7 @@ class TrainingFitMixin:
         alpha = float(main["alpha"]) if main is not None else float("nan")
         self.module.fit_linear_path(torch.as_tensor(W), torch.as_tensor(intercept), alpha)
         coding_genes = coding[0] if coding else np.zeros(0, dtype=np.int64)
-        if len(groups) == 1 and main is not None:  # every protein measured in the same cells
+        if measured.all() and main is not None:  # every protein measured in every training cell
             record = {k: v for k, v in main.items() if k not in ("proteins", "n_cells", "n_gene_sets", "n_alphas")}
             self.linear_path_genes_ = {**record, "coding_genes": coding_genes}
             logger.info(
@@ -392,15 +395,17 @@ class TrainingFitMixin:
             )
             return alpha
         used = [r["genes"] for r in fitted]
-        self.linear_path_genes_ = {
-            "choice": "per_group",
-            "genes": functools.reduce(np.union1d, used).astype(np.int64) if used else np.zeros(0, dtype=np.int64),
-            "criterion": "per_group",
-            "errors": {},
-            "alpha": alpha,
-            "coding_genes": coding_genes,
-            "groups": records,
-        }
+        if len(fitted) == 1:  # one group fitted (on the cells that measured it): its choice
+            top = {k: main[k] for k in ("choice", "genes", "criterion", "errors", "alpha")}
+        else:
+            top = {
+                "choice": "per_group",
+                "genes": functools.reduce(np.union1d, used).astype(np.int64) if used else np.zeros(0, dtype=np.int64),
+                "criterion": "per_group",
+                "errors": {},
+                "alpha": alpha,
+            }
+        self.linear_path_genes_ = {**top, "coding_genes": coding_genes, "groups": records}
         logger.info(
             "linear path: %d groups of proteins measured in the same training cells, fitted each on its cells",
             len(groups),
