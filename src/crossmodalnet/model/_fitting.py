@@ -407,7 +407,7 @@ class TrainingFitMixin:
             }
         self.linear_path_genes_ = {**top, "coding_genes": coding_genes, "groups": records}
         logger.info(
-            "linear path: %d groups of proteins measured in the same training cells, fitted each on its cells",
+            "linear path: %d group(s) of proteins measured in the same training cells, each fitted on those cells",
             len(groups),
         )
         return alpha
