@@ -24,6 +24,7 @@ from ._linear import (
     LINEAR_SCREEN_SIZES,
     fit_ridge_by_time,
     fit_ridge_from_statistics,
+    measured_protein_groups,
     ridge_statistics,
 )
 
@@ -94,18 +95,21 @@ def screen_genes(X, Y: np.ndarray, rows: np.ndarray, n_genes: int, chunk: int = 
 def screen_ranking(X, Y: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """Every gene, ordered by the supervised screen: each protein's best genes first.
 
-    Every gene's Pearson correlation with every protein is computed over ``rows``. Genes are then
-    taken in rounds: round ``r`` adds each protein's ``r``-th most correlated gene (by
-    ``|r|``), so every protein gets its own top genes before any protein gets more; within the last
-    round, genes with the larger ``|r|`` to any protein come first. Constant genes have correlation
-    0; constant proteins are ignored.
+    Every gene's Pearson correlation with every protein is computed over ``rows``; a protein some
+    cells did not measure (NaN in ``Y``) is correlated over the cells that measured it (proteins
+    measured in the same cells share one pass over their rows). Genes are then taken in rounds:
+    round ``r`` adds each protein's ``r``-th most correlated gene (by ``|r|``), so every protein
+    gets its own top genes before any protein gets more; within the last round, genes with the
+    larger ``|r|`` to any protein come first. Constant genes have correlation 0; constant proteins
+    (over their measured cells) are ignored.
 
     Parameters
     ----------
     X
         Cells × genes matrix (dense, sparse or backed), read by row chunks.
     Y
-        Proteins of the cells ``rows`` (len(rows) × proteins), in the order of ``rows``.
+        Proteins of the cells ``rows`` (len(rows) × proteins), in the order of ``rows``; NaN marks
+        a protein the cell did not measure.
     rows
         Row positions in ``X`` of the cells to use (the training cells).
     chunk
@@ -118,10 +122,33 @@ def screen_ranking(X, Y: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.
     """
     order = np.argsort(np.asarray(rows), kind="stable")
     rows, Yr = np.asarray(rows)[order], np.asarray(Y, dtype=np.float64)[order]
+    measured = ~np.isnan(Yr)
+    blocks = []
+    for proteins in measured_protein_groups(measured):
+        cells = measured[:, proteins[0]]
+        if cells.any():
+            if cells.all():
+                Yg = Yr if proteins.size == Yr.shape[1] else Yr[:, proteins]
+                blocks.append(_screen_correlations(X, rows, Yg, chunk))
+            else:
+                blocks.append(_screen_correlations(X, rows[cells], Yr[cells][:, proteins], chunk))
+    if not blocks or sum(b.shape[1] for b in blocks) == 0:
+        raise ValueError("Every protein is constant over the training cells; there is nothing to screen genes by.")
+    corr = blocks[0] if len(blocks) == 1 else np.hstack(blocks)
+    # rank of each gene within each protein (0 = most correlated; ties by gene position)
+    rank = np.empty(corr.shape, dtype=np.int64)
+    order = np.argsort(-corr, axis=0, kind="stable")
+    np.put_along_axis(rank, order, np.arange(corr.shape[0])[:, None], axis=0)
+    best_rank, best_corr = rank.min(axis=1), corr.max(axis=1)
+    return np.lexsort((np.arange(corr.shape[0]), -best_corr, best_rank))
+
+
+def _screen_correlations(X, rows: np.ndarray, Yr: np.ndarray, chunk: int) -> np.ndarray:
+    """``|r|`` of every gene (rows of the result) with every non-constant protein of ``Yr`` over the sorted ``rows``."""
     y_sd = Yr.std(axis=0)
     informative = y_sd > 1e-12
     if not informative.any():
-        raise ValueError("Every protein is constant over the training cells; there is nothing to screen genes by.")
+        return np.zeros((X.shape[1], 0))
     Ys = (Yr[:, informative] - Yr[:, informative].mean(axis=0)) / y_sd[informative]
     _, x_sd = column_moments(X, rows, chunk=chunk)
     cross = np.zeros((X.shape[1], Ys.shape[1]))
@@ -133,12 +160,7 @@ def screen_ranking(X, Y: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.
     with np.errstate(divide="ignore", invalid="ignore"):
         corr = np.abs(cross / rows.size / x_sd[:, None])
     corr[~np.isfinite(corr) | (x_sd[:, None] <= 1e-12)] = 0.0
-    # rank of each gene within each protein (0 = most correlated; ties by gene position)
-    rank = np.empty(corr.shape, dtype=np.int64)
-    order = np.argsort(-corr, axis=0, kind="stable")
-    np.put_along_axis(rank, order, np.arange(corr.shape[0])[:, None], axis=0)
-    best_rank, best_corr = rank.min(axis=1), corr.max(axis=1)
-    return np.lexsort((np.arange(corr.shape[0]), -best_corr, best_rank))
+    return corr
 
 
 def streamed_svd_components(X, rows: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
@@ -293,6 +315,20 @@ class TrainingFitMixin:
         weight. The choice is recorded in ``linear_path_genes_``. An unseen time point later gets
         the intercepts interpolated with the same weights as its time embedding.
 
+        Proteins some cells did not measure (NaN, e.g. references with different antibody panels)
+        are fitted on measured values only: proteins measured in the same training cells form a
+        group (:func:`~crossmodalnet.model._linear.measured_protein_groups`, typically one per
+        panel combination), and each group is fitted as above on the training cells that measured
+        it, with its own screen, gene set and penalty chosen by the validation error over the
+        validation cells that measured its proteins. A time point trained overall but absent from a
+        group's cells gets that group's intercept over all its cells (its overall mean); a group no
+        training cell measured gets zero weights and intercepts. With missing values,
+        ``linear_path_genes_`` holds ``"groups"``: per group its ``proteins`` (positions), ``n_cells``
+        (training cells) and choice (``choice``, ``genes``, ``criterion``, ``errors``, ``alpha``); its
+        top-level ``choice`` is that of the only fitted group, or ``"per_group"`` with ``genes`` the
+        union of the groups' genes and ``alpha`` that of the group with the most training cells.
+        Without missing values there is one group, no ``"groups"`` entry and the fit is unchanged.
+
         Nothing is densified beyond one row chunk: the candidate sets share one streamed
         accumulation of :func:`~crossmodalnet.model._linear.ridge_statistics` over the union of
         their genes (memory ``O(genes²)`` beside the registered matrix), and validation cells are
@@ -304,15 +340,102 @@ class TrainingFitMixin:
 
         Returns
         -------
-        The chosen penalty (absolute).
+        The chosen penalty (absolute); with several groups, that of the group with the most
+        training cells.
         """
         train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
         codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1).astype(np.int64)
-        t_train, t_val = codes[train_idx], codes[val_idx]
-        val_known = val_idx[np.isin(t_val, t_train)]
         X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        n_genes, n_time, n_proteins = X.shape[1], len(self.time_categories), self.n_proteins
         Y_train = self._loss_scale_proteins(train_idx)
-        Y_val = self._loss_scale_proteins(val_known) if val_known.size else None
+        Y_val = self._loss_scale_proteins(val_idx) if val_idx.size else np.zeros((0, n_proteins))
+        measured = ~np.isnan(Y_train)
+        groups = measured_protein_groups(measured)
+        W = np.zeros((n_genes, n_proteins))
+        intercept = np.zeros((n_time, n_proteins))
+        coding: list[np.ndarray] = []  # computed once, when a screened set first needs it
+        records = []
+        for proteins in groups:
+            cells = measured[:, proteins[0]]
+            rows = train_idx[cells]
+            if rows.size == 0:
+                logger.warning(
+                    "linear path: no training cell measured protein(s) %s; their linear path is zero",
+                    [str(self.protein_names[j]) for j in proteins[:5]],
+                )
+                records.append({"proteins": proteins.astype(np.int64), "n_cells": 0, "choice": "none"})
+                continue
+            t_rows = codes[rows]
+            val_cells = np.isin(codes[val_idx], t_rows) & ~np.isnan(Y_val[:, proteins]).all(axis=1)
+            Yg = Y_train[cells] if proteins.size == n_proteins else Y_train[cells][:, proteins]
+            Yv = Y_val[val_cells] if proteins.size == n_proteins else Y_val[val_cells][:, proteins]
+            W_group, b_group, record = self._fit_linear_group(X, rows, Yg, t_rows, val_idx[val_cells], Yv, coding)
+            W[:, proteins] = W_group
+            intercept[:, proteins] = b_group
+            records.append({"proteins": proteins.astype(np.int64), "n_cells": int(rows.size), **record})
+            if not measured.all():
+                logger.info(
+                    "linear path, %d protein(s) measured in %d training cells: genes %s (%d), ridge alpha %.4g",
+                    proteins.size,
+                    rows.size,
+                    record["choice"],
+                    record["genes"].size,
+                    record["alpha"],
+                )
+        fitted = [r for r in records if r["n_cells"] > 0]
+        main = max(fitted, key=lambda r: r["n_cells"]) if fitted else None
+        alpha = float(main["alpha"]) if main is not None else float("nan")
+        self.module.fit_linear_path(torch.as_tensor(W), torch.as_tensor(intercept), alpha)
+        coding_genes = coding[0] if coding else np.zeros(0, dtype=np.int64)
+        if measured.all() and main is not None:  # every protein measured in every training cell
+            record = {k: v for k, v in main.items() if k not in ("proteins", "n_cells", "n_gene_sets", "n_alphas")}
+            self.linear_path_genes_ = {**record, "coding_genes": coding_genes}
+            logger.info(
+                "linear path: genes %s (%d), ridge alpha %.4g (%d gene sets × %d penalties)",
+                main["choice"],
+                main["genes"].size,
+                alpha,
+                main["n_gene_sets"],
+                main["n_alphas"],
+            )
+            return alpha
+        used = [r["genes"] for r in fitted]
+        if len(fitted) == 1:  # one group fitted (on the cells that measured it): its choice
+            top = {k: main[k] for k in ("choice", "genes", "criterion", "errors", "alpha")}
+        else:
+            top = {
+                "choice": "per_group",
+                "genes": functools.reduce(np.union1d, used).astype(np.int64) if used else np.zeros(0, dtype=np.int64),
+                "criterion": "per_group",
+                "errors": {},
+                "alpha": alpha,
+            }
+        self.linear_path_genes_ = {**top, "coding_genes": coding_genes, "groups": records}
+        logger.info(
+            "linear path: %d group(s) of proteins measured in the same training cells, each fitted on those cells",
+            len(groups),
+        )
+        return alpha
+
+    def _fit_linear_group(
+        self,
+        X,
+        train_idx: np.ndarray,
+        Y_train: np.ndarray,
+        t_train: np.ndarray,
+        val_known: np.ndarray,
+        Y_val: np.ndarray,
+        coding: list[np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Fit the linear path of proteins every one of the cells ``train_idx`` measured (see :meth:`_fit_linear_path`).
+
+        ``val_known`` are validation cells of the time points of ``t_train`` that measured at least one
+        of the proteins (NaN in ``Y_val``: not measured, left out of the error); ``coding`` caches the
+        coding-gene positions. Returns the weights (genes × proteins), the intercepts (time points ×
+        proteins) and the record of the choice.
+        """
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1).astype(np.int64)
+        Y_val = Y_val if val_known.size else None
         n_genes, n_time = X.shape[1], len(self.time_categories)
         sizes = {"all": (), "screen": (LINEAR_SCREEN_DEFAULT,), "auto": LINEAR_SCREEN_SIZES}[self.linear_path_genes]
         # every gene in closed form needs a genes × genes gram, or the dense training cells when they are few;
@@ -327,8 +450,8 @@ class TrainingFitMixin:
         if self.linear_path_genes != "screen" and not all_fits:
             if not bool((Y_train.std(axis=0) > 1e-12).any()):
                 raise ValueError(
-                    "Every protein is constant over the training cells; the linear path cannot screen "
-                    f"{n_genes} genes down to the {LINEAR_MAX_GRAM_GENES} it fits in closed form."
+                    "Every protein is constant over the training cells that measured it; the linear path cannot "
+                    f"screen {n_genes} genes down to the {LINEAR_MAX_GRAM_GENES} it fits in closed form."
                 )
             screened = [LINEAR_MAX_GRAM_GENES, *screened]
             logger.info(
@@ -337,13 +460,13 @@ class TrainingFitMixin:
                 train_idx.size,
                 LINEAR_MAX_GRAM_GENES,
             )
-        coding = np.zeros(0, dtype=np.int64)  # added to screened sets only
-        if screened and self.linear_path_coding_genes:
-            coding = self._coding_gene_positions()
+        if screened and self.linear_path_coding_genes and not coding:
+            coding.append(self._coding_gene_positions())
+        coding_genes = coding[0] if screened and self.linear_path_coding_genes else np.zeros(0, dtype=np.int64)
         if screened:  # one screen; each candidate set is a prefix of its ranking
             ranking = screen_ranking(X, Y_train, train_idx)
             for k in screened:
-                candidates[f"screen{k}"] = np.union1d(ranking[:k], coding)
+                candidates[f"screen{k}"] = np.union1d(ranking[:k], coding_genes)
         fits, errors = {}, {}
         # sets the gram can hold come from one streamed accumulation over their union; larger ones
         # (possible only with at most LINEAR_MAX_GRAM_GENES training cells) from the dense training cells
@@ -374,21 +497,13 @@ class TrainingFitMixin:
         W_chosen, intercept, alpha, n_alphas = fits[choice]
         W = np.zeros((n_genes, W_chosen.shape[1]))
         W[candidates[choice]] = W_chosen
-        self.module.fit_linear_path(torch.as_tensor(W), torch.as_tensor(intercept), alpha)
-        self.linear_path_genes_ = {
+        record = {
             "choice": choice,
             "genes": candidates[choice].astype(np.int64),
             "criterion": "validation_mse" if val_known.size else "gcv",
             "errors": {k: float(v) for k, v in errors.items()},
             "alpha": float(alpha),
-            "coding_genes": coding.astype(np.int64),
+            "n_gene_sets": len(candidates),
+            "n_alphas": int(n_alphas),
         }
-        logger.info(
-            "linear path: genes %s (%d), ridge alpha %.4g (%d gene sets × %d penalties)",
-            choice,
-            candidates[choice].size,
-            alpha,
-            len(candidates),
-            n_alphas,
-        )
-        return alpha
+        return W, intercept, record

@@ -17,6 +17,48 @@ LINEAR_SCREEN_DEFAULT = 256
 """Number of screened genes of the linear path's ``"screen"`` gene set."""
 
 
+def measured_protein_groups(measured: np.ndarray) -> list[np.ndarray]:
+    """Partition proteins by the cells that measured them: proteins with identical columns share a group.
+
+    Parameters
+    ----------
+    measured
+        Boolean cells × proteins matrix, ``True`` where a protein was measured (not NaN).
+
+    Returns
+    -------
+    Sorted protein positions of each group, groups ordered by their first protein. Without any
+    missing value this is one group of every protein.
+    """
+    measured = np.asarray(measured, dtype=bool)
+    n_proteins = measured.shape[1]
+    if n_proteins == 0:
+        return []
+    if measured.all():
+        return [np.arange(n_proteins)]
+    packed = np.packbits(measured, axis=0)  # one column of bytes per protein
+    _, first, inverse = np.unique(packed.T, axis=0, return_index=True, return_inverse=True)
+    inverse = np.asarray(inverse).reshape(-1)
+    return [np.flatnonzero(inverse == g) for g in np.argsort(first, kind="stable")]
+
+
+def _validation_mse(residual: np.ndarray, Y_val: np.ndarray) -> float:
+    """Mean squared ``residual`` over the measured (non-NaN) entries of ``Y_val``."""
+    measured = ~np.isnan(Y_val)
+    if measured.all():
+        return float(np.mean(residual**2))
+    return float(np.sum(np.where(measured, residual, 0.0) ** 2) / max(int(measured.sum()), 1))
+
+
+def _require_measured(Y: np.ndarray, function: str) -> None:
+    if np.isnan(Y).any():
+        raise ValueError(
+            f"`{function}` needs every protein measured in every training cell, but `Y` holds NaN (not measured). "
+            "Fit each group of proteins measured in the same cells on those cells "
+            "(`crossmodalnet.model._linear.measured_protein_groups`), as the model's linear path does."
+        )
+
+
 def fit_ridge_by_time(
     X: np.ndarray,
     Y: np.ndarray,
@@ -49,7 +91,8 @@ def fit_ridge_by_time(
     n_time
         Number of time categories.
     X_val, Y_val, t_val
-        Validation cells of trained time points (may be ``None`` or empty).
+        Validation cells of trained time points (may be ``None`` or empty). NaN in ``Y_val`` marks
+        a protein the cell did not measure: the validation error is taken over measured values only.
     alpha_grid
         Relative penalties to choose from.
     return_error
@@ -61,6 +104,7 @@ def fit_ridge_by_time(
     Weights (genes × proteins), intercepts (time categories × proteins), the chosen absolute penalty
     and the number of candidates; with ``return_error``, the criterion of the chosen penalty last.
     """
+    _require_measured(np.asarray(Y), "fit_ridge_by_time")
     mean_x = np.tile(X.mean(0), (n_time, 1))
     mean_y = np.tile(Y.mean(0), (n_time, 1))
     for c in np.unique(t_train):
@@ -73,7 +117,9 @@ def fit_ridge_by_time(
     alphas = np.asarray(alpha_grid) * float(np.mean(sv**2)) if sv.size else np.ones(1)
     if X_val is not None and len(X_val):
         P = (X_val - mean_x[t_val]) @ Vt.T
-        errors = [np.mean((P @ ((sv / (sv**2 + a))[:, None] * UtY) + mean_y[t_val] - Y_val) ** 2) for a in alphas]
+        errors = [
+            _validation_mse(P @ ((sv / (sv**2 + a))[:, None] * UtY) + mean_y[t_val] - Y_val, Y_val) for a in alphas
+        ]
     else:
         n = X.shape[0]
         resid_total = np.sum(Yc**2) - np.sum(UtY**2)
@@ -172,7 +218,9 @@ def ridge_statistics(
     rows
         Row positions of the training cells in ``X``.
     Y
-        Proteins of the training cells (len(rows) × proteins), in the order of ``rows``.
+        Proteins of the training cells (len(rows) × proteins), in the order of ``rows``; every value
+        measured (no NaN). With proteins missing from some cells, accumulate the statistics of each
+        group of :func:`measured_protein_groups` over the cells that measured it.
     t
         Time code of each training cell, in the order of ``rows``.
     n_time
@@ -185,10 +233,16 @@ def ridge_statistics(
     Returns
     -------
     The statistics; ``gram`` and ``cross`` are float64.
+
+    Raises
+    ------
+    ValueError
+        If ``Y`` holds NaN.
     """
     order = np.argsort(np.asarray(rows), kind="stable")
     rows = np.asarray(rows)[order]
     Y = np.asarray(Y, dtype=np.float64)[order]
+    _require_measured(Y, "ridge_statistics")
     t = np.asarray(t, dtype=np.int64)[order]
     genes = None if genes is None else np.asarray(genes, dtype=np.int64)
     n, n_genes = rows.size, X.shape[1] if genes is None else genes.size
@@ -264,7 +318,9 @@ def fit_ridge_from_statistics(
         Row positions of the validation cells (of trained time points) in ``X_val``; ``None`` or
         empty selects the penalty by generalised cross-validation.
     Y_val, t_val
-        Proteins and time codes of the validation cells, in the order of ``val_rows``.
+        Proteins and time codes of the validation cells, in the order of ``val_rows``. NaN in
+        ``Y_val`` marks a protein the cell did not measure: the validation error is the mean squared
+        error over measured values only.
     alpha_grid
         Relative penalties to choose from (times the mean of the non-zero eigenvalues).
     chunk
@@ -300,6 +356,8 @@ def fit_ridge_from_statistics(
         step = _chunk_rows(genes.size, chunk)
         # as many penalties at once as keep the stacked weights near one chunk's size
         per_group = max(1, _CHUNK_ELEMENTS // max(genes.size * B.shape[1], 1))
+        measured = ~np.isnan(Y_val)
+        all_measured = bool(measured.all())
         sse = np.zeros(alphas.size)
         for g0 in range(0, alphas.size, per_group):
             group = alphas[g0 : g0 + per_group]
@@ -310,8 +368,11 @@ def fit_ridge_from_statistics(
                 block = X_val[val_rows[start : start + step]][:, genes]
                 pred = np.asarray(block @ W if sparse.issparse(block) else np.asarray(block, dtype=np.float64) @ W)
                 pred = pred.reshape(-1, group.size, B.shape[1]) + intercepts[t_val[start : start + step]]
-                sse[g0 : g0 + group.size] += np.sum((pred - Y_val[start : start + step, None, :]) ** 2, axis=(0, 2))
-        errors = sse / Y_val.size
+                residual = pred - Y_val[start : start + step, None, :]
+                if not all_measured:  # NaN: not measured, no error
+                    residual = np.where(measured[start : start + step, None, :], residual, 0.0)
+                sse[g0 : g0 + group.size] += np.sum(residual**2, axis=(0, 2))
+        errors = sse / (Y_val.size if all_measured else max(int(measured.sum()), 1))
     else:
         n = stats.n
         energy = np.sum(C**2, axis=1) / d if d.size else np.zeros(0)

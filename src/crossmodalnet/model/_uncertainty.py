@@ -92,6 +92,46 @@ def conformal_quantile(scores: np.ndarray, level: float) -> float:
     return float(scores[rank - 1])
 
 
+def calibration_scores(err: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-protein scale of the spread and the non-conformity scores of calibration values.
+
+    The scale of a protein makes the RMS of ``err / (scale · spread)`` 1 over the calibration cells
+    that measured it, when there are at least ``_MIN_CELLS_PER_PROTEIN`` (100) of them; proteins with
+    fewer get one pooled scale over every measured value (without missing values: per protein from
+    100 calibration cells on, else one scale for all). A non-finite or zero scale becomes 1.
+
+    Parameters
+    ----------
+    err
+        Absolute errors ``|y − ŷ|`` (cells × proteins); NaN where the cell did not measure the protein.
+    spread
+        Spread of each prediction (cells × proteins), positive.
+
+    Returns
+    -------
+    The scale of each protein, the scores ``err / (scale · spread)`` (NaN where not measured) and
+    the number of cells that measured each protein.
+    """
+    err = np.asarray(err, dtype=np.float64)
+    ratio_sq = (err / spread) ** 2
+    measured = np.isfinite(err)
+    n_per_protein = measured.sum(axis=0).astype(np.int64)
+    if measured.all():
+        if err.shape[0] >= _MIN_CELLS_PER_PROTEIN:
+            scale = np.sqrt(np.mean(ratio_sq, axis=0))
+        else:
+            # too few cells to scale each protein: one scale for all (the level term keeps them apart)
+            scale = np.full(err.shape[1], np.sqrt(np.mean(ratio_sq)))
+    else:
+        ratio_sq = np.where(measured, ratio_sq, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            own = np.sqrt(ratio_sq.sum(axis=0) / n_per_protein)
+            pooled = np.sqrt(ratio_sq.sum() / measured.sum())
+        scale = np.where(n_per_protein >= _MIN_CELLS_PER_PROTEIN, own, pooled)
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    return scale, err / (scale * spread), n_per_protein
+
+
 def _seed_of(rng: int | np.random.Generator | None) -> int:
     if isinstance(rng, np.random.Generator):
         return int(rng.integers(2**62))
@@ -207,6 +247,13 @@ class UncertaintyMixin:
         quantile sketch of each gene (to impute genes a query lacks). :meth:`~crossmodalnet.model.CrossmodalNet.predict_protein` with ``return_uncertainty=True`` calls this on the
         validation cells if the model is not calibrated yet.
 
+        NaN in the observed proteins means "not measured" (e.g. references with different antibody
+        panels): residuals, scales and conformal scores use measured values only, so a protein
+        measured in one reference is calibrated on that reference's calibration cells. The number of
+        calibration cells that measured each protein is in
+        ``model.uncertainty_["n_cells_per_protein"]`` (and logged when it differs between proteins);
+        see :func:`calibration_scores` for how proteins with few such cells are scaled.
+
         Parameters
         ----------
         mdata
@@ -256,7 +303,9 @@ class UncertaintyMixin:
         pred, s_mc = self._mc_spread(
             sub, n_samples=n_samples, dropout_rate=dropout_rate, seed=seed, batch_size=batch_size
         )
-        have = np.isfinite(pred).all(axis=1) & np.isfinite(observed).all(axis=1)
+        # NaN in the observed proteins: not measured (a panel without that antibody), left out per value
+        observed_all = observed
+        have = np.isfinite(pred).all(axis=1) & np.isfinite(observed).any(axis=1)
         pred, s_mc, observed = pred[have], s_mc[have], observed[have]
         if pred.shape[0] < _MIN_CELLS:
             raise ValueError(f"Fewer than {_MIN_CELLS} calibration cells have both RNA and observed proteins.")
@@ -265,15 +314,8 @@ class UncertaintyMixin:
         s_mc = np.sqrt(s_mc**2 + local**2)
         floor = self._spread_floor(s_mc)
         s_mc = np.maximum(s_mc, floor)
-        err = np.abs(observed - pred)
-        if err.shape[0] >= _MIN_CELLS_PER_PROTEIN:
-            scale = np.sqrt(np.mean((err / s_mc) ** 2, axis=0))
-        else:
-            # too few cells to scale each protein: one scale for all (the level term keeps them apart)
-            scale = np.full(err.shape[1], np.sqrt(np.mean((err / s_mc) ** 2)))
-        scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
-        scores = err / (scale * s_mc)
-        time_scale = self._time_scale(sub, observed, seed, batch_size=batch_size)
+        scale, scores, n_per_protein = calibration_scores(np.abs(observed - pred), s_mc)
+        time_scale = self._time_scale(sub, observed_all, seed, batch_size=batch_size)
         self.uncertainty_ = {
             "method": "mc_dropout_split_conformal",
             "scores": scores.astype(np.float32),
@@ -283,6 +325,7 @@ class UncertaintyMixin:
             "dropout_rate": float("nan") if dropout_rate is None else float(dropout_rate),
             "seed": int(seed),
             "n_cells": int(scores.shape[0]),
+            "n_cells_per_protein": n_per_protein.astype(np.int64),
             "calibration_indices": kept[have].astype(np.int64) if own else np.zeros(0, dtype=np.int64),
             "n_epochs": self._n_epochs_trained(),
             "gene_quantiles": self._gene_sketch(seed),
@@ -290,6 +333,23 @@ class UncertaintyMixin:
             **reference,
         }
         logger.info("calibrated uncertainty on %d held-out cells (%d MC-dropout passes)", scores.shape[0], n_samples)
+        if (n_per_protein < scores.shape[0]).any():
+            fewest = np.argsort(n_per_protein, kind="stable")[:5]
+            logger.info(
+                "calibration cells that measured each protein (model.uncertainty_['n_cells_per_protein']): "
+                "%d to %d; fewest: %s",
+                n_per_protein.min(),
+                n_per_protein.max(),
+                ", ".join(f"{self.protein_names[j]} {n_per_protein[j]}" for j in fewest),
+            )
+        unmeasured = np.flatnonzero(n_per_protein == 0)
+        if unmeasured.size:
+            logger.warning(
+                "no calibration cell measured protein(s) %s: their spread is scaled and their intervals calibrated "
+                "on the other proteins (pooled); pass held-out cells that measured them to "
+                "`calibrate_uncertainty(mdata, indices=...)` to calibrate them",
+                [str(self.protein_names[j]) for j in unmeasured[:5]],
+            )
 
     @contextlib.contextmanager
     def _without_time_point(self, code: int) -> Iterator[None]:
@@ -347,10 +407,12 @@ class UncertaintyMixin:
                     var = self._time_variance(
                         cells, interpolated, time=None, allow_extrapolation=False, batch_size=batch_size
                     )
-                keep = np.isfinite(observed).all(axis=1) & np.isfinite(own).all(axis=1)
+                keep = np.isfinite(observed).any(axis=1) & np.isfinite(own).all(axis=1)
                 keep &= np.isfinite(interpolated).all(axis=1)
-                excess += float(np.sum((observed[keep] - interpolated[keep]) ** 2 - (observed[keep] - own[keep]) ** 2))
-                term += float(np.sum(var[keep]))
+                measured = np.isfinite(observed[keep])  # NaN: not measured, no error and no term
+                diff = (observed[keep] - interpolated[keep]) ** 2 - (observed[keep] - own[keep]) ** 2
+                excess += float(np.sum(np.where(measured, diff, 0.0)))
+                term += float(np.sum(np.where(measured, var[keep], 0.0)))
                 n_cells += int(keep.sum())
         if interior.size and n_cells < _MIN_CELLS:
             note = f"{n_cells} cell(s) at the interior trained time points (fewer than {_MIN_CELLS})"
@@ -418,7 +480,10 @@ class UncertaintyMixin:
         return rows
 
     def _reference_residuals(self, seed: int, *, batch_size: int) -> dict:
-        """Predictions and squared residuals of up to 2,000 training cells (empty arrays without them)."""
+        """Predictions and squared residuals of up to 2,000 training cells (empty arrays without them).
+
+        A residual of a protein the cell did not measure is NaN.
+        """
         rows = self._reference_cells(seed)
         if rows is None:
             empty = np.zeros((0, self.n_proteins), dtype=np.float32)
@@ -426,7 +491,8 @@ class UncertaintyMixin:
         ref = self._cell_subset(self.adata, rows)
         pred = self.predict_protein(ref, batch_size=batch_size).to_numpy(dtype=np.float64)
         residual_sq = (self._observed_proteins(self.adata, ref.obs_names) - pred) ** 2
-        keep = np.isfinite(pred).all(axis=1) & np.isfinite(residual_sq).all(axis=1)
+        # NaN residuals (proteins a cell did not measure) stay, and are skipped protein by protein
+        keep = np.isfinite(pred).all(axis=1) & np.isfinite(residual_sq).any(axis=1)
         return {
             "reference_prediction": pred[keep].astype(np.float32),
             "reference_residual_sq": residual_sq[keep].astype(np.float32),
@@ -439,6 +505,8 @@ class UncertaintyMixin:
         For each protein, the ``_N_NEIGHBOURS`` training cells with the nearest predicted value (one
         window of the training cells sorted by their prediction) give the RMS residual of a
         predicted value ``pred`` (cells × proteins; NaN rows stay NaN, zeros without training cells).
+        Only training cells that measured the protein (finite residual) count; a protein no training
+        cell measured gets zeros.
         """
         ref_pred = np.asarray(reference["reference_prediction"], dtype=np.float64)
         residual_sq = np.asarray(reference["reference_residual_sq"], dtype=np.float64)
@@ -447,12 +515,24 @@ class UncertaintyMixin:
         n = ref_pred.shape[0]
         if n == 0:
             return out
-        k = min(_N_NEIGHBOURS, n)
         for j in range(pred.shape[1]):
-            order = np.argsort(ref_pred[:, j], kind="stable")
-            cumulative = np.r_[0.0, np.cumsum(residual_sq[order, j])]
-            pos = np.searchsorted(ref_pred[order, j], pred[:, j])
-            start = np.clip(pos - k // 2, 0, n - k)
+            measured = np.isfinite(residual_sq[:, j])
+            ref_j, res_j = (
+                (ref_pred[:, j], residual_sq[:, j])
+                if measured.all()
+                else (
+                    ref_pred[measured, j],
+                    residual_sq[measured, j],
+                )
+            )
+            n_j = ref_j.size
+            if n_j == 0:
+                continue
+            k = min(_N_NEIGHBOURS, n_j)
+            order = np.argsort(ref_j, kind="stable")
+            cumulative = np.r_[0.0, np.cumsum(res_j[order])]
+            pos = np.searchsorted(ref_j[order], pred[:, j])
+            start = np.clip(pos - k // 2, 0, n_j - k)
             out[:, j] = np.sqrt((cumulative[start + k] - cumulative[start]) / k)
         out[~np.isfinite(pred).all(axis=1)] = np.nan
         return out
@@ -667,7 +747,9 @@ class UncertaintyMixin:
     def _resolve_calibration(self, calibration: str) -> str:
         if calibration != "auto":
             return calibration
-        return "protein" if self.uncertainty_["n_cells"] >= _MIN_CELLS_PER_PROTEIN else "pooled"
+        counts = self.uncertainty_.get("n_cells_per_protein")
+        fewest = int(np.min(counts)) if counts is not None and len(counts) else int(self.uncertainty_["n_cells"])
+        return "protein" if fewest >= _MIN_CELLS_PER_PROTEIN else "pooled"
 
     def _multiplier(self, level: float, calibration: str, scores: np.ndarray | None = None) -> np.ndarray:
         """Interval multiplier ``k`` of each protein at ``level`` (from the stored scores by default)."""

@@ -179,6 +179,11 @@ def uncertainty_record(
         "method": str(model.uncertainty_["method"]),
         "calibration": calibration,
         "n_calibration_cells": int(model.uncertainty_["n_cells"]),
+        # cells that measured each protein (fewer than n_calibration_cells where panels differ)
+        "n_calibration_cells_per_protein": np.asarray(
+            model.uncertainty_.get("n_cells_per_protein", np.full(model.n_proteins, model.uncertainty_["n_cells"])),
+            dtype=np.int64,
+        ),
         "levels": np.asarray(levels),
         "multipliers": multipliers,
         "n_missing_genes": int(n_missing_genes),
@@ -436,7 +441,8 @@ def predict_protein(
         ``n_excluded_training_cells``, ``cell_names`` (the scored cells) and ``per_protein`` (arrays
         ``pearson``, ``spearman``, ``mse``, ``protein_names``).
         With ``uncertainty=True`` also ``uncertainty``: ``level``, ``method``, ``calibration``,
-        ``n_calibration_cells``, ``levels`` and ``multipliers`` (levels × proteins, the interval
+        ``n_calibration_cells``, ``n_calibration_cells_per_protein`` (the calibration cells that
+        measured each protein: fewer where reference panels differ), ``levels`` and ``multipliers`` (levels × proteins, the interval
         multiplier ``k`` of each level, read by :func:`crossmodalnet.pl.calibration`), ``n_missing_genes``,
         ``eval_indices`` (positions of the scored cells) and, with observed proteins, ``coverage``
         (observed fraction inside the interval) and ``spearman`` (per protein, spread vs absolute error).
