@@ -192,3 +192,29 @@ def test_query_without_measured_proteins_keeps_the_average_embedding(planted, ca
     assert qm.query_["unmapped_batch_categories"] == ["batch_2"]
     assert "query_batch_embedding" not in qm.module.state_dict()
     np.testing.assert_array_equal(qm.predict_protein(query).to_numpy(), model.predict_protein(query).to_numpy())
+
+
+def test_default_preset_keeps_the_linear_path(planted):
+    """With the linear path (default preset, fully measured reference): only the query rows are new."""
+    _, query, _ = planted
+    cmn.settings.seed = 0
+    md = cmn.datasets.synthetic_cite(n_obs=200, n_genes=60, n_proteins=12, n_batches=2, sparse=False, rng=0)
+    cmn.pp.log_normalize(md)
+    cmn.pp.clr(md)
+    CrossmodalNet.setup_mudata(md, time_key="time", batch_key="batch")
+    model = CrossmodalNet(md, n_latent=16)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    assert model.module.linear_path
+    small = query.copy()
+    small.mod["rna"].var_names = md["rna"].var_names.copy()
+    small.mod["prot"].var_names = md["prot"].var_names.copy()
+    small.update()
+    before = _state(model)
+    qm = model.map_query(small, max_epochs=5, calibration_fraction=0.0)
+    after = _state(qm)
+    assert set(after) - set(before) == {"query_batch_embedding"}
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key
+    pred = qm.predict_protein(small)
+    assert np.isfinite(pred.to_numpy()).all()
+    assert not np.array_equal(pred.to_numpy(), model.predict_protein(small).to_numpy())
