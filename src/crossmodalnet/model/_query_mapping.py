@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import random
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -59,8 +60,14 @@ class QueryMappingMixin:
         registry = copy.deepcopy(attrs.pop("registry_"))
         init_params = copy.deepcopy(attrs.pop("init_params_"))
         kwargs = {k: v for group in init_params["kwargs"].values() for k, v in group.items()}
-        with torch.random.fork_rng(devices=[]):  # building a model seeds torch; leave the caller's stream alone
-            new = type(self)(None, registry=registry, **init_params["non_kwargs"], **kwargs)
+        # building a model seeds torch, NumPy and Python (cmn.settings.seed): leave the caller's streams alone
+        np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002 (the legacy global stream seed_everything sets)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                new = type(self)(None, registry=registry, **init_params["non_kwargs"], **kwargs)
+        finally:
+            np.random.set_state(np_state)  # noqa: NPY002
+            random.setstate(py_state)
         # the reference's init record: one built without data would name `mdata` (None), which load() passes again
         new.init_params_ = init_params
         for name, value in attrs.items():
