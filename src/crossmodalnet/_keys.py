@@ -76,6 +76,16 @@ class Keys:
         return self.key_added + "_upper"
 
     @property
+    def obsm_measured(self) -> str:
+        """Which values of the cell-level table were also measured in the MuData: ``key_added`` + ``_measured``."""
+        return self.key_added + "_measured"
+
+    @property
+    def obsm_predicted(self) -> str:
+        """Pure predictions, kept beside a table filled with measured values: ``key_added`` + ``_predicted``."""
+        return self.key_added + "_predicted"
+
+    @property
     def varm(self) -> str:
         """Feature-level table in ``mdata[mod].varm``."""
         return self.key_added

@@ -41,6 +41,7 @@ from ._fitting import TrainingFitMixin
 from ._inference import BatchedInferenceMixin
 from ._presets import LINEAR_PATH_GENES, MONITORS, N_INPUT_FEATURES, TRAIN_PRESETS, resolve_preset
 from ._query import QueryMixin, gene_id_columns
+from ._query_mapping import QueryMappingMixin
 from ._registration import RegisteredNamesMixin, checked_fields
 from ._saliency import SaliencyMixin
 from ._save_load import SaveLoadMixin
@@ -76,6 +77,7 @@ class CrossmodalNet(
     SaliencyMixin,
     UncertaintyMixin,
     QueryMixin,
+    QueryMappingMixin,
     BatchedInferenceMixin,
     TimeMixin,
     SplitMixin,

@@ -179,11 +179,26 @@ class BatchedInferenceMixin:
         table = np.vstack([self._time_weights(v, allow_extrapolation=allow_extrapolation) for v in values])
         return torch.as_tensor(table, dtype=torch.float32), codes
 
+    @property
+    def query_batch_categories(self) -> pd.Index:
+        """Batch categories added by :meth:`~crossmodalnet.model.CrossmodalNet.map_query`, in the order of their embedding rows.
+
+        Empty for a model that was not mapped onto a query. Saved with the model (``model.query_``).
+        """
+        record = getattr(self, "query_", None) or {}
+        return pd.Index(np.asarray(record.get("batch_categories", []), dtype=str))
+
     def _batch_codes(self, mdata: MuData, *, batch: object = None) -> np.ndarray:
-        """Code of each cell's batch category (cells,)."""
+        """Row of each cell's batch category (cells,) in :meth:`CrossmodalModule.batch_table`.
+
+        Trained categories first, then the average of the trained embeddings (unseen categories), then
+        the categories of a mapped query (:meth:`map_query`).
+        """
         n = mdata.n_obs
         batch_key = self.get_setup_arg("batch_key")
-        b_cats = pd.Index(self.batch_categories.astype(str))
+        n_trained = len(self.batch_categories)
+        # a mapped query's categories come after the average row
+        b_cats = pd.Index([*np.asarray(self.batch_categories).astype(str), "\0average", *self.query_batch_categories])
         if batch is not None:
             codes, values = np.zeros(n, dtype=np.int64), [batch]
         elif batch_key is None:
@@ -197,23 +212,26 @@ class BatchedInferenceMixin:
                 batch_key,
                 b_cats.tolist()[:10],
             )
-            return np.full(n, len(b_cats), dtype=np.int64)
+            return np.full(n, n_trained, dtype=np.int64)
         lookup = b_cats.get_indexer([str(v) for v in values])
+        lookup[lookup == n_trained] = -1  # the average row has no label of its own
         unknown = sorted({str(v) for v, c in zip(values, lookup, strict=True) if c < 0})
+        known = [c for i, c in enumerate(b_cats) if i != n_trained]
         if batch is not None and unknown:
-            raise ValueError(f"Unknown batch category {batch!r}; pass `batch=` with one of {b_cats.tolist()}.")
+            raise ValueError(f"Unknown batch category {batch!r}; pass `batch=` with one of {known}.")
         # a new donor or batch (or a missing value) gets the average of the trained batch embeddings
-        lookup = np.append(np.where(lookup < 0, len(b_cats), lookup), len(b_cats))
+        lookup = np.append(np.where(lookup < 0, n_trained, lookup), n_trained)
         out = lookup[codes].astype(np.int64)
-        n_unseen = int((out == len(b_cats)).sum())
+        n_unseen = int((out == n_trained).sum())
         if n_unseen:
             shown = unknown[:5] + (["<missing>"] if (codes < 0).any() else [])
             logger.warning(
                 "%d cell(s) have batch categories the model was not trained on (%s): they get the average embedding "
-                "of the trained batches (pass `batch=` to choose one of %s)",
+                "of the trained batches (pass `batch=` to choose one of %s, or map the query with "
+                "`model.map_query` if it measured some proteins)",
                 n_unseen,
                 shown,
-                b_cats.tolist()[:10],
+                known[:10],
             )
         return out
 
@@ -232,9 +250,8 @@ class BatchedInferenceMixin:
         """
         w_rows, w_codes = self._cell_time_weights(mdata, time=time, allow_extrapolation=allow_extrapolation)
         b_codes = torch.from_numpy(self._batch_codes(mdata, batch=batch))
-        b_table = self.module.covariate_embeddings[1].weight.detach()
-        # last row: the average batch embedding, for batches not seen in training
-        b_table = torch.cat([b_table, b_table.mean(dim=0, keepdim=True)])
+        # trained rows, then the average batch embedding (batches not seen in training), then mapped query batches
+        b_table = self.module.batch_table()
         w_index = torch.from_numpy(w_codes)
 
         def of(pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -321,8 +338,7 @@ class BatchedInferenceMixin:
             raise ValueError(f"`interpolation` must be 'embedding' or 'prediction', got {interpolation!r}.")
         rna = self._rna_input(mdata) if rna is None else rna
         w_rows, w_codes = self._cell_time_weights(mdata, time=time, allow_extrapolation=allow_extrapolation)
-        b_table = self.module.covariate_embeddings[1].weight.detach()
-        b_table = torch.cat([b_table, b_table.mean(dim=0, keepdim=True)])
+        b_table = self.module.batch_table()
         return predict_dask(
             self.module,
             rna,

@@ -149,6 +149,47 @@ class CrossmodalModule(BaseModuleClass):
             self.register_buffer("linear_path_fitted", torch.zeros((), dtype=torch.bool))
             self.decoder.zero_output_layer()
 
+    # --- query batches (scArches-style surgery, :meth:`CrossmodalNet.map_query`) ---------------
+    @property
+    def n_query_batches(self) -> int:
+        """Number of batch categories added by query mapping (rows of ``query_batch_embedding``)."""
+        emb = getattr(self, "query_batch_embedding", None)
+        return 0 if emb is None else int(emb.shape[0])
+
+    def add_query_batches(self, init: torch.Tensor) -> None:
+        """Add one batch embedding row per query category (rows ``init``, categories × d) as a new parameter.
+
+        The reference's own batch embedding (``covariate_embeddings[1]``) and its discriminator keep
+        their shapes, so every tensor of the reference's state dict is kept as it is; the query rows are
+        the one new entry, ``query_batch_embedding``. They are used only in prediction (the batch table
+        of :meth:`batch_table`).
+        """
+        init = torch.as_tensor(init, dtype=self.covariate_embeddings[1].weight.dtype)
+        if init.ndim != 2 or init.shape[1] != self.n_latent or init.shape[0] < 1:
+            raise ValueError(
+                f"Expected query batch embeddings of shape (n ≥ 1, {self.n_latent}), got {tuple(init.shape)}."
+            )
+        if self.n_query_batches:
+            raise ValueError("This module already has query batch embeddings; map a query onto the reference model.")
+        device = self.covariate_embeddings[1].weight.device
+        self.query_batch_embedding = nn.Parameter(init.detach().clone().to(device))
+
+    def batch_table(self) -> torch.Tensor:
+        """Batch embeddings used in prediction: trained rows, their average (unseen batches), then query rows."""
+        table = self.covariate_embeddings[1].weight.detach()
+        parts = [table, table.mean(dim=0, keepdim=True)]
+        if self.n_query_batches:
+            parts.append(self.query_batch_embedding.detach())
+        return torch.cat(parts)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: FBT001, FBT002 (torch's signature)
+        """Load a state dict; one with ``query_batch_embedding`` (a mapped query) first gets that parameter."""
+        # a saved query model (map_query) has the query rows: create the parameter they are loaded into
+        key = "query_batch_embedding"
+        if key in state_dict and not self.n_query_batches:
+            self.add_query_batches(torch.zeros_like(state_dict[key]))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     @torch.no_grad()
     def fit_input_scaling(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Set the per-gene centring and scaling of the input (genes with ~zero spread are only centred)."""

@@ -150,6 +150,66 @@ def _observed_metrics(
     return metrics
 
 
+def _measured(
+    pred: pd.DataFrame, mdata: MuData, model: CrossmodalNet, protein_key: str
+) -> tuple[pd.DataFrame, pd.DataFrame | None, list[str]] | None:
+    """Which predicted values ``mdata[protein_key]`` also measured, and those values on the model's scale.
+
+    Returns ``(mask, observed, ignored)``: a boolean cells × model proteins DataFrame (the query has the
+    protein and the value is not NaN), the observed values (NaN where not measured; ``None`` when they
+    cannot be put on the model's scale, e.g. raw counts of another transform) and the query's proteins
+    the model does not predict. ``None`` without a protein modality or a usable layer.
+    """
+    if protein_key not in mdata.mod:
+        return None
+    prot = mdata.mod[protein_key]
+    layer = model.get_setup_arg("protein_layer")
+    if layer is not None and layer not in prot.layers:
+        return None
+    names = pd.Index(np.asarray(prot.var_names).astype(str))
+    ignored = [p for p in names if p not in set(pred.columns)]
+    proteins = [p for p in pred.columns if p in set(names)]
+    if ignored:
+        logger.info(
+            "%s: %d protein(s) of mdata[%r] are not predicted by the model and are not scored: %s",
+            _CALLER,
+            len(ignored),
+            protein_key,
+            ignored[:20],
+        )
+    if not proteins:
+        warnings.warn(
+            f"{_CALLER}: no protein of `mdata[{protein_key!r}]` ({ignored[:5]}) is one the model predicts "
+            f"({list(pred.columns[:5])}): nothing can be scored. Rename the proteins to the model's names "
+            "(e.g. `cmn.pp.harmonize_proteins`) to score them.",
+            UserWarning,
+            stacklevel=3,
+        )
+    cells = pred.index.intersection(prot.obs_names, sort=False)
+    observed = pd.DataFrame(np.nan, index=pred.index, columns=pred.columns)
+    mask = pd.DataFrame(np.zeros(pred.shape, dtype=bool), index=pred.index, columns=pred.columns)
+    if not proteins or len(cells) == 0:
+        return mask, observed, ignored
+    raw = _observed_raw(prot, layer, protein_key, cells, proteins)
+    mask.loc[cells, proteins] = np.isfinite(raw)
+    values = _observed(model, prot, layer, protein_key, cells, proteins, warn=False)
+    if values is None:
+        return mask, None, ignored
+    observed.loc[cells, proteins] = np.where(np.isfinite(raw), values, np.nan)
+    return mask, observed, ignored
+
+
+def _observed_raw(prot, layer: str | None, protein_key: str, cells: pd.Index, proteins: list[str]) -> np.ndarray:
+    """The stored values of ``cells`` × ``proteins`` (NaN = not measured), before any transform."""
+    rows = prot.obs_names.get_indexer(cells)
+    order = np.argsort(rows, kind="stable")
+    X = get_layer(prot, layer, protein_key)[rows[order]]
+    X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+    block = np.empty(X.shape, dtype=np.float64)
+    block[order] = X
+    return block[:, prot.var_names.get_indexer(proteins)]
+
+
 def _frame_like(values: pd.DataFrame, pred: pd.DataFrame) -> pd.DataFrame:
     out = values.reindex(pred.index)
     out.columns = pred.columns.copy()
@@ -201,12 +261,17 @@ def uncertainty_record(
         proteins = list(bounds["std"].columns)
         if (layer is None or layer in prot.layers) and set(proteins) <= set(prot.var_names):
             true = _observed(model, prot, layer, protein_key, cells, proteins, warn=False)
-            if true is None or not np.isfinite(true).all():
+            if true is None:
                 return record
             true = true.astype(np.float64)
+            measured = np.isfinite(true)  # NaN: not measured, not scored
+            if not measured.any():
+                return record
             lo = bounds["lower"].loc[cells].to_numpy(np.float64)
             hi = bounds["upper"].loc[cells].to_numpy(np.float64)
-            record["coverage"] = float(((true >= lo) & (true <= hi)).mean())
+            record["coverage"] = float(((true >= lo) & (true <= hi))[measured].mean())
+            if not measured.all():
+                return record  # the rank correlation below needs every value
             pred = unc.mean.reindex(cells).to_numpy(np.float64)
             err = np.abs(true - pred)
             spread = bounds["std"].loc[cells].to_numpy(np.float64)
@@ -330,6 +395,7 @@ def predict_protein(
     batch_size: int = 1024,
     uncertainty: bool = False,
     level: float = 0.9,
+    fill_measured: bool = False,
     rng: int | np.random.Generator | None = 0,
     setup_kwargs: Mapping[str, object] | None = None,
     model_kwargs: Mapping[str, object] | None = None,
@@ -359,7 +425,11 @@ def predict_protein(
 
     When observed proteins exist for the predicted cells (``mdata[protein_key]``, same cell and
     protein names, in the layer the model was trained on), Pearson and Spearman correlations and the
-    MSE are recorded. The model's training and validation cells (:attr:`~crossmodalnet.model.CrossmodalNet.training_cells`,
+    MSE are recorded. NaN in ``mdata[protein_key]`` means "not measured" (e.g. a query of several
+    antibody panels): only measured values are scored (per protein over the cells that measured it,
+    per cell over the proteins it measured), ``obsm[key_added + "_measured"]`` records which predicted
+    values were measured, and proteins the model does not predict are ignored (logged; a panel that
+    shares no protein with the model gives a warning that nothing can be scored). The model's training and validation cells (:attr:`~crossmodalnet.model.CrossmodalNet.training_cells`,
     saved with the model) are left out by name, on its training data and on any other MuData; when the
     model does not know them, ``metrics['cells']`` says ``"all cells (includes training cells)"``.
 
@@ -390,6 +460,13 @@ def predict_protein(
         from the training cells' values and widen the intervals.
     level
         With ``uncertainty``: nominal coverage of the interval.
+    fill_measured
+        Write the measured value where ``mdata[protein_key]`` measured one (the protein is in its panel
+        and the value is not NaN) and the prediction elsewhere into ``obsm[key_added]``: a mix of
+        measured and predicted values, on the model's scale (raw ADT counts get the model's recorded
+        transform, or nothing is filled, with a warning). The pure predictions are then kept in
+        ``obsm[key_added + "_predicted"]``, and the metrics always score the pure predictions. Not with
+        ``out`` or a dask RNA matrix.
     %(rng)s With ``uncertainty``: MC-dropout masks and imputations.
     setup_kwargs
         With ``model=None``: passed to :meth:`~crossmodalnet.model.CrossmodalNet.setup_mudata`
@@ -446,6 +523,16 @@ def predict_protein(
         multiplier ``k`` of each level, read by :func:`crossmodalnet.pl.calibration`), ``n_missing_genes``,
         ``eval_indices`` (positions of the scored cells) and, with observed proteins, ``coverage``
         (observed fraction inside the interval) and ``spearman`` (per protein, spread vs absolute error).
+        With a protein modality, also ``measured``: ``n_values`` (measured values), ``n_cells`` (per
+        protein, the cells that measured it), ``protein_names``, ``ignored_proteins`` (the modality's
+        proteins the model does not predict) and ``filled``. ``metrics['per_protein']['n_measured']``
+        is the number of scored cells of each protein.
+    ``mdata.obsm[key_added + "_measured"]``
+        With a protein modality in ``mdata``: boolean :class:`~pandas.DataFrame` like ``obsm[key_added]``,
+        True where ``mdata[protein_key]`` has the protein and a value that is not NaN for the cell.
+    ``mdata.obsm[key_added + "_predicted"]``
+        With ``fill_measured=True`` (and something filled): the pure predictions; ``obsm[key_added]`` then
+        holds the measured values where measured.
     ``mdata.obsm[key_added + "_std"]``
         With ``uncertainty=True``: :class:`~pandas.DataFrame` like ``obsm[key_added]``, the spread of each value.
     ``mdata.obsm[key_added + "_lower"]``, ``mdata.obsm[key_added + "_upper"]``
@@ -479,6 +566,10 @@ def predict_protein(
             )
         if add_to is not None:
             raise ValueError(f"{_CALLER}: `add_to` writes into `mdata` in memory; it cannot be combined with `out`.")
+        if fill_measured:
+            raise ValueError(
+                f"{_CALLER}: `fill_measured=True` writes into `mdata` in memory; it cannot be combined with `out`."
+            )
     if add_to == "modality" and key_added in mdata.mod and "cmn_protein" not in mdata.mod[key_added].uns:
         raise ValueError(
             f"{_CALLER}: `mdata` already has a modality {key_added!r} not written by this function; pick another `key_added`."
@@ -500,6 +591,11 @@ def predict_protein(
     model = check_model(model, _CALLER)
     X = get_layer(mdata.mod[rna_key], model.get_setup_arg("rna_layer"), rna_key) if rna_key in mdata.mod else None
     dask_input = is_dask_array(X)
+    if dask_input and fill_measured:
+        raise ValueError(
+            f"{_CALLER}: `fill_measured=True` is not supported for a dask RNA matrix (lazy predictions); "
+            "predict without it, or pass an in-memory or backed MuData."
+        )
     if dask_input and uncertainty:
         raise ValueError(
             f"{_CALLER}: `uncertainty=True` is not supported for a dask RNA matrix: calibrating the spread of a query "
@@ -538,6 +634,7 @@ def predict_protein(
         "batch_size": batch_size,
         "uncertainty": uncertainty,
         "level": level if uncertainty else None,
+        "fill_measured": fill_measured,
         "rng": rng if uncertainty and isinstance(rng, int) else None,
         "setup_kwargs": setup_kwargs,
         "model_kwargs": model_kwargs,
@@ -590,8 +687,36 @@ def predict_protein(
     meta = _meta(model, inp, params, list(pred.columns))
     meta["metrics"] = metrics
     meta["uncertainty"] = None if unc is None else uncertainty_meta
-    mdata.obsm[keys.obsm] = pred
+    measured = _measured(pred, mdata, model, protein_key)
+    written = pred
+    if measured is not None:
+        mask, observed, ignored = measured
+        filled = fill_measured and observed is not None and bool(mask.to_numpy().any())
+        if fill_measured and observed is None:
+            warnings.warn(
+                f"{_CALLER}: `fill_measured=True`, but the measured proteins of `mdata[{protein_key!r}]` cannot be "
+                "put on the model's scale (see `model.protein_normalization`): nothing was filled. Normalise them as "
+                "the training proteins were (e.g. `cmn.pp.clr`).",
+                UserWarning,
+                stacklevel=2,
+            )
+        if filled:
+            written = pred.where(~mask, observed)
+        meta["measured"] = {
+            "n_values": int(mask.to_numpy().sum()),
+            "n_cells": mask.sum(axis=0).to_numpy(np.int64),
+            "protein_names": list(pred.columns),
+            "ignored_proteins": list(ignored),
+            "filled": filled,
+        }
+    mdata.obsm[keys.obsm] = written
     added = [f"mdata.obsm[{keys.obsm!r}] ({pred.shape[0]} cells × {pred.shape[1]} proteins)"]
+    if measured is not None:
+        mdata.obsm[keys.obsm_measured] = mask
+        added.append(f"mdata.obsm[{keys.obsm_measured!r}]")
+        if meta["measured"]["filled"]:
+            mdata.obsm[keys.obsm_predicted] = pred
+            added.append(f"mdata.obsm[{keys.obsm_predicted!r}] (predictions; measured values in obsm[{keys.obsm!r}])")
     if bounds is not None:
         for slot, name in ((keys.obsm_std, "std"), (keys.obsm_lower, "lower"), (keys.obsm_upper, "upper")):
             mdata.obsm[slot] = bounds[name]
@@ -599,7 +724,7 @@ def predict_protein(
     mdata.uns[keys.uns] = portable(meta)
     added.append(f"mdata.uns[{keys.uns!r}]")
     if add_to is not None:
-        added.append(_add_plottable(mdata, pred, key_added, add_to))
+        added.append(_add_plottable(mdata, written, key_added, add_to))
     log_added(_CALLER, added)
     if metrics is not None:
         logger.info(
