@@ -202,3 +202,14 @@ def test_save_load_keeps_the_mask(norm_mdata, tmp_path):
     # without data, the record is still there
     bare = CrossmodalNet.load(tmp_path / "m")
     assert bare.measured_cells.equals(model.measured_cells)
+
+
+def test_tl_scores_only_what_the_mask_layer_calls_measured(norm_mdata):
+    mdata = norm_mdata.copy()
+    missing = _with_missing(mdata, fill=0.0, mask_layer="measured")
+    model = _train(mdata, "paper", mask_layer="measured", epochs=2)
+    cmn.tl.predict_protein(mdata, model, key_added="pred")
+    np.testing.assert_array_equal(mdata.obsm["pred_measured"].to_numpy(), ~missing)
+    metrics = mdata.uns["pred"]["metrics"]
+    scored = mdata.obs_names.isin(metrics["cell_names"])
+    np.testing.assert_array_equal(metrics["per_protein"]["n_measured"], (~missing[scored]).sum(axis=0))

@@ -110,7 +110,15 @@ def test_input_standardisation_fitted_on_training_cells_only(norm_mdata, tmp_pat
 
 def test_saved_registry_holds_only_setup_arguments(trained_model, tmp_path):
     args = trained_model.registry_["setup_args"]
-    assert set(args) == {"rna_key", "protein_key", "rna_layer", "protein_layer", "time_key", "batch_key", "protein_mask_layer"}
+    assert set(args) == {
+        "rna_key",
+        "protein_key",
+        "rna_layer",
+        "protein_layer",
+        "time_key",
+        "batch_key",
+        "protein_mask_layer",
+    }
     trained_model.save(tmp_path / "m")
     # weights of a 60-gene, n_latent=16 model plus registry: far below the size of the data
     assert (tmp_path / "m" / "model.pt").stat().st_size < 200_000
