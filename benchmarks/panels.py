@@ -8,7 +8,9 @@ Three experiments, each seed one row per method in ``benchmarks/results/panels.c
     (per cell) within each reference *before* joining, proteins outer-joined so that a protein a reference lacks
     is NaN, ``obs["reference"]`` the batch key. PBMC cells are split into training and test cells (seeded). Half
     of the proteins the two panels share (a fixed seeded choice, the same for every seed) are hidden (NaN) in the
-    PBMC training cells; the union model (BMMC + PBMC training cells) predicts them on the PBMC test cells.
+    PBMC training cells; the union model (BMMC + PBMC training cells) predicts them on the PBMC test cells, with
+    PBMC's own batch embedding (``union``) and decoded as BMMC (``union_as_bmmc``, ``batch="bmmc"``: the PBMC
+    embedding never saw the hidden proteins).
     Compared with a model trained on BMMC alone, RidgeCV trained on BMMC, and a PBMC-only model: trained on the
     PBMC training cells as they are, it never saw the hidden proteins and cannot predict them (a row says so);
     trained with them visible (``pbmc_only_oracle``) it is an upper bound that the union setting does not have.
@@ -16,8 +18,9 @@ Three experiments, each seed one row per method in ``benchmarks/results/panels.c
     Generated data with two batches (:func:`crossmodalnet.datasets.synthetic_cite`): one protein is NaN in every
     cell of the second batch; the model, trained on all cells, predicts it there. Scored against the hidden
     observed values (the generator stores no noiseless per-cell protein, so there is no "truth" column), with the
-    coverage of the model's prediction intervals where they are available. RidgeCV trained on the first batch is
-    the naive baseline.
+    coverage of the model's prediction intervals where they are available; ``masked_model_as_measuring_batch``
+    decodes those cells with the first batch's embedding instead of their own. RidgeCV trained on the first batch
+    is the naive baseline.
 ``query``
     BMMC donor s1d2 held out; models trained on donor s1d1. The query donor "measured" 10 proteins (the 10 most
     variable in the reference, so the choice does not look at the query); the other 124 are predicted and scored.
@@ -270,8 +273,10 @@ def _subset(mdata, cells: np.ndarray):
         return mdata[cells].copy()
 
 
-def run_union(data_dir: Path, seed: int, *, preset: str, max_epochs: int | None, hide_seed: int) -> list[dict]:
-    """Experiment a: union of two panels, PBMC proteins hidden in the PBMC training cells."""
+def run_union(
+    data_dir: Path, seed: int, *, preset: str, max_epochs: int | None, hide_seed: int, methods: set[str] | None = None
+) -> list[dict]:
+    """Experiment a: union of two panels, PBMC proteins hidden in the PBMC training cells (``methods``: a subset)."""
     mdata, _report, panels = build_union(data_dir)
     shared = sorted(set(panels["bmmc"]) & set(panels["pbmc"]))
     hidden = sorted(np.random.default_rng(hide_seed).choice(shared, size=len(shared) // 2, replace=False).tolist())
@@ -300,58 +305,74 @@ def run_union(data_dir: Path, seed: int, *, preset: str, max_epochs: int | None,
     common["scored_against"] = "observed CLR (PBMC's own panel) of the hidden proteins, PBMC test cells"
     rows = []
 
+    def wanted(method: str) -> bool:
+        return methods is None or method in methods
+
     # union model: BMMC + PBMC training cells, the hidden proteins NaN in the PBMC training cells
-    train = _subset(mdata, np.sort(np.concatenate([bmmc_idx, pbmc_train_idx])))
-    prot = train["prot"]
-    X = np.asarray(prot.X).copy()
-    X[np.ix_((train.obs["reference"] == "pbmc").to_numpy(), prot.var_names.get_indexer(hidden))] = np.nan
-    prot.X = X
-    model = _train(train, preset=preset, seed=seed, batch_key="reference", time_key=None, max_epochs=max_epochs)
-    pred = model.predict_protein(query)[hidden].to_numpy()
-    rows.append(
-        common
-        | {"method": "union", "note": f"trained on {train.n_obs} cells, batch_key='reference'"}
-        | _score(pred, true)
-    )
+    if wanted("union") or wanted("union_as_bmmc"):
+        train = _subset(mdata, np.sort(np.concatenate([bmmc_idx, pbmc_train_idx])))
+        prot = train["prot"]
+        X = np.asarray(prot.X).copy()
+        X[np.ix_((train.obs["reference"] == "pbmc").to_numpy(), prot.var_names.get_indexer(hidden))] = np.nan
+        prot.X = X
+        model = _train(train, preset=preset, seed=seed, batch_key="reference", time_key=None, max_epochs=max_epochs)
+        note = f"trained on {train.n_obs} cells, batch_key='reference'"
+        if wanted("union"):
+            pred = model.predict_protein(query)[hidden].to_numpy()
+            rows.append(
+                common | {"method": "union", "note": note + "; PBMC's own batch embedding"} | _score(pred, true)
+            )
+        if wanted("union_as_bmmc"):
+            # the PBMC embedding never saw the hidden proteins: decode the PBMC test cells as BMMC instead
+            pred = model.predict_protein(query, batch="bmmc")[hidden].to_numpy()
+            rows.append(
+                common
+                | {"method": "union_as_bmmc", "note": note + "; PBMC test cells decoded with batch='bmmc'"}
+                | _score(pred, true)
+            )
 
     # BMMC-only model, applied to the PBMC test cells (an unseen reference: no batch key)
     bmmc = _subset(mdata, bmmc_idx)
     bmmc.mod["prot"] = bmmc["prot"][:, panels["bmmc"]].copy()
     bmmc.update()
-    model = _train(bmmc, preset=preset, seed=seed, batch_key=None, time_key=None, max_epochs=max_epochs)
-    pred = model.predict_protein(_rna_query(test["rna"]))[hidden].to_numpy()
-    rows.append(common | {"method": "bmmc_only", "note": "trained on BMMC's panel only"} | _score(pred, true))
+    if wanted("bmmc_only"):
+        model = _train(bmmc, preset=preset, seed=seed, batch_key=None, time_key=None, max_epochs=max_epochs)
+        pred = model.predict_protein(_rna_query(test["rna"]))[hidden].to_numpy()
+        rows.append(common | {"method": "bmmc_only", "note": "trained on BMMC's panel only"} | _score(pred, true))
 
-    # RidgeCV on BMMC
-    ridge = _ridge(_dense(bmmc["rna"].X), _dense(bmmc["prot"][:, hidden].X))
-    rows.append(
-        common
-        | {"method": "ridge_bmmc", "note": f"RidgeCV, alpha {ridge.alpha_:.3g}"}
-        | _score(ridge.predict(X_test), true)
-    )
+    if wanted("ridge_bmmc"):
+        ridge = _ridge(_dense(bmmc["rna"].X), _dense(bmmc["prot"][:, hidden].X))
+        rows.append(
+            common
+            | {"method": "ridge_bmmc", "note": f"RidgeCV, alpha {ridge.alpha_:.3g}"}
+            | _score(ridge.predict(X_test), true)
+        )
 
     # PBMC-only: trained as the PBMC training cells are, it never saw the hidden proteins
-    rows.append(
-        common
-        | {
-            "method": "pbmc_only",
-            "status": "not_applicable",
-            "n_proteins": 0,
-            "n_cells": n_test,
-            "note": "the PBMC training cells did not measure the hidden proteins: a PBMC-only model cannot predict them",
-        }
-    )
+    if wanted("pbmc_only"):
+        rows.append(
+            common
+            | {
+                "method": "pbmc_only",
+                "status": "not_applicable",
+                "n_proteins": 0,
+                "n_cells": n_test,
+                "note": "the PBMC training cells did not measure the hidden proteins: a PBMC-only model cannot "
+                "predict them",
+            }
+        )
     # PBMC-only with the hidden proteins visible: an upper bound the union setting does not have
-    pbmc = _subset(mdata, pbmc_train_idx)
-    pbmc.mod["prot"] = pbmc["prot"][:, panels["pbmc"]].copy()
-    pbmc.update()
-    model = _train(pbmc, preset=preset, seed=seed, batch_key=None, time_key=None, max_epochs=max_epochs)
-    pred = model.predict_protein(_rna_query(test["rna"]))[hidden].to_numpy()
-    rows.append(
-        common
-        | {"method": "pbmc_only_oracle", "note": "upper bound: trained with the hidden proteins visible"}
-        | _score(pred, true)
-    )
+    if wanted("pbmc_only_oracle"):
+        pbmc = _subset(mdata, pbmc_train_idx)
+        pbmc.mod["prot"] = pbmc["prot"][:, panels["pbmc"]].copy()
+        pbmc.update()
+        model = _train(pbmc, preset=preset, seed=seed, batch_key=None, time_key=None, max_epochs=max_epochs)
+        pred = model.predict_protein(_rna_query(test["rna"]))[hidden].to_numpy()
+        rows.append(
+            common
+            | {"method": "pbmc_only_oracle", "note": "upper bound: trained with the hidden proteins visible"}
+            | _score(pred, true)
+        )
     return rows
 
 
@@ -374,8 +395,10 @@ def _coverage(model, query, masked: str, true: np.ndarray) -> tuple[float | None
     return float(np.mean((true >= lower) & (true <= upper))), "ok"
 
 
-def run_masked_planted(seed: int, *, preset: str, max_epochs: int | None, n_obs: int) -> list[dict]:
-    """Experiment b: one protein NaN in one batch of generated data; predict it there."""
+def run_masked_planted(
+    seed: int, *, preset: str, max_epochs: int | None, n_obs: int, methods: set[str] | None = None
+) -> list[dict]:
+    """Experiment b: one protein NaN in one batch of generated data; predict it there (``methods``: a subset)."""
     import crossmodalnet as cmn
 
     mdata = cmn.datasets.synthetic_cite(n_obs=n_obs, n_genes=300, n_proteins=12, n_batches=2, sparse=False, rng=seed)
@@ -399,23 +422,38 @@ def run_masked_planted(seed: int, *, preset: str, max_epochs: int | None, n_obs:
         "proteins": masked,
         "scored_against": "hidden observed CLR values (the generator stores no noiseless per-cell protein)",
     }
-    model = _train(mdata, preset=preset, seed=seed, batch_key="batch", time_key="time", max_epochs=max_epochs)
-    query = _rna_query(mdata["rna"][cells], mdata.obs.loc[cells, ["batch", "time"]])
-    pred = model.predict_protein(query)[[masked]].to_numpy()
-    coverage, why = _coverage(model, query, masked, true)
-    rows = [
-        common
-        | {"method": "masked_model", "coverage": coverage, "coverage_level": LEVEL, "note": why}
-        | _score(pred, true[:, None])
-    ]
-    # RidgeCV on the batch that measured the protein
-    rna = _dense(mdata["rna"].X)
-    ridge = _ridge(rna[~cells], X[~cells, j])
-    rows.append(
-        common
-        | {"method": "ridge_other_batch", "note": f"RidgeCV on the measuring batch, alpha {ridge.alpha_:.3g}"}
-        | _score(ridge.predict(rna[cells])[:, None], true[:, None])
-    )
+    rows = []
+    measuring = sorted(set(batches))[0]
+    if methods is None or {"masked_model", "masked_model_as_measuring_batch"} & methods:
+        model = _train(mdata, preset=preset, seed=seed, batch_key="batch", time_key="time", max_epochs=max_epochs)
+        query = _rna_query(mdata["rna"][cells], mdata.obs.loc[cells, ["batch", "time"]])
+        if methods is None or "masked_model" in methods:
+            pred = model.predict_protein(query)[[masked]].to_numpy()
+            coverage, why = _coverage(model, query, masked, true)
+            rows.append(
+                common
+                | {"method": "masked_model", "coverage": coverage, "coverage_level": LEVEL, "note": why}
+                | _score(pred, true[:, None])
+            )
+        if methods is None or "masked_model_as_measuring_batch" in methods:
+            # the masked batch's embedding never saw the protein: decode those cells as the measuring batch
+            pred = model.predict_protein(query, batch=measuring)[[masked]].to_numpy()
+            rows.append(
+                common
+                | {
+                    "method": "masked_model_as_measuring_batch",
+                    "note": f"the masked cells decoded with batch={measuring!r}",
+                }
+                | _score(pred, true[:, None])
+            )
+    if methods is None or "ridge_other_batch" in methods:
+        rna = _dense(mdata["rna"].X)
+        ridge = _ridge(rna[~cells], X[~cells, j])
+        rows.append(
+            common
+            | {"method": "ridge_other_batch", "note": f"RidgeCV on the measuring batch, alpha {ridge.alpha_:.3g}"}
+            | _score(ridge.predict(rna[cells])[:, None], true[:, None])
+        )
     return rows
 
 
@@ -583,6 +621,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hide-seed", type=int, default=0, help="seed of the fixed choice of hidden PBMC proteins")
     parser.add_argument("--synthetic-cells", type=int, default=600)
     parser.add_argument("--query-mapping", action="store_true", help="add the mapped-query row (needs map_query)")
+    parser.add_argument("--methods", default="", help="union and masked_planted: only these methods (comma-separated)")
     parser.add_argument("--note", default="")
     parser.add_argument("--replace", action="store_true", help="overwrite --out instead of appending")
     args = parser.parse_args(argv)
@@ -615,11 +654,20 @@ def main(argv: list[str] | None = None) -> None:
             logger.info("=== %s, seed %d, preset %r", experiment, seed, args.preset)
             if experiment == "union":
                 new = run_union(
-                    data_dir, seed, preset=args.preset, max_epochs=args.max_epochs, hide_seed=args.hide_seed
+                    data_dir,
+                    seed,
+                    preset=args.preset,
+                    max_epochs=args.max_epochs,
+                    hide_seed=args.hide_seed,
+                    methods=set(args.methods.split(",")) if args.methods else None,
                 )
             elif experiment == "masked_planted":
                 new = run_masked_planted(
-                    seed, preset=args.preset, max_epochs=args.max_epochs, n_obs=args.synthetic_cells
+                    seed,
+                    preset=args.preset,
+                    max_epochs=args.max_epochs,
+                    n_obs=args.synthetic_cells,
+                    methods=set(args.methods.split(",")) if args.methods else None,
                 )
             else:
                 new = run_query(
