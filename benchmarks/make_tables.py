@@ -371,6 +371,60 @@ def _ms(r: dict[str, str], key: str, sep: str = ", ") -> str:
     return f"{r[key]} ({sep.join(seeds)})" if any(seeds) else r[key]
 
 
+PANEL_EXPERIMENTS = {"union": "union of two panels", "masked_planted": "masked planted protein", "query": "query donor"}
+
+
+def panels() -> str:
+    """``panels.csv``: each experiment × method, per-protein r as the mean of its seeds and each seed."""
+    rows = read("panels.csv")
+    notes = Notes()
+    head = [
+        "experiment",
+        "method",
+        "preset",
+        "per-protein r: mean (each seed)",
+        "per-cell r",
+        "RMSE",
+        "coverage",
+        "scored",
+    ]
+    body = []
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for r in rows:
+        groups.setdefault((r["experiment"], r["method"]), []).append(r)
+    order = list(PANEL_EXPERIMENTS)
+    keys = sorted(groups, key=lambda k: order.index(k[0]) if k[0] in order else len(order))  # stable: file order within
+    for experiment, method in keys:
+        group = groups[(experiment, method)]
+        ok = [r for r in group if r["status"] == "ok"]
+        label = PANEL_EXPERIMENTS.get(experiment, experiment)
+        if not ok:
+            mark = notes.mark(group[0]["note"]) if group[0]["note"] else ""
+            body.append(
+                [label, method, group[0]["preset"], f"{group[0]['status'].replace('_', ' ')}{mark}", "", "", "", ""]
+            )
+            continue
+        seeds = ", ".join(_fmt(_f(r["pearson_protein"]), 3) for r in ok)
+        coverage = _fmt(_mean(r["coverage"] for r in ok), 2)
+        if not coverage and ok[0]["note"].startswith("intervals not available"):
+            coverage = "not available" + notes.mark(
+                ok[0]["note"].split(": ", 1)[0] + " (calibration not NaN-aware yet)"
+            )
+        body.append(
+            [
+                label,
+                method,
+                "" if method.startswith("ridge") else ok[0]["preset"],
+                f"{_fmt(_mean(r['pearson_protein'] for r in ok), 3)} ({seeds})",
+                _fmt(_mean(r["pearson_cell"] for r in ok), 3),
+                _fmt(_mean(r["rmse"] for r in ok), 3),
+                coverage,
+                f"{_int(ok[0]['n_proteins'])} proteins × {_int(ok[0]['n_cells'])} cells",
+            ]
+        )
+    return _header(["panels.csv"]) + _table(head, body) + notes.render()
+
+
 def uncertainty_default() -> str:
     rows = [r for r in read("uncertainty.csv") if r["method"] == "crossmodalnet_default"]
     head = [
@@ -853,6 +907,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "scale_predict.md": scale_predict,
     "scale_predict_full.md": scale_predict_full,
     "scale_epoch.md": scale_epoch,
+    "panels.md": panels,
 }
 
 

@@ -18,6 +18,7 @@ def test_tutorials_exist():
         "time_resolved_interpretation.ipynb",
         "rna_only_imputation.ipynb",
         "uncertainty.ipynb",
+        "two_panels.ipynb",
     } <= names
 
 

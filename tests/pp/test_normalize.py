@@ -295,3 +295,32 @@ def test_log_normalize_side_effects_on_the_users_anndata(raw_mdata):
     assert out["rna"].X.max() < 20
     cmn.pp.log_normalize(mdata)
     assert rna.X.max() < 20  # documented: in place reaches the AnnData the MuData was built from
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_clr_with_not_measured(raw, axis):
+    """NaN (a panel without the antibody) stays NaN; geometric means use the measured values only."""
+    counts = raw["prot"].X.toarray().astype(np.float32)
+    missing = np.zeros_like(counts, dtype=bool)
+    missing[:40, 2] = True  # one panel lacks protein 2
+    missing[5, :] = True  # a cell that measured no protein
+    with_nan = raw.copy()
+    with_nan["prot"].X = np.where(missing, np.nan, counts)
+    cmn.pp.clr(with_nan, axis=axis)
+    X = with_nan["prot"].X
+    np.testing.assert_array_equal(np.isnan(X), missing)
+    # the same as muon's CLR on the measured values alone
+    if axis == 1:
+        sub = raw["prot"][:40].copy()
+        sub = sub[:, [j for j in range(sub.n_vars) if j != 2]].copy()
+        sub.X = sub.X.toarray()
+        mu.prot.pp.clr(sub, axis=1)
+        rows = [i for i in range(40) if i != 5]
+        np.testing.assert_allclose(X[rows][:, [j for j in range(X.shape[1]) if j != 2]], sub.X[rows], rtol=1e-5)
+    else:
+        keep = ~missing[:, 2]
+        sub = raw["prot"][keep].copy()
+        sub.X = sub.X.toarray()
+        mu.prot.pp.clr(sub, axis=0)
+        np.testing.assert_allclose(X[keep][:, 2], sub.X[:, 2], rtol=1e-5)
+    np.testing.assert_array_equal(with_nan["prot"].layers["counts"][~missing], counts[~missing])

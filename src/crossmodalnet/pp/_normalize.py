@@ -163,6 +163,13 @@ def clr(
     ``log1p(x / exp(mean(log1p(x))))``, the same formula as muon; the mean is taken over the
     training cells only (``train_mask``) and applied to every cell.
 
+    NaN means "not measured" (panels joined with ``anndata.concat(join="outer")``): it stays NaN,
+    and each geometric mean is taken over the measured values only (with ``axis=1``, over the
+    proteins the cell's panel measured). A cell's CLR values then depend on its panel, so the same
+    antibody is on a different scale in a 14-antibody and a 134-antibody panel: normalise each
+    reference on its own before joining them (tutorial *Two references, two panels*), and use this
+    only where a joined matrix is all you have.
+
     Parameters
     ----------
     %(mdata)s Raw protein (ADT) counts in ``mdata[protein_key].X``.
@@ -208,22 +215,58 @@ def clr(
         "flavor": "seurat",
         "protein_names": np.asarray(prot.var_names, dtype=str),
     }
-    if axis == 1:
+    n_missing = _n_not_measured(prot.X)
+    if n_missing:
+        logger.info(
+            "%s: %d value(s) of `mdata[%r].X` are NaN (not measured); they stay NaN, and each geometric mean is "
+            "taken over the measured values only",
+            caller,
+            n_missing,
+            protein_key,
+        )
+    if axis == 1 and not n_missing:
         X = prot.X.tocsr() if sparse.issparse(prot.X) else prot.X
         prot.X = X
         mu.prot.pp.clr(prot, axis=1)
         X = prot.X.toarray() if sparse.issparse(prot.X) else prot.X
+    elif axis == 1:
+        X = _clr_measured(prot.X, axis=1)
     else:
         counts = prot.X.toarray() if sparse.issparse(prot.X) else np.asarray(prot.X)
         counts = counts.astype(np.float64)
         fit = counts if mask is None else counts[mask]
-        log_mean = np.log1p(fit).mean(axis=0)
+        log_mean = _log_mean_measured(fit, axis=0)
         X = np.log1p(counts / np.exp(log_mean))
         record |= {"log_mean": log_mean, **_fit_record(mask, prot.n_obs)}
     prot.X = np.asarray(X, dtype=np.float32)
     prot.uns[_keys.PREPROCESSING] = record
     _added(caller, protein_key, counts_layer, f"CLR, axis={axis}")
     return mdata if copy else None
+
+
+def _n_not_measured(X) -> int:
+    """Number of NaN (not measured) values of a protein matrix, e.g. after ``anndata.concat(join="outer")``."""
+    values = X.data if sparse.issparse(X) else np.asarray(X)
+    return int(np.isnan(values).sum()) if values.dtype.kind == "f" else 0
+
+
+def _log_mean_measured(counts: np.ndarray, *, axis: int) -> np.ndarray:
+    """Mean of ``log1p(counts)`` along ``axis`` over the measured (non-NaN) values; NaN where none is measured."""
+    logs = np.log1p(counts)
+    measured = ~np.isnan(logs)
+    n = measured.sum(axis=axis, keepdims=axis == 1)
+    total = np.where(measured, logs, 0.0).sum(axis=axis, keepdims=axis == 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
+def _clr_measured(X, *, axis: int) -> np.ndarray:
+    """Seurat-flavour CLR, ``log1p(x / exp(mean(log1p(x))))``, with the mean over the measured values only.
+
+    NaN (not measured) stays NaN; a cell or protein without any measured value is all NaN.
+    """
+    counts = (X.toarray() if sparse.issparse(X) else np.asarray(X)).astype(np.float64)
+    return np.log1p(counts / np.exp(_log_mean_measured(counts, axis=axis)))
 
 
 def _background_means(scaled: np.ndarray, seed: int | None) -> np.ndarray:
