@@ -28,8 +28,13 @@ def _seed():
     import scvi
     import torch
 
+    import crossmodalnet as cmn
+
     scvi.settings.seed = 0
     torch.manual_seed(0)
+    yield
+    # a test (or a module fixture) that sets the package seed does not change the tests after it
+    cmn.settings.seed = None
 
 
 @pytest.fixture(scope="session")
