@@ -252,7 +252,7 @@ class UncertaintyMixin:
         measured in one reference is calibrated on that reference's calibration cells. The number of
         calibration cells that measured each protein is in
         ``model.uncertainty_["n_cells_per_protein"]`` (and logged when it differs between proteins);
-        see :func:`calibration_scores` for how proteins with few such cells are scaled.
+        a protein with fewer than 100 such cells is scaled with the pooled scale of every measured value.
 
         Parameters
         ----------
