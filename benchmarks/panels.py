@@ -537,6 +537,10 @@ def run_query(data_dir: Path, seed: int, *, preset: str, max_epochs: int | None,
         for method, space in (("mapped_query", "span"), ("mapped_query_free", "free")):
             mapped = map_query(model, query_cite, seed=seed, embedding_space=space)
             record = mapped.query_
+            same = ""
+            if space == "free" and len(model.batch_categories) < 2:
+                same = "; one trained batch (s1d1), whose span is a point: map_query fits free rows for 'span' too, so "
+                same += "this row is identical to mapped_query"
             calibration = record.get("calibration", {})
             pred = mapped.predict_protein(query)[others].to_numpy()
             unc = mapped.predict_protein(query, return_uncertainty=True, level=LEVEL, rng=0)
@@ -547,7 +551,7 @@ def run_query(data_dir: Path, seed: int, *, preset: str, max_epochs: int | None,
                     "method": method,
                     "note": f"map_query(embedding_space={space!r}) on the {len(measured)} measured proteins; "
                     f"{record['n_cells_fitted'][0]} cells fitted, {record['n_cells_held_out'][0]} held out; "
-                    "coverage: the mapped model's intervals on the unmeasured proteins of every query cell",
+                    "coverage: the mapped model's intervals on the unmeasured proteins of every query cell" + same,
                     "coverage": float(np.mean((true >= lower) & (true <= upper))),
                     "coverage_level": LEVEL,
                     "heldout_mse_mapped": record.get("heldout_mse_mapped"),
