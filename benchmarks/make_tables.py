@@ -389,7 +389,7 @@ def panels() -> str:
         "per-cell r",
         "RMSE",
         "coverage",
-        "held-out MSE: mapped / average",
+        "mapping, held-out: MSE mapped / average; coverage",
         "scored",
     ]
     body = []
@@ -431,15 +431,13 @@ def panels() -> str:
         if mapped is not None and average is not None:
             before = _mean(r.get("calibration_coverage_before", "") for r in ok)
             after = _mean(r.get("calibration_coverage_after", "") for r in ok)
-            mse = f"{_fmt(mapped, 3)} / {_fmt(average, 3)}" + notes.mark(
-                "map_query's query_: mean squared error over the measured proteins of the query cells it held out "
-                "(mapped vs average embedding)"
-                + (
-                    f"; coverage of those values by the intervals before / after its check: {_fmt(before, 2)} / "
-                    f"{_fmt(after, 2)} (mean over seeds)"
-                    if before is not None
-                    else ""
-                )
+            mse = f"{_fmt(mapped, 3)} / {_fmt(average, 3)}"
+            if before is not None and after is not None:
+                mse += f"; {_fmt(before, 2)} → {_fmt(after, 2)}"
+            mse += notes.mark(
+                "map_query's query_ (means over seeds): mean squared error over the measured proteins of the query "
+                "cells it held out, mapped / average embedding; coverage of those values by the intervals before → "
+                "after its check"
             )
         if "identical" in ok[0]["note"]:
             method += notes.mark(ok[0]["note"].split("; ")[-1])
