@@ -213,3 +213,45 @@ def test_tl_scores_only_what_the_mask_layer_calls_measured(norm_mdata):
     metrics = mdata.uns["pred"]["metrics"]
     scored = mdata.obs_names.isin(metrics["cell_names"])
     np.testing.assert_array_equal(metrics["per_protein"]["n_measured"], (~missing[scored]).sum(axis=0))
+
+
+def test_unmeasured_proteins_are_decoded_with_the_measuring_batches(norm_mdata):
+    """A protein batch_1 did not measure is decoded, for its cells, with the embedding of the batch that measured it."""
+    mdata = norm_mdata.copy()
+    _with_missing(mdata)
+    model = _train(mdata, "paper", epochs=2)
+    emb = model.module.covariate_embeddings[1].weight
+    with torch.no_grad():  # batches far apart, so the rule shows
+        emb[1] += 1.0
+    in_b1 = (mdata.obs["batch"] == "batch_1").to_numpy()
+    pred = model.predict_protein().to_numpy()
+    as_b0 = model.predict_protein(batch="batch_0").to_numpy()
+    as_b1 = model.predict_protein(batch="batch_1").to_numpy()  # an explicit batch: every protein with its embedding
+    np.testing.assert_array_equal(pred[in_b1, :MISSING], as_b0[in_b1, :MISSING])
+    np.testing.assert_array_equal(pred[in_b1, MISSING:], as_b1[in_b1, MISSING:])
+    np.testing.assert_array_equal(pred[~in_b1], as_b0[~in_b1])
+    assert not np.allclose(as_b1[in_b1, :MISSING], as_b0[in_b1, :MISSING])
+    # an unseen batch gets the average embedding, except for proteins only batch_0 measured
+    query = mdata.copy()
+    query.obs["batch"] = "new_donor"
+    unseen = model.predict_protein(query).to_numpy()
+    np.testing.assert_array_equal(unseen[:, :MISSING], as_b0[:, :MISSING])
+    assert not np.allclose(unseen[:, MISSING:], as_b0[:, MISSING:])
+
+
+def test_dask_predictions_decode_unmeasured_proteins_the_same_way(norm_mdata):
+    da = pytest.importorskip("dask.array")
+    import anndata as ad
+
+    mdata = norm_mdata.copy()
+    _with_missing(mdata)
+    model = _train(mdata, "paper", epochs=2)
+    with torch.no_grad():
+        model.module.covariate_embeddings[1].weight[1] += 1.0
+    want = model.predict_protein().to_numpy()
+    rna = mdata["rna"]
+    X = rna.X.toarray() if sparse.issparse(rna.X) else np.asarray(rna.X)
+    query = cmn.pp.to_mudata(ad.AnnData(X=da.from_array(X, chunks=(64, -1)), obs=rna.obs.copy(), var=rna.var.copy()))
+    query.obs["batch"] = mdata.obs["batch"].to_numpy()
+    query.obs["time"] = mdata.obs["time"].to_numpy()
+    np.testing.assert_allclose(model.predict_protein(query).compute(), want, rtol=1e-5, atol=1e-5)

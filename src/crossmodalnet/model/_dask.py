@@ -19,7 +19,7 @@ from scipy import sparse
 
 from crossmodalnet._streaming import RnaInput
 
-from ._inference import block_tensor, forward_protein
+from ._inference import PanelDecoding, block_tensor, forward_protein
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -41,6 +41,8 @@ class BlockPredictor:
     """Batch embeddings (categories + 1 × d); the last row is their mean, for unseen batches."""
     interpolation: str
     """``"embedding"`` or ``"prediction"`` (see ``CrossmodalNet.predict_protein``)."""
+    panels: PanelDecoding | None
+    """Which embedding decodes a protein a cell's batch did not measure (``None``: the cell's own)."""
     rna: RnaInput
     """Normalisation and gene matching of a block (its ``X`` and ``rows`` are dropped before shipping)."""
 
@@ -55,7 +57,9 @@ class BlockPredictor:
         w = self.time_weights.index_select(0, idx[:, 0])
         b = self.batch_table.index_select(0, idx[:, 1])
         with torch.inference_mode():
-            return forward_protein(self.module, x, w, b, self.interpolation).numpy().astype(np.float32, copy=False)
+            overrides = [] if self.panels is None else self.panels.overrides(idx[:, 1])
+            out = forward_protein(self.module, x, w, b, self.interpolation, overrides)
+            return out.numpy().astype(np.float32, copy=False)
 
 
 def _predict_block(block, codes, predictor: BlockPredictor) -> np.ndarray:
@@ -72,6 +76,7 @@ def predict_dask(
     batch_codes: np.ndarray,
     interpolation: str,
     n_proteins: int,
+    panels: PanelDecoding | None = None,
 ) -> da.Array:
     """Lazy cells × proteins predictions of the dask matrix ``rna.X`` (float32, chunked like its rows).
 
@@ -97,6 +102,7 @@ def predict_dask(
         time_weights=time_weights.detach().cpu(),
         batch_table=batch_table.detach().cpu(),
         interpolation=interpolation,
+        panels=None if panels is None else PanelDecoding(panels.table.detach().cpu(), panels.groups),
         rna=RnaInput(X=None, rows=np.zeros(0, dtype=np.int64), gene_index=rna.gene_index, target_sum=rna.target_sum),
     )
     codes = np.column_stack([np.asarray(time_codes, dtype=np.int64), np.asarray(batch_codes, dtype=np.int64)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -59,21 +60,92 @@ def block_tensor(block, *, allow_sparse: bool, device=None) -> torch.Tensor:
     return x if device is None else x.to(device)
 
 
-def forward_protein(module, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, interpolation: str) -> torch.Tensor:
-    """Predicted proteins of a batch ``x`` with time weights ``w`` (cells × categories) and batch embedding ``b``.
+@dataclass
+class PanelDecoding:
+    """Which batch embedding decodes a protein that a cell's batch did not measure.
 
-    The one forward pass of prediction, shared by the in-process getters and the dask workers.
+    A batch that never measured a protein has never been trained on it: its embedding's effect on that protein is
+    not identifiable. Such proteins are decoded with the average embedding of the batches that measured them.
+    ``groups`` holds one entry per set of measuring batches (other than all of them): ``(replace, cols)``, where
+    ``replace`` maps a row of the prediction batch table (trained batches, their average, mapped query batches)
+    to the row that decodes the proteins ``cols`` (-1: the cell's own), and ``table`` the embeddings of those rows.
     """
+
+    table: torch.Tensor
+    groups: list[tuple[torch.Tensor, torch.Tensor]]
+
+    @classmethod
+    def of(cls, counts: np.ndarray | None, batch_table: torch.Tensor) -> PanelDecoding | None:
+        """From the proteins × trained batches counts of measured cells; ``None`` when every batch measured every protein."""
+        if counts is None:
+            return None
+        measured = np.asarray(counts) > 0
+        n_batches = measured.shape[1]
+        if measured.all() or n_batches < 2 or not measured.any(axis=1).all():
+            return None
+        rows, groups = [], []
+        for pattern in np.unique(measured, axis=0):
+            if pattern.all():
+                continue
+            cols = np.flatnonzero((measured == pattern).all(axis=1))
+            replace = np.full(batch_table.shape[0], -1, dtype=np.int64)
+            # trained batches that did not measure these proteins, and the average row (unseen batches)
+            replace[np.flatnonzero(~pattern)] = len(rows)
+            replace[n_batches] = len(rows)
+            rows.append(batch_table[:n_batches][torch.from_numpy(pattern)].mean(dim=0))
+            groups.append((torch.from_numpy(replace), torch.from_numpy(cols)))
+        return cls(table=torch.stack(rows), groups=groups)
+
+    def overrides(self, codes: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(cells, embeddings, proteins)`` to decode again, for cells with batch-table rows ``codes``."""
+        out = []
+        for replace, cols in self.groups:
+            new = replace.index_select(0, codes)
+            cells = torch.nonzero(new >= 0).flatten()
+            if cells.numel():
+                out.append((cells, self.table.index_select(0, new.index_select(0, cells)), cols))
+        return out
+
+
+def _decode(module, z, w, b, linear, interpolation: str) -> torch.Tensor:
     table = module.covariate_embeddings[0].weight.detach()
-    z = module.inference(x)["z"]
-    # the linear path is linear in the time weights: both interpolations share it
-    linear = module.linear_prediction(x, w) if module.linear_path else None
     if interpolation == "embedding":
         return module.generative(z, w @ table + b, linear)["protein"]
     return sum(
         w[:, c : c + 1] * module.generative(z, table[c] + b, linear)["protein"]
         for c in torch.nonzero(w.abs().sum(0)).flatten().tolist()
     )
+
+
+def forward_protein(
+    module,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor,
+    interpolation: str,
+    overrides: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = (),
+) -> torch.Tensor:
+    """Predicted proteins of a batch ``x`` with time weights ``w`` (cells × categories) and batch embedding ``b``.
+
+    The one forward pass of prediction, shared by the in-process getters and the dask workers. ``overrides``
+    (:meth:`PanelDecoding.overrides`) decode some proteins of some cells with another batch embedding.
+    """
+    z = module.inference(x)["z"]
+    # the linear path is linear in the time weights: both interpolations share it
+    linear = module.linear_prediction(x, w) if module.linear_path else None
+    out = _decode(module, z, w, b, linear, interpolation)
+    for cells, embedding, cols in overrides:
+        cells, cols = cells.to(z.device), cols.to(z.device)
+        sub = _decode(
+            module,
+            z.index_select(0, cells),
+            w.index_select(0, cells),
+            embedding,
+            None if linear is None else linear.index_select(0, cells),
+            interpolation,
+        )
+        out[cells.unsqueeze(1), cols.unsqueeze(0)] = sub.index_select(1, cols)
+    return out
 
 
 class BatchedInferenceMixin:
@@ -253,14 +325,27 @@ class BatchedInferenceMixin:
         # trained rows, then the average batch embedding (batches not seen in training), then mapped query batches
         b_table = self.module.batch_table()
         w_index = torch.from_numpy(w_codes)
+        panels = self._panel_decoding(b_table, batch=batch)
 
-        def of(pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        def of(pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, list]:
             # index_select rather than advanced indexing, which is slow on small CPU tensors
             idx = torch.from_numpy(np.asarray(pos, dtype=np.int64))
             w = w_rows.index_select(0, w_index.index_select(0, idx)).to(b_table.device)
-            return w, b_table.index_select(0, b_codes.index_select(0, idx).to(b_table.device))
+            codes = b_codes.index_select(0, idx)
+            overrides = [] if panels is None else panels.overrides(codes)
+            return w, b_table.index_select(0, codes.to(b_table.device)), overrides
 
         return of
+
+    def _panel_decoding(self, batch_table: torch.Tensor, *, batch: object = None) -> PanelDecoding | None:
+        """How proteins a batch did not measure are decoded (:class:`PanelDecoding`); ``None`` with ``batch=`` given."""
+        if batch is not None:  # the user chose the embedding of every cell and protein
+            return None
+        record = getattr(self, "measured_cells_", None)
+        panels = PanelDecoding.of(None if record is None else record["counts"], batch_table.detach().cpu())
+        if panels is not None:
+            panels.table = panels.table.to(batch_table.device)
+        return panels
 
     def _predict_blocks(
         self,
@@ -294,8 +379,8 @@ class BatchedInferenceMixin:
             out = np.full((rows.size, self.n_proteins), np.nan, dtype=np.float32)
             with torch.inference_mode():  # not across the yield: the caller's code runs there
                 for pos, x in self._iter_batches(X, rows, batch_size, allow_sparse=self.module.sparse_input):
-                    w, b = covariates(pos + start)
-                    out[pos] = forward_protein(self.module, x, w, b, interpolation).cpu().numpy()
+                    w, b, overrides = covariates(pos + start)
+                    out[pos] = forward_protein(self.module, x, w, b, interpolation, overrides).cpu().numpy()
             yield start, out
 
     def _predict_frame(
@@ -348,6 +433,7 @@ class BatchedInferenceMixin:
             batch_codes=self._batch_codes(mdata, batch=batch),
             interpolation=interpolation,
             n_proteins=self.n_proteins,
+            panels=self._panel_decoding(b_table, batch=batch),
         )
 
     def _registered_dense(self, registry_key: str, idx: np.ndarray) -> np.ndarray:

@@ -180,7 +180,7 @@ class SaliencyMixin:
             return g
 
         for pos, x in self._iter_batches(X, rows, batch_size):
-            w, b = covariates(pos)
+            w, b, _ = covariates(pos)  # gradients through each cell's own batch embedding
             c = w @ table + b
             n_cells += x.shape[0]
             ref = gene_mean.expand_as(x) if baseline == "mean" and method in _BASELINE_METHODS else torch.zeros_like(x)
