@@ -8,19 +8,23 @@ Three experiments, each seed one row per method in ``benchmarks/results/panels.c
     (per cell) within each reference *before* joining, proteins outer-joined so that a protein a reference lacks
     is NaN, ``obs["reference"]`` the batch key. PBMC cells are split into training and test cells (seeded). Half
     of the proteins the two panels share (a fixed seeded choice, the same for every seed) are hidden (NaN) in the
-    PBMC training cells; the union model (BMMC + PBMC training cells) predicts them on the PBMC test cells, with
-    PBMC's own batch embedding (``union``) and decoded as BMMC (``union_as_bmmc``, ``batch="bmmc"``: the PBMC
-    embedding never saw the hidden proteins).
+    PBMC training cells; the union model (BMMC + PBMC training cells) predicts them on the PBMC test cells with
+    ``predict_protein``'s rule (``union``: a protein a cell's batch did not measure is decoded with the average
+    embedding of the batches that measured it, here BMMC's), with PBMC's own batch embedding for every protein
+    (``union_own_embedding``, ``batch="pbmc"``: that embedding never saw the hidden proteins) and decoded as BMMC
+    (``union_as_bmmc``, ``batch="bmmc"``; for the hidden proteins the same prediction as ``union``).
     Compared with a model trained on BMMC alone, RidgeCV trained on BMMC, and a PBMC-only model: trained on the
     PBMC training cells as they are, it never saw the hidden proteins and cannot predict them (a row says so);
     trained with them visible (``pbmc_only_oracle``) it is an upper bound that the union setting does not have.
 ``masked_planted``
     Generated data with two batches (:func:`crossmodalnet.datasets.synthetic_cite`): one protein is NaN in every
-    cell of the second batch; the model, trained on all cells, predicts it there. Scored against the hidden
+    cell of the second batch; the model, trained on all cells, predicts it there (``masked_model``: the rule, which
+    decodes it with the first batch's embedding; ``masked_model_own_embedding``: ``batch=`` the second batch's own
+    embedding, never trained on it). Scored against the hidden
     observed values (the generator stores no noiseless per-cell protein, so there is no "truth" column), with the
-    coverage of the model's prediction intervals where they are available; ``masked_model_as_measuring_batch``
-    decodes those cells with the first batch's embedding instead of their own. RidgeCV trained on the first batch
-    is the naive baseline.
+    coverage of the model's prediction intervals; ``masked_model_as_measuring_batch`` decodes those cells with the
+    first batch's embedding (``batch=``; the same prediction of the masked protein as ``masked_model``). RidgeCV
+    trained on the first batch is the naive baseline.
 ``query``
     BMMC donor s1d2 held out; models trained on donor s1d1. The query donor "measured" 10 proteins (the 10 most
     variable in the reference, so the choice does not look at the query); the other 124 are predicted and scored.
@@ -315,7 +319,7 @@ def run_union(
         return methods is None or method in methods
 
     # union model: BMMC + PBMC training cells, the hidden proteins NaN in the PBMC training cells
-    if wanted("union") or wanted("union_as_bmmc"):
+    if wanted("union") or wanted("union_own_embedding") or wanted("union_as_bmmc"):
         train = _subset(mdata, np.sort(np.concatenate([bmmc_idx, pbmc_train_idx])))
         prot = train["prot"]
         X = np.asarray(prot.X).copy()
@@ -325,8 +329,14 @@ def run_union(
         note = f"trained on {train.n_obs} cells, batch_key='reference'"
         if wanted("union"):
             pred = model.predict_protein(query)[hidden].to_numpy()
+            rule = "; predict_protein's rule: proteins PBMC did not measure decoded with the embedding of BMMC"
+            rows.append(common | {"method": "union", "note": note + rule} | _score(pred, true))
+        if wanted("union_own_embedding"):
+            pred = model.predict_protein(query, batch="pbmc")[hidden].to_numpy()
             rows.append(
-                common | {"method": "union", "note": note + "; PBMC's own batch embedding"} | _score(pred, true)
+                common
+                | {"method": "union_own_embedding", "note": note + "; PBMC's own batch embedding (batch='pbmc')"}
+                | _score(pred, true)
             )
         if wanted("union_as_bmmc"):
             # the PBMC embedding never saw the hidden proteins: decode the PBMC test cells as BMMC instead
@@ -385,14 +395,14 @@ def run_union(
 # --------------------------------------------------------------------------------------------- experiment b
 
 
-def _coverage(model, query, masked: str, true: np.ndarray) -> tuple[float | None, str]:
+def _coverage(model, query, masked: str, true: np.ndarray, *, batch: str | None = None) -> tuple[float | None, str]:
     """Coverage of the model's ``LEVEL`` prediction intervals of ``masked`` on ``query``, or why there is none.
 
     The intervals are calibrated on the validation cells (split-conformal, NaN-aware: values a cell did not
     measure are left out of the calibration).
     """
     try:
-        unc = model.predict_protein(query, return_uncertainty=True, level=LEVEL, rng=0)
+        unc = model.predict_protein(query, return_uncertainty=True, level=LEVEL, rng=0, batch=batch)
     except Exception as err:  # noqa: BLE001 - any failure of the calibration means "not available" here
         return None, f"intervals not available: {type(err).__name__}: {str(err)[:200]}"
     lower, upper = unc.lower[masked].to_numpy(), unc.upper[masked].to_numpy()
@@ -432,26 +442,26 @@ def run_masked_planted(
     }
     rows = []
     measuring = sorted(set(batches))[0]
-    if methods is None or {"masked_model", "masked_model_as_measuring_batch"} & methods:
+    masked_batch = sorted(set(batches))[-1]
+    variants = {
+        "masked_model": (
+            None,
+            "predict_protein's rule: the masked protein decoded with the measuring batch's embedding",
+        ),
+        "masked_model_own_embedding": (masked_batch, f"the masked cells decoded with their own batch={masked_batch!r}"),
+        "masked_model_as_measuring_batch": (measuring, f"the masked cells decoded with batch={measuring!r}"),
+    }
+    if methods is None or set(variants) & methods:
         model = _train(mdata, preset=preset, seed=seed, batch_key="batch", time_key="time", max_epochs=max_epochs)
         query = _rna_query(mdata["rna"][cells], mdata.obs.loc[cells, ["batch", "time"]])
-        if methods is None or "masked_model" in methods:
-            pred = model.predict_protein(query)[[masked]].to_numpy()
-            coverage, why = _coverage(model, query, masked, true)
+        for method, (batch, what) in variants.items():
+            if methods is not None and method not in methods:
+                continue
+            pred = model.predict_protein(query, batch=batch)[[masked]].to_numpy()
+            coverage, why = _coverage(model, query, masked, true, batch=batch)
             rows.append(
                 common
-                | {"method": "masked_model", "coverage": coverage, "coverage_level": LEVEL, "note": why}
-                | _score(pred, true[:, None])
-            )
-        if methods is None or "masked_model_as_measuring_batch" in methods:
-            # the masked batch's embedding never saw the protein: decode those cells as the measuring batch
-            pred = model.predict_protein(query, batch=measuring)[[masked]].to_numpy()
-            rows.append(
-                common
-                | {
-                    "method": "masked_model_as_measuring_batch",
-                    "note": f"the masked cells decoded with batch={measuring!r}",
-                }
+                | {"method": method, "coverage": coverage, "coverage_level": LEVEL, "note": f"{what}; {why}"}
                 | _score(pred, true[:, None])
             )
     if methods is None or "ridge_other_batch" in methods:
