@@ -375,7 +375,10 @@ PANEL_EXPERIMENTS = {"union": "union of two panels", "masked_planted": "masked p
 
 
 def panels() -> str:
-    """``panels.csv``: each experiment × method, per-protein r as the mean of its seeds and each seed."""
+    """``panels.csv``: each experiment × method × preset, per-protein r as the mean of its seeds and each seed.
+
+    Ridge rows do not depend on the preset: one row per seed (the latest) whichever preset's run wrote it.
+    """
     rows = read("panels.csv")
     notes = Notes()
     head = [
@@ -386,39 +389,68 @@ def panels() -> str:
         "per-cell r",
         "RMSE",
         "coverage",
+        "mapping, held-out: MSE mapped / average; coverage",
         "scored",
     ]
     body = []
-    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    groups: dict[tuple[str, str, str], dict[str, dict[str, str]]] = {}
     for r in rows:
-        groups.setdefault((r["experiment"], r["method"]), []).append(r)
+        preset = "" if r["method"].startswith("ridge") else r["preset"]
+        groups.setdefault((r["experiment"], r["method"], preset), {})[r["seed"]] = r  # the latest row of a seed
     order = list(PANEL_EXPERIMENTS)
-    keys = sorted(groups, key=lambda k: order.index(k[0]) if k[0] in order else len(order))  # stable: file order within
-    for experiment, method in keys:
-        group = groups[(experiment, method)]
+    presets = ["default", "paper", ""]
+
+    def sort_key(key: tuple[str, str, str]) -> tuple[int, int]:
+        experiment, _method, preset = key
+        return (
+            order.index(experiment) if experiment in order else len(order),
+            presets.index(preset) if preset in presets else len(presets),
+        )
+
+    for experiment, method, preset in sorted(groups, key=sort_key):  # stable: file order within
+        group = sorted(groups[(experiment, method, preset)].values(), key=lambda r: _f(r["seed"]) or 0.0)
         ok = [r for r in group if r["status"] == "ok"]
         label = PANEL_EXPERIMENTS.get(experiment, experiment)
         if not ok:
             mark = notes.mark(group[0]["note"]) if group[0]["note"] else ""
-            body.append(
-                [label, method, group[0]["preset"], f"{group[0]['status'].replace('_', ' ')}{mark}", "", "", "", ""]
-            )
+            body.append([label, method, preset, f"{group[0]['status'].replace('_', ' ')}{mark}", "", "", "", "", ""])
             continue
         seeds = ", ".join(_fmt(_f(r["pearson_protein"]), 3) for r in ok)
         coverage = _fmt(_mean(r["coverage"] for r in ok), 2)
-        if not coverage and ok[0]["note"].startswith("intervals not available"):
-            coverage = "not available" + notes.mark(
-                ok[0]["note"].split(": ", 1)[0] + " (calibration not NaN-aware yet)"
+        if coverage and "coverage:" in ok[0]["note"]:
+            coverage += notes.mark(
+                ok[0]["note"].split("coverage: ", 1)[1].split(";")[0] + f" (level {ok[0]['coverage_level']})"
             )
+        if not coverage and ok[0]["note"].startswith("intervals not available"):
+            coverage = "not available" + notes.mark(ok[0]["note"].split(": ", 1)[0] + " (calibration not NaN-aware)")
+        mse = ""
+        mapped, average = (
+            _mean(r.get("heldout_mse_mapped", "") for r in ok),
+            _mean(r.get("heldout_mse_average", "") for r in ok),
+        )
+        if mapped is not None and average is not None:
+            before = _mean(r.get("calibration_coverage_before", "") for r in ok)
+            after = _mean(r.get("calibration_coverage_after", "") for r in ok)
+            mse = f"{_fmt(mapped, 3)} / {_fmt(average, 3)}"
+            if before is not None and after is not None:
+                mse += f"; {_fmt(before, 2)} → {_fmt(after, 2)}"
+            mse += notes.mark(
+                "map_query's query_ (means over seeds): mean squared error over the measured proteins of the query "
+                "cells it held out, mapped / average embedding; coverage of those values by the intervals before → "
+                "after its check"
+            )
+        if "identical" in ok[0]["note"]:
+            method += notes.mark(ok[0]["note"].split("; ")[-1])
         body.append(
             [
                 label,
                 method,
-                "" if method.startswith("ridge") else ok[0]["preset"],
+                preset,
                 f"{_fmt(_mean(r['pearson_protein'] for r in ok), 3)} ({seeds})",
                 _fmt(_mean(r["pearson_cell"] for r in ok), 3),
                 _fmt(_mean(r["rmse"] for r in ok), 3),
                 coverage,
+                mse,
                 f"{_int(ok[0]['n_proteins'])} proteins × {_int(ok[0]['n_cells'])} cells",
             ]
         )

@@ -8,29 +8,40 @@ Three experiments, each seed one row per method in ``benchmarks/results/panels.c
     (per cell) within each reference *before* joining, proteins outer-joined so that a protein a reference lacks
     is NaN, ``obs["reference"]`` the batch key. PBMC cells are split into training and test cells (seeded). Half
     of the proteins the two panels share (a fixed seeded choice, the same for every seed) are hidden (NaN) in the
-    PBMC training cells; the union model (BMMC + PBMC training cells) predicts them on the PBMC test cells, with
-    PBMC's own batch embedding (``union``) and decoded as BMMC (``union_as_bmmc``, ``batch="bmmc"``: the PBMC
-    embedding never saw the hidden proteins).
+    PBMC training cells; the union model (BMMC + PBMC training cells) predicts them on the PBMC test cells with
+    ``predict_protein``'s rule (``union``: a protein a cell's batch did not measure is decoded with the average
+    embedding of the batches that measured it, here BMMC's), with PBMC's own batch embedding for every protein
+    (``union_own_embedding``, ``batch="pbmc"``: that embedding never saw the hidden proteins) and decoded as BMMC
+    (``union_as_bmmc``, ``batch="bmmc"``; for the hidden proteins the same prediction as ``union``).
     Compared with a model trained on BMMC alone, RidgeCV trained on BMMC, and a PBMC-only model: trained on the
     PBMC training cells as they are, it never saw the hidden proteins and cannot predict them (a row says so);
     trained with them visible (``pbmc_only_oracle``) it is an upper bound that the union setting does not have.
 ``masked_planted``
     Generated data with two batches (:func:`crossmodalnet.datasets.synthetic_cite`): one protein is NaN in every
-    cell of the second batch; the model, trained on all cells, predicts it there. Scored against the hidden
+    cell of the second batch; the model, trained on all cells, predicts it there (``masked_model``: the rule, which
+    decodes it with the first batch's embedding; ``masked_model_own_embedding``: ``batch=`` the second batch's own
+    embedding, never trained on it). Scored against the hidden
     observed values (the generator stores no noiseless per-cell protein, so there is no "truth" column), with the
-    coverage of the model's prediction intervals where they are available; ``masked_model_as_measuring_batch``
-    decodes those cells with the first batch's embedding instead of their own. RidgeCV trained on the first batch
-    is the naive baseline.
+    coverage of the model's prediction intervals; ``masked_model_as_measuring_batch`` decodes those cells with the
+    first batch's embedding (``batch=``; the same prediction of the masked protein as ``masked_model``). RidgeCV
+    trained on the first batch is the naive baseline.
 ``query``
     BMMC donor s1d2 held out; models trained on donor s1d1. The query donor "measured" 10 proteins (the 10 most
     variable in the reference, so the choice does not look at the query); the other 124 are predicted and scored.
-    The mapped query model (a new batch embedding learned from the 10 proteins) against the average-embedding
-    rule (plain ``predict_protein`` on the unseen donor), RidgeCV on RNA, and RidgeCV on RNA plus the 10 proteins.
+    The mapped query model (:meth:`~crossmodalnet.model.CrossmodalNet.map_query`: a new batch embedding learned
+    from the 10 proteins, ``embedding_space="span"``, and ``mapped_query_free`` with ``"free"``) against the
+    average-embedding rule (plain ``predict_protein`` on the unseen donor), RidgeCV on RNA, and RidgeCV on RNA plus
+    the 10 proteins. The mapped rows record ``query_``'s held-out MSE (mapped vs average embedding, over the
+    measured values of the cells ``map_query`` held out) and its calibration coverage before / after; their
+    ``coverage`` is that of the mapped model's ``LEVEL`` intervals on the 124 unmeasured proteins (which
+    ``map_query`` cannot check).
 
 Numbers from 600-cell sets are sanity checks, not paper-comparable benchmarks. Command::
 
-    PYTHONPATH=src python benchmarks/panels.py --preset paper --seeds 0,1,2 --data-dir ../shared/data \
-        --experiments union,masked_planted --out benchmarks/results/panels.csv
+    PYTHONPATH=src python benchmarks/panels.py --preset default --seeds 0,1,2 --data-dir ../shared/data \
+        --experiments union,masked_planted,query --out benchmarks/results/panels.csv
+
+Rows of a run replace the rows of ``--out`` with the same experiment, method, preset and seed; others are kept.
 """
 
 from __future__ import annotations
@@ -53,9 +64,8 @@ logger = logging.getLogger("panels")
 
 EXPERIMENTS = ("union", "masked_planted", "query")
 
-# The preset the script runs by default. The default preset's linear ridge path gives NaN while the protein matrix
-# holds NaN; switch this to "default" once the NaN-aware ridge path lands (issue 28). ONE-LINE SWITCH.
-DEFAULT_PRESET = "paper"
+# The preset the script runs by default (the default preset's linear path is NaN-aware since issue 28).
+DEFAULT_PRESET = "default"
 
 N_QUERY_MEASURED = 10
 """Proteins the held-out BMMC donor measured in the query experiment (the most variable in the reference)."""
@@ -309,7 +319,7 @@ def run_union(
         return methods is None or method in methods
 
     # union model: BMMC + PBMC training cells, the hidden proteins NaN in the PBMC training cells
-    if wanted("union") or wanted("union_as_bmmc"):
+    if wanted("union") or wanted("union_own_embedding") or wanted("union_as_bmmc"):
         train = _subset(mdata, np.sort(np.concatenate([bmmc_idx, pbmc_train_idx])))
         prot = train["prot"]
         X = np.asarray(prot.X).copy()
@@ -319,8 +329,14 @@ def run_union(
         note = f"trained on {train.n_obs} cells, batch_key='reference'"
         if wanted("union"):
             pred = model.predict_protein(query)[hidden].to_numpy()
+            rule = "; predict_protein's rule: proteins PBMC did not measure decoded with the embedding of BMMC"
+            rows.append(common | {"method": "union", "note": note + rule} | _score(pred, true))
+        if wanted("union_own_embedding"):
+            pred = model.predict_protein(query, batch="pbmc")[hidden].to_numpy()
             rows.append(
-                common | {"method": "union", "note": note + "; PBMC's own batch embedding"} | _score(pred, true)
+                common
+                | {"method": "union_own_embedding", "note": note + "; PBMC's own batch embedding (batch='pbmc')"}
+                | _score(pred, true)
             )
         if wanted("union_as_bmmc"):
             # the PBMC embedding never saw the hidden proteins: decode the PBMC test cells as BMMC instead
@@ -379,20 +395,22 @@ def run_union(
 # --------------------------------------------------------------------------------------------- experiment b
 
 
-def _coverage(model, query, masked: str, true: np.ndarray) -> tuple[float | None, str]:
+def _coverage(model, query, masked: str, true: np.ndarray, *, batch: str | None = None) -> tuple[float | None, str]:
     """Coverage of the model's ``LEVEL`` prediction intervals of ``masked`` on ``query``, or why there is none.
 
-    The intervals are calibrated on the validation cells (split-conformal); with NaN in the protein matrix
-    that needs the NaN-aware calibration (issue 28). Until it lands this reports it as not available.
+    The intervals are calibrated on the validation cells (split-conformal, NaN-aware: values a cell did not
+    measure are left out of the calibration).
     """
     try:
-        unc = model.predict_protein(query, return_uncertainty=True, level=LEVEL, rng=0)
+        unc = model.predict_protein(query, return_uncertainty=True, level=LEVEL, rng=0, batch=batch)
     except Exception as err:  # noqa: BLE001 - any failure of the calibration means "not available" here
         return None, f"intervals not available: {type(err).__name__}: {str(err)[:200]}"
     lower, upper = unc.lower[masked].to_numpy(), unc.upper[masked].to_numpy()
     if not (np.isfinite(lower).all() and np.isfinite(upper).all()):
-        return None, "intervals not available: NaN bounds (calibration is not NaN-aware yet)"
-    return float(np.mean((true >= lower) & (true <= upper))), "ok"
+        return None, "intervals not available: NaN bounds"
+    return float(
+        np.mean((true >= lower) & (true <= upper))
+    ), "coverage: the model's intervals (calibrated on its validation cells)"
 
 
 def run_masked_planted(
@@ -424,26 +442,26 @@ def run_masked_planted(
     }
     rows = []
     measuring = sorted(set(batches))[0]
-    if methods is None or {"masked_model", "masked_model_as_measuring_batch"} & methods:
+    masked_batch = sorted(set(batches))[-1]
+    variants = {
+        "masked_model": (
+            None,
+            "predict_protein's rule: the masked protein decoded with the measuring batch's embedding",
+        ),
+        "masked_model_own_embedding": (masked_batch, f"the masked cells decoded with their own batch={masked_batch!r}"),
+        "masked_model_as_measuring_batch": (measuring, f"the masked cells decoded with batch={measuring!r}"),
+    }
+    if methods is None or set(variants) & methods:
         model = _train(mdata, preset=preset, seed=seed, batch_key="batch", time_key="time", max_epochs=max_epochs)
         query = _rna_query(mdata["rna"][cells], mdata.obs.loc[cells, ["batch", "time"]])
-        if methods is None or "masked_model" in methods:
-            pred = model.predict_protein(query)[[masked]].to_numpy()
-            coverage, why = _coverage(model, query, masked, true)
+        for method, (batch, what) in variants.items():
+            if methods is not None and method not in methods:
+                continue
+            pred = model.predict_protein(query, batch=batch)[[masked]].to_numpy()
+            coverage, why = _coverage(model, query, masked, true, batch=batch)
             rows.append(
                 common
-                | {"method": "masked_model", "coverage": coverage, "coverage_level": LEVEL, "note": why}
-                | _score(pred, true[:, None])
-            )
-        if methods is None or "masked_model_as_measuring_batch" in methods:
-            # the masked batch's embedding never saw the protein: decode those cells as the measuring batch
-            pred = model.predict_protein(query, batch=measuring)[[masked]].to_numpy()
-            rows.append(
-                common
-                | {
-                    "method": "masked_model_as_measuring_batch",
-                    "note": f"the masked cells decoded with batch={measuring!r}",
-                }
+                | {"method": method, "coverage": coverage, "coverage_level": LEVEL, "note": f"{what}; {why}"}
                 | _score(pred, true[:, None])
             )
     if methods is None or "ridge_other_batch" in methods:
@@ -460,19 +478,21 @@ def run_masked_planted(
 # --------------------------------------------------------------------------------------------- experiment c
 
 
-def map_query(model, query, *, measured: list[str], seed: int):
-    """The reference model mapped to a query that measured the proteins ``measured``.
+def map_query(model, query, *, seed: int, embedding_space: str = "span"):
+    """The reference model mapped to ``query`` (its protein modality: the proteins it measured).
 
-    THE QUERY API HOOK (issue 28): a new model whose new batch category gets its own embedding, learned from the
-    query's measured proteins, everything else frozen. Replace the body with the final call when it lands; the
-    line below is the one to change.
+    :meth:`~crossmodalnet.model.CrossmodalNet.map_query` with its defaults (200 epochs, 20% of the query cells
+    held out to score the mapping and check the intervals), seeded by ``cmn.settings.seed = seed`` for this call
+    only: training in this script follows ``scvi.settings.seed``, as for the rows of earlier runs.
     """
-    if not hasattr(model, "map_query"):
-        raise NotImplementedError(
-            "CrossmodalNet.map_query does not exist yet (query mapping, issue 28): the mapped-query row of the "
-            "query experiment runs once it lands (`benchmarks/panels.py --query-mapping`)."
-        )
-    return model.map_query(query, max_epochs=200, rng=seed)  # QUERY API: adapt to the final signature
+    import crossmodalnet as cmn
+
+    previous = cmn.settings.seed
+    cmn.settings.seed = seed
+    try:
+        return model.map_query(query, level=LEVEL, embedding_space=embedding_space)
+    finally:
+        cmn.settings.seed = previous
 
 
 def run_query(data_dir: Path, seed: int, *, preset: str, max_epochs: int | None, query_mapping: bool) -> list[dict]:
@@ -524,20 +544,36 @@ def run_query(data_dir: Path, seed: int, *, preset: str, max_epochs: int | None,
         with shared_feature_names_quiet():
             query_cite = md.MuData({"rna": rna[qry].copy(), "prot": adt[qry][:, measured].copy()})
         query_cite.obs["batch"] = pd.Categorical(batch[qry])
-        try:
-            mapped = map_query(model, query_cite, measured=measured, seed=seed)
-        except NotImplementedError as err:
-            logger.warning("%s", err)
-            rows.append(common | {"method": "mapped_query", "status": "not_available", "note": str(err)})
-        else:
+        for method, space in (("mapped_query", "span"), ("mapped_query_free", "free")):
+            mapped = map_query(model, query_cite, seed=seed, embedding_space=space)
+            record = mapped.query_
+            same = ""
+            if space == "free" and len(model.batch_categories) < 2:
+                same = "; one trained batch (s1d1), whose span is a point: map_query fits free rows for 'span' too, so "
+                same += "this row is identical to mapped_query"
+            calibration = record.get("calibration", {})
             pred = mapped.predict_protein(query)[others].to_numpy()
+            unc = mapped.predict_protein(query, return_uncertainty=True, level=LEVEL, rng=0)
+            lower, upper = unc.lower[others].to_numpy(), unc.upper[others].to_numpy()
             rows.append(
                 common
-                | {"method": "mapped_query", "note": "map_query on the 10 measured proteins"}
+                | {
+                    "method": method,
+                    "note": f"map_query(embedding_space={space!r}) on the {len(measured)} measured proteins; "
+                    f"{record['n_cells_fitted'][0]} cells fitted, {record['n_cells_held_out'][0]} held out; "
+                    "coverage: the mapped model's intervals on the unmeasured proteins of every query cell" + same,
+                    "coverage": float(np.mean((true >= lower) & (true <= upper))),
+                    "coverage_level": LEVEL,
+                    "heldout_mse_mapped": record.get("heldout_mse_mapped"),
+                    "heldout_mse_average": record.get("heldout_mse_average"),
+                    "calibration_coverage_before": calibration.get("coverage_before"),
+                    "calibration_coverage_after": calibration.get("coverage_after"),
+                    "calibration_multiplier": calibration.get("multiplier"),
+                }
                 | _score(pred, true)
             )
     else:
-        rows.append(common | {"method": "mapped_query", "status": "not_run", "note": "run with --query-mapping"})
+        rows.append(common | {"method": "mapped_query", "status": "not_run", "note": "run without --no-query-mapping"})
 
     X_ref, X_qry = _dense(rna[ref].X), _dense(rna[qry].X)
     ridge = _ridge(X_ref, _dense(adt[ref][:, others].X))
@@ -575,6 +611,11 @@ COLUMNS = [
     "rmse",
     "coverage",
     "coverage_level",
+    "heldout_mse_mapped",
+    "heldout_mse_average",
+    "calibration_coverage_before",
+    "calibration_coverage_after",
+    "calibration_multiplier",
     "n_proteins",
     "n_cells",
     "proteins",
@@ -607,6 +648,16 @@ def summarise(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+ROW_KEY = ["experiment", "method", "preset", "seed"]
+
+
+def _without(previous: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``previous`` that no row of ``new`` replaces (same experiment, method, preset and seed)."""
+    keys = pd.MultiIndex.from_frame(previous[ROW_KEY].astype(str))
+    replaced = keys.isin(pd.MultiIndex.from_frame(new[ROW_KEY].astype(str)))
+    return previous[~replaced]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, run the experiments for every seed, append rows to ``--out`` and print a summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -620,10 +671,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-epochs", type=int, default=None, help="None: the preset's (500, early stopping)")
     parser.add_argument("--hide-seed", type=int, default=0, help="seed of the fixed choice of hidden PBMC proteins")
     parser.add_argument("--synthetic-cells", type=int, default=600)
-    parser.add_argument("--query-mapping", action="store_true", help="add the mapped-query row (needs map_query)")
+    parser.add_argument("--no-query-mapping", action="store_true", help="query: leave out the mapped-query rows")
     parser.add_argument("--methods", default="", help="union and masked_planted: only these methods (comma-separated)")
     parser.add_argument("--note", default="")
-    parser.add_argument("--replace", action="store_true", help="overwrite --out instead of appending")
+    parser.add_argument(
+        "--replace", action="store_true", help="overwrite --out instead of replacing the rows this run gives"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -671,7 +724,11 @@ def main(argv: list[str] | None = None) -> None:
                 )
             else:
                 new = run_query(
-                    data_dir, seed, preset=args.preset, max_epochs=args.max_epochs, query_mapping=args.query_mapping
+                    data_dir,
+                    seed,
+                    preset=args.preset,
+                    max_epochs=args.max_epochs,
+                    query_mapping=not args.no_query_mapping,
                 )
             seconds = round(time.perf_counter() - start, 1)
             for row in new:
@@ -685,7 +742,7 @@ def main(argv: list[str] | None = None) -> None:
             # written after every experiment, so an interrupted run keeps what it finished
             df = pd.DataFrame(rows).reindex(columns=COLUMNS)
             if previous is not None:
-                df = pd.concat([previous, df], ignore_index=True)
+                df = pd.concat([_without(previous.reindex(columns=COLUMNS), df), df], ignore_index=True)
             df.to_csv(out, index=False, float_format="%.4g")
     logger.info("wrote %d rows to %s", len(rows), out)
     print(summarise(pd.DataFrame(rows).reindex(columns=COLUMNS)))
