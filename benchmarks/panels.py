@@ -319,7 +319,7 @@ def run_union(
         return methods is None or method in methods
 
     # union model: BMMC + PBMC training cells, the hidden proteins NaN in the PBMC training cells
-    if wanted("union") or wanted("union_own_embedding") or wanted("union_as_bmmc"):
+    if any(wanted(m) for m in ("union", "union_own_embedding", "union_as_bmmc")):
         train = _subset(mdata, np.sort(np.concatenate([bmmc_idx, pbmc_train_idx])))
         prot = train["prot"]
         X = np.asarray(prot.X).copy()
@@ -327,25 +327,16 @@ def run_union(
         prot.X = X
         model = _train(train, preset=preset, seed=seed, batch_key="reference", time_key=None, max_epochs=max_epochs)
         note = f"trained on {train.n_obs} cells, batch_key='reference'"
-        if wanted("union"):
-            pred = model.predict_protein(query)[hidden].to_numpy()
-            rule = "; predict_protein's rule: proteins PBMC did not measure decoded with the embedding of BMMC"
-            rows.append(common | {"method": "union", "note": note + rule} | _score(pred, true))
-        if wanted("union_own_embedding"):
-            pred = model.predict_protein(query, batch="pbmc")[hidden].to_numpy()
-            rows.append(
-                common
-                | {"method": "union_own_embedding", "note": note + "; PBMC's own batch embedding (batch='pbmc')"}
-                | _score(pred, true)
-            )
-        if wanted("union_as_bmmc"):
+        variants = {  # method: (batch= of predict_protein, what the note says)
+            "union": (None, "predict_protein's rule: proteins PBMC did not measure decoded with the embedding of BMMC"),
+            "union_own_embedding": ("pbmc", "PBMC's own batch embedding (batch='pbmc')"),
             # the PBMC embedding never saw the hidden proteins: decode the PBMC test cells as BMMC instead
-            pred = model.predict_protein(query, batch="bmmc")[hidden].to_numpy()
-            rows.append(
-                common
-                | {"method": "union_as_bmmc", "note": note + "; PBMC test cells decoded with batch='bmmc'"}
-                | _score(pred, true)
-            )
+            "union_as_bmmc": ("bmmc", "PBMC test cells decoded with batch='bmmc'"),
+        }
+        for method, (batch, what) in variants.items():
+            if wanted(method):
+                pred = model.predict_protein(query, batch=batch)[hidden].to_numpy()
+                rows.append(common | {"method": method, "note": f"{note}; {what}"} | _score(pred, true))
 
     # BMMC-only model, applied to the PBMC test cells (an unseen reference: no batch key)
     bmmc = _subset(mdata, bmmc_idx)
