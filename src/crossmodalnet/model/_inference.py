@@ -453,6 +453,20 @@ class BatchedInferenceMixin:
         block = read_rows(self.adata_manager.get_from_registry(REGISTRY_KEYS.PROTEIN_MASK_KEY), np.asarray(idx))
         return (block.toarray() if sparse.issparse(block) else np.asarray(block)).astype(bool)
 
+    def _measured_rows(self, prot, matrix, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (increasing) of a protein ``matrix`` of ``prot``, dense; NaN where not measured.
+
+        Not measured: NaN, or ``False`` in the registered ``protein_mask_layer`` when ``prot`` has that layer.
+        """
+        X = matrix[rows]
+        X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+        mask_layer = self.registry_["setup_args"].get("protein_mask_layer")  # absent in older models
+        if mask_layer is None or mask_layer not in prot.layers:
+            return X
+        mask = prot.layers[mask_layer][rows]
+        mask = mask.toarray() if sparse.issparse(mask) else np.asarray(mask)
+        return np.where(mask.astype(bool), X.astype(np.float64), np.nan)
+
     def _registered_proteins(self):
         """The registered protein matrix; with a mask layer, a dense float copy with NaN where not measured."""
         Y = self.adata_manager.get_from_registry(REGISTRY_KEYS.PROTEIN_KEY)

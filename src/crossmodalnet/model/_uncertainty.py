@@ -457,16 +457,9 @@ class UncertaintyMixin:
         out = np.full((len(cells), self.n_proteins), np.nan)
         if have.size:
             order = np.argsort(rows[have], kind="stable")  # backed (HDF5) matrices are read in increasing order
-            X = get_layer(prot, layer, protein_key)[rows[have][order]]
-            X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+            X = self._measured_rows(prot, get_layer(prot, layer, protein_key), rows[have][order])
             cols = pd.Index(prot.var_names.astype(str)).get_indexer(self.protein_names)
-            X = X[:, cols].astype(np.float64)
-            mask_layer = self.registry_["setup_args"].get("protein_mask_layer")  # absent in older models
-            if mask_layer is not None and mask_layer in prot.layers:  # False: not measured
-                mask = prot.layers[mask_layer][rows[have][order]]
-                mask = mask.toarray() if sparse.issparse(mask) else np.asarray(mask)
-                X = np.where(mask[:, cols].astype(bool), X, np.nan)
-            out[have[order]] = X
+            out[have[order]] = X[:, cols].astype(np.float64)
         return out
 
     def _reference_cells(self, seed: int) -> np.ndarray | None:

@@ -65,7 +65,7 @@ def _observed(
     """
     rows = prot.obs_names.get_indexer(cells)
     order = np.argsort(rows, kind="stable")  # backed (HDF5) matrices are read with increasing row indices
-    X = _masked(model, prot, get_layer(prot, layer, protein_key), rows[order])
+    X = model._measured_rows(prot, get_layer(prot, layer, protein_key), rows[order])
     block = np.empty_like(X)
     block[order] = X
     record = model.protein_normalization or {}
@@ -198,25 +198,13 @@ def _measured(
     return mask, observed, ignored
 
 
-def _masked(model: CrossmodalNet, prot, matrix, rows: np.ndarray) -> np.ndarray:
-    """Rows ``rows`` (increasing) of ``matrix``, dense; NaN where the model's ``protein_mask_layer`` of ``prot`` is False."""
-    X = matrix[rows]
-    X = X.toarray() if sparse.issparse(X) else np.asarray(X)
-    mask_layer = model.registry_["setup_args"].get("protein_mask_layer")  # absent in older models
-    if mask_layer is None or mask_layer not in prot.layers:
-        return X
-    mask = prot.layers[mask_layer][rows]
-    mask = mask.toarray() if sparse.issparse(mask) else np.asarray(mask)
-    return np.where(mask.astype(bool), X.astype(np.float64), np.nan)
-
-
 def _observed_raw(
     prot, layer: str | None, protein_key: str, cells: pd.Index, proteins: list[str], model: CrossmodalNet
 ) -> np.ndarray:
     """The stored values of ``cells`` × ``proteins`` (NaN = not measured, also where the model's mask layer is False)."""
     rows = prot.obs_names.get_indexer(cells)
     order = np.argsort(rows, kind="stable")
-    X = _masked(model, prot, get_layer(prot, layer, protein_key), rows[order])
+    X = model._measured_rows(prot, get_layer(prot, layer, protein_key), rows[order])
     block = np.empty(X.shape, dtype=np.float64)
     block[order] = X
     return block[:, prot.var_names.get_indexer(proteins)]
