@@ -78,10 +78,10 @@ def validate_setup(
     X_rna = get_layer(rna, rna_layer, rna_key)
     X_prot = get_layer(prot, protein_layer, protein_key)
     check_finite(X_rna, f"mdata[{rna_key!r}]", rna_layer)
-    mask = None if protein_mask_layer is None else checked_protein_mask(prot, X_prot, protein_mask_layer, protein_key)
-    check_proteins_measured(X_prot, prot.var_names, protein_key, protein_layer, mask=mask)
-    if mask is not None:
+    if protein_mask_layer is not None:  # from here on, what the mask leaves out is NaN: not measured
+        mask = checked_protein_mask(prot, X_prot, protein_mask_layer, protein_key)
         X_prot = np.where(mask, np.asarray(X_prot.toarray() if hasattr(X_prot, "toarray") else X_prot, float), np.nan)
+    check_proteins_measured(X_prot, prot.var_names, protein_key, protein_layer)
     # stacklevel 3: the user's call of setup_mudata
     if looks_like_counts(X_rna):
         warnings.warn(
@@ -175,21 +175,15 @@ def checked_protein_mask(prot, X_prot, layer: str, protein_key: str) -> np.ndarr
     return mask
 
 
-def check_proteins_measured(
-    X_prot, names, protein_key: str, protein_layer: str | None, *, mask: np.ndarray | None = None
-) -> None:
+def check_proteins_measured(X_prot, names, protein_key: str, protein_layer: str | None) -> None:
     """Check a protein matrix in which NaN means "not measured" (panels joined with ``join="outer"``).
 
     NaN is accepted in a dense in-memory matrix only; infinite values, NaN in a sparse or backed matrix and a
     protein that no cell measured are refused with a :class:`ValueError` naming the proteins. Cells that
     measured no protein are warned about (they train the networks through nothing but the discriminators).
-    With a ``mask`` (``True``: measured), only the measured values are checked, and what it leaves out counts
-    as not measured.
     """
     where = f"mdata[{protein_key!r}]"
     slot = f"layer {protein_layer!r}" if protein_layer else "`.X`"
-    if mask is not None:
-        X_prot = np.where(mask, X_prot.toarray() if hasattr(X_prot, "toarray") else np.asarray(X_prot, float), np.nan)
     if not isinstance(X_prot, np.ndarray) or X_prot.dtype.kind != "f":
         check_finite(
             X_prot,
