@@ -24,7 +24,10 @@ Levers (``--levers``):
 - ``linpath_auto``: ``linear_path_genes="auto"`` (the linear path's genes, all or the top 64, 256 or
   1,024 screened genes, chosen with its penalty on the validation cells).
 - ``group_lasso``: ``train(input_group_lasso=1e-4, early_stopping_patience=50)``.
-- ``patience50``: ``train(early_stopping_patience=50)``.
+- ``patience50``: ``train(early_stopping_patience=50)``; likewise ``patience<N>``.
+- ``lat<N>``, ``dropout<X>``: ``n_latent=N``, ``dropout_rate=X``; ``bs<N>``, ``lr<X>``, ``wd<X>``:
+  ``train(batch_size=N)``, ``train(lr=X)``, ``train(weight_decay=X)``; ``nodis``: ``train(disentangle_epochs=0)``.
+- Levers joined by ``+`` combine their arguments, e.g. ``screen512+bs512`` or ``screen512+lr2e-3+nodis``.
 - ``latent128``: ``n_latent=128``.
 - ``regularised``: ``dropout_rate=0.3`` and ``train(lr=3e-4, weight_decay=1e-3)`` (the variant with the
   best validation score among the Table S1 search-space variants tried on synthetic D1; docs page
@@ -60,6 +63,15 @@ LEVERS = (
     "linpath_auto",
 )
 REFERENCES = ("ridge", "lightgbm")
+_NUMERIC_PARTS = (
+    ("lat", "model", "n_latent", int),
+    ("dropout", "model", "dropout_rate", float),
+    ("bs", "train", "batch_size", int),
+    ("lr", "train", "lr", float),
+    ("wd", "train", "weight_decay", float),
+    ("patience", "train", "early_stopping_patience", int),
+)
+"""Parts of a combined lever (``"screen512+bs512"``) that set one number: prefix, where it goes, argument, type."""
 ENSEMBLE_OFFSETS = (0, 1000, 2000)
 _TRAIN = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False}
 
@@ -78,8 +90,21 @@ def lever_arguments(lever: str, n_train: int, n_genes: int) -> tuple[dict, dict]
     -------
     Keyword arguments of :class:`~crossmodalnet.model.CrossmodalNet` and of its ``train``.
     """
+    if "+" in lever:  # a combination, e.g. "screen512+nodis+bs512": the parts' arguments merged
+        model_kwargs, train_kwargs = {}, {}
+        for part in lever.split("+"):
+            m, t = lever_arguments(part, n_train, n_genes)
+            model_kwargs.update(m)
+            train_kwargs.update(t)
+        return model_kwargs, train_kwargs
     if lever in ("default", "ensemble"):
         return {}, {}
+    for prefix, target, key, cast in _NUMERIC_PARTS:
+        if lever.startswith(prefix) and lever[len(prefix) :].replace(".", "").replace("e-", "").isdigit():
+            value = cast(lever[len(prefix) :])
+            return ({key: value}, {}) if target == "model" else ({}, {key: value})
+    if lever == "nodis":
+        return {}, {"disentangle_epochs": 0}
     if lever == "svd":
         k = 256
         while k >= min(n_train, n_genes):
@@ -91,8 +116,6 @@ def lever_arguments(lever: str, n_train: int, n_genes: int) -> tuple[dict, dict]
         return {"linear_path_genes": "auto"}, {}
     if lever == "group_lasso":
         return {}, {"input_group_lasso": 1e-4, "early_stopping_patience": 50}
-    if lever == "patience50":
-        return {}, {"early_stopping_patience": 50}
     if lever == "latent128":
         return {"n_latent": 128}, {}
     if lever == "regularised":
