@@ -678,3 +678,26 @@ def test_harmony_clustering_runs_through_train_and_is_recorded(norm_mdata):
     default = CrossmodalNet(mdata, n_latent=16)
     default.train(max_epochs=1, batch_size=64, disentangle_epochs=1, **TRAIN)
     assert default.split_["disentangle"]["clustering"] == "kmeans"
+
+
+def test_clustering_sample_is_bounded_in_bytes_with_many_genes(monkeypatch):
+    """With many genes the sample holds fewer cells (at least 1,000), sparse batches included; values unchanged."""
+    from types import SimpleNamespace
+
+    import crossmodalnet.train._disentangle as mod
+    from crossmodalnet._constants import REGISTRY_KEYS
+
+    assert mod._sample_cells(2_000) == 5_000  # every benchmark set keeps the 5,000-cell sample
+    assert mod._sample_cells(8_000) == 5_000
+    assert mod._sample_cells(20_000) == 2_097
+    assert mod._sample_cells(10**6) == 1_000
+    gen = torch.Generator().manual_seed(0)
+    dense = [torch.randn(100, 50, generator=gen).relu() for _ in range(15)]
+    module = SimpleNamespace(adversarial_covariates=[0], covariate_codes=lambda b: [b["codes"]])
+    for to_input in (lambda t: t, lambda t: t.to_sparse_csr()):
+        batches = [{REGISTRY_KEYS.X_KEY: to_input(t), "codes": torch.arange(100) % 2} for t in dense]
+        for max_bytes, n_cells in ((8 * 50 * 1_150, 1_200), (8, 1_000)):  # whole batches; the 1,000-cell floor
+            monkeypatch.setattr(mod, "MAX_CLUSTER_BYTES", max_bytes)
+            x, codes = mod._training_sample(module, batches)
+            assert x.shape == (n_cells, 50) and x.dtype == np.float64 and codes[0].shape == (n_cells,)
+            np.testing.assert_array_equal(x, torch.cat(dense[: n_cells // 100]).numpy().astype(np.float64))

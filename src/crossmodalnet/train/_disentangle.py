@@ -217,6 +217,16 @@ def disentangle_encoder(
 MAX_CLUSTER_CELLS = 5000
 """The cell-state clusters are fitted on at most about this many training cells."""
 
+MAX_CLUSTER_BYTES = 320 * 2**20
+"""... and on at most about this many bytes of dense float64 input (1,000 cells at least): 5,000 cells up to 8,000
+genes, 2,000 cells at 20,000 genes. The sample and the principal-component fits' centred copies of it are the
+phase's largest arrays, so this bounds its memory when there are many genes."""
+
+
+def _sample_cells(n_genes: int) -> int:
+    """Cells of the clustering sample for ``n_genes`` input genes (:data:`MAX_CLUSTER_CELLS`, :data:`MAX_CLUSTER_BYTES`)."""
+    return min(MAX_CLUSTER_CELLS, max(1000, MAX_CLUSTER_BYTES // (8 * max(int(n_genes), 1))))
+
 
 def _dense(x: torch.Tensor) -> np.ndarray:
     return (x.to_dense() if x.layout != torch.strided else x).detach().cpu().numpy().astype(np.float64)
@@ -225,17 +235,26 @@ def _dense(x: torch.Tensor) -> np.ndarray:
 def _training_sample(
     module: CrossmodalModule, batches: Iterable[dict[str, torch.Tensor]]
 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """Input and adversarial-covariate codes of the first mini-batches, up to about :data:`MAX_CLUSTER_CELLS` cells."""
+    """Input and adversarial-covariate codes of the first mini-batches, up to about :func:`_sample_cells` cells.
+
+    The mini-batches are kept as they come (sparse or float32) and copied once into the float64 sample.
+    """
     xs, code_lists, n_cells = [], [], 0
     for batch in batches:
-        xs.append(_dense(batch[REGISTRY_KEYS.X_KEY]))
+        x = batch[REGISTRY_KEYS.X_KEY].detach().cpu()
+        xs.append(x)
         codes = module.covariate_codes(batch)
         code_lists.append({i: codes[i].detach().cpu().numpy() for i in module.adversarial_covariates})
-        n_cells += xs[-1].shape[0]
-        if n_cells >= MAX_CLUSTER_CELLS:  # a shuffled loader: its first mini-batches are a random sample
+        n_cells += x.shape[0]
+        if n_cells >= _sample_cells(x.shape[1]):  # a shuffled loader: its first mini-batches are a random sample
             break
     codes = {i: np.concatenate([c[i] for c in code_lists]) for i in module.adversarial_covariates}
-    return np.concatenate(xs), codes
+    sample = np.empty((n_cells, xs[0].shape[1]), dtype=np.float64)
+    start = 0
+    for x in xs:
+        sample[start : start + x.shape[0]] = (x.to_dense() if x.layout != torch.strided else x).numpy()
+        start += x.shape[0]
+    return sample, codes
 
 
 class _StateClusters:
