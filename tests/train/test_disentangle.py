@@ -699,5 +699,7 @@ def test_clustering_sample_is_bounded_in_bytes_with_many_genes(monkeypatch):
         for max_bytes, n_cells in ((8 * 50 * 1_150, 1_200), (8, 1_000)):  # whole batches; the 1,000-cell floor
             monkeypatch.setattr(mod, "MAX_CLUSTER_BYTES", max_bytes)
             x, codes = mod._training_sample(module, batches)
-            assert x.shape == (n_cells, 50) and x.dtype == np.float64 and codes[0].shape == (n_cells,)
+            assert x.shape == (n_cells, 50)
+            assert x.dtype == np.float64
+            assert codes[0].shape == (n_cells,)
             np.testing.assert_array_equal(x, torch.cat(dense[: n_cells // 100]).numpy().astype(np.float64))
