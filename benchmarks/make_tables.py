@@ -728,13 +728,21 @@ def scale_lead() -> str:
     head = ["job", "cells × genes", "peak RSS (GB)", "time", "rate"]
     body = []
     for r in train:
+        epochs = _int(r.get("epochs") or "1")
+        job = "train: default `train()`, " + ("one epoch" if epochs == "1" else f"{epochs} epochs")
+        time_text = f"{r['train_total_s']} s ({r['before_first_epoch_s']} s before the first epoch)"
+        if _f(r.get("disentangle_epochs", "")):
+            job += f" + {_int(r['disentangle_epochs'])} of the disentangling phase"
+        if _f(r.get("calibrate_s", "")) is not None:
+            job += ", then uncertainty calibration and prediction of every cell"
+            time_text += f"; calibration {r['calibrate_s']} s, prediction {r['predict_s']} s"
+        job += ", backed `.h5mu`" if (r.get("data") or "in memory") == "backed" else ""
         body.append(
             [
-                "train: default `train()`, one epoch"
-                + (", backed `.h5mu`" if (r.get("data") or "in memory") == "backed" else ""),
+                job,
                 f"{_int(r['n_obs'])} × {_int(r['n_genes'])}",
                 _gb(r["peak_rss_gb"], "GB"),
-                f"{r['train_total_s']} s ({r['before_first_epoch_s']} s before the first epoch)",
+                time_text,
                 f"{r['epoch_s']} s per epoch",
             ]
         )
