@@ -48,7 +48,9 @@ def test_only_encoder_and_discriminators_change(small_model):
     assert all(p.requires_grad for p in module.decoder.parameters())
 
 
-@pytest.mark.parametrize("kwargs", [{"epochs": -1}, {"epochs": 1, "discriminator_steps": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"epochs": -1}, {"epochs": 1, "discriminator_steps": 0}, {"epochs": 1, "max_steps": 0}]
+)
 def test_bad_settings_raise(small_model, kwargs):
     with pytest.raises(ValueError, match="must be an integer"):
         disentangle_encoder(small_model.module, _batches(small_model), **kwargs)
@@ -75,6 +77,8 @@ def test_bad_settings_raise(small_model, kwargs):
         ({"disentangle_kwargs": {"state_fit": "pearson"}}, "`state_fit` must be one of"),
         ({"disentangle_kwargs": {"state_fit": None}}, "`state_fit` must be one of"),
         ({"disentangle_kwargs": {"clustering": "harmony", "n_clusters": 0}}, "needs the cell-state clusters"),
+        ({"disentangle_kwargs": {"max_steps": 0}}, r"`disentangle_kwargs\['max_steps'\]` must be an integer >= 1"),
+        ({"disentangle_kwargs": {"max_steps": 2.5}}, r"`disentangle_kwargs\['max_steps'\]` must be an integer >= 1"),
     ],
 )
 def test_train_refuses_bad_settings_before_changing_the_model(small_model, kwargs, match):
@@ -102,11 +106,15 @@ def test_record_and_presets(norm_mdata):
     paper = CrossmodalNet(mdata, preset="paper", n_latent=16)
     paper.train(max_epochs=1, batch_size=64, **TRAIN)
     assert "disentangle" not in paper.split_
-    # the default preset's phase length: 25 epochs (50 doubled the fit time on synthetic D1; docs *Benchmarks*)
+    # the default preset's phase length: 25 epochs (50 doubled the fit time on synthetic D1; docs *Benchmarks*),
+    # or 800 steps where 25 epochs are more (from about 8,000 training cells at batch size 256)
     default = CrossmodalNet(mdata, n_latent=16)
     default.train(max_epochs=1, batch_size=64, **TRAIN)
+    n_batches = int(np.ceil(len(default.train_indices) / 64))
     assert default.split_["disentangle"]["epochs"] == 25
     assert len(default.split_["disentangle"]["term_per_epoch"]) == 25
+    assert default.split_["disentangle"]["max_steps"] == 800
+    assert default.split_["disentangle"]["steps"] == 25 * n_batches < 800
     # and its cell-state term: weight 10 (docs *Interpretability*, "Keeping the cell-state geometry")
     assert default.split_["disentangle"]["state_weight"] == 10.0
     assert len(default.split_["disentangle"]["state_term_per_epoch"]) == 25
@@ -114,15 +122,38 @@ def test_record_and_presets(norm_mdata):
     assert default.split_["disentangle"]["state_fit"] == "ratio"
 
 
+def test_phase_stops_after_max_steps_within_an_epoch(small_model, norm_mdata):
+    module = small_model.module
+    batches = _batches(small_model, n=3)
+    record: dict = {}
+    terms = disentangle_encoder(module, batches, epochs=4, max_steps=5, record=record)
+    assert record["steps"] == 5
+    assert len(terms) == 2  # 3 steps, then 2 of the second epoch
+    record = {}
+    assert len(disentangle_encoder(module, batches, epochs=4, record=record)) == 4
+    assert record["steps"] == 12
+    # through train(): the steps and the cap are recorded, and the epochs run are those the steps reach
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=16)
+    model.train(max_epochs=1, batch_size=64, disentangle_epochs=25, disentangle_kwargs={"max_steps": 7}, **TRAIN)
+    rec = model.split_["disentangle"]
+    n_batches = int(np.ceil(len(model.train_indices) / 64))
+    assert (rec["max_steps"], rec["steps"]) == (7, 7)
+    assert len(rec["term_per_epoch"]) == int(np.ceil(7 / n_batches)) < 25
+
+
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
-        (None, {"state_weight": 10.0}),
-        ({"state_weight": 0}, {"state_weight": 0}),
-        ({"n_clusters": 5}, {"state_weight": 10.0, "n_clusters": 5}),
-        ({"n_clusters": 0}, {"n_clusters": 0}),  # unconditional: the preset's term needs clusters, so it is dropped
-        ({"objective": "confusion"}, {"objective": "confusion"}),
-        ({"n_clusters": 0, "state_weight": 1.0}, {"n_clusters": 0, "state_weight": 1.0}),  # asked for: kept
+        (None, {"state_weight": 10.0, "max_steps": 800}),
+        ({"state_weight": 0}, {"state_weight": 0, "max_steps": 800}),
+        ({"n_clusters": 5}, {"state_weight": 10.0, "n_clusters": 5, "max_steps": 800}),
+        # unconditional: the preset's term needs clusters, so it is dropped
+        ({"n_clusters": 0}, {"n_clusters": 0, "max_steps": 800}),
+        ({"objective": "confusion"}, {"objective": "confusion", "max_steps": 800}),
+        ({"n_clusters": 0, "state_weight": 1.0}, {"n_clusters": 0, "state_weight": 1.0, "max_steps": 800}),
+        ({"max_steps": None}, {"state_weight": 10.0, "max_steps": None}),  # whole epochs
     ],
 )
 def test_preset_phase_settings_merge_with_the_given_ones(given, expected):
@@ -130,7 +161,7 @@ def test_preset_phase_settings_merge_with_the_given_ones(given, expected):
     from crossmodalnet.model._presets import TRAIN_PRESETS
 
     assert resolve_disentangle_kwargs(TRAIN_PRESETS["default"]["disentangle_kwargs"], given) == expected
-    assert TRAIN_PRESETS["default"]["disentangle_kwargs"] == {"state_weight": 10.0}  # not changed in place
+    assert TRAIN_PRESETS["default"]["disentangle_kwargs"] == {"state_weight": 10.0, "max_steps": 800}  # unchanged
 
 
 def test_unconditional_phase_with_an_explicit_state_term_is_refused(small_model):

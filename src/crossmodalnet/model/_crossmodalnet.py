@@ -551,8 +551,12 @@ class CrossmodalNet(
             ``"kmeans"`` or ``"harmony"`` (clusters from Harmony-corrected components),
             ``state_weight``: > 0 adds a term that keeps the input's cell-state geometry in the basal
             latent, ``state_components``, ``state_fit``: ``"ratio"``, the default, or ``"interval"``, how
-            the term compares distances); its learning rates default to the training plan's. The
-            preset's settings (``"default"``: ``{"state_weight": 10}``) are updated by the given ones;
+            the term compares distances, ``max_steps``: at most this many encoder steps in all,
+            ``None`` for whole epochs); its learning rates default to the training plan's. The
+            preset's settings (``"default"``: ``{"state_weight": 10, "max_steps": 800}``, so the phase
+            is 25 epochs or 800 steps, whichever is fewer: 25 epochs up to about 8,000 training cells at
+            ``batch_size=256``) are
+            updated by the given ones;
             asking for ``n_clusters=0`` or ``objective="confusion"`` without a ``state_weight`` drops the
             preset's term, and ``{"state_weight": 0}`` is the phase without it.
         plan_kwargs

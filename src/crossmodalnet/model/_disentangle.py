@@ -40,6 +40,7 @@ _KWARGS = (
     "state_weight",
     "state_components",
     "state_fit",
+    "max_steps",
 )
 
 
@@ -101,6 +102,13 @@ def check_disentangle_settings(epochs: object, tolerance: object, kwargs: dict |
             f"`disentangle_kwargs['objective']` must be 'mmd' or 'confusion', got {kwargs['objective']!r}."
         )
     kwargs = kwargs or {}
+    max_steps = kwargs.get("max_steps")
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 1
+    ):
+        raise ValueError(
+            f"`disentangle_kwargs['max_steps']` must be an integer >= 1 or None (no cap), got {max_steps!r}."
+        )
     objective = kwargs.get("objective", "mmd")
     check_conditioning(objective, kwargs.get("n_clusters"), kwargs.get("min_cells", 3))
     n_clusters = resolve_n_clusters(objective, kwargs.get("n_clusters"))
@@ -160,7 +168,7 @@ class DisentangleMixin:
             "input_group_lasso": plan.input_group_lasso,
             **(disentangle_kwargs or {}),
         }
-        record: dict[str, list[float]] = {}
+        record: dict = {}
         term = disentangle_encoder(module, loader, epochs=epochs, record=record, **settings)
         after = self._validation_score(val_idx, monitor) if has_val else float("nan")
         accepted = not has_val or not (after < before - tolerance)
@@ -175,6 +183,8 @@ class DisentangleMixin:
             )
         self.split_["disentangle"] = {
             "epochs": int(epochs),
+            "max_steps": settings.get("max_steps"),
+            "steps": int(record.get("steps", 0)),
             "objective": settings.get("objective", "mmd"),
             "n_clusters": resolve_n_clusters(settings.get("objective", "mmd"), settings.get("n_clusters")),
             "clustering": settings.get("clustering", "kmeans"),
@@ -187,9 +197,10 @@ class DisentangleMixin:
             "accepted": bool(accepted),
         }
         logger.info(
-            "Disentangling phase: %d epoch(s), disentangling term %.4g -> %.4g, validation per-protein r "
+            "Disentangling phase: %d epoch(s), %d steps, disentangling term %.4g -> %.4g, validation per-protein r "
             "%.3f -> %.3f (%s)",
-            epochs,
+            len(term),
+            int(record.get("steps", 0)),
             term[0],
             term[-1],
             before,

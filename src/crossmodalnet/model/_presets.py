@@ -37,7 +37,7 @@ TRAIN_PRESETS: dict[str, dict[str, object]] = {
         "max_epochs": 500,
         "early_stopping_patience": 10,
         "disentangle_epochs": 25,
-        "disentangle_kwargs": {"state_weight": 10.0},
+        "disentangle_kwargs": {"state_weight": 10.0, "max_steps": 800},
     },
 }
 """Training settings that differ between presets (used where :meth:`CrossmodalNet.train` gets ``None``)."""
