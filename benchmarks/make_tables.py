@@ -48,6 +48,7 @@ ALL_METHODS = {
     "default_pearson_term": "CrossmodalNet (default before: cell-state term in its Pearson form)",
     "default_no_state_term": "CrossmodalNet (default without the cell-state term)",
     "default_all_genes": "CrossmodalNet (previous default: linear path on all genes)",
+    "default_phase_epochs": "CrossmodalNet (default before: disentangling phase of 25 whole epochs)",
     "ridge": "Ridge",
     "lightgbm": "LightGBM",
     "mlp_mse": "MLP+MSE",
