@@ -125,3 +125,19 @@ def check_clustering(clustering: object, n_clusters: int) -> None:
             f"`clustering={clustering!r}` needs the cell-state clusters of the conditional MMD (objective='mmd' and "
             "n_clusters >= 2); leave it at 'kmeans' for an unconditional phase."
         )
+
+
+def check_max_steps(max_steps: object, name: str = "max_steps") -> None:
+    """Raise a :class:`ValueError` unless ``max_steps`` of :func:`disentangle_encoder` is ``None`` or an integer >= 1.
+
+    Parameters
+    ----------
+    max_steps
+        The cap on the phase's encoder steps.
+    name
+        How the error names the setting (``"disentangle_kwargs['max_steps']"`` from ``train``).
+    """
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 1
+    ):
+        raise ValueError(f"`{name}` must be an integer >= 1 or None (no cap), got {max_steps!r}.")

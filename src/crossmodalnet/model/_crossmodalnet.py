@@ -555,9 +555,7 @@ class CrossmodalNet(
             ``None`` for whole epochs); its learning rates default to the training plan's. The
             preset's settings (``"default"``: ``{"state_weight": 10, "max_steps": 800}``, so the phase
             is 25 epochs or 800 steps, whichever is fewer: 25 epochs up to about 8,000 training cells at
-            ``batch_size=256``) are
-            updated by the given ones;
-            asking for ``n_clusters=0`` or ``objective="confusion"`` without a ``state_weight`` drops the
+            ``batch_size=256``) are updated by the given ones; asking for ``n_clusters=0`` or ``objective="confusion"`` without a ``state_weight`` drops the
             preset's term, and ``{"state_weight": 0}`` is the phase without it.
         plan_kwargs
             Keyword arguments of ``crossmodalnet.train.FaderGradNormPlan``, which holds the

@@ -14,6 +14,7 @@ from crossmodalnet._disentangle_settings import (
     DEFAULT_STATE_FIT,
     check_clustering,
     check_conditioning,
+    check_max_steps,
     check_state_term,
     resolve_n_clusters,
 )
@@ -102,13 +103,7 @@ def check_disentangle_settings(epochs: object, tolerance: object, kwargs: dict |
             f"`disentangle_kwargs['objective']` must be 'mmd' or 'confusion', got {kwargs['objective']!r}."
         )
     kwargs = kwargs or {}
-    max_steps = kwargs.get("max_steps")
-    if max_steps is not None and (
-        isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 1
-    ):
-        raise ValueError(
-            f"`disentangle_kwargs['max_steps']` must be an integer >= 1 or None (no cap), got {max_steps!r}."
-        )
+    check_max_steps(kwargs.get("max_steps"), "disentangle_kwargs['max_steps']")
     objective = kwargs.get("objective", "mmd")
     check_conditioning(objective, kwargs.get("n_clusters"), kwargs.get("min_cells", 3))
     n_clusters = resolve_n_clusters(objective, kwargs.get("n_clusters"))

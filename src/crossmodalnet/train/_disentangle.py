@@ -12,6 +12,7 @@ from crossmodalnet._disentangle_settings import (
     DEFAULT_STATE_FIT,
     check_clustering,
     check_conditioning,
+    check_max_steps,
     check_state_term,
     resolve_n_clusters,
 )
@@ -143,10 +144,7 @@ def disentangle_encoder(
         raise ValueError(f"`objective` must be 'mmd' or 'confusion', got {objective!r}.")
     if epochs < 0 or int(epochs) != epochs:
         raise ValueError(f"`epochs` must be an integer >= 0, got {epochs!r}.")
-    if max_steps is not None and (
-        isinstance(max_steps, bool) or not isinstance(max_steps, int | np.integer) or max_steps < 1
-    ):
-        raise ValueError(f"`max_steps` must be an integer >= 1 or None (no cap), got {max_steps!r}.")
+    check_max_steps(max_steps)
     if discriminator_steps < 1 or int(discriminator_steps) != discriminator_steps:
         raise ValueError(f"`discriminator_steps` must be an integer >= 1, got {discriminator_steps!r}.")
     check_conditioning(objective, n_clusters, min_cells)
