@@ -732,7 +732,9 @@ def scale_lead() -> str:
         epochs = _int(r.get("epochs") or "1")
         job = "train: default `train()`, " + ("one epoch" if epochs == "1" else f"{epochs} epochs")
         time_text = f"{r['train_total_s']} s ({r['before_first_epoch_s']} s before the first epoch)"
-        if _f(r.get("disentangle_epochs", "")):
+        if _f(r.get("disentangle_steps", "")):
+            job += f" + the disentangling phase ({_int(r['disentangle_steps'])} steps)"
+        elif _f(r.get("disentangle_epochs", "")):
             job += f" + {_int(r['disentangle_epochs'])} of the disentangling phase"
         if _f(r.get("calibrate_s", "")) is not None:
             job += ", then uncertainty calibration and prediction of every cell"

@@ -422,6 +422,7 @@ def main(argv=None) -> dict:
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "disentangle_epochs": args.disentangle_epochs,
         "disentangle_accepted": model.split_.get("disentangle", {}).get("accepted", ""),
+        "disentangle_steps": model.split_.get("disentangle", {}).get("steps", ""),
         "peak_rss_train_gb": round(rss_train, 2),
         **after,
     }
