@@ -66,6 +66,7 @@ def test_paper_preset_is_table_s1(setup_mdata):
         "early_stopping_patience": 10,
         "disentangle_epochs": 0,
         "disentangle_kwargs": {},
+        "reduce_lr_on_plateau": False,
     }
     assert defaults["lr"] == 1e-3
     assert defaults["weight_decay"] == 5e-6
@@ -77,6 +78,7 @@ def test_paper_preset_is_table_s1(setup_mdata):
     assert defaults["lr_gradnorm"] == 0.01475
     assert defaults["gradnorm_alpha"] == 0.5
     assert defaults["input_group_lasso"] == 0.0
+    assert defaults["reduce_lr_on_plateau"] is False  # the paper's constant learning rate
 
 
 def test_default_preset_and_overrides(setup_mdata):

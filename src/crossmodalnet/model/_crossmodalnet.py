@@ -39,7 +39,15 @@ from ._disentangle import DisentangleMixin, check_disentangle_settings, resolve_
 from ._docstrings import docs
 from ._fitting import TrainingFitMixin
 from ._inference import BatchedInferenceMixin
-from ._presets import LINEAR_PATH_GENES, MONITORS, N_INPUT_FEATURES, TRAIN_PRESETS, resolve_preset
+from ._presets import (
+    LINEAR_PATH_GENES,
+    MONITORS,
+    N_INPUT_FEATURES,
+    TRAIN_PRESETS,
+    is_large_reference,
+    resolve_input_reduction,
+    resolve_preset,
+)
 from ._query import QueryMixin, gene_id_columns
 from ._query_mapping import QueryMappingMixin
 from ._registration import RegisteredNamesMixin, checked_fields
@@ -143,7 +151,10 @@ class CrossmodalNet(
         the linear path still sees every gene. ``"svd"``: project onto the first
         ``n_input_features`` components of a :class:`~sklearn.decomposition.TruncatedSVD` of the
         training cells. Fewer input features shrink the first layer (the largest) and speed up
-        training on 10⁴–10⁵ genes. ``None`` (default): all genes, as in the paper.
+        training on 10⁴–10⁵ genes. ``None``: all genes, as in the paper. ``"auto"`` (default): the
+        preset's choice, which is all genes except with the ``"default"`` preset on a large reference (at
+        least 20,000 registered cells, more than 1,024 genes), where it is ``"screen"`` with 256 genes
+        (docs page *Scale*, "Large references"). The resolved choice is what the model saves.
     n_input_features
         Features kept by ``input_reduction``: default 2,000 for ``"hvg"``, 256 for ``"screen"`` and
         256 for ``"svd"``. It must be between 1 and the number of genes - 1.
@@ -223,7 +234,7 @@ class CrossmodalNet(
         n_hidden_discriminator: int | None = None,
         lambda_dis: float | None = None,
         standardize_input: bool | None = None,
-        input_reduction: Literal["hvg", "screen", "svd"] | None = None,
+        input_reduction: Literal["auto", "hvg", "screen", "svd"] | None = "auto",
         n_input_features: int | None = None,
         standardize_protein: bool | None = None,
         linear_path: bool | None = None,
@@ -231,6 +242,10 @@ class CrossmodalNet(
         linear_path_coding_genes: bool | None = None,
         registry: dict | None = None,
     ):
+        if input_reduction not in ("auto", None, "hvg", "screen", "svd"):
+            raise ValueError(
+                f"`input_reduction` must be 'auto', None, 'hvg', 'screen' or 'svd', got {input_reduction!r}."
+            )
         if linear_path_genes is not None and linear_path_genes not in LINEAR_PATH_GENES:
             raise ValueError(
                 f"`linear_path_genes` must be one of {list(LINEAR_PATH_GENES)}, got {linear_path_genes!r}."
@@ -255,6 +270,9 @@ class CrossmodalNet(
         super().__init__(mdata, registry=registry)
         _apply_seed()  # the initial weights
         self.preset = preset
+        input_reduction = resolve_input_reduction(
+            preset, input_reduction, self.summary_stats["n_cells"], self.summary_stats["n_vars"]
+        )
         if input_reduction is not None and n_input_features is None:
             n_input_features = N_INPUT_FEATURES.get(input_reduction)
         n_time = self.summary_stats[f"n_{REGISTRY_KEYS.TIME_KEY}"]
@@ -462,6 +480,7 @@ class CrossmodalNet(
         lr_gradnorm: float | None = None,
         gradnorm_alpha: float | None = None,
         input_group_lasso: float | None = None,
+        reduce_lr_on_plateau: bool | None = None,
         disentangle_epochs: int | None = None,
         disentangle_tolerance: float = 0.01,
         disentangle_kwargs: dict | None = None,
@@ -529,6 +548,12 @@ class CrossmodalNet(
             relative to genes (docs page *Development notes*). 0 is the paper's objective. Its strength
             interacts with ``lr`` (Adam) and ``n_latent``; tune it on validation cells.
             With ``input_reduction``, the groups are the reduced features.
+        reduce_lr_on_plateau
+            Multiply the networks' learning rate by 0.3 each time the monitored validation Pearson has not
+            improved for 3 epochs (``plan_kwargs`` ``lr_factor``, ``lr_patience``: 2 epochs tolerated,
+            ``lr_min``); the learning rate of each epoch is ``model.history_["lr"]``. ``None`` takes the
+            preset's choice: on with the ``"default"`` preset for a large reference (at least 20,000
+            registered cells), off otherwise and with ``"paper"`` (docs page *Scale*, "Large references").
         disentangle_epochs
             Epochs of the disentangling phase after best-epoch restoration: the encoder alone trains
             with MLP2, the embeddings and the linear path frozen, on the prediction loss plus the
@@ -616,8 +641,15 @@ class CrossmodalNet(
             "lr_gradnorm": lr_gradnorm,
             "gradnorm_alpha": gradnorm_alpha,
             "input_group_lasso": input_group_lasso,
+            "reduce_lr_on_plateau": reduce_lr_on_plateau,
         }
         plan_kwargs = {**(plan_kwargs or {}), **{k: v for k, v in explicit.items() if v is not None}}
+        if "reduce_lr_on_plateau" not in plan_kwargs:
+            schedule = train_defaults["reduce_lr_on_plateau"]
+            if schedule == "large_reference":
+                schedule = is_large_reference(getattr(self, "preset", "paper"), self.summary_stats["n_cells"])
+            plan_kwargs["reduce_lr_on_plateau"] = schedule
+        plan_kwargs.setdefault("lr_scheduler_metric", early_stopping_monitor)
         # built first: the plan checks its settings before anything changes on the model
         plan = self._training_plan_cls(self.module, **plan_kwargs)
         # mini-batch order and dropout, the split and the fits on the training cells follow `cmn.settings.seed`

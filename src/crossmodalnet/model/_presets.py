@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from crossmodalnet.train._plan import VALIDATION_METRICS
+
 _PAPER: dict[str, object] = {
     "n_latent": 512,
     "dropout_rate": 0.05,
@@ -32,20 +34,77 @@ PRESETS: dict[str, dict[str, object]] = {
 (its genes chosen on the validation cells, the proteins' coding genes in every screened gene set)."""
 
 TRAIN_PRESETS: dict[str, dict[str, object]] = {
-    "paper": {"max_epochs": 500, "early_stopping_patience": 10, "disentangle_epochs": 0, "disentangle_kwargs": {}},
+    "paper": {
+        "max_epochs": 500,
+        "early_stopping_patience": 10,
+        "disentangle_epochs": 0,
+        "disentangle_kwargs": {},
+        "reduce_lr_on_plateau": False,
+    },
     "default": {
         "max_epochs": 500,
         "early_stopping_patience": 10,
         "disentangle_epochs": 25,
         "disentangle_kwargs": {"state_weight": 10.0, "max_steps": 800},
+        "reduce_lr_on_plateau": "large_reference",
     },
 }
-"""Training settings that differ between presets (used where :meth:`CrossmodalNet.train` gets ``None``)."""
+"""Training settings that differ between presets (used where :meth:`CrossmodalNet.train` gets ``None``);
+``"large_reference"``: on for a large reference (:func:`is_large_reference`), off otherwise."""
+
+LARGE_REFERENCE_CELLS = 20_000
+"""Registered cells from which the ``"default"`` preset treats a reference as large: the networks' input is
+the supervised screen's 256 genes (with more than :data:`LARGE_REFERENCE_MIN_GENES` genes) and the
+learning rate is reduced on plateaus. Chosen on the generated 50,000-cell set; every benchmark set up to
+10,000 cells is below it (docs page *Development notes*)."""
+
+LARGE_REFERENCE_MIN_GENES = 1_024
+"""Genes a large reference needs before the ``"default"`` preset screens the networks' input to 256 genes."""
+
+
+def is_large_reference(preset: str, n_cells: int) -> bool:
+    """Whether the preset uses its large-reference settings for a reference of ``n_cells`` registered cells.
+
+    Parameters
+    ----------
+    preset
+        Name of a preset in :data:`PRESETS`.
+    n_cells
+        Cells of the registered MuData.
+
+    Returns
+    -------
+    ``True`` for the ``"default"`` preset with at least :data:`LARGE_REFERENCE_CELLS` cells.
+    """
+    return preset == "default" and int(n_cells) >= LARGE_REFERENCE_CELLS
+
+
+def resolve_input_reduction(preset: str, input_reduction: str | None, n_cells: int, n_genes: int) -> str | None:
+    """The networks' input reduction: ``input_reduction`` itself unless it is ``"auto"``.
+
+    Parameters
+    ----------
+    preset
+        Name of a preset in :data:`PRESETS`.
+    input_reduction
+        ``"auto"``, ``None``, ``"hvg"``, ``"screen"`` or ``"svd"``.
+    n_cells, n_genes
+        Cells and genes of the registered MuData.
+
+    Returns
+    -------
+    For ``"auto"``: ``"screen"`` for a large reference (:func:`is_large_reference`) with more than
+    :data:`LARGE_REFERENCE_MIN_GENES` genes, otherwise ``None`` (all genes, as in the paper).
+    """
+    if input_reduction != "auto":
+        return input_reduction
+    return "screen" if is_large_reference(preset, n_cells) and n_genes > LARGE_REFERENCE_MIN_GENES else None
+
 
 LINEAR_PATH_GENES = ("all", "screen", "auto")
 """Gene sets the linear path can be fitted on (``CrossmodalNet(linear_path_genes=...)``)."""
 
-MONITORS = ("pearson_cell_validation", "pearson_protein_validation")
+MONITORS = VALIDATION_METRICS
 """Validation metrics that early stopping and best-epoch restoration can follow."""
 
 N_INPUT_FEATURES = {"hvg": 2000, "screen": 256, "svd": 256}

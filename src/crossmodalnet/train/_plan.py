@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from crossmodalnet.module import CrossmodalModule
 
 
+VALIDATION_METRICS = ("pearson_cell_validation", "pearson_protein_validation")
+"""Validation metrics logged at the end of each validation epoch (:meth:`FaderGradNormPlan.validation_scores`)."""
+
+
 def is_discriminator_step(batch_count: int, learning_step: int) -> bool:
     """Whether mini-batch number ``batch_count`` (counted from 1) updates the discriminators.
 
@@ -36,6 +40,24 @@ def check_input_group_lasso(value: float) -> float:
     if not (np.isfinite(value) and value >= 0):
         raise ValueError(f"`input_group_lasso` must be a finite number >= 0, got {value!r}.")
     return float(value)
+
+
+def check_lr_schedule(
+    *, reduce_lr_on_plateau: bool, lr_factor: float, lr_patience: int, lr_min: float, lr_scheduler_metric: str
+) -> None:
+    """Raise a :class:`ValueError` naming the first invalid setting of the learning-rate schedule."""
+    if not isinstance(reduce_lr_on_plateau, bool | np.bool_):
+        raise ValueError(f"`reduce_lr_on_plateau` must be True or False, got {reduce_lr_on_plateau!r}.")
+    if not (isinstance(lr_factor, int | float) and 0 < lr_factor < 1):
+        raise ValueError(f"`lr_factor` must be a number between 0 and 1 (exclusive), got {lr_factor!r}.")
+    if isinstance(lr_patience, bool) or not isinstance(lr_patience, int | np.integer) or lr_patience < 0:
+        raise ValueError(f"`lr_patience` must be an integer >= 0, got {lr_patience!r}.")
+    if not (isinstance(lr_min, int | float) and np.isfinite(lr_min) and lr_min >= 0):
+        raise ValueError(f"`lr_min` must be a finite number >= 0, got {lr_min!r}.")
+    if lr_scheduler_metric not in VALIDATION_METRICS:
+        raise ValueError(
+            f"`lr_scheduler_metric` must be one of {list(VALIDATION_METRICS)}, got {lr_scheduler_metric!r}."
+        )
 
 
 class FaderGradNormPlan(TrainingPlan):
@@ -66,6 +88,18 @@ class FaderGradNormPlan(TrainingPlan):
     input_group_lasso
         Weight of a group-lasso penalty on MLP1's first layer (see :func:`~crossmodalnet.train.group_lasso`).
         0 (default) is the paper's objective.
+    reduce_lr_on_plateau
+        Multiply the learning rate of MLP1, MLP2 and the embeddings by ``lr_factor`` whenever
+        ``lr_scheduler_metric`` has not improved for more than ``lr_patience`` validation epochs
+        (:class:`torch.optim.lr_scheduler.ReduceLROnPlateau`, stepped at the end of each validation
+        epoch; the names are those of :class:`scvi.train.TrainingPlan`). The discriminators' and the GradNorm
+        weights' learning rates stay fixed. Off by default (the paper's constant learning rate).
+    lr_factor, lr_patience, lr_min
+        Factor of each reduction, validation epochs without improvement that are tolerated before it, and
+        the floor of the learning rate.
+    lr_scheduler_metric
+        Validation metric the schedule follows (larger is better): ``"pearson_protein_validation"`` or
+        ``"pearson_cell_validation"``.
     """
 
     def __init__(
@@ -81,8 +115,32 @@ class FaderGradNormPlan(TrainingPlan):
         lr_gradnorm: float = 0.01475,
         gradnorm_alpha: float = 0.5,
         input_group_lasso: float = 0.0,
+        reduce_lr_on_plateau: bool = False,
+        lr_factor: float = 0.3,
+        lr_patience: int = 2,
+        lr_min: float = 0.0,
+        lr_scheduler_metric: str = "pearson_protein_validation",
     ):
-        super().__init__(module, lr=lr, weight_decay=weight_decay, eps=1e-8)
+        check_lr_schedule(
+            reduce_lr_on_plateau=reduce_lr_on_plateau,
+            lr_factor=lr_factor,
+            lr_patience=lr_patience,
+            lr_min=lr_min,
+            lr_scheduler_metric=lr_scheduler_metric,
+        )
+        super().__init__(
+            module,
+            lr=lr,
+            weight_decay=weight_decay,
+            eps=1e-8,
+            reduce_lr_on_plateau=bool(reduce_lr_on_plateau),
+            lr_factor=float(lr_factor),
+            lr_patience=int(lr_patience),
+            lr_threshold=0.0,
+            lr_scheduler_metric=lr_scheduler_metric,
+            lr_min=float(lr_min),
+        )
+        self.lr_scheduler_: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
         self.input_group_lasso = check_input_group_lasso(input_group_lasso)
         self.automatic_optimization = False
         self.lr_discriminator = lr_discriminator
@@ -104,6 +162,20 @@ class FaderGradNormPlan(TrainingPlan):
             module.discriminators.parameters(), lr=self.lr_discriminator, weight_decay=self.weight_decay_discriminator
         )
         opt_w = torch.optim.Adam([module.loss_weights], lr=self.lr_gradnorm)
+        # Stepped by hand in `on_validation_epoch_end` (manual optimisation): Lightning does not see it.
+        self.lr_scheduler_ = (
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt_net,
+                mode="max",
+                factor=self.lr_factor,
+                patience=self.lr_patience,
+                threshold=self.lr_threshold,
+                threshold_mode="abs",
+                min_lr=self.lr_min,
+            )
+            if self.reduce_lr_on_plateau
+            else None
+        )
         return [opt_net, opt_dis, opt_w]
 
     # --- distributed data parallel -------------------------------------------------------------
@@ -272,8 +344,15 @@ class FaderGradNormPlan(TrainingPlan):
         # Under data-parallel training each process scores its own share of the validation cells;
         # sync_dist averages them so every process makes the same early-stopping decision.
         sync = self._world_size() > 1
-        for name, value in self.validation_scores(pred, true).items():
+        scores = self.validation_scores(pred, true)
+        for name, value in scores.items():
             self.log(name, torch.tensor(value, device=self.device), sync_dist=sync)
+        if self.lr_scheduler_ is not None and not self.trainer.sanity_checking:
+            # the same value on every process, so every replica keeps the same learning rate
+            metric = self._mean_across_processes(torch.tensor(scores[self.lr_scheduler_metric], device=self.device))
+            if torch.isfinite(metric):
+                self.lr_scheduler_.step(float(metric))
+            self.log("lr", float(self.lr_scheduler_.optimizer.param_groups[0]["lr"]), sync_dist=False)
 
 
 class RestoreBestWeights(pl.Callback):

@@ -1,0 +1,169 @@
+"""The default preset's large-reference settings: screened network input and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from crossmodalnet.model import CrossmodalNet, _presets
+from crossmodalnet.model._presets import (
+    LARGE_REFERENCE_CELLS,
+    LARGE_REFERENCE_MIN_GENES,
+    TRAIN_PRESETS,
+    is_large_reference,
+    resolve_input_reduction,
+)
+from crossmodalnet.train import FaderGradNormPlan
+
+TRAIN = {"accelerator": "cpu", "enable_progress_bar": False, "disentangle_epochs": 0}
+
+
+def _registered(n_obs: int, n_genes: int) -> md.MuData:
+    """A registered MuData of ``n_obs`` cells (sparse log-like RNA, 3 proteins, 2 time points); no training."""
+    rng = np.random.default_rng(0)
+    X = sp.random(n_obs, n_genes, density=0.01, format="csr", dtype=np.float32, random_state=rng)
+    obs_names = [f"c{i}" for i in range(n_obs)]
+    rna = ad.AnnData(X, obs=pd.DataFrame(index=obs_names), var=pd.DataFrame(index=[f"g{j}" for j in range(n_genes)]))
+    prot = ad.AnnData(
+        rng.normal(size=(n_obs, 3)).astype(np.float32),
+        obs=pd.DataFrame(index=obs_names),
+        var=pd.DataFrame(index=["p0", "p1", "p2"]),
+    )
+    mdata = md.MuData({"rna": rna, "prot": prot})
+    mdata.obs["time"] = np.arange(n_obs) % 2
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    return mdata
+
+
+def test_rule():
+    assert (LARGE_REFERENCE_CELLS, LARGE_REFERENCE_MIN_GENES) == (20_000, 1_024)
+    assert is_large_reference("default", 20_000)
+    assert not is_large_reference("default", 19_999)
+    assert not is_large_reference("paper", 10**6)
+    assert resolve_input_reduction("default", "auto", 20_000, 1_025) == "screen"
+    assert resolve_input_reduction("default", "auto", 20_000, 1_024) is None
+    assert resolve_input_reduction("default", "auto", 19_999, 20_000) is None
+    assert resolve_input_reduction("paper", "auto", 10**6, 20_000) is None
+    # an explicit choice is kept, whatever the size
+    assert resolve_input_reduction("default", None, 10**6, 20_000) is None
+    assert resolve_input_reduction("default", "svd", 100, 200) == "svd"
+    assert TRAIN_PRESETS["default"]["reduce_lr_on_plateau"] == "large_reference"
+    assert TRAIN_PRESETS["paper"]["reduce_lr_on_plateau"] is False
+
+
+@pytest.mark.parametrize(("n_obs", "expected"), [(LARGE_REFERENCE_CELLS, "screen"), (LARGE_REFERENCE_CELLS - 1, None)])
+def test_the_registered_cells_decide_the_networks_input(n_obs, expected):
+    mdata = _registered(n_obs, LARGE_REFERENCE_MIN_GENES + 1)
+    model = CrossmodalNet(mdata, n_latent=8)
+    assert model.module.input_reduction == expected
+    assert model.module.n_features == (256 if expected else LARGE_REFERENCE_MIN_GENES + 1)
+    assert model.init_params_["non_kwargs"]["input_reduction"] == expected  # saved resolved, never "auto"
+    assert (("input screen → 256 features") in repr(model)) == (expected == "screen")
+    # the paper preset and an explicit None keep every gene
+    assert CrossmodalNet(mdata, n_latent=8, preset="paper").module.input_reduction is None
+    assert CrossmodalNet(mdata, n_latent=8, input_reduction=None).module.input_reduction is None
+
+
+@pytest.fixture
+def small_large_reference(norm_mdata, monkeypatch):
+    """``norm_mdata`` (200 cells, 60 genes) registered, with the large-reference bounds lowered below it."""
+    monkeypatch.setattr(_presets, "LARGE_REFERENCE_CELLS", 100)
+    monkeypatch.setattr(_presets, "LARGE_REFERENCE_MIN_GENES", 40)
+    monkeypatch.setitem(_presets.N_INPUT_FEATURES, "screen", 16)
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    return mdata
+
+
+def test_large_reference_trains_with_the_schedule_and_reloads(small_large_reference, tmp_path):
+    model = CrossmodalNet(small_large_reference, n_latent=8)
+    assert (model.module.input_reduction, model.module.n_features) == ("screen", 16)
+    model.train(max_epochs=40, batch_size=64, early_stopping_patience=30, **TRAIN)
+    lr = model.history_["lr"]["lr"].to_numpy()
+    assert lr[0] == pytest.approx(1e-3)
+    ratios = lr[1:] / lr[:-1]
+    assert np.all(np.isclose(ratios, 1.0) | np.isclose(ratios, 0.3))  # lr_factor 0.3, never raised
+    assert lr[-1] < 1e-3  # 40 epochs on 200 cells plateau
+    # the resolved choice is saved: the reloaded model is the same model
+    model.save(tmp_path / "m")
+    loaded = CrossmodalNet.load(tmp_path / "m", small_large_reference)
+    assert loaded.module.input_reduction == "screen"
+    for k, v in model.module.state_dict().items():
+        assert torch.equal(v, loaded.module.state_dict()[k]), k
+    np.testing.assert_array_equal(model.predict_protein().to_numpy(), loaded.predict_protein().to_numpy())
+
+
+@pytest.mark.parametrize("preset", ["default", "paper"])
+def test_no_schedule_below_the_bound_or_with_the_paper_preset(norm_mdata, preset):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=8, preset=preset)
+    model.train(max_epochs=3, batch_size=64, **TRAIN)
+    assert "lr" not in model.history_
+    # asked for explicitly, it runs
+    model = CrossmodalNet(mdata, n_latent=8, preset=preset)
+    model.train(max_epochs=3, batch_size=64, reduce_lr_on_plateau=True, **TRAIN)
+    assert model.history_["lr"]["lr"].iloc[0] == pytest.approx(1e-3)
+
+
+def test_schedule_follows_the_early_stopping_monitor_and_its_plan_settings(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=8)
+    model.train(
+        max_epochs=25,
+        batch_size=64,
+        reduce_lr_on_plateau=True,
+        early_stopping_patience=20,
+        early_stopping_monitor="pearson_cell_validation",
+        plan_kwargs={"lr_factor": 0.5, "lr_patience": 0, "lr_min": 2e-4},
+        **TRAIN,
+    )
+    lr = model.history_["lr"]["lr"].to_numpy()
+    assert lr.min() == pytest.approx(2e-4)  # the floor is reached with a patience of 0
+    assert set(np.round(lr / 1e-3, 6)) <= {1.0, 0.5, 0.25, 0.2}
+    # with a patience of 0, every epoch that does not beat the best per-cell r so far lowers the rate
+    r = model.history_["pearson_cell_validation"]["pearson_cell_validation"].to_numpy()
+    best = np.maximum.accumulate(r)
+    for e in range(1, len(r)):
+        expected = max(lr[e - 1] * 0.5, 2e-4) if r[e] <= best[e - 1] else lr[e - 1]
+        assert lr[e] == pytest.approx(expected), e
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"reduce_lr_on_plateau": "yes"}, "reduce_lr_on_plateau"),
+        ({"lr_factor": 1.0}, "lr_factor"),
+        ({"lr_factor": 0}, "lr_factor"),
+        ({"lr_patience": -1}, "lr_patience"),
+        ({"lr_patience": 1.5}, "lr_patience"),
+        ({"lr_min": -1e-5}, "lr_min"),
+        ({"lr_scheduler_metric": "elbo_validation"}, "lr_scheduler_metric"),
+    ],
+)
+def test_bad_schedule_settings_are_refused_before_training(norm_mdata, kwargs, match):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    model = CrossmodalNet(mdata, n_latent=8)
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        model.train(max_epochs=1, plan_kwargs=kwargs, **TRAIN)
+    assert not model.is_trained_
+    assert model.split_ == {}
+    for k, v in model.module.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with pytest.raises(ValueError, match=match):
+        FaderGradNormPlan(model.module, **kwargs)
+
+
+def test_bad_input_reduction_is_refused(norm_mdata):
+    mdata = norm_mdata.copy()
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    with pytest.raises(ValueError, match="input_reduction"):
+        CrossmodalNet(mdata, input_reduction="Auto")
