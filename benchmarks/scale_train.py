@@ -119,8 +119,12 @@ def _plan_defaults() -> dict:
     return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
-def _plain(mdata, variant: str, epochs: int, seed: int) -> dict:
-    """The same module, objective and GradNorm step in a hand-written loop: no scvi-tools data loader, no Lightning."""
+def _plain(mdata, variant: str, epochs: int, seed: int, module_kwargs: dict | None = None) -> dict:
+    """The same module, objective and GradNorm step in a hand-written loop: no scvi-tools data loader, no Lightning.
+
+    ``module_kwargs`` go to the module (e.g. the model's ``input_reduction`` and ``n_input_features``, so the
+    loop runs the model's layer shapes; a gene subset's indices are left at their initial value).
+    """
     import torch
     from scipy import sparse
 
@@ -138,7 +142,7 @@ def _plain(mdata, variant: str, epochs: int, seed: int) -> dict:
     train, _, _ = stratified_split(t_codes, train_size=0.8, validation_size=0.05, rng=seed)
     n_time = int(t_codes.max()) + 1
     t0 = time.perf_counter()
-    module = CrossmodalModule(X.shape[1], Y.shape[1], [n_time])
+    module = CrossmodalModule(X.shape[1], Y.shape[1], [n_time], **(module_kwargs or {}))
     opt = torch.optim.Adam(module.network_parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
     opt_d = torch.optim.Adam(
         module.discriminators.parameters(), lr=hp["lr_discriminator"], weight_decay=hp["weight_decay_discriminator"]

@@ -424,8 +424,18 @@ def main(argv=None) -> dict:
         "disentangle_accepted": model.split_.get("disentangle", {}).get("accepted", ""),
         "disentangle_steps": model.split_.get("disentangle", {}).get("steps", ""),
         "peak_rss_train_gb": round(rss_train, 2),
+        "network_input": (
+            "all genes"
+            if model.module.input_reduction is None
+            else f"{model.module.input_reduction} {model.module.n_features}"
+        ),
+        "lr_schedule": "lr" in (model.history_ or {}),
         **after,
     }
+    # the bare loop runs the same layer shapes as the model (its input reduction included)
+    shape = {"input_reduction": model.module.input_reduction}
+    if model.module.input_reduction is not None:
+        shape["n_input_features"] = model.module.n_features
     if args.bare_epochs > 0:
         import sys
 
@@ -433,7 +443,7 @@ def main(argv=None) -> dict:
         from scale_train import _plain
 
         del model
-        bare = _plain(mdata, "plain GradNorm", args.bare_epochs, args.seed)
+        bare = _plain(mdata, "plain GradNorm", args.bare_epochs, args.seed, module_kwargs=shape)
         row["bare_epoch_s"] = round(bare["epoch_s"], 1)
         row["epoch_vs_bare"] = round(bare["epoch_s"] / row["epoch_s"], 2)
     print(row, flush=True)
