@@ -52,7 +52,7 @@ def test_encoder_sparse_forward_and_backward_match_dense():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"input_reduction": "pca", "n_input_features": 5}, "must be None, 'hvg', 'screen' or 'svd'"),
+        ({"input_reduction": "pca", "n_input_features": 5}, "must be 'auto', None, 'hvg', 'screen' or 'svd'"),
         ({"input_reduction": "hvg", "n_input_features": 60}, "n_input_features"),
         ({"input_reduction": "svd", "n_input_features": 0}, "n_input_features"),
         ({"input_reduction": "hvg", "n_input_features": 10, "standardize_input": True}, "not both"),

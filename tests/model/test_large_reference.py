@@ -14,9 +14,11 @@ from crossmodalnet.model import CrossmodalNet, _presets
 from crossmodalnet.model._presets import (
     LARGE_REFERENCE_CELLS,
     LARGE_REFERENCE_MIN_GENES,
+    LARGE_REFERENCE_TRAIN,
     TRAIN_PRESETS,
     is_large_reference,
     resolve_input_reduction,
+    train_settings,
 )
 from crossmodalnet.train import FaderGradNormPlan
 
@@ -52,8 +54,12 @@ def test_rule():
     # an explicit choice is kept, whatever the size
     assert resolve_input_reduction("default", None, 10**6, 20_000) is None
     assert resolve_input_reduction("default", "svd", 100, 200) == "svd"
-    assert TRAIN_PRESETS["default"]["reduce_lr_on_plateau"] == "large_reference"
-    assert TRAIN_PRESETS["paper"]["reduce_lr_on_plateau"] is False
+    assert LARGE_REFERENCE_TRAIN == {"reduce_lr_on_plateau": True, "disentangle_tolerance": 0.002}
+    small, large = train_settings("default", 19_999), train_settings("default", 20_000)
+    assert small == TRAIN_PRESETS["default"]
+    assert (small["reduce_lr_on_plateau"], small["disentangle_tolerance"]) == (False, 0.01)
+    assert large == {**TRAIN_PRESETS["default"], "reduce_lr_on_plateau": True, "disentangle_tolerance": 0.002}
+    assert train_settings("paper", 10**6) == TRAIN_PRESETS["paper"]
 
 
 @pytest.mark.parametrize(("n_obs", "expected"), [(LARGE_REFERENCE_CELLS, "screen"), (LARGE_REFERENCE_CELLS - 1, None)])
@@ -83,7 +89,8 @@ def small_large_reference(norm_mdata, monkeypatch):
 def test_large_reference_trains_with_the_schedule_and_reloads(small_large_reference, tmp_path):
     model = CrossmodalNet(small_large_reference, n_latent=8)
     assert (model.module.input_reduction, model.module.n_features) == ("screen", 16)
-    model.train(max_epochs=40, batch_size=64, early_stopping_patience=30, **TRAIN)
+    model.train(max_epochs=40, batch_size=64, early_stopping_patience=30, **{**TRAIN, "disentangle_epochs": 2})
+    assert model.split_["disentangle"]["tolerance"] == 0.002  # the large reference's tolerance
     lr = model.history_["lr"]["lr"].to_numpy()
     assert lr[0] == pytest.approx(1e-3)
     ratios = lr[1:] / lr[:-1]
@@ -103,8 +110,9 @@ def test_no_schedule_below_the_bound_or_with_the_paper_preset(norm_mdata, preset
     mdata = norm_mdata.copy()
     CrossmodalNet.setup_mudata(mdata, time_key="time")
     model = CrossmodalNet(mdata, n_latent=8, preset=preset)
-    model.train(max_epochs=3, batch_size=64, **TRAIN)
+    model.train(max_epochs=3, batch_size=64, **{**TRAIN, "disentangle_epochs": 1})
     assert "lr" not in model.history_
+    assert model.split_["disentangle"]["tolerance"] == 0.01
     # asked for explicitly, it runs
     model = CrossmodalNet(mdata, n_latent=8, preset=preset)
     model.train(max_epochs=3, batch_size=64, reduce_lr_on_plateau=True, **TRAIN)

@@ -66,6 +66,7 @@ def test_paper_preset_is_table_s1(setup_mdata):
         "early_stopping_patience": 10,
         "disentangle_epochs": 0,
         "disentangle_kwargs": {},
+        "disentangle_tolerance": 0.01,
         "reduce_lr_on_plateau": False,
     }
     assert defaults["lr"] == 1e-3

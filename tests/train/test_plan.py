@@ -244,6 +244,12 @@ def test_plan_defaults_are_table_s1():
         "lr_gradnorm": 0.01475,
         "gradnorm_alpha": 0.5,
         "input_group_lasso": 0.0,
+        # the paper's constant learning rate; the schedule's settings when it is asked for
+        "reduce_lr_on_plateau": False,
+        "lr_factor": 0.3,
+        "lr_patience": 2,
+        "lr_min": 0.0,
+        "lr_scheduler_metric": "pearson_protein_validation",
     }
 
 

@@ -190,6 +190,7 @@ class DisentangleMixin:
             f"{monitor}_before": float(before),
             f"{monitor}_after": float(after),
             "accepted": bool(accepted),
+            "tolerance": float(tolerance),
         }
         logger.info(
             "Disentangling phase: %d epoch(s), %d steps, disentangling term %.4g -> %.4g, validation per-protein r "

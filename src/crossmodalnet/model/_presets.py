@@ -39,6 +39,7 @@ TRAIN_PRESETS: dict[str, dict[str, object]] = {
         "early_stopping_patience": 10,
         "disentangle_epochs": 0,
         "disentangle_kwargs": {},
+        "disentangle_tolerance": 0.01,
         "reduce_lr_on_plateau": False,
     },
     "default": {
@@ -46,17 +47,23 @@ TRAIN_PRESETS: dict[str, dict[str, object]] = {
         "early_stopping_patience": 10,
         "disentangle_epochs": 25,
         "disentangle_kwargs": {"state_weight": 10.0, "max_steps": 800},
-        "reduce_lr_on_plateau": "large_reference",
+        "disentangle_tolerance": 0.01,
+        "reduce_lr_on_plateau": False,
     },
 }
-"""Training settings that differ between presets (used where :meth:`CrossmodalNet.train` gets ``None``);
-``"large_reference"``: on for a large reference (:func:`is_large_reference`), off otherwise."""
+"""Training settings that differ between presets (used where :meth:`CrossmodalNet.train` gets ``None``)."""
+
+LARGE_REFERENCE_TRAIN: dict[str, object] = {"reduce_lr_on_plateau": True, "disentangle_tolerance": 0.002}
+"""What the ``"default"`` preset's training settings change to on a large reference (:func:`is_large_reference`):
+the learning rate is reduced on plateaus, and the disentangling phase is kept only if it costs at most 0.002 of
+validation per-protein r (a validation set of 1,000 cells or more measures that; the 0.01 of small sets absorbs
+the noise of a few dozen validation cells)."""
 
 LARGE_REFERENCE_CELLS = 20_000
 """Registered cells from which the ``"default"`` preset treats a reference as large: the networks' input is
-the supervised screen's 256 genes (with more than :data:`LARGE_REFERENCE_MIN_GENES` genes) and the
-learning rate is reduced on plateaus. Chosen on the generated 50,000-cell set; every benchmark set up to
-10,000 cells is below it (docs page *Development notes*)."""
+the supervised screen's 256 genes (with more than :data:`LARGE_REFERENCE_MIN_GENES` genes) and its training
+settings are updated by :data:`LARGE_REFERENCE_TRAIN`. Chosen on the generated 50,000-cell set; every benchmark
+set up to 10,000 cells is below it (docs page *Scale*, "Large references")."""
 
 LARGE_REFERENCE_MIN_GENES = 1_024
 """Genes a large reference needs before the ``"default"`` preset screens the networks' input to 256 genes."""
@@ -77,6 +84,23 @@ def is_large_reference(preset: str, n_cells: int) -> bool:
     ``True`` for the ``"default"`` preset with at least :data:`LARGE_REFERENCE_CELLS` cells.
     """
     return preset == "default" and int(n_cells) >= LARGE_REFERENCE_CELLS
+
+
+def train_settings(preset: str, n_cells: int) -> dict[str, object]:
+    """The preset's training settings for a reference of ``n_cells`` registered cells.
+
+    Parameters
+    ----------
+    preset
+        Name of a preset in :data:`TRAIN_PRESETS`.
+    n_cells
+        Cells of the registered MuData.
+
+    Returns
+    -------
+    :data:`TRAIN_PRESETS` ``[preset]``, updated by :data:`LARGE_REFERENCE_TRAIN` on a large reference.
+    """
+    return {**TRAIN_PRESETS[preset], **(LARGE_REFERENCE_TRAIN if is_large_reference(preset, n_cells) else {})}
 
 
 def resolve_input_reduction(preset: str, input_reduction: str | None, n_cells: int, n_genes: int) -> str | None:
