@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crossmodalnet.train._plan import VALIDATION_METRICS
+from crossmodalnet.train import FaderGradNormPlan
 
 _PAPER: dict[str, object] = {
     "n_latent": 512,
@@ -128,7 +128,7 @@ def resolve_input_reduction(preset: str, input_reduction: str | None, n_cells: i
 LINEAR_PATH_GENES = ("all", "screen", "auto")
 """Gene sets the linear path can be fitted on (``CrossmodalNet(linear_path_genes=...)``)."""
 
-MONITORS = VALIDATION_METRICS
+MONITORS = FaderGradNormPlan.validation_metrics
 """Validation metrics that early stopping and best-epoch restoration can follow."""
 
 N_INPUT_FEATURES = {"hvg": 2000, "screen": 256, "svd": 256}

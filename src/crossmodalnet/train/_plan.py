@@ -22,8 +22,7 @@ if TYPE_CHECKING:
     from crossmodalnet.module import CrossmodalModule
 
 
-VALIDATION_METRICS = ("pearson_cell_validation", "pearson_protein_validation")
-"""Validation metrics logged at the end of each validation epoch (:meth:`FaderGradNormPlan.validation_scores`)."""
+_VALIDATION_METRICS = ("pearson_cell_validation", "pearson_protein_validation")
 
 
 def is_discriminator_step(batch_count: int, learning_step: int) -> bool:
@@ -54,9 +53,9 @@ def check_lr_schedule(
         raise ValueError(f"`lr_patience` must be an integer >= 0, got {lr_patience!r}.")
     if not (isinstance(lr_min, int | float) and np.isfinite(lr_min) and lr_min >= 0):
         raise ValueError(f"`lr_min` must be a finite number >= 0, got {lr_min!r}.")
-    if lr_scheduler_metric not in VALIDATION_METRICS:
+    if lr_scheduler_metric not in _VALIDATION_METRICS:
         raise ValueError(
-            f"`lr_scheduler_metric` must be one of {list(VALIDATION_METRICS)}, got {lr_scheduler_metric!r}."
+            f"`lr_scheduler_metric` must be one of {list(_VALIDATION_METRICS)}, got {lr_scheduler_metric!r}."
         )
 
 
@@ -101,6 +100,9 @@ class FaderGradNormPlan(TrainingPlan):
         Validation metric the schedule follows (larger is better): ``"pearson_protein_validation"`` or
         ``"pearson_cell_validation"``.
     """
+
+    validation_metrics = _VALIDATION_METRICS
+    """Validation metrics logged at the end of each validation epoch (:meth:`validation_scores`)."""
 
     def __init__(
         self,
