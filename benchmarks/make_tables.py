@@ -49,6 +49,7 @@ ALL_METHODS = {
     "default_no_state_term": "CrossmodalNet (default without the cell-state term)",
     "default_all_genes": "CrossmodalNet (previous default: linear path on all genes)",
     "default_phase_epochs": "CrossmodalNet (default before: disentangling phase of 25 whole epochs)",
+    "default_full_input": "CrossmodalNet (default before: networks on all genes, constant learning rate)",
     "ridge": "Ridge",
     "lightgbm": "LightGBM",
     "mlp_mse": "MLP+MSE",
@@ -740,6 +741,11 @@ def scale_lead() -> str:
             job += ", then uncertainty calibration and prediction of every cell"
             time_text += f"; calibration {r['calibrate_s']} s, prediction {r['predict_s']} s"
         job += ", backed `.h5mu`" if (r.get("data") or "in memory") == "backed" else ""
+        # rows from before the column existed ran the networks on every gene (then the only default)
+        network_input = r.get("network_input") or "all genes"
+        kind, _, n = network_input.partition(" ")
+        job += f"; networks on {n} screened genes" if kind == "screen" else f"; networks on {network_input}"
+        job += ", learning rate reduced on plateaus" if r.get("lr_schedule") == "True" else ""
         body.append(
             [
                 job,
