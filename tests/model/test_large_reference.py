@@ -76,14 +76,20 @@ def test_the_registered_cells_decide_the_networks_input(n_obs, expected):
 
 
 @pytest.fixture
-def small_large_reference(norm_mdata, monkeypatch):
-    """``norm_mdata`` (200 cells, 60 genes) registered, with the large-reference bounds lowered below it."""
-    monkeypatch.setattr(_presets, "LARGE_REFERENCE_CELLS", 100)
-    monkeypatch.setattr(_presets, "LARGE_REFERENCE_MIN_GENES", 40)
-    monkeypatch.setitem(_presets.N_INPUT_FEATURES, "screen", 16)
+def setup_mdata(norm_mdata):
+    """A registered copy of ``norm_mdata`` (200 cells, 60 genes: below the large-reference bound)."""
     mdata = norm_mdata.copy()
     CrossmodalNet.setup_mudata(mdata, time_key="time")
     return mdata
+
+
+@pytest.fixture
+def small_large_reference(setup_mdata, monkeypatch):
+    """``setup_mdata``, with the large-reference bounds lowered below it."""
+    monkeypatch.setattr(_presets, "LARGE_REFERENCE_CELLS", 100)
+    monkeypatch.setattr(_presets, "LARGE_REFERENCE_MIN_GENES", 40)
+    monkeypatch.setitem(_presets.N_INPUT_FEATURES, "screen", 16)
+    return setup_mdata
 
 
 def test_large_reference_trains_with_the_schedule_and_reloads(small_large_reference, tmp_path):
@@ -106,9 +112,8 @@ def test_large_reference_trains_with_the_schedule_and_reloads(small_large_refere
 
 
 @pytest.mark.parametrize("preset", ["default", "paper"])
-def test_no_schedule_below_the_bound_or_with_the_paper_preset(norm_mdata, preset):
-    mdata = norm_mdata.copy()
-    CrossmodalNet.setup_mudata(mdata, time_key="time")
+def test_no_schedule_below_the_bound_or_with_the_paper_preset(setup_mdata, preset):
+    mdata = setup_mdata
     model = CrossmodalNet(mdata, n_latent=8, preset=preset)
     model.train(max_epochs=3, batch_size=64, **{**TRAIN, "disentangle_epochs": 1})
     assert "lr" not in model.history_
@@ -119,9 +124,8 @@ def test_no_schedule_below_the_bound_or_with_the_paper_preset(norm_mdata, preset
     assert model.history_["lr"]["lr"].iloc[0] == pytest.approx(1e-3)
 
 
-def test_schedule_follows_the_early_stopping_monitor_and_its_plan_settings(norm_mdata):
-    mdata = norm_mdata.copy()
-    CrossmodalNet.setup_mudata(mdata, time_key="time")
+def test_schedule_follows_the_early_stopping_monitor_and_its_plan_settings(setup_mdata):
+    mdata = setup_mdata
     model = CrossmodalNet(mdata, n_latent=8)
     model.train(
         max_epochs=25,
@@ -155,9 +159,8 @@ def test_schedule_follows_the_early_stopping_monitor_and_its_plan_settings(norm_
         ({"lr_scheduler_metric": "elbo_validation"}, "lr_scheduler_metric"),
     ],
 )
-def test_bad_schedule_settings_are_refused_before_training(norm_mdata, kwargs, match):
-    mdata = norm_mdata.copy()
-    CrossmodalNet.setup_mudata(mdata, time_key="time")
+def test_bad_schedule_settings_are_refused_before_training(setup_mdata, kwargs, match):
+    mdata = setup_mdata
     model = CrossmodalNet(mdata, n_latent=8)
     before = {k: v.clone() for k, v in model.module.state_dict().items()}
     with pytest.raises(ValueError, match=match):
@@ -170,8 +173,7 @@ def test_bad_schedule_settings_are_refused_before_training(norm_mdata, kwargs, m
         FaderGradNormPlan(model.module, **kwargs)
 
 
-def test_bad_input_reduction_is_refused(norm_mdata):
-    mdata = norm_mdata.copy()
-    CrossmodalNet.setup_mudata(mdata, time_key="time")
+def test_bad_input_reduction_is_refused(setup_mdata):
+    mdata = setup_mdata
     with pytest.raises(ValueError, match="input_reduction"):
         CrossmodalNet(mdata, input_reduction="Auto")
