@@ -13,10 +13,12 @@ import torch
 from crossmodalnet.model import CrossmodalNet, _presets
 from crossmodalnet.model._presets import (
     LARGE_REFERENCE_CELLS,
+    LARGE_REFERENCE_LINEAR_GENES,
     LARGE_REFERENCE_MIN_GENES,
     LARGE_REFERENCE_TRAIN,
     TRAIN_PRESETS,
     is_large_reference,
+    linear_standin_genes,
     resolve_input_reduction,
     train_settings,
 )
@@ -60,6 +62,12 @@ def test_rule():
     assert (small["reduce_lr_on_plateau"], small["disentangle_tolerance"]) == (False, 0.01)
     assert large == {**TRAIN_PRESETS["default"], "reduce_lr_on_plateau": True, "disentangle_tolerance": 0.002}
     assert train_settings("paper", 10**6) == TRAIN_PRESETS["paper"]
+    # the linear path's stand-in for all genes, when they are out of its closed form's reach
+    assert LARGE_REFERENCE_LINEAR_GENES == 2_048
+    assert linear_standin_genes("default", 20_000) == 2_048
+    assert linear_standin_genes("default", 19_999) == 4_096
+    assert linear_standin_genes("default", 20_000, limit=1_000) == 1_000
+    assert linear_standin_genes("paper", 10**6) == 4_096
 
 
 @pytest.mark.parametrize(("n_obs", "expected"), [(LARGE_REFERENCE_CELLS, "screen"), (LARGE_REFERENCE_CELLS - 1, None)])

@@ -10,7 +10,7 @@ from mudata import MuData
 from scipy import linalg, sparse
 
 import crossmodalnet.model._fitting as fitting
-from crossmodalnet.model import CrossmodalNet
+from crossmodalnet.model import CrossmodalNet, _presets
 from crossmodalnet.model._linear import LINEAR_ALPHA_GRID, fit_ridge_from_statistics, ridge_statistics
 
 TRAIN = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False}
@@ -239,6 +239,27 @@ def test_gene_sets_past_the_gram_limit_with_many_training_cells(monkeypatch):
         assert rec["errors"][name] == pytest.approx(ref[4], rel=1e-6)
     np.testing.assert_array_equal(rec["genes"], fits[rec["choice"]][0])
     assert np.all(model.module.linear_weight.numpy()[np.setdiff1d(np.arange(80), rec["genes"])] == 0)
+
+
+def test_a_large_reference_stands_in_fewer_screened_genes(monkeypatch):
+    # past both limits on a large reference (bound lowered to these 300 cells): the screen's first
+    # LARGE_REFERENCE_LINEAR_GENES genes stand in for all genes, fitted as any streamed set
+    mdata = _mdata(n_obs=300, n_genes=80)
+    monkeypatch.setattr(fitting, "LINEAR_MAX_GRAM_GENES", 60)
+    monkeypatch.setattr(_presets, "LARGE_REFERENCE_CELLS", 300)
+    monkeypatch.setattr(_presets, "LARGE_REFERENCE_LINEAR_GENES", 30)
+    calls = _count_dense_fits(monkeypatch)
+    model = _model(mdata)
+    assert not calls
+    rec = model.linear_path_genes_
+    assert list(rec["errors"]) == ["screen30", "screen64"]
+    fits = _reference_choice(model, mdata)
+    assert fits["screen30"][0].size == 30
+    for name, (_, ref) in fits.items():
+        assert rec["errors"][name] == pytest.approx(ref[4], rel=1e-6)
+    # one cell fewer is below the bound: the limit's 60 genes stand in, as before
+    monkeypatch.setattr(_presets, "LARGE_REFERENCE_CELLS", 301)
+    assert list(_model(mdata).linear_path_genes_["errors"]) == ["screen60", "screen64"]
 
 
 @pytest.mark.parametrize("layout", ["csr", "dense"])

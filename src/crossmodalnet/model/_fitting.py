@@ -27,6 +27,7 @@ from ._linear import (
     measured_protein_groups,
     ridge_statistics,
 )
+from ._presets import linear_standin_genes
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,9 @@ def screen_genes(X, Y: np.ndarray, rows: np.ndarray, n_genes: int, chunk: int = 
     return np.sort(screen_ranking(X, Y, rows, chunk=chunk)[:n_genes])
 
 
-def screen_ranking(X, Y: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
+def screen_ranking(
+    X, Y: np.ndarray, rows: np.ndarray, chunk: int = 4096, *, x_sd: np.ndarray | None = None
+) -> np.ndarray:
     """Every gene, ordered by the supervised screen: each protein's best genes first.
 
     Every gene's Pearson correlation with every protein is computed over ``rows``; a protein some
@@ -114,6 +117,9 @@ def screen_ranking(X, Y: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.
         Row positions in ``X`` of the cells to use (the training cells).
     chunk
         Rows of ``X`` read at once.
+    x_sd
+        Standard deviation of every gene over ``rows`` (:func:`column_moments`), when already known: it
+        saves one pass over the rows (used for proteins every cell measured).
 
     Returns
     -------
@@ -129,7 +135,7 @@ def screen_ranking(X, Y: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.
         if cells.any():
             if cells.all():
                 Yg = Yr if proteins.size == Yr.shape[1] else Yr[:, proteins]
-                blocks.append(_screen_correlations(X, rows, Yg, chunk))
+                blocks.append(_screen_correlations(X, rows, Yg, chunk, x_sd=x_sd))
             else:
                 blocks.append(_screen_correlations(X, rows[cells], Yr[cells][:, proteins], chunk))
     if not blocks or sum(b.shape[1] for b in blocks) == 0:
@@ -143,14 +149,18 @@ def screen_ranking(X, Y: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.
     return np.lexsort((np.arange(corr.shape[0]), -best_corr, best_rank))
 
 
-def _screen_correlations(X, rows: np.ndarray, Yr: np.ndarray, chunk: int) -> np.ndarray:
-    """``|r|`` of every gene (rows of the result) with every non-constant protein of ``Yr`` over the sorted ``rows``."""
+def _screen_correlations(X, rows: np.ndarray, Yr: np.ndarray, chunk: int, x_sd: np.ndarray | None = None) -> np.ndarray:
+    """``|r|`` of every gene (rows of the result) with every non-constant protein of ``Yr`` over the sorted ``rows``.
+
+    ``x_sd``: the genes' standard deviations over ``rows`` if known (otherwise read from ``X``).
+    """
     y_sd = Yr.std(axis=0)
     informative = y_sd > 1e-12
     if not informative.any():
         return np.zeros((X.shape[1], 0))
     Ys = (Yr[:, informative] - Yr[:, informative].mean(axis=0)) / y_sd[informative]
-    _, x_sd = column_moments(X, rows, chunk=chunk)
+    if x_sd is None:
+        _, x_sd = column_moments(X, rows, chunk=chunk)
     cross = np.zeros((X.shape[1], Ys.shape[1]))
     for start in range(0, rows.size, chunk):
         block = X[rows[start : start + chunk]]
@@ -214,15 +224,40 @@ class TrainingFitMixin:
 
     def _fit_on_training_cells(self, train_idx: np.ndarray, val_idx: np.ndarray, *, seed: int) -> None:
         module = self.module
-        if module.standardize_input and not bool(module.input_scaling_fitted):
-            module.fit_input_scaling(*self._column_moments(REGISTRY_KEYS.X_KEY, train_idx))
-        if module.standardize_protein and not bool(module.protein_scaling_fitted):
-            module.fit_protein_scaling(*self._column_moments(REGISTRY_KEYS.PROTEIN_KEY, train_idx))
-        if module.input_reduction is not None and not bool(module.input_reduction_fitted):
-            self._fit_input_reduction(train_idx, seed=seed)
-        self._fit_gene_moments(train_idx)
-        if module.linear_path and not bool(module.linear_path_fitted):
-            self._fit_linear_path(train_idx, val_idx)
+        X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        rows = np.sort(np.asarray(train_idx))
+        # one pass over the training cells' genes serves the input scaling, gene_moments_ and the screens
+        gene_mean, gene_sd = column_moments(X, rows)
+        # what the closed-form fits share: the genes' sd over the training cells and (once computed) the screen's
+        # ranking of the genes by the proteins on the loss scale, both over `rows`
+        self._training_fit_cache = {"rows": rows, "gene_sd": gene_sd, "ranking": None}
+        try:
+            if module.standardize_input and not bool(module.input_scaling_fitted):
+                module.fit_input_scaling(*(torch.as_tensor(v, dtype=torch.float32) for v in (gene_mean, gene_sd)))
+            if module.standardize_protein and not bool(module.protein_scaling_fitted):
+                module.fit_protein_scaling(*self._column_moments(REGISTRY_KEYS.PROTEIN_KEY, train_idx))
+            if module.input_reduction is not None and not bool(module.input_reduction_fitted):
+                self._fit_input_reduction(train_idx, seed=seed)
+            self.gene_moments_ = {"mean": gene_mean.astype(np.float32), "sd": gene_sd.astype(np.float32)}
+            if module.linear_path and not bool(module.linear_path_fitted):
+                self._fit_linear_path(train_idx, val_idx)
+        finally:
+            del self._training_fit_cache
+
+    def _screen_ranking(self, X, Y: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """:func:`screen_ranking` of the loss-scale proteins ``Y`` of cells ``rows``, computed once per training fit.
+
+        Over all training cells (every protein measured in each), the genes' sd comes from the training fit's
+        moments and the ranking is kept for the next screen of the same fit (the networks' input screen and the
+        linear path's share it).
+        """
+        cache = getattr(self, "_training_fit_cache", None)
+        rows = np.asarray(rows)
+        if cache is None or not np.array_equal(np.sort(rows), cache["rows"]) or np.isnan(Y).any():
+            return screen_ranking(X, Y, rows)
+        if cache["ranking"] is None:
+            cache["ranking"] = screen_ranking(X, Y, rows, x_sd=cache["gene_sd"])
+        return cache["ranking"]
 
     def _column_moments(self, registry_key: str, train_idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         X = (
@@ -244,8 +279,8 @@ class TrainingFitMixin:
         k = self.module.n_features
         if self.module.input_reduction == "screen":  # read by row chunks: no copy of the training cells
             rows = np.sort(train_idx)
-            Y = self._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, rows)
-            self.module.fit_input_reduction(torch.as_tensor(screen_genes(X, Y, rows, k)))
+            ranking = self._screen_ranking(X, self._loss_scale_proteins(rows), rows)
+            self.module.fit_input_reduction(torch.as_tensor(np.sort(ranking[:k])))
             return
         if not is_in_memory(X):  # a matrix on disk is never read whole
             if self.module.input_reduction == "svd":
@@ -336,7 +371,8 @@ class TrainingFitMixin:
         :data:`~crossmodalnet.model._linear.LINEAR_MAX_GRAM_GENES` genes is fitted on the dense
         training cells when there are at most that many of them; with more genes and more training
         cells, the screen's first ``LINEAR_MAX_GRAM_GENES`` genes (``"screen4096"``) stand in for
-        all genes.
+        all genes, or its first :data:`~crossmodalnet.model._presets.LARGE_REFERENCE_LINEAR_GENES`
+        (``"screen2048"``) on a large reference (:func:`~crossmodalnet.model._presets.linear_standin_genes`).
 
         Returns
         -------
@@ -439,8 +475,11 @@ class TrainingFitMixin:
         n_genes, n_time = X.shape[1], len(self.time_categories)
         sizes = {"all": (), "screen": (LINEAR_SCREEN_DEFAULT,), "auto": LINEAR_SCREEN_SIZES}[self.linear_path_genes]
         # every gene in closed form needs a genes × genes gram, or the dense training cells when they are few;
-        # past both limits the screen's first LINEAR_MAX_GRAM_GENES genes stand in for all genes
+        # past both limits the screen's first `standin` genes stand in for all genes
         all_fits = n_genes <= LINEAR_MAX_GRAM_GENES or train_idx.size <= LINEAR_MAX_GRAM_GENES
+        standin = linear_standin_genes(
+            getattr(self, "preset", "paper"), self.summary_stats["n_cells"], LINEAR_MAX_GRAM_GENES
+        )
         candidates: dict[str, np.ndarray] = {}
         if (self.linear_path_genes != "screen" or LINEAR_SCREEN_DEFAULT >= n_genes) and all_fits:
             candidates["all"] = np.arange(n_genes)
@@ -451,20 +490,20 @@ class TrainingFitMixin:
             if not bool((Y_train.std(axis=0) > 1e-12).any()):
                 raise ValueError(
                     "Every protein is constant over the training cells that measured it; the linear path cannot "
-                    f"screen {n_genes} genes down to the {LINEAR_MAX_GRAM_GENES} it fits in closed form."
+                    f"screen {n_genes} genes down to the {standin} it fits in closed form."
                 )
-            screened = [LINEAR_MAX_GRAM_GENES, *screened]
+            screened = [standin, *(k for k in screened if k != standin)]
             logger.info(
                 "linear path: %d genes and %d training cells; the screen's first %d genes stand in for all genes",
                 n_genes,
                 train_idx.size,
-                LINEAR_MAX_GRAM_GENES,
+                standin,
             )
         if screened and self.linear_path_coding_genes and not coding:
             coding.append(self._coding_gene_positions())
         coding_genes = coding[0] if screened and self.linear_path_coding_genes else np.zeros(0, dtype=np.int64)
         if screened:  # one screen; each candidate set is a prefix of its ranking
-            ranking = screen_ranking(X, Y_train, train_idx)
+            ranking = self._screen_ranking(X, Y_train, train_idx)
             for k in screened:
                 candidates[f"screen{k}"] = np.union1d(ranking[:k], coding_genes)
         fits, errors = {}, {}
