@@ -262,3 +262,40 @@ def test_validation_scores_are_mean_pearson_per_cell_and_per_protein():
     per_protein = np.mean([np.corrcoef(pred[:, j], true[:, j])[0, 1] for j in range(6)])
     assert scores == pytest.approx({"pearson_cell_validation": per_cell, "pearson_protein_validation": per_protein})
     assert per_cell != pytest.approx(per_protein)
+
+
+def test_training_metrics_are_logged_once_per_epoch_as_cell_weighted_means():
+    # steps of different sizes: the epoch value is Σ value · cells / Σ cells of the steps that logged it
+    module = _module()
+    plan = FaderGradNormPlan(module, learning_step=3)
+    recorded: list[tuple[dict[str, float], int]] = []
+    accumulate = plan._accumulate
+    plan._accumulate = lambda values, n: (
+        recorded.append(({k: float(v) for k, v in values.items()}, n)) or accumulate(values, n)
+    )
+    logged: list[str] = []
+    log = plan.log
+    plan.log = lambda name, *a, **k: logged.append(name) or log(name, *a, **k)
+    batches = [{k: v[:size] for k, v in _batch(i).items()} for i, size in enumerate((48, 20, 33, 48, 7))]
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(plan, train_dataloaders=DataLoader(batches, batch_size=None, shuffle=False))
+    assert [n for _, n in recorded] == [48, 20, 33, 48, 7]
+    # generator steps (batches 1, 2, 4, 5) and one discriminator step (batch 3)
+    assert ["loss_train" in values for values, _ in recorded] == [True, True, False, True, True]
+    metrics = trainer.callback_metrics
+    for name in ("loss_train", "nlc_train", "w_nlc", "discriminator_loss_train", "discriminator_accuracy_train"):
+        steps = [(values[name], n) for values, n in recorded if name in values]
+        expected = sum(v * n for v, n in steps) / sum(n for _, n in steps)
+        assert float(metrics[name]) == pytest.approx(expected, rel=1e-5), name
+    # each metric logged once, at the end of the epoch, and the sums start afresh
+    assert sorted(logged) == sorted(set(logged))
+    assert plan._train_sums == {}

@@ -182,7 +182,8 @@ class CrossmodalNet(
         error are in ``model.linear_path_genes_`` after the first :meth:`train`. Ignored without
         a linear path. With more than 4,096 genes and more than 4,096 training cells, all genes
         are out of reach of the closed form (docs page *Scale*): the screen's first 4,096 genes
-        (``"screen4096"``) stand in for them.
+        (``"screen4096"``) stand in for them, or its first 2,048 (``"screen2048"``) from 20,000
+        registered cells (default preset).
     linear_path_coding_genes
         Add each protein's coding gene(s) to every screened gene set of the linear path
         (``linear_path_genes`` ``"screen"`` or ``"auto"``), so that a protein's own mRNA can enter

@@ -154,6 +154,8 @@ class FaderGradNormPlan(TrainingPlan):
         self.batch_count = 0
         self._val_pred: list[torch.Tensor] = []
         self._val_true: list[torch.Tensor] = []
+        # the training metrics' running Σ value · cells and Σ cells over the epoch (logged once, at its end)
+        self._train_sums: dict[str, list] = {}
 
     # --- optimisers ------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -230,10 +232,7 @@ class FaderGradNormPlan(TrainingPlan):
         self._set_gradients(params, torch.autograd.grad(loss, params, allow_unused=True))
         opt_dis.step()
         acc = torch.stack([(lg.argmax(1) == codes[i]).float().mean() for lg, i in zip(logits, adv, strict=True)]).mean()
-        n = z.shape[0]
-        sync = self._world_size() > 1
-        self.log("discriminator_loss_train", ce.detach(), on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
-        self.log("discriminator_accuracy_train", acc, on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
+        self._accumulate({"discriminator_loss_train": ce, "discriminator_accuracy_train": acc}, z.shape[0])
 
     def _generator_step(self, batch: dict[str, torch.Tensor], adv: list[int]) -> None:
         opt_net, _, opt_w = self.optimizers()
@@ -282,15 +281,43 @@ class FaderGradNormPlan(TrainingPlan):
             "w_fader": w[1],
             **({} if penalty is None else {"input_group_lasso_train": penalty}),
         }
-        n = out.n_obs_minibatch
-        for name, value in logged.items():
-            self.log(name, value.detach(), on_step=False, on_epoch=True, batch_size=n, sync_dist=self._world_size() > 1)
+        self._accumulate(logged, out.n_obs_minibatch)
+
+    def _accumulate(self, values: dict[str, torch.Tensor], n: int) -> None:
+        """Add one step's training metrics, weighted by its ``n`` cells, to the epoch's running sums.
+
+        Logged once per epoch by :meth:`on_train_epoch_end` (the cell-weighted epoch mean Lightning's
+        ``self.log(..., on_epoch=True, batch_size=n)`` gives, without its bookkeeping at every step).
+        """
+        for name, value in values.items():
+            weighted = value.detach() * n
+            if name in self._train_sums:
+                self._train_sums[name][0] += weighted
+                self._train_sums[name][1] += n
+            else:
+                self._train_sums[name] = [weighted, n]
+
+    def on_train_epoch_start(self) -> None:
+        """Start the epoch's training metrics afresh."""
+        self._train_sums.clear()
 
     def on_validation_epoch_start(self) -> None:
         """Average the batch-norm statistics across processes before validating (see :meth:`on_train_epoch_end`)."""
-        self.on_train_epoch_end()
+        self._average_batch_norm_statistics()
 
     def on_train_epoch_end(self) -> None:
+        """Log the epoch's training metrics (means over its cells) and average the batch-norm statistics.
+
+        Under data-parallel training each process logs the mean over its own cells and ``sync_dist``
+        averages them, as for the validation metrics.
+        """
+        sync = self._world_size() > 1
+        for name, (total, n) in self._train_sums.items():
+            self.log(name, total / n, on_step=False, on_epoch=True, sync_dist=sync)
+        self._train_sums.clear()
+        self._average_batch_norm_statistics()
+
+    def _average_batch_norm_statistics(self) -> None:
         """Under data-parallel training, average the batch-norm running statistics across processes.
 
         Each process updates them from its own share of the cells; averaging keeps every replica,
