@@ -247,13 +247,19 @@ class TrainingFitMixin:
     def _screen_ranking(self, X, Y: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """:func:`screen_ranking` of the loss-scale proteins ``Y`` of cells ``rows``, computed once per training fit.
 
-        Over all training cells (every protein measured in each), the genes' sd comes from the training fit's
-        moments and the ranking is kept for the next screen of the same fit (the networks' input screen and the
-        linear path's share it).
+        Over all training cells and all proteins, every one measured in each cell, the genes' sd comes from the
+        training fit's moments and the ranking is kept for the next screen of the same fit (the networks' input
+        screen and the linear path's share it). Any other screen (a group of proteins, fewer cells) is computed.
         """
         cache = getattr(self, "_training_fit_cache", None)
         rows = np.asarray(rows)
-        if cache is None or not np.array_equal(np.sort(rows), cache["rows"]) or np.isnan(Y).any():
+        shared = (
+            cache is not None
+            and Y.shape[1] == self.n_proteins
+            and np.array_equal(np.sort(rows), cache["rows"])
+            and not np.isnan(Y).any()
+        )
+        if not shared:
             return screen_ranking(X, Y, rows)
         if cache["ranking"] is None:
             cache["ranking"] = screen_ranking(X, Y, rows, x_sd=cache["gene_sd"])
