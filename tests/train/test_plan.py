@@ -72,7 +72,7 @@ class _Recorder(pl.Callback):
         self.initial_losses.append(pl_module.module.initial_losses.tolist())
 
 
-def _fit(plan: FaderGradNormPlan, batches: list[dict[str, torch.Tensor]], *callbacks: pl.Callback) -> None:
+def _fit(plan: FaderGradNormPlan, batches: list[dict[str, torch.Tensor]], *callbacks: pl.Callback) -> pl.Trainer:
     """Train ``plan`` for one epoch over ``batches`` (in order) with a CPU Lightning trainer, no validation."""
     trainer = pl.Trainer(
         max_epochs=1,
@@ -86,6 +86,7 @@ def _fit(plan: FaderGradNormPlan, batches: list[dict[str, torch.Tensor]], *callb
         callbacks=list(callbacks),
     )
     trainer.fit(plan, train_dataloaders=DataLoader(batches, batch_size=None, shuffle=False))
+    return trainer
 
 
 def _reference_gradients(module: CrossmodalModule, batch: dict[str, torch.Tensor], *, lambda_dis: float):
@@ -277,17 +278,7 @@ def test_training_metrics_are_logged_once_per_epoch_as_cell_weighted_means():
     log = plan.log
     plan.log = lambda name, *a, **k: logged.append(name) or log(name, *a, **k)
     batches = [{k: v[:size] for k, v in _batch(i).items()} for i, size in enumerate((48, 20, 33, 48, 7))]
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(plan, train_dataloaders=DataLoader(batches, batch_size=None, shuffle=False))
+    trainer = _fit(plan, batches)
     assert [n for _, n in recorded] == [48, 20, 33, 48, 7]
     # generator steps (batches 1, 2, 4, 5) and one discriminator step (batch 3)
     assert ["loss_train" in values for values, _ in recorded] == [True, True, False, True, True]
