@@ -84,6 +84,25 @@ def test_train_small_data_recipe(h5mu, tmp_path):
     assert "input_group_lasso_train" in model.history
 
 
+def test_train_min_delta(h5mu, tmp_path, monkeypatch):
+    given = []
+    original = cmn.model.CrossmodalNet.train
+
+    def spy(self, *args, **kwargs):
+        given.append(kwargs["early_stopping_min_delta"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cmn.model.CrossmodalNet, "train", spy)
+    args = ["-q", "train", str(h5mu), "--time-key", "time", "--n-latent", "8", "--patience", "1"]
+    # no gain in validation r reaches 1: the first epoch sets the best and one more ends training (patience 1)
+    assert main([*args, "--out", str(tmp_path / "m1"), "--max-epochs", "6", "--min-delta", "1"]) == 0
+    model = cmn.model.CrossmodalNet.load(str(tmp_path / "m1"))
+    assert len(model.history["pearson_protein_validation"]) == 2
+    # without the option, the preset's minimum applies
+    assert main([*args, "--out", str(tmp_path / "m0"), "--max-epochs", "1"]) == 0
+    assert given == [1.0, None]
+
+
 def test_cli_errors(h5mu, tmp_path, capsys):
     assert main(["-q", "train", str(tmp_path / "missing.h5mu"), "--out", str(tmp_path / "m")]) == 2
     assert "input file not found" in capsys.readouterr().err

@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-epochs", type=int, default=500)
     train.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs")
     train.add_argument(
+        "--min-delta",
+        type=float,
+        default=None,
+        help="smallest gain in validation per-protein r that counts for early stopping (default: the preset's)",
+    )
+    train.add_argument(
         "--standardize-protein", action="store_true", help="train on per-protein z-scores (small-data recipe)"
     )
     train.add_argument(

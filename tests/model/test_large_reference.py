@@ -56,11 +56,16 @@ def test_rule():
     # an explicit choice is kept, whatever the size
     assert resolve_input_reduction("default", None, 10**6, 20_000) is None
     assert resolve_input_reduction("default", "svd", 100, 200) == "svd"
-    assert LARGE_REFERENCE_TRAIN == {"reduce_lr_on_plateau": True, "disentangle_tolerance": 0.002}
+    large_settings = {"reduce_lr_on_plateau": True, "disentangle_tolerance": 0.002, "early_stopping_min_delta": 0.0005}
+    assert LARGE_REFERENCE_TRAIN == large_settings
     small, large = train_settings("default", 19_999), train_settings("default", 20_000)
     assert small == TRAIN_PRESETS["default"]
-    assert (small["reduce_lr_on_plateau"], small["disentangle_tolerance"]) == (False, 0.01)
-    assert large == {**TRAIN_PRESETS["default"], "reduce_lr_on_plateau": True, "disentangle_tolerance": 0.002}
+    assert (small["reduce_lr_on_plateau"], small["disentangle_tolerance"], small["early_stopping_min_delta"]) == (
+        False,
+        0.01,
+        0.0,
+    )
+    assert large == {**TRAIN_PRESETS["default"], **large_settings}
     assert train_settings("paper", 10**6) == TRAIN_PRESETS["paper"]
     # the linear path's stand-in for all genes, when they are out of its closed form's reach
     assert LARGE_REFERENCE_LINEAR_GENES == 2_048
@@ -185,3 +190,55 @@ def test_bad_input_reduction_is_refused(setup_mdata):
     mdata = setup_mdata
     with pytest.raises(ValueError, match="input_reduction"):
         CrossmodalNet(mdata, input_reduction="Auto")
+
+
+def _epochs_trained(model: CrossmodalNet) -> np.ndarray:
+    """Validation per-protein r of every epoch ``model`` trained."""
+    return model.history_["pearson_protein_validation"]["pearson_protein_validation"].to_numpy()
+
+
+def _train_with(mdata: md.MuData, **train_kwargs) -> CrossmodalNet:
+    """A seeded 8-latent model of ``mdata`` trained for at most 8 epochs with early-stopping patience 2."""
+    import scvi
+
+    scvi.settings.seed = 0
+    model = CrossmodalNet(mdata, n_latent=8)
+    model.train(max_epochs=8, batch_size=64, early_stopping_patience=2, **TRAIN, **train_kwargs)
+    return model
+
+
+def test_early_stopping_counts_only_gains_above_its_minimum(setup_mdata):
+    without = _epochs_trained(_train_with(setup_mdata, early_stopping_min_delta=0.0))
+    # no rise of validation r can reach 1: the first epoch sets the best, two more end training
+    model = _train_with(setup_mdata, early_stopping_min_delta=1.0)
+    with_min = _epochs_trained(model)
+    assert with_min.size == 3
+    assert without.size > 3  # the same run goes on without the minimum
+    # the minimum decides when training ends, not what an epoch learns; the best epoch is still kept
+    np.testing.assert_array_equal(with_min, without[:3])
+    assert model.split_["best_pearson_protein_validation"] == pytest.approx(
+        max(with_min.max(), model.split_["best_pearson_protein_validation"])
+    )
+    assert model.split_["best_epoch"] in (-1, int(np.argmax(with_min)))
+
+
+def test_a_large_reference_takes_the_presets_minimum_gain(small_large_reference, monkeypatch):
+    assert LARGE_REFERENCE_TRAIN["early_stopping_min_delta"] > TRAIN_PRESETS["default"]["early_stopping_min_delta"]
+    monkeypatch.setitem(_presets.LARGE_REFERENCE_TRAIN, "early_stopping_min_delta", 1.0)
+    assert _epochs_trained(_train_with(small_large_reference)).size == 3
+    # an explicit value wins over the preset's
+    assert _epochs_trained(_train_with(small_large_reference, early_stopping_min_delta=0.0)).size > 3
+
+
+@pytest.mark.parametrize("bad", [-0.01, float("nan"), float("inf"), "0.1", True, [0.1]])
+def test_a_bad_minimum_gain_is_refused_before_training(setup_mdata, bad):
+    mdata = setup_mdata
+    model = CrossmodalNet(mdata, n_latent=8)
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    obs_before = mdata.obs.copy()
+    with pytest.raises(ValueError, match="`early_stopping_min_delta` must be a finite number >= 0"):
+        model.train(max_epochs=1, early_stopping_min_delta=bad, **TRAIN)
+    assert not model.is_trained_
+    for k, v in model.module.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    pd.testing.assert_frame_equal(mdata.obs, obs_before)

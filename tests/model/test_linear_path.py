@@ -64,6 +64,7 @@ def test_paper_preset_is_table_s1(setup_mdata):
     assert TRAIN_PRESETS["paper"] == {
         "max_epochs": 500,
         "early_stopping_patience": 10,
+        "early_stopping_min_delta": 0.0,
         "disentangle_epochs": 0,
         "disentangle_kwargs": {},
         "disentangle_tolerance": 0.01,

@@ -35,6 +35,7 @@ class TrainingCallbacksMixin:
         continued: bool,
         early_stopping: bool,
         patience: int,
+        min_delta: float,
         monitor: str,
         trainer_kwargs: dict[str, Any],
     ) -> tuple[list, RestoreBestWeights]:
@@ -62,7 +63,7 @@ class TrainingCallbacksMixin:
         if early_stopping:
             # scvi-tools' own callback, which prints its reason: the summary line of `train` says it instead
             callbacks.append(
-                _EarlyStopping(monitor=monitor, min_delta=0.0, patience=patience, mode="max", warmup_epochs=0)
+                _EarlyStopping(monitor=monitor, min_delta=min_delta, patience=patience, mode="max", warmup_epochs=0)
             )
         return callbacks, restore
 

@@ -120,8 +120,8 @@ class CrossmodalNet(
         ``"default"``: the paper's architecture plus the linear path and standardised proteins.
         ``"paper"``: exactly Table S1 of :cite:t:`Yang2023` (no linear path, registered protein scale).
         Every other argument left as ``None`` takes the preset's value; an explicit value overrides
-        it. The preset also sets :meth:`train`'s ``max_epochs`` and ``early_stopping_patience`` when
-        those are ``None`` (docs pages *Benchmarks* and *Development notes*).
+        it. The preset also sets :meth:`train`'s ``max_epochs``, ``early_stopping_patience`` and
+        ``early_stopping_min_delta`` when those are ``None`` (docs pages *Benchmarks* and *Development notes*).
     n_latent
         Dimension of the basal latent and of the time embedding (Table S1: 512).
     dropout_rate
@@ -466,6 +466,7 @@ class CrossmodalNet(
         sparse_batches: bool = False,
         early_stopping: bool = True,
         early_stopping_patience: int | None = None,
+        early_stopping_min_delta: float | None = None,
         early_stopping_monitor: Literal["pearson_cell_validation", "pearson_protein_validation"] = (
             "pearson_protein_validation"
         ),
@@ -525,6 +526,13 @@ class CrossmodalNet(
             too (``model.split_["best_epoch"]`` is then -1).
         early_stopping_patience
             Epochs without improvement before stopping; ``None`` takes the preset's value (10 for both).
+        early_stopping_min_delta
+            Smallest rise of ``early_stopping_monitor`` over its best value so far that counts as an
+            improvement for early stopping (best-epoch restoration keeps the best epoch either way).
+            ``None`` takes the preset's value: 0, or 0.0005 with the ``"default"`` preset on a large
+            reference (at least 20,000 registered cells), whose validation cells keep measuring gains
+            too small to matter, so that training would otherwise run on to ``max_epochs`` (docs page
+            *Scale*, "Large references").
         early_stopping_monitor
             Validation Pearson to monitor: mean per protein (default) or mean per cell (the paper's
             Kaggle metric). Per-cell r is inflated by differences between protein means and levels
@@ -607,6 +615,18 @@ class CrossmodalNet(
         max_epochs = train_defaults["max_epochs"] if max_epochs is None else max_epochs
         if early_stopping_patience is None:
             early_stopping_patience = train_defaults["early_stopping_patience"]
+        if early_stopping_min_delta is None:
+            early_stopping_min_delta = train_defaults["early_stopping_min_delta"]
+        if (
+            isinstance(early_stopping_min_delta, bool)
+            or not isinstance(early_stopping_min_delta, int | float | np.integer | np.floating)
+            or not np.isfinite(early_stopping_min_delta)
+            or early_stopping_min_delta < 0
+        ):
+            raise ValueError(
+                f"`early_stopping_min_delta` must be a finite number >= 0 (a gain in validation Pearson r), "
+                f"got {early_stopping_min_delta!r}."
+            )
         disentangle_kwargs = resolve_disentangle_kwargs(train_defaults["disentangle_kwargs"], disentangle_kwargs)
         disentangle_epochs, disentangle_tolerance = check_disentangle_settings(
             train_defaults["disentangle_epochs"] if disentangle_epochs is None else disentangle_epochs,
@@ -679,6 +699,7 @@ class CrossmodalNet(
             continued=continued,
             early_stopping=early_stopping,
             patience=early_stopping_patience,
+            min_delta=float(early_stopping_min_delta),
             monitor=early_stopping_monitor,
             trainer_kwargs=trainer_kwargs,
         )

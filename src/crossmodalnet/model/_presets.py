@@ -39,6 +39,7 @@ TRAIN_PRESETS: dict[str, dict[str, object]] = {
     "paper": {
         "max_epochs": 500,
         "early_stopping_patience": 10,
+        "early_stopping_min_delta": 0.0,
         "disentangle_epochs": 0,
         "disentangle_kwargs": {},
         "disentangle_tolerance": 0.01,
@@ -47,6 +48,7 @@ TRAIN_PRESETS: dict[str, dict[str, object]] = {
     "default": {
         "max_epochs": 500,
         "early_stopping_patience": 10,
+        "early_stopping_min_delta": 0.0,
         "disentangle_epochs": 25,
         "disentangle_kwargs": {"state_weight": 10.0, "max_steps": 800},
         "disentangle_tolerance": 0.01,
@@ -55,7 +57,11 @@ TRAIN_PRESETS: dict[str, dict[str, object]] = {
 }
 """Training settings that differ between presets (used where :meth:`CrossmodalNet.train` gets ``None``)."""
 
-LARGE_REFERENCE_TRAIN: dict[str, object] = {"reduce_lr_on_plateau": True, "disentangle_tolerance": 0.002}
+LARGE_REFERENCE_TRAIN: dict[str, object] = {
+    "reduce_lr_on_plateau": True,
+    "disentangle_tolerance": 0.002,
+    "early_stopping_min_delta": 0.0005,
+}
 """What the ``"default"`` preset's training settings change to on a large reference (:func:`is_large_reference`):
 the learning rate is reduced on plateaus, and the disentangling phase is kept only if it costs at most 0.002 of
 validation per-protein r (a validation set of 1,000 cells or more measures that; the 0.01 of small sets absorbs

@@ -49,6 +49,7 @@ _FIXED_ONLY = frozenset(
         "split_seed",
         "early_stopping",
         "early_stopping_patience",
+        "early_stopping_min_delta",
         "early_stopping_monitor",
         "accelerator",
         "devices",
