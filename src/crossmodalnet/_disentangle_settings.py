@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from crossmodalnet._utils import is_nonnegative_number
+
 DEFAULT_N_CLUSTERS = 10
 """Cell-state clusters of the conditional MMD when ``n_clusters`` is not given."""
 
@@ -89,11 +91,7 @@ def check_state_term(
     state_fit
         One of :data:`STATE_FITS`.
     """
-    if (
-        isinstance(state_weight, bool)
-        or not isinstance(state_weight, int | float | np.integer | np.floating)
-        or not (np.isfinite(state_weight) and state_weight >= 0)
-    ):
+    if not is_nonnegative_number(state_weight):
         raise ValueError(
             f"`state_weight` must be a finite number >= 0 (0 switches the term off), got {state_weight!r}."
         )

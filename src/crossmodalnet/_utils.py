@@ -21,6 +21,26 @@ if TYPE_CHECKING:
     from mudata import MuData
 
 
+def is_nonnegative_number(value: object) -> bool:
+    """Whether ``value`` is a finite real number >= 0 (``True`` and ``False`` are not numbers here).
+
+    Parameters
+    ----------
+    value
+        The value to check.
+
+    Returns
+    -------
+    ``True`` for a finite ``int``, ``float`` or NumPy real scalar that is at least 0.
+    """
+    return (
+        not isinstance(value, bool | np.bool_)
+        and isinstance(value, numbers.Real)
+        and bool(np.isfinite(value))
+        and value >= 0
+    )
+
+
 def get_modality(mdata: MuData, key: str, caller: str, *, role: str = "") -> AnnData:
     """Return ``mdata[key]`` or raise a :class:`KeyError` that lists the modalities present."""
     if key not in mdata.mod:

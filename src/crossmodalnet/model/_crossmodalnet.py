@@ -27,6 +27,7 @@ from crossmodalnet._utils import (
     announce_once,
     get_layer,
     is_dask_array,
+    is_nonnegative_number,
     protein_normalization_record,
     rna_normalization_record,
 )
@@ -617,12 +618,7 @@ class CrossmodalNet(
             early_stopping_patience = train_defaults["early_stopping_patience"]
         if early_stopping_min_delta is None:
             early_stopping_min_delta = train_defaults["early_stopping_min_delta"]
-        if (
-            isinstance(early_stopping_min_delta, bool)
-            or not isinstance(early_stopping_min_delta, int | float | np.integer | np.floating)
-            or not np.isfinite(early_stopping_min_delta)
-            or early_stopping_min_delta < 0
-        ):
+        if not is_nonnegative_number(early_stopping_min_delta):
             raise ValueError(
                 f"`early_stopping_min_delta` must be a finite number >= 0 (a gain in validation Pearson r), "
                 f"got {early_stopping_min_delta!r}."

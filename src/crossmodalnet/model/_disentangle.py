@@ -18,6 +18,7 @@ from crossmodalnet._disentangle_settings import (
     check_state_term,
     resolve_n_clusters,
 )
+from crossmodalnet._utils import is_nonnegative_number
 from crossmodalnet.train import disentangle_encoder
 
 if TYPE_CHECKING:
@@ -89,11 +90,7 @@ def check_disentangle_settings(epochs: object, tolerance: object, kwargs: dict |
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or epochs < 0:
         raise ValueError(f"`disentangle_epochs` must be an integer >= 0 (0 switches the phase off), got {epochs!r}.")
-    if (
-        isinstance(tolerance, bool)
-        or not isinstance(tolerance, int | float)
-        or not (np.isfinite(tolerance) and tolerance >= 0)
-    ):
+    if not is_nonnegative_number(tolerance):
         raise ValueError(f"`disentangle_tolerance` must be a finite number >= 0, got {tolerance!r}.")
     unknown = sorted(set(kwargs or {}) - set(_KWARGS))
     if unknown:

@@ -12,6 +12,7 @@ from scvi.train import TrainingPlan
 
 from crossmodalnet._constants import REGISTRY_KEYS
 from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein
+from crossmodalnet._utils import is_nonnegative_number
 from crossmodalnet.nn import discriminator_loss, group_lasso
 
 from ._gradnorm import gradnorm_step, renormalize_weights
@@ -36,7 +37,7 @@ def is_discriminator_step(batch_count: int, learning_step: int) -> bool:
 
 def check_input_group_lasso(value: float) -> float:
     """Return ``value`` as a float, or raise a :class:`ValueError` unless it is a finite number >= 0."""
-    if not (np.isfinite(value) and value >= 0):
+    if not is_nonnegative_number(value):
         raise ValueError(f"`input_group_lasso` must be a finite number >= 0, got {value!r}.")
     return float(value)
 
@@ -51,7 +52,7 @@ def check_lr_schedule(
         raise ValueError(f"`lr_factor` must be a number between 0 and 1 (exclusive), got {lr_factor!r}.")
     if isinstance(lr_patience, bool) or not isinstance(lr_patience, int | np.integer) or lr_patience < 0:
         raise ValueError(f"`lr_patience` must be an integer >= 0, got {lr_patience!r}.")
-    if not (isinstance(lr_min, int | float) and np.isfinite(lr_min) and lr_min >= 0):
+    if not is_nonnegative_number(lr_min):
         raise ValueError(f"`lr_min` must be a finite number >= 0, got {lr_min!r}.")
     if lr_scheduler_metric not in _VALIDATION_METRICS:
         raise ValueError(
