@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from crossmodalnet.model import CrossmodalNet, _presets
+from crossmodalnet.model import CrossmodalNet, _callbacks, _presets
 from crossmodalnet.model._presets import (
     LARGE_REFERENCE_CELLS,
     LARGE_REFERENCE_LINEAR_GENES,
@@ -207,27 +207,43 @@ def _train_with(mdata: md.MuData, **train_kwargs) -> CrossmodalNet:
     return model
 
 
-def test_early_stopping_counts_only_gains_above_its_minimum(setup_mdata):
-    without = _epochs_trained(_train_with(setup_mdata, early_stopping_min_delta=0.0))
+def _given_min_deltas(monkeypatch) -> list[float]:
+    """The ``min_delta`` of every early-stopping callback ``train`` builds from now on, in order."""
+    given = []
+    init = _callbacks._EarlyStopping.__init__
+
+    def spy(self, **kwargs):
+        given.append(kwargs["min_delta"])
+        init(self, **kwargs)
+
+    monkeypatch.setattr(_callbacks._EarlyStopping, "__init__", spy)
+    return given
+
+
+def test_early_stopping_counts_only_gains_above_its_minimum(setup_mdata, monkeypatch):
+    given = _given_min_deltas(monkeypatch)
+    full = _epochs_trained(_train_with(setup_mdata, early_stopping=False))
+    assert full.size == 8
     # no rise of validation r can reach 1: the first epoch sets the best, two more end training
     model = _train_with(setup_mdata, early_stopping_min_delta=1.0)
     with_min = _epochs_trained(model)
     assert with_min.size == 3
-    assert without.size > 3  # the same run goes on without the minimum
     # the minimum decides when training ends, not what an epoch learns; the best epoch is still kept
-    np.testing.assert_array_equal(with_min, without[:3])
-    assert model.split_["best_pearson_protein_validation"] == pytest.approx(
-        max(with_min.max(), model.split_["best_pearson_protein_validation"])
-    )
+    np.testing.assert_array_equal(with_min, full[:3])
     assert model.split_["best_epoch"] in (-1, int(np.argmax(with_min)))
+    assert model.split_["best_pearson_protein_validation"] >= with_min.max()
+    # below the large-reference bound the preset counts every gain
+    _train_with(setup_mdata)
+    assert given == [1.0, 0.0]
 
 
 def test_a_large_reference_takes_the_presets_minimum_gain(small_large_reference, monkeypatch):
-    assert LARGE_REFERENCE_TRAIN["early_stopping_min_delta"] > TRAIN_PRESETS["default"]["early_stopping_min_delta"]
+    given = _given_min_deltas(monkeypatch)
+    _train_with(small_large_reference)
+    _train_with(small_large_reference, early_stopping_min_delta=0.0)  # an explicit value wins
+    assert given == [0.0005, 0.0]
     monkeypatch.setitem(_presets.LARGE_REFERENCE_TRAIN, "early_stopping_min_delta", 1.0)
     assert _epochs_trained(_train_with(small_large_reference)).size == 3
-    # an explicit value wins over the preset's
-    assert _epochs_trained(_train_with(small_large_reference, early_stopping_min_delta=0.0)).size > 3
 
 
 @pytest.mark.parametrize("bad", [-0.01, float("nan"), float("inf"), "0.1", True, [0.1]])
