@@ -102,7 +102,7 @@ def train(args: argparse.Namespace) -> int:
         split="holdout_time" if holdout is not None else "random",
         holdout_time=_maybe_number(holdout),
         early_stopping_patience=args.patience,
-        early_stopping_min_delta=getattr(args, "min_delta", None),
+        early_stopping_min_delta=args.min_delta,
         input_group_lasso=args.input_group_lasso,
         accelerator=args.accelerator,
         **({"enable_progress_bar": False} if args.quiet else {}),  # otherwise: only on a terminal
