@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 
@@ -35,6 +36,23 @@ def _seed():
     yield
     # a test (or a module fixture) that sets the package seed does not change the tests after it
     cmn.settings.seed = None
+
+
+class CountingRows:
+    """A matrix that counts the rows read from it by row positions (as a backed matrix is read from its file)."""
+
+    def __init__(self, X):
+        self.X, self.shape, self.rows_read = X, X.shape, 0
+
+    def __getitem__(self, rows):
+        self.rows_read += np.arange(self.shape[0])[rows].size
+        return self.X[rows]
+
+
+@pytest.fixture
+def counting_rows():
+    """:class:`CountingRows`: wrap a matrix to count how many of its rows a function reads."""
+    return CountingRows
 
 
 @pytest.fixture(scope="session")

@@ -138,49 +138,51 @@ def test_screen_default_size_and_bad_sizes(setup_mdata):
     assert ok.module.encoder.first_layer.in_features == n_genes - 1
 
 
-def test_the_input_screen_and_the_linear_path_share_one_screen_and_one_moments_pass(setup_mdata, monkeypatch):
-    # the closed-form fits before the first epoch read the training cells' genes once for their moments
-    # and screen them once: the networks' input screen and the linear path's gene set share the ranking
+def test_the_fits_before_the_first_epoch_read_the_training_cells_twice(setup_mdata, monkeypatch, counting_rows):
+    # one pass gathers the genes' moments, their per-time sums and their products with the proteins for the screen;
+    # the linear path's gram is the second; the networks' input screen and the linear path share one ranking
     import crossmodalnet.model._fitting as fitting
 
-    calls = {"screen": 0, "moments": []}
-    screen, moments = fitting.screen_ranking, fitting.column_moments
+    X = setup_mdata["rna"].X
+    counted = counting_rows(X)
+    calls = {"screen": 0}
+    originals = {
+        name: getattr(fitting, name) for name in ("gene_pass", "column_moments", "screen_ranking", "ridge_statistics")
+    }
 
-    def counted_screen(*a, **k):
-        calls["screen"] += 1
-        return screen(*a, **k)
+    def counting(name):
+        def call(matrix, *a, **k):
+            calls["screen"] += name == "screen_ranking"
+            return originals[name](counted if matrix is X else matrix, *a, **k)
 
-    def counted_moments(X, *a, **k):
-        calls["moments"].append(X.shape[1])
-        return moments(X, *a, **k)
+        return call
 
-    monkeypatch.setattr(fitting, "screen_ranking", counted_screen)
-    monkeypatch.setattr(fitting, "column_moments", counted_moments)
+    for name in originals:
+        monkeypatch.setattr(fitting, name, counting(name))
     monkeypatch.setattr(fitting, "LINEAR_SCREEN_DEFAULT", 20)  # the linear path's one set: the top 20 of 60 genes
     model = CrossmodalNet(
         setup_mdata, n_latent=8, input_reduction="screen", n_input_features=10, linear_path_genes="screen"
     )
+    assert model.adata_manager.get_from_registry("X") is X
     model.train(max_epochs=1, **TRAIN)
-    n_genes = setup_mdata["rna"].n_vars
-    assert calls["screen"] == 1
-    assert calls["moments"].count(n_genes) == 1  # the genes once (the proteins have their own pass)
     train = np.sort(model.train_indices)
-    X = setup_mdata["rna"].X
-    ranking = screen(X, model._loss_scale_proteins(train), train)
+    assert counted.rows_read == 2 * train.size
+    assert calls["screen"] == 1
+    ranking = originals["screen_ranking"](X, model._loss_scale_proteins(train), train)  # a pass of its own
     np.testing.assert_array_equal(model.module.input_index.numpy(), np.sort(ranking[:10]))
     rec = model.linear_path_genes_
     assert rec["choice"] == "screen20"
     np.testing.assert_array_equal(rec["genes"], np.union1d(ranking[:20], rec["coding_genes"]))
     # the pass's moments are those of the training cells, for gene_moments_ and the input scaling alike
-    mean, sd = (v.astype(np.float32) for v in moments(X, train))
+    mean, sd = (v.astype(np.float32) for v in originals["column_moments"](X, train))
     np.testing.assert_array_equal(model.gene_moments_["mean"], mean)
     np.testing.assert_array_equal(model.gene_moments_["sd"], sd)
-    calls["moments"].clear()
-    scaled = CrossmodalNet(setup_mdata, n_latent=8, standardize_input=True)
+    counted.rows_read = 0
+    scaled = CrossmodalNet(setup_mdata, n_latent=8, standardize_input=True, linear_path=False)
     scaled.train(max_epochs=1, **TRAIN)
-    assert calls["moments"].count(n_genes) == 1
     train = np.sort(scaled.train_indices)
-    mean, sd = (v.astype(np.float32) for v in moments(X, train))
+    assert counted.rows_read == train.size
+    mean, sd = (v.astype(np.float32) for v in originals["column_moments"](X, train))
     np.testing.assert_array_equal(scaled.module.input_mean.numpy(), mean)
     np.testing.assert_array_equal(scaled.module.input_scale.numpy(), np.where(sd > 1e-6, sd, 1.0))
     np.testing.assert_array_equal(scaled.gene_moments_["mean"], mean)

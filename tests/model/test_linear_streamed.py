@@ -112,6 +112,45 @@ def test_dense_sparse_and_chunking_give_one_solution():
         _assert_same(fit, fits[0])
 
 
+def test_one_gene_pass_gives_each_fits_own_pass(counting_rows):
+    # the moments, the ridge's per-time sums and the screen's products from one pass equal those of their own
+    # passes; given the sums, ridge_statistics reads the training cells once and gives the same statistics
+    from crossmodalnet.model._fitting import column_moments, gene_pass, screen_ranking
+
+    X, Y, t = _data(seed=6)
+    tr, va = _split(X.shape[0])
+    Y[:, 2] = 1.5  # a constant protein: no screen products
+    for matrix in (X, X.toarray(), sparse.csc_matrix(X)):
+        one = gene_pass(matrix, tr, t[tr], 4, Y[tr], chunk=33)
+        mean, sd = column_moments(matrix, tr, chunk=33)
+        np.testing.assert_array_equal(one.mean, mean)
+        np.testing.assert_array_equal(one.sd, sd)
+        assert one.screen_cross.shape == (50, 4)
+        for chunk in (33, 4096):
+            reference = screen_ranking(matrix, Y[tr], tr, chunk=chunk)
+            np.testing.assert_array_equal(
+                screen_ranking(matrix, Y[tr], tr, chunk=chunk, x_sd=sd, cross=one.screen_cross), reference
+            )
+        genes = np.arange(3, 48, 2)
+        counted = counting_rows(matrix)
+        given = ridge_statistics(counted, tr, Y[tr], t[tr], 4, genes=genes, time_sums=one.time_sums[:, genes])
+        assert counted.rows_read == tr.size
+        counted.rows_read = 0
+        read = ridge_statistics(counted, tr, Y[tr], t[tr], 4, genes=genes)
+        assert counted.rows_read == 2 * tr.size
+        for a, b in zip(given, read, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        fits = [
+            fit_ridge_from_statistics(s, X_val=matrix, val_rows=va, Y_val=Y[va], t_val=t[va]) for s in (given, read)
+        ]
+        _assert_same(*fits)
+    assert gene_pass(X, tr, t[tr], 4).screen_cross is None
+    with pytest.raises(ValueError, match="time points × genes"):
+        ridge_statistics(X, tr, Y[tr], t[tr], 4, genes=genes, time_sums=one.time_sums)
+    with pytest.raises(ValueError, match="holds NaN"):
+        screen_ranking(X, np.where(np.arange(tr.size)[:, None] % 3 == 0, np.nan, Y[tr]), tr, cross=one.screen_cross)
+
+
 @pytest.mark.parametrize("n_obs", [400, 40])  # 40 cells: fewer training cells than genes (rank-deficient gram)
 def test_gene_subsets_of_one_accumulation_equal_their_own_dense_fit(n_obs):
     X, Y, t = _data(n_obs=n_obs, seed=4)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from ._linear import (
     fit_ridge_from_statistics,
     measured_protein_groups,
     ridge_statistics,
+    time_point_sums,
 )
 from ._presets import linear_standin_genes
 
@@ -49,31 +51,109 @@ def column_moments(X, rows: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, 
     Mean and (population) standard deviation of each column, over its non-NaN values (NaN marks a
     protein a cell did not measure).
     """
-    total = np.zeros(X.shape[1])
-    total_sq = np.zeros(X.shape[1])
-    count = np.zeros(X.shape[1])
+    moments = _Moments(X.shape[1])
     rows = np.sort(rows)
     for start in range(0, rows.size, chunk):
-        block = X[rows[start : start + chunk]]
+        moments.add(X[rows[start : start + chunk]])
+    return moments.result()
+
+
+class _Moments:
+    """Running per-column sums of values and squares over row blocks (NaN: not measured, left out)."""
+
+    def __init__(self, n_columns: int):
+        self.total = np.zeros(n_columns)
+        self.total_sq = np.zeros(n_columns)
+        self.count = np.zeros(n_columns)
+
+    def add(self, block) -> None:
         if sparse.issparse(block):
-            total += np.asarray(block.sum(axis=0)).ravel()
-            total_sq += np.asarray(block.multiply(block).sum(axis=0)).ravel()
-            count += block.shape[0]
-        else:
-            block = np.asarray(block, dtype=np.float64)
-            measured = ~np.isnan(block)
-            if measured.all():
-                total += block.sum(axis=0)
-                total_sq += (block**2).sum(axis=0)
-                count += block.shape[0]
-            else:  # NaN: not measured (proteins of another panel), left out
-                block = np.where(measured, block, 0.0)
-                total += block.sum(axis=0)
-                total_sq += (block**2).sum(axis=0)
-                count += measured.sum(axis=0)
-    count = np.maximum(count, 1)
-    mean = total / count
-    return mean, np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+            self.total += np.asarray(block.sum(axis=0)).ravel()
+            self.total_sq += np.asarray(block.multiply(block).sum(axis=0)).ravel()
+            self.count += block.shape[0]
+            return
+        block = np.asarray(block, dtype=np.float64)
+        measured = ~np.isnan(block)
+        if measured.all():
+            self.total += block.sum(axis=0)
+            self.total_sq += (block**2).sum(axis=0)
+            self.count += block.shape[0]
+        else:  # NaN: not measured (proteins of another panel), left out
+            block = np.where(measured, block, 0.0)
+            self.total += block.sum(axis=0)
+            self.total_sq += (block**2).sum(axis=0)
+            self.count += measured.sum(axis=0)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        count = np.maximum(self.count, 1)
+        mean = self.total / count
+        return mean, np.sqrt(np.maximum(self.total_sq / count - mean**2, 0.0))
+
+
+class GenePass(NamedTuple):
+    """What one pass over the training cells' genes gathers for the closed-form fits (:func:`gene_pass`).
+
+    Attributes
+    ----------
+    mean, sd
+        Mean and population standard deviation of every gene (:func:`column_moments`).
+    time_sums
+        Sums of every gene over the cells of each time point (time points × genes), for the linear
+        path's per-time centring (``time_sums`` of :func:`~crossmodalnet.model._linear.ridge_statistics`).
+    screen_cross
+        The supervised screen's gene × protein products (``cross`` of :func:`screen_ranking`), or ``None``
+        when no proteins were given.
+    """
+
+    mean: np.ndarray
+    sd: np.ndarray
+    time_sums: np.ndarray
+    screen_cross: np.ndarray | None
+
+
+def gene_pass(
+    X, rows: np.ndarray, t: np.ndarray, n_time: int, Y: np.ndarray | None = None, chunk: int = 4096
+) -> GenePass:
+    """The genes' moments, per-time sums and (with ``Y``) screen products, from one pass over row chunks.
+
+    Each result is that of its own pass: :func:`column_moments` and :func:`screen_ranking`'s products
+    exactly, the per-time sums of :func:`~crossmodalnet.model._linear.ridge_statistics`'s first pass up
+    to rounding. The fits before the first epoch so read the training cells twice (this pass and the
+    linear path's gram) where they read them four times, which counts most for a reference on disk.
+
+    Parameters
+    ----------
+    X
+        Cells × genes matrix (dense, sparse or backed).
+    rows
+        Row positions of the training cells (any order; read sorted).
+    t
+        Time code of each cell of ``rows``, in the order of ``rows``.
+    n_time
+        Number of time categories.
+    Y
+        Proteins of the cells ``rows``, in the order of ``rows``, every value measured; ``None``: no screen
+        products.
+    chunk
+        Rows read at once.
+
+    Returns
+    -------
+    The pass's statistics.
+    """
+    order = np.argsort(np.asarray(rows), kind="stable")
+    rows, t = np.asarray(rows)[order], np.asarray(t, dtype=np.int64)[order]
+    targets = None if Y is None else _screen_targets(np.asarray(Y, dtype=np.float64)[order])[0]
+    moments = _Moments(X.shape[1])
+    time_sums = np.zeros((n_time, X.shape[1]))
+    cross = None if targets is None else np.zeros((X.shape[1], targets.shape[1]))
+    for start in range(0, rows.size, chunk):
+        block = X[rows[start : start + chunk]]
+        moments.add(block)
+        time_sums += time_point_sums(block, t[start : start + chunk], n_time)
+        if cross is not None:
+            cross += _block_cross(block, targets[start : start + chunk])
+    return GenePass(*moments.result(), time_sums, cross)
 
 
 def screen_genes(X, Y: np.ndarray, rows: np.ndarray, n_genes: int, chunk: int = 4096) -> np.ndarray:
@@ -94,7 +174,13 @@ def screen_genes(X, Y: np.ndarray, rows: np.ndarray, n_genes: int, chunk: int = 
 
 
 def screen_ranking(
-    X, Y: np.ndarray, rows: np.ndarray, chunk: int = 4096, *, x_sd: np.ndarray | None = None
+    X,
+    Y: np.ndarray,
+    rows: np.ndarray,
+    chunk: int = 4096,
+    *,
+    x_sd: np.ndarray | None = None,
+    cross: np.ndarray | None = None,
 ) -> np.ndarray:
     """Every gene, ordered by the supervised screen: each protein's best genes first.
 
@@ -120,6 +206,9 @@ def screen_ranking(
     x_sd
         Standard deviation of every gene over ``rows`` (:func:`column_moments`), when already known: it
         saves one pass over the rows (used for proteins every cell measured).
+    cross
+        ``screen_cross`` of :func:`gene_pass` over the same ``rows`` and ``Y``, when already known: with
+        ``x_sd``, the ranking then reads nothing from ``X`` (every protein must be measured in every cell).
 
     Returns
     -------
@@ -129,13 +218,15 @@ def screen_ranking(
     order = np.argsort(np.asarray(rows), kind="stable")
     rows, Yr = np.asarray(rows)[order], np.asarray(Y, dtype=np.float64)[order]
     measured = ~np.isnan(Yr)
+    if cross is not None and not measured.all():
+        raise ValueError("`cross` serves proteins every cell measured; `Y` holds NaN.")
     blocks = []
     for proteins in measured_protein_groups(measured):
         cells = measured[:, proteins[0]]
         if cells.any():
             if cells.all():
                 Yg = Yr if proteins.size == Yr.shape[1] else Yr[:, proteins]
-                blocks.append(_screen_correlations(X, rows, Yg, chunk, x_sd=x_sd))
+                blocks.append(_screen_correlations(X, rows, Yg, chunk, x_sd=x_sd, cross=cross))
             else:
                 blocks.append(_screen_correlations(X, rows[cells], Yr[cells][:, proteins], chunk))
     if not blocks or sum(b.shape[1] for b in blocks) == 0:
@@ -149,24 +240,40 @@ def screen_ranking(
     return np.lexsort((np.arange(corr.shape[0]), -best_corr, best_rank))
 
 
-def _screen_correlations(X, rows: np.ndarray, Yr: np.ndarray, chunk: int, x_sd: np.ndarray | None = None) -> np.ndarray:
-    """``|r|`` of every gene (rows of the result) with every non-constant protein of ``Yr`` over the sorted ``rows``.
-
-    ``x_sd``: the genes' standard deviations over ``rows`` if known (otherwise read from ``X``).
-    """
+def _screen_targets(Yr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The non-constant proteins of ``Yr`` centred and scaled to unit sd, and the mask of those proteins."""
     y_sd = Yr.std(axis=0)
     informative = y_sd > 1e-12
+    return (Yr[:, informative] - Yr[:, informative].mean(axis=0)) / y_sd[informative], informative
+
+
+def _block_cross(block, ys: np.ndarray) -> np.ndarray:
+    # ys is centred, so the block need not be: sum_i x_i (y_i - mean y) is the covariance numerator
+    return np.asarray(block.T @ ys) if sparse.issparse(block) else np.asarray(block, dtype=np.float64).T @ ys
+
+
+def _screen_correlations(
+    X,
+    rows: np.ndarray,
+    Yr: np.ndarray,
+    chunk: int,
+    x_sd: np.ndarray | None = None,
+    cross: np.ndarray | None = None,
+) -> np.ndarray:
+    """``|r|`` of every gene (rows of the result) with every non-constant protein of ``Yr`` over the sorted ``rows``.
+
+    ``x_sd``: the genes' standard deviations over ``rows`` if known (otherwise read from ``X``); ``cross``:
+    the genes' products with the scaled proteins if known (:func:`gene_pass`; otherwise read from ``X``).
+    """
+    Ys, informative = _screen_targets(Yr)
     if not informative.any():
         return np.zeros((X.shape[1], 0))
-    Ys = (Yr[:, informative] - Yr[:, informative].mean(axis=0)) / y_sd[informative]
     if x_sd is None:
         _, x_sd = column_moments(X, rows, chunk=chunk)
-    cross = np.zeros((X.shape[1], Ys.shape[1]))
-    for start in range(0, rows.size, chunk):
-        block = X[rows[start : start + chunk]]
-        ys = Ys[start : start + chunk]
-        # Ys is centred, so X need not be: sum_i x_i (y_i - mean y) is the covariance numerator
-        cross += np.asarray(block.T @ ys) if sparse.issparse(block) else np.asarray(block, dtype=np.float64).T @ ys
+    if cross is None:
+        cross = np.zeros((X.shape[1], Ys.shape[1]))
+        for start in range(0, rows.size, chunk):
+            cross += _block_cross(X[rows[start : start + chunk]], Ys[start : start + chunk])
     with np.errstate(divide="ignore", invalid="ignore"):
         corr = np.abs(cross / rows.size / x_sd[:, None])
     corr[~np.isfinite(corr) | (x_sd[:, None] <= 1e-12)] = 0.0
@@ -226,16 +333,23 @@ class TrainingFitMixin:
         module = self.module
         X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         rows = np.sort(np.asarray(train_idx))
-        # one pass over the training cells' genes serves the input scaling, gene_moments_ and the screens
-        gene_mean, gene_sd = column_moments(X, rows)
-        # what the closed-form fits share: the genes' sd over the training cells and (once computed) the screen's
-        # ranking of the genes by the proteins on the loss scale, both over `rows`
-        self._training_fit_cache = {"rows": rows, "gene_sd": gene_sd, "ranking": None}
+        if module.standardize_protein and not bool(module.protein_scaling_fitted):
+            module.fit_protein_scaling(*self._column_moments(REGISTRY_KEYS.PROTEIN_KEY, train_idx))
+        # one pass over the training cells' genes serves the input scaling, gene_moments_, the screens (their
+        # products with the loss-scale proteins, when a screen will run and every protein is measured) and the
+        # linear path's per-time centring
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1).astype(np.int64)
+        Y = self._loss_scale_proteins(rows) if self._screens_before_training() else None
+        fitted = gene_pass(
+            X, rows, codes[rows], len(self.time_categories), None if Y is None or np.isnan(Y).any() else Y
+        )
+        gene_mean, gene_sd = fitted.mean, fitted.sd
+        # what the closed-form fits share, all over `rows`: the pass and (once computed) the screen's ranking of the
+        # genes by the proteins on the loss scale
+        self._training_fit_cache = {"rows": rows, "pass": fitted, "ranking": None}
         try:
             if module.standardize_input and not bool(module.input_scaling_fitted):
                 module.fit_input_scaling(*(torch.as_tensor(v, dtype=torch.float32) for v in (gene_mean, gene_sd)))
-            if module.standardize_protein and not bool(module.protein_scaling_fitted):
-                module.fit_protein_scaling(*self._column_moments(REGISTRY_KEYS.PROTEIN_KEY, train_idx))
             if module.input_reduction is not None and not bool(module.input_reduction_fitted):
                 self._fit_input_reduction(train_idx, seed=seed)
             self.gene_moments_ = {"mean": gene_mean.astype(np.float32), "sd": gene_sd.astype(np.float32)}
@@ -262,8 +376,22 @@ class TrainingFitMixin:
         if not shared:
             return screen_ranking(X, Y, rows)
         if cache["ranking"] is None:
-            cache["ranking"] = screen_ranking(X, Y, rows, x_sd=cache["gene_sd"])
+            cache["ranking"] = screen_ranking(X, Y, rows, x_sd=cache["pass"].sd, cross=cache["pass"].screen_cross)
         return cache["ranking"]
+
+    def _screens_before_training(self) -> bool:
+        """Whether a fit before the first epoch will screen genes (the networks' input or the linear path's sets)."""
+        module = self.module
+        if module.input_reduction == "screen" and not bool(module.input_reduction_fitted):
+            return True
+        return bool(module.linear_path) and not bool(module.linear_path_fitted) and self.linear_path_genes != "all"
+
+    def _shared_time_sums(self, rows: np.ndarray, genes: np.ndarray) -> np.ndarray | None:
+        """Per-time sums of ``genes`` over ``rows`` from the training fit's gene pass, if ``rows`` are its cells."""
+        cache = getattr(self, "_training_fit_cache", None)
+        if cache is None or not np.array_equal(np.sort(np.asarray(rows)), cache["rows"]):
+            return None
+        return cache["pass"].time_sums[:, genes]
 
     def _column_moments(self, registry_key: str, train_idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         X = (
@@ -518,7 +646,9 @@ class TrainingFitMixin:
         streamed = {k: v for k, v in candidates.items() if v.size <= LINEAR_MAX_GRAM_GENES or not all_fits}
         if streamed:
             union = functools.reduce(np.union1d, streamed.values())
-            stats = ridge_statistics(X, train_idx, Y_train, t_train, n_time, genes=union)
+            stats = ridge_statistics(
+                X, train_idx, Y_train, t_train, n_time, genes=union, time_sums=self._shared_time_sums(train_idx, union)
+            )
             for name, genes in streamed.items():
                 *fits[name], errors[name] = fit_ridge_from_statistics(
                     stats,

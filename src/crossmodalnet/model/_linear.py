@@ -190,6 +190,13 @@ def _rows_dense(X, rows: np.ndarray, genes: np.ndarray | None) -> np.ndarray:
     return block.toarray().astype(np.float64) if sparse.issparse(block) else np.asarray(block, dtype=np.float64)
 
 
+def time_point_sums(block, t: np.ndarray, n_time: int) -> np.ndarray:
+    """Sums of the rows of ``block`` (dense or sparse) per time code ``t`` (``n_time`` × columns, float64)."""
+    indicator = sparse.csr_matrix((np.ones(t.size), (t, np.arange(t.size))), shape=(n_time, t.size))
+    sums = indicator @ block
+    return np.asarray(sums.toarray() if sparse.issparse(sums) else sums, dtype=np.float64)
+
+
 def _chunk_rows(n_columns: int, chunk: int | None) -> int:
     return int(chunk) if chunk is not None else int(np.clip(_CHUNK_ELEMENTS // max(n_columns, 1), 64, 8192))
 
@@ -203,10 +210,12 @@ def ridge_statistics(
     *,
     genes: np.ndarray | None = None,
     chunk: int | None = None,
+    time_sums: np.ndarray | None = None,
 ) -> RidgeStatistics:
     """Accumulate the statistics of :func:`fit_ridge_from_statistics` over row chunks of ``X``.
 
-    Two passes over the rows: the first sums genes per time point, the second centres each dense
+    Two passes over the rows: the first sums genes per time point (skipped when ``time_sums`` gives
+    them), the second centres each dense
     chunk of ``genes`` by its time point's mean and adds its ``Xᶜᵀ Xᶜ`` and ``Xᶜᵀ Yᶜ``. Memory is
     ``O(genes² + chunk · genes)`` beside ``X`` itself, whatever the number of rows; centring each
     chunk before the product keeps the gram free of the cancellation of ``XᵀX − n m mᵀ``.
@@ -229,6 +238,10 @@ def ridge_statistics(
         Sorted column positions to accumulate (``None``: every column).
     chunk
         Rows per chunk (``None``: as many as fit 32 MB of dense float64).
+    time_sums
+        Sums of ``genes`` over the rows of each time point (``n_time`` × genes), when already known
+        (:func:`~crossmodalnet.model._fitting.gene_pass` of the same rows and time codes): the rows
+        are then read once.
 
     Returns
     -------
@@ -249,14 +262,17 @@ def ridge_statistics(
     step = _chunk_rows(n_genes, chunk)
 
     counts = np.bincount(t, minlength=n_time)
-    sums = np.zeros((n_time, n_genes))
-    for start in range(0, n, step):
-        block = X[rows[start : start + step]]
-        if genes is not None:
-            block = block[:, genes]
-        tc = t[start : start + step]
-        indicator = sparse.csr_matrix((np.ones(tc.size), (tc, np.arange(tc.size))), shape=(n_time, tc.size))
-        sums += np.asarray((indicator @ block).toarray() if sparse.issparse(block) else indicator @ block)
+    if time_sums is not None:
+        sums = np.asarray(time_sums, dtype=np.float64)
+        if sums.shape != (n_time, n_genes):
+            raise ValueError(f"`time_sums` must be time points × genes {(n_time, n_genes)}, got {sums.shape}.")
+    else:
+        sums = np.zeros((n_time, n_genes))
+        for start in range(0, n, step):
+            block = X[rows[start : start + step]]
+            if genes is not None:
+                block = block[:, genes]
+            sums += time_point_sums(block, t[start : start + step], n_time)
     mean_x = np.tile(sums.sum(axis=0) / n, (n_time, 1))
     mean_y = np.tile(Y.mean(axis=0), (n_time, 1))
     trained = counts > 0
