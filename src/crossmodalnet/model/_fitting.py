@@ -143,7 +143,7 @@ def gene_pass(
     """
     order = np.argsort(np.asarray(rows), kind="stable")
     rows, t = np.asarray(rows)[order], np.asarray(t, dtype=np.int64)[order]
-    targets = None if Y is None else _screen_targets(np.asarray(Y, dtype=np.float64)[order])[0]
+    targets = None if Y is None else _screen_targets(np.asarray(Y, dtype=np.float64)[order])[0]  # the sorted copy freed
     moments = _Moments(X.shape[1])
     time_sums = np.zeros((n_time, X.shape[1]))
     cross = None if targets is None else np.zeros((X.shape[1], targets.shape[1]))
@@ -244,7 +244,10 @@ def _screen_targets(Yr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The non-constant proteins of ``Yr`` centred and scaled to unit sd, and the mask of those proteins."""
     y_sd = Yr.std(axis=0)
     informative = y_sd > 1e-12
-    return (Yr[:, informative] - Yr[:, informative].mean(axis=0)) / y_sd[informative], informative
+    Ys = Yr[:, informative]  # a copy, scaled in place (cells × proteins can be hundreds of MB)
+    Ys -= Ys.mean(axis=0)
+    Ys /= y_sd[informative]
+    return Ys, informative
 
 
 def _block_cross(block, ys: np.ndarray) -> np.ndarray:
@@ -340,9 +343,9 @@ class TrainingFitMixin:
         # linear path's per-time centring
         codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.TIME_KEY).reshape(-1).astype(np.int64)
         Y = self._loss_scale_proteins(rows) if self._screens_before_training() else None
-        fitted = gene_pass(
-            X, rows, codes[rows], len(self.time_categories), None if Y is None or np.isnan(Y).any() else Y
-        )
+        Y = None if Y is None or np.isnan(Y).any() else Y
+        fitted = gene_pass(X, rows, codes[rows], len(self.time_categories), Y)
+        del Y  # cells × proteins in float64: not held while the linear path makes its own
         gene_mean, gene_sd = fitted.mean, fitted.sd
         # what the closed-form fits share, all over `rows`: the pass and (once computed) the screen's ranking of the
         # genes by the proteins on the loss scale
