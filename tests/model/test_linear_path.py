@@ -282,3 +282,40 @@ def test_saliency_of_ridge_only_model_is_the_ridge_weight(setup_mdata):
     # d(prediction_j)/d(x_g) = W[g, j] * scale_j for every cell
     expected = setup_mdata.n_obs * m.linear_weight.double().numpy()[:, :3] * m.protein_scale.double().numpy()[:3]
     np.testing.assert_allclose(sal.to_numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_linear_path_reads_only_its_genes_and_keeps_that_through_a_state_dict():
+    """A linear path on a gene subset multiplies those columns only; the result is ``x W`` on every input."""
+    import pickle
+
+    n_genes, n_prot = 40, 3
+    rng = np.random.default_rng(0)
+    genes = np.array([1, 7, 8, 30])
+    weight = torch.zeros(n_genes, n_prot)
+    weight[genes] = torch.as_tensor(rng.normal(size=(genes.size, n_prot)), dtype=torch.float32)
+    intercept = torch.as_tensor(rng.normal(size=(2, n_prot)), dtype=torch.float32)
+    m = CrossmodalModule(n_genes, n_prot, [2], n_latent=4, linear_path=True)
+    assert m.linear_genes is None  # unfitted: the full product (of zeros)
+    m.fit_linear_path(weight, intercept, 1.0)
+    np.testing.assert_array_equal(m.linear_genes.numpy(), genes)
+    x = torch.as_tensor(rng.poisson(1.0, size=(6, n_genes)), dtype=torch.float32)
+    t = torch.eye(2)[[0, 1, 0, 1, 1, 0]]
+    expected = x.double() @ weight.double() + t.double() @ intercept.double()
+    torch.testing.assert_close(m.linear_prediction(x, t).double(), expected, rtol=1e-6, atol=1e-6)
+    # a sparse mini-batch multiplies the full weight (its zero rows cost nothing there)
+    torch.testing.assert_close(m.linear_prediction(x.to_sparse_csr(), t).double(), expected, rtol=1e-6, atol=1e-6)
+    # the gene positions are not saved but follow the weight: a fresh module loading the state dict, a pickled copy
+    assert "linear_genes" not in m.state_dict()
+    loaded = CrossmodalModule(n_genes, n_prot, [2], n_latent=4, linear_path=True)
+    loaded.load_state_dict(m.state_dict())
+    copy = pickle.loads(pickle.dumps(m))
+    for other in (loaded, copy):
+        np.testing.assert_array_equal(other.linear_genes.numpy(), genes)
+        torch.testing.assert_close(other.linear_prediction(x, t), m.linear_prediction(x, t), rtol=0, atol=0)
+    # a weight on every gene keeps the full product, bit for bit
+    m.fit_linear_path(weight + 0.5, intercept, 1.0)
+    assert m.linear_genes is None
+    torch.testing.assert_close(m.linear_prediction(x, t), x @ (weight + 0.5) + t @ intercept, rtol=0, atol=0)
+    # and loading a state dict with a subset again restores the subset
+    m.load_state_dict(loaded.state_dict())
+    np.testing.assert_array_equal(m.linear_genes.numpy(), genes)

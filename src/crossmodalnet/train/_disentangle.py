@@ -408,7 +408,7 @@ class _StateGeometry:
         components = torch.as_tensor(self.pca.components_, dtype=dense.dtype, device=dense.device)
         blocks = [(dense - mean) @ components.T]
         if self.module.linear_path:
-            blocks.append(dense @ self.module.linear_weight)
+            blocks.append(self.module.linear_product(dense))
         return blocks
 
     def _scaled(self, x: torch.Tensor) -> torch.Tensor:
