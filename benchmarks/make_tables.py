@@ -723,6 +723,12 @@ def _memory_rate(rows: list[dict[str, str]], r: dict[str, str]) -> float | None:
     return max((_f(x["cells_per_s"]) or 0.0) for x in same) if same else None
 
 
+def _bare_rate(r: dict) -> str:
+    """A training row's epoch throughput against the bare torch loop of the same run, when it was measured."""
+    ratio = _f(r.get("epoch_vs_bare", ""))
+    return f" ({ratio:.2f}× a bare torch loop's throughput)" if ratio is not None else ""
+
+
 def scale_lead() -> str:
     train = _train_ok(read("scale_train.csv"))
     atlas_all = read("scale_atlas.csv")
@@ -752,7 +758,7 @@ def scale_lead() -> str:
                 f"{_int(r['n_obs'])} × {_int(r['n_genes'])}",
                 _gb(r["peak_rss_gb"], "GB"),
                 time_text,
-                f"{r['epoch_s']} s per epoch",
+                f"{r['epoch_s']} s per epoch" + _bare_rate(r),
             ]
         )
     for r in atlas:

@@ -438,8 +438,10 @@ def main(argv=None) -> dict:
         after.update(_test_accuracy(model, pred.to_numpy()))
         del pred
     epochs = [e - s for s, e in zip(timer.starts[:n_main], timer.ends[:n_main], strict=False)]
-    # the same epochs without their validation pass: what the bare loop (no validation) is compared with
+    # the same epochs without their validation pass: what the bare loop (no validation) is compared with; like the
+    # bare loop's, they leave the first epoch out (warm-up: first allocations, the loader's start) when there are more
     train_only = [t - v for t, v in zip(epochs, timer.validation, strict=False)]
+    train_only = train_only[1:] if len(train_only) > 1 else train_only
     rec = model.linear_path_genes_ or {}
     row = {
         "commit": commit,
