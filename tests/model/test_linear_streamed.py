@@ -10,6 +10,7 @@ from mudata import MuData
 from scipy import linalg, sparse
 
 import crossmodalnet.model._fitting as fitting
+import crossmodalnet.model._linear as _linear
 from crossmodalnet.model import CrossmodalNet, _presets
 from crossmodalnet.model._linear import LINEAR_ALPHA_GRID, fit_ridge_from_statistics, ridge_statistics
 
@@ -112,6 +113,33 @@ def test_dense_sparse_and_chunking_give_one_solution():
         _assert_same(fit, fits[0])
 
 
+@pytest.mark.parametrize("density", [0.3, 0.02])
+def test_sparse_products_and_the_dense_route_give_one_gram(monkeypatch, density):
+    """Few non-zeros: the gram comes from sparse products centred at the end, as the centred dense chunks give it."""
+    X, Y, t = _data(n_obs=600, n_genes=60, density=density, seed=7)
+    sparse_route = X.nnz <= _linear.SPARSE_GRAM_DENSITY * np.prod(X.shape)
+    assert sparse_route == (density < 0.05)
+    routes = []
+    decide = _linear._sparse_products
+    monkeypatch.setattr(_linear, "_sparse_products", lambda block: routes.append(decide(block)) or routes[-1])
+    tr, va = _split(X.shape[0])
+    dense = X.toarray().astype(np.float64)
+    by_route = {}
+    for name, matrix in (("sparse", X), ("dense", dense)):
+        for chunk in (37, None):
+            by_route[name, chunk] = ridge_statistics(matrix, tr, Y[tr], t[tr], 4, chunk=chunk)
+    # the first chunk decides, once per accumulation; a dense matrix never takes the sparse products
+    assert routes == [sparse_route, sparse_route, False, False]
+    reference = by_route["dense", 37]
+    scale = np.abs(reference.gram).max()
+    for stats in by_route.values():
+        np.testing.assert_allclose(stats.gram, reference.gram, rtol=1e-10, atol=1e-12 * scale)
+        np.testing.assert_allclose(stats.cross, reference.cross, rtol=1e-10, atol=1e-12 * np.abs(reference.cross).max())
+        np.testing.assert_array_equal(stats.gram, stats.gram.T)
+    fit = fit_ridge_from_statistics(by_route["sparse", None], X_val=X, val_rows=va, Y_val=Y[va], t_val=t[va])
+    _assert_same(fit, _reference_ridge(dense[tr], Y[tr], t[tr], 4, dense[va], Y[va], t[va]))
+
+
 def test_one_gene_pass_gives_each_fits_own_pass(counting_rows):
     # the moments, the ridge's per-time sums and the screen's products from one pass equal those of their own
     # passes; given the sums, ridge_statistics reads the training cells once and gives the same statistics
@@ -176,8 +204,8 @@ def test_gene_subsets_of_one_accumulation_equal_their_own_dense_fit(n_obs):
             _assert_same(fit, ref)
 
 
-def _mdata(n_obs=300, n_genes=80, seed=5) -> MuData:
-    X, Y, t = _data(n_obs=n_obs, n_genes=n_genes, n_prot=4, seed=seed)
+def _mdata(n_obs=300, n_genes=80, seed=5, density=0.3) -> MuData:
+    X, Y, t = _data(n_obs=n_obs, n_genes=n_genes, n_prot=4, seed=seed, density=density)
     rna = ad.AnnData(X)
     rna.var_names = [f"g{i}" for i in range(n_genes)]
     rna.obs["time"] = t.astype(float)
@@ -218,9 +246,10 @@ def _reference_choice(model, mdata):
     return fits
 
 
+@pytest.mark.parametrize("density", [0.3, 0.02])  # the gram from centred dense chunks, or from sparse products
 @pytest.mark.parametrize("validation", [True, False])
-def test_model_linear_path_equals_dense_reference(validation):
-    mdata = _mdata()
+def test_model_linear_path_equals_dense_reference(validation, density):
+    mdata = _mdata(density=density)
     if validation:
         model = _model(mdata)
     else:

@@ -152,6 +152,12 @@ LINEAR_RANK_TOL = 1e-10
 _CHUNK_ELEMENTS = 1 << 22
 """Dense elements (float64) of one row chunk of the streamed statistics (32 MB)."""
 
+SPARSE_GRAM_DENSITY = 0.05
+"""Largest fraction of non-zeros in the first row chunk for which :func:`ridge_statistics` forms the gram from
+sparse products (``Xᵀ X`` of each chunk, centred once at the end); denser chunks are densified, centred and
+multiplied by BLAS. On 2,048 genes, sparse products took a quarter of the time of the dense route at 5 % non-zeros
+and more than it from about 8 %."""
+
 
 class RidgeStatistics(NamedTuple):
     """Sufficient statistics of the linear path's ridge regression, accumulated over row chunks.
@@ -182,12 +188,20 @@ class RidgeStatistics(NamedTuple):
     yy: float
 
 
-def _rows_dense(X, rows: np.ndarray, genes: np.ndarray | None) -> np.ndarray:
-    """Rows ``rows`` (sorted) of ``X`` restricted to ``genes``, as a dense float64 array."""
+def _rows_of(X, rows: np.ndarray, genes: np.ndarray | None):
+    """Rows ``rows`` (sorted) of ``X`` restricted to ``genes``, sparse or dense as ``X`` gives them."""
     block = X[rows]
-    if genes is not None:
-        block = block[:, genes]
+    return block if genes is None else block[:, genes]
+
+
+def _as_dense(block) -> np.ndarray:
+    """A row chunk as a dense float64 array."""
     return block.toarray().astype(np.float64) if sparse.issparse(block) else np.asarray(block, dtype=np.float64)
+
+
+def _sparse_products(block) -> bool:
+    """Whether the gram is formed from sparse products: a sparse chunk with few non-zeros (see ``SPARSE_GRAM_DENSITY``)."""
+    return sparse.issparse(block) and block.nnz <= SPARSE_GRAM_DENSITY * block.shape[0] * block.shape[1]
 
 
 def time_point_sums(block, t: np.ndarray, n_time: int) -> np.ndarray:
@@ -215,10 +229,12 @@ def ridge_statistics(
     """Accumulate the statistics of :func:`fit_ridge_from_statistics` over row chunks of ``X``.
 
     Two passes over the rows: the first sums genes per time point (skipped when ``time_sums`` gives
-    them), the second centres each dense
-    chunk of ``genes`` by its time point's mean and adds its ``Xᶜᵀ Xᶜ`` and ``Xᶜᵀ Yᶜ``. Memory is
-    ``O(genes² + chunk · genes)`` beside ``X`` itself, whatever the number of rows; centring each
-    chunk before the product keeps the gram free of the cancellation of ``XᵀX − n m mᵀ``.
+    them), the second adds each chunk's ``Xᶜᵀ Xᶜ`` and ``Xᶜᵀ Yᶜ`` (``Xᶜ``: ``genes`` centred by their
+    time point's mean). A dense chunk, or a sparse one with more than ``SPARSE_GRAM_DENSITY`` non-zeros
+    (judged on the first chunk), is densified and centred before the product, which keeps the gram free
+    of the cancellation of ``XᵀX − n m mᵀ``; sparser chunks add their sparse ``XᵀX``, centred once at
+    the end (in float64, for log-normalised counts, agreeing with the dense route to about 1e-12).
+    Memory is ``O(genes² + chunk · genes)`` beside ``X`` itself, whatever the number of rows.
 
     Parameters
     ----------
@@ -283,12 +299,31 @@ def ridge_statistics(
 
     gram = np.zeros((n_genes, n_genes), order="F")
     cross = np.zeros((n_genes, Y.shape[1]))
-    for start in range(0, n, step):
-        block = _rows_dense(X, rows[start : start + step], genes)
-        block -= mean_x[t[start : start + step]]
-        # upper triangle of gram += blockᵀ block (block.T is Fortran-ordered: no copy)
-        gram = linalg.blas.dsyrk(1.0, block.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=True)
-        cross += block.T @ Yc[start : start + step]
+    start, products = 0, "dense"
+    while start < n:
+        block = _rows_of(X, rows[start : start + step], genes)
+        stop = start + block.shape[0]
+        if start == 0 and _sparse_products(block):
+            # sparse chunks: Σ x xᵀ over the chunks' non-zeros, centred once at the end; as many rows per chunk as
+            # hold about the dense chunk's number of elements in non-zeros
+            products = "sparse"
+            if chunk is None:
+                step = int(np.clip(_CHUNK_ELEMENTS * block.shape[0] // max(block.nnz, 1), step, 1 << 16))
+        if products == "sparse":
+            block = sparse.csr_matrix(block, dtype=np.float64)
+            gram += (block.T.tocsr() @ block).toarray()
+            # Σ x ycᵀ equals Σ (x - m_t) ycᵀ: yc sums to zero within each time point
+            cross += block.T @ Yc[start:stop]
+        else:
+            block = _as_dense(block)
+            block -= mean_x[t[start:stop]]
+            # upper triangle of gram += blockᵀ block (block.T is Fortran-ordered: no copy)
+            gram = linalg.blas.dsyrk(1.0, block.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=True)
+            cross += block.T @ Yc[start:stop]
+        start = stop
+    if products == "sparse":
+        # Σ (x - m_t)(x - m_t)ᵀ = Σ x xᵀ - Σ_t s_t s_tᵀ / n_t, with s_t the sum of x over time point t's rows
+        gram -= sums[trained].T @ (sums[trained] / counts[trained, None])
     gram = np.triu(gram) + np.triu(gram, 1).T
     return RidgeStatistics(
         genes=np.arange(X.shape[1]) if genes is None else genes,
