@@ -706,8 +706,13 @@ def _newest(rows: list[dict[str, str]], key: Callable[[dict[str, str]], tuple]) 
 
 def _train_ok(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     current = [r for r in rows if (r.get("status") or "ok") == "ok" and (r.get("code") or "streamed") != "before"]
-    current = _newest(current, lambda r: (_f(r["n_obs"]), _f(r["n_genes"]), r.get("data") or "in memory"))
-    return sorted(current, key=lambda r: (_f(r["n_obs"]) or 0, _f(r["n_genes"]) or 0, r.get("data") or ""))
+    current = _newest(current, lambda r: (_f(r["n_obs"]), _f(r["n_genes"]), _in_memory_or_backed(r)))
+    return sorted(current, key=lambda r: (_f(r["n_obs"]) or 0, _f(r["n_genes"]) or 0, _in_memory_or_backed(r)))
+
+
+def _in_memory_or_backed(r: dict[str, str]) -> str:
+    """Where a training row's data was: generated data (and rows from before the column) were in memory."""
+    return "backed" if r.get("data") == "backed" else "in memory"
 
 
 def _atlas_ok(rows: list[dict[str, str]]) -> list[dict[str, str]]:
