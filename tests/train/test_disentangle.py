@@ -213,31 +213,41 @@ def test_continued_call_that_keeps_its_start_skips_the_phase(norm_mdata):
 
 @pytest.mark.slow
 def test_basal_latent_hides_a_planted_time_effect():
-    """On cells not trained on, a linear probe reads planted time far less from the basal latent after the phase."""
+    """On cells not trained on, a linear probe reads planted time far less from the basal latent after the phase.
+
+    Balanced accuracies over 180 test cells move in steps of about 0.017, and one seed's gap between the
+    default phase and none moved from 0.17 to exactly 0.10 between the newest and the oldest supported stack
+    (seed 0), so the gaps are asserted on the mean of two seeds (data, split and model).
+    """
     import anndata as ad
     import scvi
 
-    scores = {}
-    for name, epochs, n_clusters in (("none", 0, None), ("unconditional", 50, 0), ("default", 50, None)):
-        scvi.settings.seed = 0
-        torch.manual_seed(0)
-        mdata = cmn.datasets.synthetic_cite(n_obs=600, n_genes=200, n_proteins=10, time_effect=3.0, rng=0)
-        CrossmodalNet.setup_mudata(mdata, time_key="time")
-        model = CrossmodalNet(mdata, n_latent=64)
-        kwargs = {} if n_clusters is None else {"disentangle_kwargs": {"n_clusters": n_clusters}}
-        model.train(disentangle_epochs=epochs, train_size=0.6, validation_size=0.1, **kwargs, **TRAIN)
-        test = np.asarray(model.test_indices)
-        adata = ad.AnnData(np.zeros((test.size, 1), dtype=np.float32))
-        adata.obs["time"] = mdata.obs["time"].astype(str).to_numpy()[test]
-        adata.obsm["X"] = model.get_latent_representation(mdata)[test]
-        cmn.tl.covariate_probe(adata, key="time", obsm_key="X", key_added="probe")
-        scores[name] = adata.uns["probe"]["balanced_accuracy"]
-    assert scores["none"] > 0.7  # without the phase (measured 0.78)
-    # chance 1/3; measured 0.49 (the planted cell-state proportions drift with time, so some stays readable)
-    assert scores["unconditional"] < 0.55
-    assert scores["unconditional"] < scores["none"] - 0.2
+    scores = {"none": [], "unconditional": [], "default": []}
+    for seed in (0, 1):
+        for name, epochs, n_clusters in (("none", 0, None), ("unconditional", 50, 0), ("default", 50, None)):
+            scvi.settings.seed = seed
+            torch.manual_seed(seed)
+            mdata = cmn.datasets.synthetic_cite(n_obs=600, n_genes=200, n_proteins=10, time_effect=3.0, rng=seed)
+            CrossmodalNet.setup_mudata(mdata, time_key="time")
+            model = CrossmodalNet(mdata, n_latent=64)
+            kwargs = {} if n_clusters is None else {"disentangle_kwargs": {"n_clusters": n_clusters}}
+            model.train(disentangle_epochs=epochs, train_size=0.6, validation_size=0.1, **kwargs, **TRAIN)
+            test = np.asarray(model.test_indices)
+            adata = ad.AnnData(np.zeros((test.size, 1), dtype=np.float32))
+            adata.obs["time"] = mdata.obs["time"].astype(str).to_numpy()[test]
+            adata.obsm["X"] = model.get_latent_representation(mdata)[test]
+            cmn.tl.covariate_probe(adata, key="time", obsm_key="X", key_added="probe")
+            scores[name].append(adata.uns["probe"]["balanced_accuracy"])
+    mean = {name: float(np.mean(values)) for name, values in scores.items()}
+    # measured (seeds 0 and 1; newest stack / oldest): none 0.78, 0.86 / 0.77, 0.86; unconditional 0.49, 0.52 /
+    # 0.51, 0.54; default 0.61, 0.65 / 0.67, 0.67
+    assert min(scores["none"]) > 0.7  # without the phase, time is readable on every seed
+    # chance 1/3 (the planted cell-state proportions drift with time, so some stays readable)
+    assert mean["unconditional"] < 0.55
+    assert mean["unconditional"] < mean["none"] - 0.2
     # the default (conditional) phase keeps what the drifting cell-state proportions tell about time
-    assert scores["default"] < scores["none"] - 0.1
+    assert mean["default"] < mean["none"] - 0.1
+    assert all(d < n for d, n in zip(scores["default"], scores["none"], strict=True))
 
 
 def test_mmd_phase_moves_the_encoder_only_and_lowers_the_term(small_model):
