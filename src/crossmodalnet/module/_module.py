@@ -241,7 +241,21 @@ class CrossmodalModule(BaseModuleClass):
         """``x W`` of the linear path: on a dense ``x``, over the genes with a non-zero weight only.
 
         The linear path often uses a screened subset of the genes (e.g. 2,048 of 20,000): the product
-        then reads those columns of ``x`` instead of multiplying all genes by zero rows.
+        then reads those columns of ``x`` instead of multiplying all genes by zero rows. The columns
+        (``linear_genes``) are set by :meth:`fit_linear_path` and by loading a state dict, the two ways
+        the weight is meant to change; a weight written in place otherwise should be followed by
+        either.
+
+        Parameters
+        ----------
+        x
+            Registered expression of a mini-batch (cells × genes), dense or sparse CSR, before any
+            input scaling or reduction.
+
+        Returns
+        -------
+        torch.Tensor
+            Cells × proteins, on the loss scale (without the time intercepts).
         """
         if x.layout != torch.strided:
             return torch.sparse.mm(x, self.linear_weight)
