@@ -299,17 +299,17 @@ def ridge_statistics(
 
     gram = np.zeros((n_genes, n_genes), order="F")
     cross = np.zeros((n_genes, Y.shape[1]))
-    start, products = 0, "dense"
+    start, sparse_products = 0, False
     while start < n:
         block = _rows_of(X, rows[start : start + step], genes)
         stop = start + block.shape[0]
         if start == 0 and _sparse_products(block):
             # sparse chunks: Σ x xᵀ over the chunks' non-zeros, centred once at the end; as many rows per chunk as
             # hold about the dense chunk's number of elements in non-zeros
-            products = "sparse"
+            sparse_products = True
             if chunk is None:
                 step = int(np.clip(_CHUNK_ELEMENTS * block.shape[0] // max(block.nnz, 1), step, 1 << 16))
-        if products == "sparse":
+        if sparse_products:
             block = sparse.csr_matrix(block, dtype=np.float64)
             gram += (block.T.tocsr() @ block).toarray()
             # Σ x ycᵀ equals Σ (x - m_t) ycᵀ: yc sums to zero within each time point
@@ -321,7 +321,7 @@ def ridge_statistics(
             gram = linalg.blas.dsyrk(1.0, block.T, beta=1.0, c=gram, trans=0, lower=0, overwrite_c=True)
             cross += block.T @ Yc[start:stop]
         start = stop
-    if products == "sparse":
+    if sparse_products:
         # Σ (x - m_t)(x - m_t)ᵀ = Σ x xᵀ - Σ_t s_t s_tᵀ / n_t, with s_t the sum of x over time point t's rows
         gram -= sums[trained].T @ (sums[trained] / counts[trained, None])
     gram = np.triu(gram) + np.triu(gram, 1).T
