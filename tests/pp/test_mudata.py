@@ -28,6 +28,25 @@ def test_to_mudata_rejects(raw_mdata):
         cmn.pp.to_mudata(adata)
 
 
+def test_to_mudata_names_the_fix_for_a_lazily_read_anndata(raw_mdata, tmp_path):
+    import anndata as ad
+    import h5py
+
+    path = tmp_path / "atlas.h5ad"
+    raw_mdata["rna"].write_h5ad(path)
+    with h5py.File(path, "r") as f:
+        lazy = ad.experimental.read_lazy(f)
+        with pytest.raises(TypeError, match=r"adata.obs.*read_lazy.*read_elem_lazy"):
+            cmn.pp.to_mudata(lazy)
+        # the fix the message gives: only the matrix lazy
+        fixed = ad.AnnData(
+            X=ad.experimental.read_elem_lazy(f["X"]), obs=ad.io.read_elem(f["obs"]), var=ad.io.read_elem(f["var"])
+        )
+        mdata = cmn.pp.to_mudata(fixed)
+        assert mdata.shape == raw_mdata["rna"].shape
+        assert list(mdata.obs_names) == list(raw_mdata["rna"].obs_names)
+
+
 def _with_isotypes(norm_mdata):
     """``norm_mdata`` whose last two proteins are isotype controls named as in ECCITE-seq."""
     mdata = norm_mdata.copy()

@@ -43,9 +43,19 @@ def to_mudata(adata: AnnData, *, rna_key: str = DEFAULT_RNA_KEY) -> MuData:
     """
     import anndata as ad
     import mudata as md
+    import pandas as pd
 
     if not isinstance(adata, ad.AnnData):
         raise TypeError(f"cmn.pp.to_mudata: expected an AnnData, got {type(adata).__name__}.")
+    lazy = [name for name in ("obs", "var") if not isinstance(getattr(adata, name), pd.DataFrame)]
+    if lazy:  # anndata.experimental.read_lazy: mudata needs obs and var as DataFrames
+        raise TypeError(
+            f"cmn.pp.to_mudata: `adata.{lazy[0]}` is a {type(getattr(adata, lazy[0])).__name__}, not a pandas "
+            "DataFrame (an AnnData from `anndata.experimental.read_lazy`), which mudata cannot wrap. Keep only the "
+            "matrix lazy: `ad.AnnData(X=ad.experimental.read_elem_lazy(f['X']), obs=ad.io.read_elem(f['obs']), "
+            "var=ad.io.read_elem(f['var']))` with `f = h5py.File(path)` or `zarr.open_group(path)` (docs page "
+            "*Past one machine*)."
+        )
     if not adata.obs_names.is_unique:
         raise ValueError("cmn.pp.to_mudata: `adata.obs_names` are not unique; run `adata.obs_names_make_unique()`.")
     mdata = md.MuData({rna_key: adata})
