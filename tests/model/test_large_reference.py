@@ -17,6 +17,9 @@ from crossmodalnet.model._presets import (
     LARGE_REFERENCE_MIN_GENES,
     LARGE_REFERENCE_TRAIN,
     TRAIN_PRESETS,
+    WIDE_INPUT_CELLS,
+    WIDE_INPUT_FEATURES,
+    default_input_features,
     is_large_reference,
     linear_standin_genes,
     resolve_input_reduction,
@@ -73,14 +76,30 @@ def test_rule():
     assert linear_standin_genes("default", 19_999) == 4_096
     assert linear_standin_genes("default", 20_000, limit=1_000) == 1_000
     assert linear_standin_genes("paper", 10**6) == 4_096
+    # the networks' screened genes widen from WIDE_INPUT_CELLS, only where the preset chose the screen
+    assert (WIDE_INPUT_CELLS, WIDE_INPUT_FEATURES) == (100_000, 1_024)
+    assert default_input_features("default", "screen", 100_000, auto=True) == 1_024
+    assert default_input_features("default", "screen", 99_999, auto=True) == 256
+    assert default_input_features("default", "screen", 100_000, auto=False) == 256
+    assert default_input_features("paper", "screen", 10**6, auto=True) == 256
+    assert default_input_features("default", "svd", 10**6, auto=True) == 256
+    assert default_input_features("default", "hvg", 10**6, auto=False) == 2_000
+    assert default_input_features("default", None, 10**6, auto=True) is None
 
 
 @pytest.mark.parametrize(("n_obs", "expected"), [(LARGE_REFERENCE_CELLS, "screen"), (LARGE_REFERENCE_CELLS - 1, None)])
-def test_the_registered_cells_decide_the_networks_input(n_obs, expected):
+def test_the_registered_cells_decide_the_networks_input(n_obs, expected, monkeypatch):
     mdata = _registered(n_obs, LARGE_REFERENCE_MIN_GENES + 1)
     model = CrossmodalNet(mdata, n_latent=8)
     assert model.module.input_reduction == expected
     assert model.module.n_features == (256 if expected else LARGE_REFERENCE_MIN_GENES + 1)
+    # from WIDE_INPUT_CELLS registered cells, the screen keeps WIDE_INPUT_FEATURES genes
+    monkeypatch.setattr(_presets, "WIDE_INPUT_CELLS", n_obs)
+    wide = CrossmodalNet(mdata, n_latent=8)
+    assert wide.module.n_features == (WIDE_INPUT_FEATURES if expected else LARGE_REFERENCE_MIN_GENES + 1)
+    assert ("input screen → 1024 features" in repr(wide)) == (expected == "screen")
+    assert CrossmodalNet(mdata, n_latent=8, input_reduction="screen").module.n_features == 256  # asked for: 256
+    monkeypatch.undo()
     assert model.init_params_["non_kwargs"]["input_reduction"] == expected  # saved resolved, never "auto"
     assert (("input screen → 256 features") in repr(model)) == (expected == "screen")
     # the paper preset and an explicit None keep every gene
@@ -105,9 +124,14 @@ def small_large_reference(setup_mdata, monkeypatch):
     return setup_mdata
 
 
-def test_large_reference_trains_with_the_schedule_and_reloads(small_large_reference, tmp_path):
+@pytest.mark.parametrize("wide", [False, True])
+def test_large_reference_trains_with_the_schedule_and_reloads(small_large_reference, tmp_path, monkeypatch, wide):
+    if wide:  # the reference is also past the bound of the wider screen
+        monkeypatch.setattr(_presets, "WIDE_INPUT_CELLS", 150)
+        monkeypatch.setattr(_presets, "WIDE_INPUT_FEATURES", 24)
     model = CrossmodalNet(small_large_reference, n_latent=8)
-    assert (model.module.input_reduction, model.module.n_features) == ("screen", 16)
+    assert (model.module.input_reduction, model.module.n_features) == ("screen", 24 if wide else 16)
+    assert model.init_params_["non_kwargs"]["n_input_features"] == (24 if wide else 16)  # saved resolved
     model.train(max_epochs=40, batch_size=64, early_stopping_patience=30, **{**TRAIN, "disentangle_epochs": 2})
     assert model.split_["disentangle"]["tolerance"] == 0.002  # the large reference's tolerance
     lr = model.history_["lr"]["lr"].to_numpy()
@@ -117,8 +141,9 @@ def test_large_reference_trains_with_the_schedule_and_reloads(small_large_refere
     assert lr[-1] < 1e-3  # 40 epochs on 200 cells plateau
     # the resolved choice is saved: the reloaded model is the same model
     model.save(tmp_path / "m")
+    monkeypatch.undo()  # the bounds back to their values, which this 200-cell reference is below
     loaded = CrossmodalNet.load(tmp_path / "m", small_large_reference)
-    assert loaded.module.input_reduction == "screen"
+    assert (loaded.module.input_reduction, loaded.module.n_features) == ("screen", 24 if wide else 16)
     for k, v in model.module.state_dict().items():
         assert torch.equal(v, loaded.module.state_dict()[k]), k
     np.testing.assert_array_equal(model.predict_protein().to_numpy(), loaded.predict_protein().to_numpy())

@@ -43,7 +43,7 @@ from ._inference import BatchedInferenceMixin
 from ._presets import (
     LINEAR_PATH_GENES,
     MONITORS,
-    N_INPUT_FEATURES,
+    default_input_features,
     resolve_input_reduction,
     resolve_preset,
     train_settings,
@@ -153,11 +153,13 @@ class CrossmodalNet(
         training cells. Fewer input features shrink the first layer (the largest) and speed up
         training on 10⁴–10⁵ genes. ``None``: all genes, as in the paper. ``"auto"`` (default): the
         preset's choice, which is all genes except with the ``"default"`` preset on a large reference (at
-        least 20,000 registered cells, more than 1,024 genes), where it is ``"screen"`` with 256 genes
-        (docs page *Scale*, "Large references"). The resolved choice is what the model saves.
+        least 20,000 registered cells, more than 1,024 genes), where it is ``"screen"`` with 256 genes,
+        1,024 from 100,000 registered cells (docs page *Scale*, "Large references"). The resolved choice
+        is what the model saves.
     n_input_features
-        Features kept by ``input_reduction``: default 2,000 for ``"hvg"``, 256 for ``"screen"`` and
-        256 for ``"svd"``. It must be between 1 and the number of genes - 1.
+        Features kept by ``input_reduction``: default 2,000 for ``"hvg"``, 256 for ``"screen"`` (1,024
+        when ``"auto"`` chooses the screen for a reference of at least 100,000 cells) and 256 for
+        ``"svd"``. It must be between 1 and the number of genes - 1.
     standardize_protein
         Train on proteins centred and scaled by their mean and standard deviation over the
         training cells (fitted at the first :meth:`train` call, saved with the model). The losses
@@ -271,11 +273,11 @@ class CrossmodalNet(
         super().__init__(mdata, registry=registry)
         _apply_seed()  # the initial weights
         self.preset = preset
-        input_reduction = resolve_input_reduction(
-            preset, input_reduction, self.summary_stats["n_cells"], self.summary_stats["n_vars"]
-        )
-        if input_reduction is not None and n_input_features is None:
-            n_input_features = N_INPUT_FEATURES.get(input_reduction)
+        auto = input_reduction == "auto"
+        n_cells = self.summary_stats["n_cells"]
+        input_reduction = resolve_input_reduction(preset, input_reduction, n_cells, self.summary_stats["n_vars"])
+        if n_input_features is None:
+            n_input_features = default_input_features(preset, input_reduction, n_cells, auto=auto)
         n_time = self.summary_stats[f"n_{REGISTRY_KEYS.TIME_KEY}"]
         n_batch = self.summary_stats[f"n_{REGISTRY_KEYS.BATCH_KEY}"]
         self.module = self._module_cls(

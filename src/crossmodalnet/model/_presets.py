@@ -78,6 +78,17 @@ set up to 10,000 cells is below it (docs page *Scale*, "Large references")."""
 LARGE_REFERENCE_MIN_GENES = 1_024
 """Genes a large reference needs before the ``"default"`` preset screens the networks' input to 256 genes."""
 
+WIDE_INPUT_CELLS = 100_000
+"""Registered cells from which the ``"default"`` preset's networks read the screen's first
+:data:`WIDE_INPUT_FEATURES` genes instead of 256 (when the preset chooses the screen itself,
+``input_reduction="auto"``). On the generated 200,000 × 20,000 reference, 1,024 screened genes raised test
+per-protein r on every seed, to above LightGBM's; at 50,000 cells, 512 genes already lost to 256 (docs page
+*Scale*, "Large references")."""
+
+WIDE_INPUT_FEATURES = 1_024
+"""Screened genes the ``"default"`` preset's networks read from :data:`WIDE_INPUT_CELLS` registered cells."""
+"""Genes a large reference needs before the ``"default"`` preset screens the networks' input to 256 genes."""
+
 LARGE_REFERENCE_LINEAR_GENES = 2_048
 """Screened genes that stand in for all genes in the linear path of a large reference, where all genes are out of
 reach of its closed form (more than :data:`~crossmodalnet.model._linear.LINEAR_MAX_GRAM_GENES` genes and training
@@ -140,6 +151,30 @@ def resolve_input_reduction(preset: str, input_reduction: str | None, n_cells: i
     if input_reduction != "auto":
         return input_reduction
     return "screen" if is_large_reference(preset, n_cells) and n_genes > LARGE_REFERENCE_MIN_GENES else None
+
+
+def default_input_features(preset: str, input_reduction: str | None, n_cells: int, *, auto: bool) -> int | None:
+    """How many features the networks' input reduction keeps when ``n_input_features`` is not given.
+
+    Parameters
+    ----------
+    preset
+        The model's preset.
+    input_reduction
+        The resolved input reduction (:func:`resolve_input_reduction`).
+    n_cells
+        Registered cells.
+    auto
+        Whether the preset chose the reduction (``input_reduction="auto"``).
+
+    Returns
+    -------
+    :data:`WIDE_INPUT_FEATURES` when the ``"default"`` preset chose the screen for a reference of at least
+    :data:`WIDE_INPUT_CELLS` cells; otherwise :data:`N_INPUT_FEATURES` of the reduction (``None`` without one).
+    """
+    if auto and input_reduction == "screen" and is_large_reference(preset, n_cells) and n_cells >= WIDE_INPUT_CELLS:
+        return WIDE_INPUT_FEATURES
+    return N_INPUT_FEATURES.get(input_reduction) if input_reduction is not None else None
 
 
 def linear_standin_genes(preset: str, n_cells: int, limit: int = LINEAR_MAX_GRAM_GENES) -> int:
