@@ -81,13 +81,12 @@ LARGE_REFERENCE_MIN_GENES = 1_024
 WIDE_INPUT_CELLS = 100_000
 """Registered cells from which the ``"default"`` preset's networks read the screen's first
 :data:`WIDE_INPUT_FEATURES` genes instead of 256 (when the preset chooses the screen itself,
-``input_reduction="auto"``). On the generated 200,000 × 20,000 reference, 1,024 screened genes raised test
-per-protein r on every seed, to above LightGBM's; at 50,000 cells, 512 genes already lost to 256 (docs page
-*Scale*, "Large references")."""
+``input_reduction="auto"``). On the generated 100,000 and 200,000 × 20,000 references, 1,024 screened genes
+raised test per-protein r on every run, to level with LightGBM or above; at 50,000 cells, 512 genes already lost
+to 256 (docs page *Scale*, "Large references")."""
 
 WIDE_INPUT_FEATURES = 1_024
 """Screened genes the ``"default"`` preset's networks read from :data:`WIDE_INPUT_CELLS` registered cells."""
-"""Genes a large reference needs before the ``"default"`` preset screens the networks' input to 256 genes."""
 
 LARGE_REFERENCE_LINEAR_GENES = 2_048
 """Screened genes that stand in for all genes in the linear path of a large reference, where all genes are out of
