@@ -85,12 +85,19 @@ def test_hvg_reduction_is_fitted_on_training_cells(setup_mdata):
     idx = model.module.input_index.numpy()
     assert idx.shape == (20,)
     assert np.all(np.diff(idx) > 0)
-    # the same selection as scanpy's seurat flavour on the training cells only
+    # scanpy's seurat flavour on the training cells only; at a tie on its cut-off scanpy flags more than
+    # n_top_genes (which side of it a gene falls on depends on the floating-point rounding of the machine), and the
+    # model keeps exactly 20: scanpy's genes with the highest normalised dispersion
     X = setup_mdata["rna"].X
     train = AnnData(X[np.sort(model.train_indices)])
     sc.pp.highly_variable_genes(train, n_top_genes=20, flavor="seurat")
-    expected = np.flatnonzero(train.var["highly_variable"].to_numpy())
-    np.testing.assert_array_equal(idx, expected)
+    flagged = np.flatnonzero(train.var["highly_variable"].to_numpy())
+    assert flagged.size >= 20
+    assert np.isin(idx, flagged).all()
+    disp = train.var["dispersions_norm"].to_numpy(dtype=float)
+    left_out = np.setdiff1d(flagged, idx)
+    assert left_out.size == flagged.size - 20
+    assert np.all(disp[left_out] <= disp[idx].min() + 1e-6)
     # genes outside the selection get exactly zero saliency; predictions have the right shape
     sal = model.get_saliency(proteins=list(model.protein_names[:2]))
     outside = np.setdiff1d(np.arange(model.n_genes), idx)
