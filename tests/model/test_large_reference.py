@@ -19,6 +19,7 @@ from crossmodalnet.model._presets import (
     TRAIN_PRESETS,
     WIDE_INPUT_CELLS,
     WIDE_INPUT_FEATURES,
+    WIDE_INPUT_GENES,
     default_input_features,
     is_large_reference,
     linear_standin_genes,
@@ -77,14 +78,16 @@ def test_rule():
     assert linear_standin_genes("default", 20_000, limit=1_000) == 1_000
     assert linear_standin_genes("paper", 10**6) == 4_096
     # the networks' screened genes widen from WIDE_INPUT_CELLS, only where the preset chose the screen
-    assert (WIDE_INPUT_CELLS, WIDE_INPUT_FEATURES) == (100_000, 1_024)
-    assert default_input_features("default", "screen", 100_000, auto=True) == 1_024
-    assert default_input_features("default", "screen", 99_999, auto=True) == 256
-    assert default_input_features("default", "screen", 100_000, auto=False) == 256
-    assert default_input_features("paper", "screen", 10**6, auto=True) == 256
-    assert default_input_features("default", "svd", 10**6, auto=True) == 256
-    assert default_input_features("default", "hvg", 10**6, auto=False) == 2_000
-    assert default_input_features("default", None, 10**6, auto=True) is None
+    assert (WIDE_INPUT_CELLS, WIDE_INPUT_GENES, WIDE_INPUT_FEATURES) == (100_000, 10_000, 1_024)
+    assert default_input_features("default", "screen", 100_000, 10_000, auto=True) == 1_024
+    assert default_input_features("default", "screen", 99_999, 20_000, auto=True) == 256
+    # 1,024 of 2,000 genes lost to 256 at 100,000 cells: a reference of few genes keeps 256
+    assert default_input_features("default", "screen", 10**6, 9_999, auto=True) == 256
+    assert default_input_features("default", "screen", 100_000, 20_000, auto=False) == 256
+    assert default_input_features("paper", "screen", 10**6, 20_000, auto=True) == 256
+    assert default_input_features("default", "svd", 10**6, 20_000, auto=True) == 256
+    assert default_input_features("default", "hvg", 10**6, 20_000, auto=False) == 2_000
+    assert default_input_features("default", None, 10**6, 20_000, auto=True) is None
 
 
 @pytest.mark.parametrize(("n_obs", "expected"), [(LARGE_REFERENCE_CELLS, "screen"), (LARGE_REFERENCE_CELLS - 1, None)])
@@ -93,8 +96,10 @@ def test_the_registered_cells_decide_the_networks_input(n_obs, expected, monkeyp
     model = CrossmodalNet(mdata, n_latent=8)
     assert model.module.input_reduction == expected
     assert model.module.n_features == (256 if expected else LARGE_REFERENCE_MIN_GENES + 1)
-    # from WIDE_INPUT_CELLS registered cells, the screen keeps WIDE_INPUT_FEATURES genes
+    # from WIDE_INPUT_CELLS registered cells and WIDE_INPUT_GENES genes, the screen keeps WIDE_INPUT_FEATURES genes
     monkeypatch.setattr(_presets, "WIDE_INPUT_CELLS", n_obs)
+    assert CrossmodalNet(mdata, n_latent=8).module.n_features == (256 if expected else LARGE_REFERENCE_MIN_GENES + 1)
+    monkeypatch.setattr(_presets, "WIDE_INPUT_GENES", LARGE_REFERENCE_MIN_GENES + 1)
     wide = CrossmodalNet(mdata, n_latent=8)
     assert wide.module.n_features == (WIDE_INPUT_FEATURES if expected else LARGE_REFERENCE_MIN_GENES + 1)
     assert ("input screen → 1024 features" in repr(wide)) == (expected == "screen")
@@ -128,6 +133,7 @@ def small_large_reference(setup_mdata, monkeypatch):
 def test_large_reference_trains_with_the_schedule_and_reloads(small_large_reference, tmp_path, monkeypatch, wide):
     if wide:  # the reference is also past the bound of the wider screen
         monkeypatch.setattr(_presets, "WIDE_INPUT_CELLS", 150)
+        monkeypatch.setattr(_presets, "WIDE_INPUT_GENES", 50)
         monkeypatch.setattr(_presets, "WIDE_INPUT_FEATURES", 24)
     model = CrossmodalNet(small_large_reference, n_latent=8)
     assert (model.module.input_reduction, model.module.n_features) == ("screen", 24 if wide else 16)

@@ -275,9 +275,10 @@ class CrossmodalNet(
         self.preset = preset
         auto = input_reduction == "auto"
         n_cells = self.summary_stats["n_cells"]
-        input_reduction = resolve_input_reduction(preset, input_reduction, n_cells, self.summary_stats["n_vars"])
+        n_genes = self.summary_stats["n_vars"]
+        input_reduction = resolve_input_reduction(preset, input_reduction, n_cells, n_genes)
         if n_input_features is None:
-            n_input_features = default_input_features(preset, input_reduction, n_cells, auto=auto)
+            n_input_features = default_input_features(preset, input_reduction, n_cells, n_genes, auto=auto)
         n_time = self.summary_stats[f"n_{REGISTRY_KEYS.TIME_KEY}"]
         n_batch = self.summary_stats[f"n_{REGISTRY_KEYS.BATCH_KEY}"]
         self.module = self._module_cls(

@@ -81,9 +81,14 @@ LARGE_REFERENCE_MIN_GENES = 1_024
 WIDE_INPUT_CELLS = 100_000
 """Registered cells from which the ``"default"`` preset's networks read the screen's first
 :data:`WIDE_INPUT_FEATURES` genes instead of 256 (when the preset chooses the screen itself,
-``input_reduction="auto"``). On the generated 100,000 and 200,000 × 20,000 references, 1,024 screened genes
-raised test per-protein r on every run, to level with LightGBM or above; at 50,000 cells, 512 genes already lost
-to 256 (docs page *Scale*, "Large references")."""
+``input_reduction="auto"``, and the reference has at least :data:`WIDE_INPUT_GENES` genes). On the generated
+100,000 and 200,000 × 20,000 references, 1,024 screened genes raised test per-protein r on every run, to level
+with LightGBM or above; at 50,000 cells, 512 genes already lost to 256 (docs page *Scale*, "Large references")."""
+
+WIDE_INPUT_GENES = 10_000
+"""Registered genes a reference of :data:`WIDE_INPUT_CELLS` cells needs before the networks read
+:data:`WIDE_INPUT_FEATURES` screened genes. At 100,000 × 2,000, 1,024 of the 2,000 genes lost to 256 on three
+seeds (−0.0013 to −0.0015 test per-protein r); at 20,000 genes they gained. Between the two it is unmeasured."""
 
 WIDE_INPUT_FEATURES = 1_024
 """Screened genes the ``"default"`` preset's networks read from :data:`WIDE_INPUT_CELLS` registered cells."""
@@ -152,7 +157,9 @@ def resolve_input_reduction(preset: str, input_reduction: str | None, n_cells: i
     return "screen" if is_large_reference(preset, n_cells) and n_genes > LARGE_REFERENCE_MIN_GENES else None
 
 
-def default_input_features(preset: str, input_reduction: str | None, n_cells: int, *, auto: bool) -> int | None:
+def default_input_features(
+    preset: str, input_reduction: str | None, n_cells: int, n_genes: int, *, auto: bool
+) -> int | None:
     """How many features the networks' input reduction keeps when ``n_input_features`` is not given.
 
     Parameters
@@ -163,15 +170,19 @@ def default_input_features(preset: str, input_reduction: str | None, n_cells: in
         The resolved input reduction (:func:`resolve_input_reduction`).
     n_cells
         Registered cells.
+    n_genes
+        Registered genes.
     auto
         Whether the preset chose the reduction (``input_reduction="auto"``).
 
     Returns
     -------
     :data:`WIDE_INPUT_FEATURES` when the ``"default"`` preset chose the screen for a reference of at least
-    :data:`WIDE_INPUT_CELLS` cells; otherwise :data:`N_INPUT_FEATURES` of the reduction (``None`` without one).
+    :data:`WIDE_INPUT_CELLS` cells and :data:`WIDE_INPUT_GENES` genes; otherwise :data:`N_INPUT_FEATURES` of the
+    reduction (``None`` without one).
     """
-    if auto and input_reduction == "screen" and is_large_reference(preset, n_cells) and n_cells >= WIDE_INPUT_CELLS:
+    wide = n_cells >= WIDE_INPUT_CELLS and n_genes >= WIDE_INPUT_GENES
+    if auto and input_reduction == "screen" and is_large_reference(preset, n_cells) and wide:
         return WIDE_INPUT_FEATURES
     return N_INPUT_FEATURES.get(input_reduction) if input_reduction is not None else None
 
