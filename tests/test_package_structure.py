@@ -41,9 +41,11 @@ FIRST_ARG = {
     "crossmodalnet.pp.to_mudata": "adata",
     "crossmodalnet.pp.protein_genes": "proteins",
     "crossmodalnet.pp.harmonize_proteins": "panels",
+    # an atlas file, predicted file to file: its cell names are never all in memory, so no MuData is built
+    "crossmodalnet.tl.predict_atlas": "path",
 }
 # Functions that need a trained model take it as the second, positional argument.
-MODEL_SECOND = {"predict_protein", "basal_embedding", "time_embedding", "saliency"}
+MODEL_SECOND = {"predict_protein", "predict_atlas", "basal_embedding", "time_embedding", "saliency"}
 
 
 def test_import_without_torch():

@@ -44,6 +44,21 @@ def _read(path: str, *, rna_key: str = DEFAULT_RNA_KEY, backed: bool = False) ->
     raise CLIError(f"unsupported input {p.name}: give an .h5mu (CITE-seq) or .h5ad (RNA only) file")
 
 
+def _store_summary(path: Path) -> tuple[int, dict]:
+    """Cells and ``uns`` of an on-disk AnnData, read without its matrix or cell names."""
+    from anndata.io import read_elem
+
+    if path.suffix == ".h5ad":
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return int(f["X"].shape[0]), read_elem(f["uns"])
+    import zarr
+
+    group = zarr.open_group(path, mode="r")
+    return int(group["X"].shape[0]), read_elem(group["uns"])
+
+
 USER_ERRORS = (KeyError, ValueError, FileExistsError, FileNotFoundError)
 """Errors the package raises for bad input (validation); the CLI reports them in one line. Others are bugs and raise."""
 
@@ -164,6 +179,25 @@ def predict(args: argparse.Namespace) -> int:
     model_dir = Path(args.model)
     model = CrossmodalNet.load(model_dir)
     streamed = out.suffix in (".zarr", ".h5ad")
+    if streamed and Path(args.input).suffix == ".h5ad":  # file to file: memory flat in the atlas's cells
+        if not Path(args.input).exists():
+            raise CLIError(f"input file not found: {args.input}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmn.tl.predict_atlas(
+            args.input,
+            model,
+            out=out,
+            time=_maybe_number(args.time),
+            batch=args.batch,
+            min_coverage=args.min_coverage,
+            batch_size=args.batch_size,
+            overwrite=args.overwrite,
+        )
+        n_obs, uns = _store_summary(out)
+        coverage = uns[_keys.PROTEIN].get("coverage")
+        extra = f"; gene coverage {coverage:.1%}" if isinstance(coverage, float) else ""
+        print(f"predicted {model.n_proteins} proteins for {n_obs} cells{extra}; wrote {out}")
+        return 0
     mdata = _read(args.input, rna_key=args.rna_key, backed=streamed)
     kwargs = {
         "rna_key": args.rna_key,

@@ -88,8 +88,12 @@ def _skeleton(obs_names: pd.Index, var_names: pd.Index, uns: dict):
 
 
 @contextlib.contextmanager
-def _open_x(tmp: Path, n_obs: int, n_vars: int, chunk_rows: int):
-    """Create the empty ``X`` (anndata encoding, float32, chunked by rows) of the skeleton at ``tmp``; yield it."""
+def _open_x(tmp: Path, n_obs: int, n_vars: int, chunk_rows: int, *, names: bool = False):
+    """Create the empty ``X`` (anndata encoding, float32, chunked by rows) of the skeleton at ``tmp``; yield it.
+
+    With ``names``, the skeleton's (empty) ``obs`` index is replaced by a resizable string array of ``n_obs``
+    rows too, and ``(X, index)`` is yielded: the caller fills both block by block.
+    """
     from anndata.io import write_elem
 
     empty = np.zeros((0, n_vars), dtype=np.float32)
@@ -100,14 +104,27 @@ def _open_x(tmp: Path, n_obs: int, n_vars: int, chunk_rows: int):
         with h5py.File(tmp, "r+") as f:
             write_elem(f, "X", empty, dataset_kwargs={"maxshape": (None, n_vars), "chunks": chunks})
             f["X"].resize((n_obs, n_vars))
-            yield f["X"]
+            if not names:
+                yield f["X"]
+                return
+            del f["obs/_index"]
+            kwargs = {"maxshape": (None,), "chunks": chunks[:1]}
+            write_elem(f["obs"], "_index", np.array([], dtype=object), dataset_kwargs=kwargs)
+            f["obs/_index"].resize((n_obs,))
+            yield f["X"], f["obs/_index"]
         return
     import zarr
 
     group = zarr.open_group(tmp, mode="r+", use_consolidated=False)
     write_elem(group, "X", empty, dataset_kwargs={"chunks": chunks})
     group["X"].resize((n_obs, n_vars))
-    yield group["X"]
+    if names:
+        del group["obs/_index"]
+        write_elem(group["obs"], "_index", np.array([], dtype=object), dataset_kwargs={"chunks": chunks[:1]})
+        group["obs/_index"].resize((n_obs,))
+        yield group["X"], group["obs/_index"]
+    else:
+        yield group["X"]
     with warnings.catch_warnings():  # zarr 3 warns that consolidated metadata is not in its format's spec
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(str(tmp))
@@ -129,12 +146,7 @@ def write_blocks(
     n_obs, n_vars = len(obs_names), len(var_names)
     written = 0
     with _staged(path) as tmp:
-        adata = _skeleton(obs_names, var_names, uns)
-        if tmp.suffix == ".h5ad":
-            adata.write_h5ad(tmp)
-        else:
-            adata.write_zarr(tmp)
-        del adata
+        _write_skeleton(tmp, _skeleton(obs_names, var_names, uns))
         with _open_x(tmp, n_obs, n_vars, chunk_rows) as X:
             for start, block in blocks:
                 X[start : start + block.shape[0]] = np.asarray(block, dtype=np.float32)
@@ -142,6 +154,42 @@ def write_blocks(
         if written != n_obs:
             raise RuntimeError(f"wrote {written} of {n_obs} rows to {path}; the store was not kept")
     return written
+
+
+def write_named_blocks(
+    path: Path,
+    blocks: Iterable[tuple[int, np.ndarray, pd.Index]],
+    *,
+    n_obs: int,
+    var_names: pd.Index,
+    uns: dict,
+    chunk_rows: int,
+) -> int:
+    """:func:`write_blocks` whose cell names come with the blocks: ``(first row, rows × vars array, names)``.
+
+    No index of all ``n_obs`` cell names is ever built: each block's names are written into ``obs``'s
+    index (an anndata string array, resized to ``n_obs`` rows) beside its rows of ``X``.
+    """
+    written = 0
+    with _staged(path) as tmp:
+        _write_skeleton(tmp, _skeleton(pd.Index([], dtype=str), var_names, uns))
+        with _open_x(tmp, n_obs, len(var_names), chunk_rows, names=True) as (X, index):
+            for start, block, names in blocks:
+                if len(names) != block.shape[0]:
+                    raise RuntimeError(f"a block of {block.shape[0]} rows came with {len(names)} cell names")
+                X[start : start + block.shape[0]] = np.asarray(block, dtype=np.float32)
+                index[start : start + block.shape[0]] = np.asarray(names, dtype=object)
+                written += block.shape[0]
+        if written != n_obs:
+            raise RuntimeError(f"wrote {written} of {n_obs} rows to {path}; the store was not kept")
+    return written
+
+
+def _write_skeleton(tmp: Path, adata) -> None:
+    if tmp.suffix == ".h5ad":
+        adata.write_h5ad(tmp)
+    else:
+        adata.write_zarr(tmp)
 
 
 def write_dask(
@@ -174,7 +222,7 @@ def write_dask(
         )
         return
     with _staged(path) as tmp:
-        _skeleton(obs_names, var_names, uns).write_zarr(tmp)
+        _write_skeleton(tmp, _skeleton(obs_names, var_names, uns))
         with _open_x(tmp, X.shape[0], X.shape[1], chunk_rows) as target:
             # each dask block must cover whole zarr chunks, so that no two tasks write into the same chunk
             if any(c != chunk_rows for c in X.chunks[0][:-1]) or X.chunks[0][-1] > chunk_rows:

@@ -1,0 +1,335 @@
+"""Impute proteins for an atlas on disk into an on-disk AnnData, file to file, in memory flat in cells."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import itertools
+import logging
+import re
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+
+from crossmodalnet import _keys
+from crossmodalnet._docs import docs
+from crossmodalnet._utils import (
+    announce_once,
+    get_layer,
+    is_dask_array,
+    log_normalize_rows,
+    looks_like_counts,
+    query_normalization,
+)
+
+from ._predict import _meta
+from ._store import check_store_path, write_named_blocks
+from ._utils import check_model, log_added, model_input, portable
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Iterator, Sequence
+
+    from anndata import AnnData
+
+    from crossmodalnet.model import CrossmodalNet
+
+_CALLER = "cmn.tl.predict_atlas"
+_MATCHING_LOGGER = "crossmodalnet._gene_matching"
+ATLAS_SUFFIXES = (".h5ad", ".zarr")
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """The gene matching's info messages (logger ``name``) and missing-gene warnings silenced.
+
+    Every block matches the same genes: the first block reports them, once.
+    """
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(max(level, logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=rf"{re.escape(_CALLER)}: .* genes are missing from")
+            yield
+    finally:
+        log.setLevel(level)
+
+
+class _Atlas:
+    """An RNA-only AnnData on disk, read block of rows by block of rows; nothing per cell is read whole.
+
+    A ``.zarr`` store is opened with :func:`anndata.experimental.read_lazy` (``load_annotation_index=False``).
+    anndata's lazy reader reads an ``.h5ad``'s string arrays whole, its cell names among them (about 170 bytes
+    per cell measured), so an ``.h5ad`` is opened with h5py instead: the matrix through
+    :func:`anndata.experimental.read_elem_lazy`, ``var`` and the model's time and batch columns through
+    :func:`anndata.io.read_elem` (a number or category code per cell), and the cell names sliced block by block
+    from the ``obs`` index (a ``string-array`` or ``nullable-string-array`` of anndata's on-disk format).
+    """
+
+    def __init__(self, path: Path, layer: str | None, columns: Sequence[str], chunk_size: int):
+        import anndata as ad
+
+        self.layer, self.name, self._file, self._chunks = layer, path.name, None, (chunk_size, -1)
+        if path.suffix == ".h5ad":
+            import h5py
+
+            self._file = h5py.File(path, "r")
+            try:
+                self._open_h5ad(self._file, columns)
+            except BaseException:
+                self.close()
+                raise
+        else:
+            import zarr
+
+            self.lazy = ad.experimental.read_lazy(path, load_annotation_index=False)
+            self._check_layer(list(self.lazy.layers))
+            root = zarr.open_group(path, mode="r")
+            # one task per block (read_lazy's own chunks are 1,000 rows)
+            self.X = ad.experimental.read_elem_lazy(
+                root["X"] if layer is None else root["layers"][layer], chunks=self._chunks
+            )
+            self.var = self.lazy.var.to_memory()
+        self.var.index = pd.Index(self.var.index.astype(str), name=None)
+        self.n_obs = int(self.X.shape[0])
+
+    def _check_layer(self, layers: list[str]) -> None:
+        if self.layer is not None and self.layer not in layers:
+            raise KeyError(
+                f"{_CALLER}: the model reads the RNA layer {self.layer!r}, which the atlas {self.name} does not "
+                f"have (its layers: {sorted(layers)}). Write that layer into the atlas first."
+            )
+
+    def _open_h5ad(self, f, columns: Sequence[str]) -> None:
+        import anndata as ad
+
+        self._check_layer(list(f["layers"]) if "layers" in f else [])
+        self.X = ad.experimental.read_elem_lazy(
+            f["X"] if self.layer is None else f["layers"][self.layer], chunks=self._chunks
+        )
+        self.var = ad.io.read_elem(f["var"])
+        obs = f["obs"]
+        index = obs[obs.attrs["_index"]]
+        encoding = index.attrs.get("encoding-type")
+        if encoding == "string-array":
+            self._names = index.asstr()
+        elif encoding == "nullable-string-array":
+            self._names = index["values"].asstr()
+        else:  # another encoding of the index: read whole, as anndata does
+            self._names = np.asarray(ad.io.read_elem(index)).astype(str)
+        self._columns = {col: ad.io.read_elem(obs[col]) for col in columns if col in obs}
+
+    def block(self, start: int, stop: int) -> AnnData:
+        """Rows ``start:stop`` as an in-memory AnnData: the model's matrix, ``obs`` and ``var``."""
+        import anndata as ad
+
+        X = self.X[start:stop]
+        if self._file is None:
+            obs = self.lazy[start:stop].obs.to_memory()
+        else:
+            names = np.asarray(self._names[start:stop], dtype=object)
+            obs = pd.DataFrame({col: values[start:stop] for col, values in self._columns.items()}, index=names)
+        X = X.compute() if is_dask_array(X) else X
+        obs.index = pd.Index(obs.index.astype(str), name=None)
+        if self.layer is None:
+            return ad.AnnData(X=X, obs=obs, var=self.var)
+        return ad.AnnData(obs=obs, var=self.var, layers={self.layer: X})
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+@docs.dedent
+def predict_atlas(
+    path: str | os.PathLike[str],
+    model: CrossmodalNet,
+    *,
+    out: str | os.PathLike[str],
+    time: object = None,
+    batch: object = None,
+    allow_extrapolation: bool = False,
+    interpolation: Literal["embedding", "prediction"] = "embedding",
+    gene_id_column: str | None = None,
+    model_gene_ids: Sequence[str] | None = None,
+    min_coverage: float = 0.5,
+    batch_size: int = 1024,
+    chunk_size: int = 20_000,
+    key_added: str = _keys.PROTEIN,
+    overwrite: bool = False,
+) -> None:
+    """Predict the proteins of every cell of an RNA-only atlas file into an on-disk AnnData, file to file.
+
+    The route for an atlas of 10⁶–10⁷ cells and more on one machine. The atlas is opened with
+    :func:`anndata.experimental.read_lazy` (``load_annotation_index=False``) and read ``chunk_size`` cells at a
+    time, cell names included: from a ``.zarr`` store memory stays flat in the number of cells (anndata's lazy
+    reader reads an ``.h5ad``'s plain string arrays whole, its cell names among them). Each block goes through
+    the same steps as :func:`~crossmodalnet.tl.predict_protein` in memory (gene matching, normalisation of
+    raw counts, time and batch from the block's ``obs``), and its predictions and cell names are written to
+    ``out`` before the next block is read. The result equals ``cmn.tl.predict_protein(atlas, model)`` on
+    the whole atlas in memory. :func:`~crossmodalnet.tl.predict_protein` with ``out=`` does the same for
+    an atlas already open (backed or in memory), which holds the atlas's ``obs`` in memory; on a cluster,
+    pass it a dask matrix instead (docs page *Scale*).
+
+    Parameters
+    ----------
+    path
+        An RNA-only AnnData on disk: an ``.h5ad`` file or a ``.zarr`` store (dense or sparse ``X``, or the
+        model's RNA layer in ``layers``), cells × genes. Time and batch columns, if the model uses them,
+        are read from its ``obs`` block by block.
+    model
+        A trained :class:`~crossmodalnet.model.CrossmodalNet`.
+    out
+        The ``.zarr`` or ``.h5ad`` file to write: an AnnData with the predictions (cells × proteins,
+        float32) in ``X``, the atlas's cell names as ``obs_names``, the model's protein names as
+        ``var_names`` and the metadata :func:`~crossmodalnet.tl.predict_protein` records in
+        ``uns[key_added]`` (``params``, ``model``, ``protein_names``, ``coverage``, ``genes``). It is written
+        to a temporary path beside ``out`` and renamed at the end, so an error leaves nothing at ``out``.
+    time
+        Predict every cell at this time point instead of its own ``obs`` value (needed if the atlas's
+        ``obs`` has no time column the model knows).
+    batch
+        Predict every cell as this batch category instead of its own.
+    allow_extrapolation
+        Allow numeric time points outside the trained range.
+    interpolation
+        How an unseen time point is predicted: ``"embedding"`` or ``"prediction"``; see
+        :meth:`~crossmodalnet.model.CrossmodalNet.predict_protein`.
+    %(harmonize)s
+    %(batch_size)s
+    chunk_size
+        Cells read from the atlas (and held in memory) at a time.
+    %(key_added)s
+    overwrite
+        Replace an existing ``out`` (only once the new one is complete).
+
+    Returns
+    -------
+    ``None``. Writes ``out``.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` or ``out`` is not an ``.h5ad``/``.zarr``, if ``chunk_size`` or ``batch_size`` is not a
+        positive integer, or if the atlas's blocks disagree on whether they hold raw counts (normalise
+        the whole atlas one way first).
+    FileNotFoundError
+        If ``path`` does not exist.
+    FileExistsError
+        If ``out`` exists and ``overwrite`` is False.
+    KeyError
+        If the model's RNA layer is not in the atlas's ``layers``.
+
+    Examples
+    --------
+    >>> cmn.tl.predict_atlas("atlas.h5ad", model, out="atlas_proteins.zarr", time=3)
+    >>> proteins = anndata.read_zarr("atlas_proteins.zarr")
+
+    From the shell: ``crossmodalnet predict MODEL atlas.h5ad --out atlas_proteins.zarr``.
+    """
+    source = Path(path)
+    if source.suffix not in ATLAS_SUFFIXES:
+        raise ValueError(
+            f"{_CALLER}: `path={str(path)!r}` must be an RNA-only AnnData on disk ('.h5ad' or '.zarr'); got "
+            f"{source.suffix or 'no extension'!r}. For an .h5mu, use "
+            "`cmn.tl.predict_protein(mudata.read_h5mu(path, backed='r'), model, out=...)`."
+        )
+    if not source.exists():
+        raise FileNotFoundError(f"{_CALLER}: the atlas {source} does not exist.")
+    target = check_store_path(out, overwrite=overwrite, caller=_CALLER)
+    if target.resolve() == source.resolve():
+        raise ValueError(f"{_CALLER}: `out` is the atlas itself ({source}); write the predictions elsewhere.")
+    for name, value in (("chunk_size", chunk_size), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{_CALLER}: `{name}` must be a positive integer, got {value!r}.")
+    model = check_model(model, _CALLER)
+    params = {
+        "path": str(source),
+        "time": time,
+        "batch": batch,
+        "allow_extrapolation": allow_extrapolation,
+        "interpolation": interpolation,
+        "gene_id_column": gene_id_column,
+        "min_coverage": min_coverage,
+        "batch_size": batch_size,
+        "chunk_size": chunk_size,
+        "key_added": key_added,
+        "out": str(target),
+    }
+    predict = {
+        "time": time,
+        "batch": batch,
+        "batch_size": batch_size,
+        "allow_extrapolation": allow_extrapolation,
+        "interpolation": interpolation,
+    }
+    match = {"gene_id_column": gene_id_column, "model_gene_ids": model_gene_ids, "min_coverage": min_coverage}
+    columns = [c for c in (model.get_setup_arg("time_key"), model.get_setup_arg("batch_key")) if c is not None]
+    atlas = _Atlas(source, model.get_setup_arg("rna_layer"), columns, chunk_size)
+    # each block's AnnData and MuData hold reference cycles, collected after the block; frozen, the objects that
+    # exist now (the model, the user's session) are not scanned by those collections
+    gc.freeze()
+    try:
+        if atlas.n_obs == 0:
+            raise ValueError(f"{_CALLER}: the atlas {source} has no cells.")
+        names = pd.Index(np.asarray(model.protein_names).astype(str))
+        with announce_once():
+            blocks = _predicted_blocks(atlas, model, chunk_size, predict, match, source.name)
+            # the first block before anything is written: gene, layer and time errors leave no file behind
+            start, values, cells, inp = next(blocks)
+            uns = portable(_meta(model, inp, params, list(names)))
+            write_named_blocks(
+                target,
+                itertools.chain([(start, values, cells)], (b[:3] for b in blocks)),
+                n_obs=atlas.n_obs,
+                var_names=names,
+                uns={key_added: uns},
+                chunk_rows=batch_size,
+            )
+    finally:
+        gc.unfreeze()
+        atlas.close()
+    log_added(_CALLER, [f"{target} ({atlas.n_obs} cells × {len(names)} proteins, streamed from {source.name})"])
+
+
+def _predicted_blocks(
+    atlas: _Atlas, model: CrossmodalNet, chunk_size: int, predict: dict, match: dict, name: str
+) -> Iterator[tuple[int, np.ndarray, pd.Index, object]]:
+    """``(first row, predictions, cell names, model input)`` of each block of ``chunk_size`` cells, in order.
+
+    Each block takes the in-memory path of :func:`~crossmodalnet.tl.predict_protein`. Whether the atlas holds
+    raw counts is decided once, from its first rows, as that path decides for a whole query.
+    """
+    import crossmodalnet as cmn
+
+    rna_key, layer = model.get_setup_arg("rna_key"), atlas.layer
+    where = "the atlas's " + ("X" if layer is None else f"layers[{layer!r}]")
+    target_sum = query_normalization(atlas.X, model.rna_normalization, where, _CALLER)
+    counts_model = (model.rna_normalization or {}).get("method") == "counts"
+    for start in range(0, atlas.n_obs, chunk_size):
+        stop = min(start + chunk_size, atlas.n_obs)
+        block = atlas.block(start, stop)
+        X = get_layer(block, layer, "atlas")
+        if target_sum is not None:  # row by row, as the in-memory path normalises a query's rows
+            normalised = log_normalize_rows(X, target_sum)
+            if layer is None:
+                block.X = normalised
+            else:
+                block.layers[layer] = normalised
+        elif not counts_model and looks_like_counts(X[:2000]):
+            raise ValueError(
+                f"{_CALLER}: cells {start}-{stop - 1} of {name} look like raw counts, unlike the atlas's first "
+                "cells: its rows are not all normalised the same way. Normalise the whole atlas one way (e.g. "
+                "`cmn.pp.log_normalize`) and write it again."
+            )
+        mdata = cmn.pp.to_mudata(block, rna_key=rna_key)
+        with contextlib.nullcontext() if start == 0 else _quiet(_MATCHING_LOGGER):  # the matching is logged once
+            inp = model_input(mdata, model, rna_key=rna_key, caller=_CALLER, **match)
+        pred = model.predict_protein(inp.mdata, **predict).reindex(mdata.obs_names)
+        yield start, pred.to_numpy(dtype=np.float32), mdata.obs_names, inp
+        del block, mdata, inp, pred
+        gc.collect()  # free the block's reference cycles before the next block

@@ -1,0 +1,152 @@
+"""``cmn.tl.predict_atlas``: an RNA-only ``.h5ad``/``.zarr`` on disk predicted into an on-disk AnnData, file to file.
+
+Each block of cells takes the in-memory path, so the file must hold exactly what
+``cmn.tl.predict_protein`` writes into ``.obsm`` for the whole atlas in memory: with other genes, raw
+counts, time and batch read from the atlas's ``obs``, blocks that do not divide the cells. Bad input fails
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+import crossmodalnet as cmn
+
+CHUNK, BATCH = 40, 17  # neither divides the 150 cells
+
+
+@pytest.fixture(scope="module")
+def model(covariate_model):
+    return covariate_model
+
+
+def _atlas(model, *, layout: str = "csr", counts: bool = False, genes=None) -> ad.AnnData:
+    """RNA-only AnnData of the model's cells (shuffled), with time and batch in ``obs``."""
+    order = np.random.default_rng(2).permutation(model.adata.n_obs)
+    rna = model.adata["rna"][order].copy()
+    for col in ("time", "batch"):
+        rna.obs[col] = model.adata.obs[col].reindex(rna.obs_names).to_numpy()
+    rna.obs_names = [f"AAAC{i:05d}-1" for i in range(rna.n_obs)]
+    if counts:  # integer counts above 20 are recognised as raw counts
+        rna.X = 3 * rna.layers["counts"]
+    rna.layers.clear(keep_x=True)
+    if genes is not None:
+        rna = rna[:, genes].copy()
+    dense = np.asarray(rna.X.toarray() if sparse.issparse(rna.X) else rna.X, dtype=np.float32)
+    rna.X = sparse.csr_matrix(dense) if layout == "csr" else dense
+    return rna
+
+
+def _write(adata: ad.AnnData, path):
+    if path.suffix == ".zarr":
+        adata.write_zarr(path)
+    else:
+        adata.write_h5ad(path)
+    return path
+
+
+def _read(path):
+    return ad.read_zarr(path) if path.suffix == ".zarr" else ad.read_h5ad(path)
+
+
+def _in_memory(model, adata: ad.AnnData, **kwargs) -> pd.DataFrame:
+    mdata = cmn.pp.to_mudata(adata.copy())
+    cmn.tl.predict_protein(mdata, model, batch_size=BATCH, **kwargs)
+    return mdata.obsm["cmn_protein"]
+
+
+@pytest.mark.parametrize("source", [".h5ad", ".zarr"])
+@pytest.mark.parametrize("out", [".zarr", ".h5ad"])
+@pytest.mark.parametrize(("layout", "counts", "other_genes"), [("csr", False, False), ("dense", True, True)])
+def test_atlas_file_equals_in_memory(model, tmp_path, source, out, layout, counts, other_genes):
+    genes = list(model.adata["rna"].var_names[::-1][:25]) + ["not_a_model_gene"] if other_genes else None
+    if genes is not None:
+        genes = genes[:-1]
+    adata = _atlas(model, layout=layout, counts=counts, genes=genes)
+    want = _in_memory(model, adata)
+    path = _write(adata, tmp_path / f"atlas{source}")
+
+    target = tmp_path / f"pred{out}"
+    cmn.tl.predict_atlas(path, model, out=target, batch_size=BATCH, chunk_size=CHUNK)
+    got = _read(target)
+    assert got.shape == (adata.n_obs, model.n_proteins)
+    assert got.X.dtype == np.float32
+    assert list(got.obs_names) == list(adata.obs_names)
+    assert list(got.var_names) == [str(p) for p in model.protein_names]
+    np.testing.assert_array_equal(got.X, want.to_numpy(dtype=np.float32))
+    meta = got.uns["cmn_protein"]
+    assert meta["params"]["chunk_size"] == CHUNK
+    assert meta["params"]["path"] == str(path)
+    assert list(meta["protein_names"]) == list(got.var_names)
+    assert meta["coverage"] == pytest.approx(25 / 30 if other_genes else 1.0)
+    assert not list(tmp_path.glob(".pred*"))  # no temporary file left
+
+
+def test_time_and_batch_come_from_the_atlas_or_the_arguments(model, tmp_path):
+    adata = _atlas(model)
+    path = _write(adata, tmp_path / "atlas.h5ad")
+    cmn.tl.predict_atlas(path, model, out=tmp_path / "own.zarr", chunk_size=CHUNK)
+    time, batch = model.time_categories[1], adata.obs["batch"].iloc[0]
+    cmn.tl.predict_atlas(path, model, out=tmp_path / "fixed.zarr", time=time, batch=batch, chunk_size=CHUNK)
+    own, fixed = _read(tmp_path / "own.zarr").X, _read(tmp_path / "fixed.zarr").X
+    np.testing.assert_array_equal(fixed, _in_memory(model, adata, time=time, batch=batch).to_numpy(np.float32))
+    assert not np.allclose(own, fixed)  # the cells' own time points and batches were used before
+
+
+def test_bad_input_fails_before_writing(model, tmp_path, monkeypatch):
+    adata = _atlas(model)
+    path = _write(adata, tmp_path / "atlas.h5ad")
+    few = _write(adata[:, adata.var_names[:5]].copy(), tmp_path / "few.zarr")
+    target = tmp_path / "pred.zarr"
+    with pytest.raises(ValueError, match=r"'\.h5ad' or '\.zarr'.*read_h5mu"):
+        cmn.tl.predict_atlas(tmp_path / "atlas.h5mu", model, out=target)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        cmn.tl.predict_atlas(tmp_path / "missing.h5ad", model, out=target)
+    with pytest.raises(ValueError, match=r"must end in '\.zarr' or '\.h5ad'"):
+        cmn.tl.predict_atlas(path, model, out=tmp_path / "pred.csv")
+    with pytest.raises(ValueError, match="`out` is the atlas itself"):
+        cmn.tl.predict_atlas(path, model, out=path, overwrite=True)
+    with pytest.raises(ValueError, match="`chunk_size` must be a positive integer"):
+        cmn.tl.predict_atlas(path, model, out=target, chunk_size=0)
+    with pytest.raises(ValueError, match="below `min_coverage=0.5`"):  # 5 of 30 genes
+        cmn.tl.predict_atlas(few, model, out=target)
+    with monkeypatch.context() as m:  # a model trained on a layer the atlas does not have
+        m.setitem(model.adata_manager.registry["setup_args"], "rna_layer", "lognorm")
+        with pytest.raises(KeyError, match="'lognorm'.*does not have"):
+            cmn.tl.predict_atlas(path, model, out=target)
+    target.write_text("old")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        cmn.tl.predict_atlas(path, model, out=target)
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas.h5ad", "few.zarr", "pred.zarr"]
+
+
+def test_an_atlas_that_mixes_counts_and_normalised_rows_is_refused(model, tmp_path):
+    adata = _atlas(model)
+    counts = _atlas(model, counts=True)
+    adata.X = sparse.vstack([adata.X[:CHUNK], counts.X[CHUNK:]]).tocsr()  # counts from the second block on
+    path = _write(adata, tmp_path / "atlas.zarr")
+    with pytest.raises(ValueError, match=r"cells 40-79 of atlas\.zarr look like raw counts"):
+        cmn.tl.predict_atlas(path, model, out=tmp_path / "pred.h5ad", chunk_size=CHUNK)
+    assert not (tmp_path / "pred.h5ad").exists()
+    assert not list(tmp_path.glob(".pred*"))
+
+
+@pytest.mark.parametrize("index_dtype", ["object", "str"])
+def test_h5ad_cell_names_are_read_block_by_block_in_either_string_encoding(model, tmp_path, index_dtype):
+    import h5py
+
+    adata = _atlas(model)
+    adata.obs_names = pd.Index([str(c) for c in adata.obs_names], dtype=index_dtype)
+    path = _write(adata, tmp_path / "atlas.h5ad")
+    with h5py.File(path) as f:
+        encoding = f["obs"][f["obs"].attrs["_index"]].attrs["encoding-type"]
+    assert encoding in ("string-array", "nullable-string-array")
+    cmn.tl.predict_atlas(path, model, out=tmp_path / "pred.zarr", chunk_size=CHUNK)
+    got = _read(tmp_path / "pred.zarr")
+    assert list(got.obs_names) == list(adata.obs_names)
+    np.testing.assert_array_equal(got.X, _in_memory(model, adata).to_numpy(np.float32))
