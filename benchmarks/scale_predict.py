@@ -40,11 +40,13 @@ targets are met: ≥ 50,000 cells/s prediction at 2,000 genes on 2 cores, and pe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -275,7 +277,10 @@ def _data_spec(args, n_cells: int, meta: dict) -> dict:
 
 
 def _ensure_query(args, data_dir: Path, n_cells: int, meta: dict, fmt: str = "h5mu") -> tuple[Path, dict]:
-    """Generate (or reuse) the RNA-only query (``fmt``: ``.h5mu`` or ``.h5ad``) of ``n_cells`` cells; return path, spec."""
+    """Generate (or reuse) the RNA-only query (``fmt``: ``.h5mu``, ``.h5ad`` or ``.zarr``) of ``n_cells`` cells.
+
+    Returns the path and the spec.
+    """
     import anndata as ad
     import h5py
     import mudata as md
@@ -287,7 +292,7 @@ def _ensure_query(args, data_dir: Path, n_cells: int, meta: dict, fmt: str = "h5
     path = data_dir / f"query_{n_cells}x{spec['n_genes']}_d{args.density:g}_s{args.seed}.{fmt}"
     spec_path = path.with_suffix(".json")
     recorded = _read_json(spec_path)
-    if recorded is not None and path.is_file() and {k: recorded.get(k) for k in spec} == spec:
+    if recorded is not None and path.exists() and {k: recorded.get(k) for k in spec} == spec:
         print(f"reusing {path} ({recorded['nnz']:,} non-zeros)", flush=True)
         return path, recorded
     t0 = time.perf_counter()
@@ -304,11 +309,19 @@ def _ensure_query(args, data_dir: Path, n_cells: int, meta: dict, fmt: str = "h5
         mdata.obs["time"] = obs["time"]
         mdata.write_h5mu(tmp)
         del mdata
+    elif fmt == "zarr":
+        rna.write_zarr(tmp)
     else:
         rna.write_h5ad(tmp)
     del rna, obs
     nnz = 0
-    with h5py.File(tmp, "r+") as fh:
+    if fmt == "zarr":
+        import zarr
+
+        opened = contextlib.nullcontext(zarr.open_group(tmp, mode="r+", use_consolidated=False))
+    else:
+        opened = h5py.File(tmp, "r+")
+    with opened as fh:
         group = fh["mod/rna"] if fmt == "h5mu" else fh
         if "X" in group:  # an AnnData without X may still write an empty one
             del group["X"]
@@ -321,8 +334,15 @@ def _ensure_query(args, data_dir: Path, n_cells: int, meta: dict, fmt: str = "h5
                 sparse_dataset(group["X"]).append(block)
             print(f"  {path.name}: {start + block.shape[0]:,}/{n_cells:,} rows", end="\r", flush=True)
             del block
+    if fmt == "zarr":
+        import zarr
+
+        zarr.consolidate_metadata(str(tmp))
+    if path.is_dir():
+        shutil.rmtree(path)
     tmp.replace(path)
-    spec = {**spec, "nnz": int(nnz), "file_mb": round(path.stat().st_size / 2**20, 1)}
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    spec = {**spec, "nnz": int(nnz), "file_mb": round(size / 2**20, 1)}
     _write_json(spec_path, spec)
     print(f"\ngenerated {path} ({nnz:,} non-zeros) in {time.perf_counter() - t0:.1f} s", flush=True)
     return path, spec
