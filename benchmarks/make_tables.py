@@ -678,6 +678,8 @@ ATLAS_PATHS = {
     "store": 'store: `cmn.tl.predict_protein(backed, model, out=".zarr")`',
     "store_h5ad": 'store: `cmn.tl.predict_protein(cmn.pp.to_mudata(ad.read_h5ad(path, backed="r")), model, out=".zarr")`',
     "dask": 'dask (`read_elem_lazy`), `out=".zarr"` written by the workers',
+    "file_h5ad": 'file to file: `cmn.tl.predict_atlas("atlas.h5ad", model, out=".zarr")`',
+    "file_zarr": 'file to file: `cmn.tl.predict_atlas("atlas.zarr", model, out=".zarr")`',
 }
 
 
@@ -686,6 +688,8 @@ ATLAS_SHORT = {
     "store": "backed `.h5mu` input to a `.zarr` store",
     "store_h5ad": "backed `.h5ad` input to a `.zarr` store",
     "dask": "dask to `.zarr`",
+    "file_h5ad": "`.h5ad` atlas to a `.zarr` store, file to file",
+    "file_zarr": "`.zarr` atlas to a `.zarr` store, file to file",
 }
 
 

@@ -89,7 +89,7 @@ def test_atlas_file_equals_in_memory(model, tmp_path, source, out, layout, count
 def test_time_and_batch_come_from_the_atlas_or_the_arguments(model, tmp_path):
     adata = _atlas(model)
     path = _write(adata, tmp_path / "atlas.h5ad")
-    cmn.tl.predict_atlas(path, model, out=tmp_path / "own.zarr", chunk_size=CHUNK)
+    cmn.tl.predict_atlas(path, model, out=tmp_path / "own.zarr")  # the default block: all 150 cells at once
     time, batch = model.time_categories[1], adata.obs["batch"].iloc[0]
     cmn.tl.predict_atlas(path, model, out=tmp_path / "fixed.zarr", time=time, batch=batch, chunk_size=CHUNK)
     own, fixed = _read(tmp_path / "own.zarr").X, _read(tmp_path / "fixed.zarr").X
@@ -150,3 +150,31 @@ def test_h5ad_cell_names_are_read_block_by_block_in_either_string_encoding(model
     got = _read(tmp_path / "pred.zarr")
     assert list(got.obs_names) == list(adata.obs_names)
     np.testing.assert_array_equal(got.X, _in_memory(model, adata).to_numpy(np.float32))
+
+
+@pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
+def test_default_block_holds_about_twenty_million_values(tmp_path, suffix):
+    import h5py
+    import zarr
+
+    from crossmodalnet.tl._atlas import BLOCK_VALUES, MAX_BLOCK_CELLS, default_chunk_size
+
+    assert (BLOCK_VALUES, MAX_BLOCK_CELLS) == (20_000_000, 50_000)
+    dense = np.zeros((3_000, 2_000), dtype=np.float32)
+    dense[:, :40] = 1.0  # 40 non-zeros per cell
+    layers = {"dense": dense, "csr": sparse.csr_matrix(dense), "csc": sparse.csc_matrix(dense)}
+    wide_x = np.zeros((10, 25_000), dtype=np.float32)
+    wide_x[:, :5_000] = 1.0  # 5,000 non-zeros per cell
+    wide = ad.AnnData(X=wide_x, layers={"csr": sparse.csr_matrix(wide_x)})
+    path = _write(ad.AnnData(X=dense, layers=layers), tmp_path / f"a{suffix}")
+    wide_path = _write(wide, tmp_path / f"wide{suffix}")
+
+    def root(p):
+        return h5py.File(p) if suffix == ".h5ad" else zarr.open_group(p, mode="r")
+
+    f, g = root(path), root(wide_path)
+    assert default_chunk_size(f["layers/dense"]) == 10_000  # 20,000,000 / 2,000 values per cell
+    assert default_chunk_size(f["layers/csr"]) == MAX_BLOCK_CELLS  # 500,000 by the 40 non-zeros, capped
+    assert default_chunk_size(f["layers/csc"]) == MAX_BLOCK_CELLS
+    assert default_chunk_size(g["X"]) == 1_000  # a dense 25,000-gene matrix: 800, at least 1,000
+    assert default_chunk_size(g["layers/csr"]) == 4_000  # 5,000 non-zeros per cell

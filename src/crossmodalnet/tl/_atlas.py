@@ -40,6 +40,28 @@ if TYPE_CHECKING:
 _CALLER = "cmn.tl.predict_atlas"
 _MATCHING_LOGGER = "crossmodalnet._gene_matching"
 ATLAS_SUFFIXES = (".h5ad", ".zarr")
+BLOCK_VALUES = 20_000_000
+"""Stored values (non-zeros of a sparse matrix, all of a dense one) a block of the default size holds."""
+MAX_BLOCK_CELLS = 50_000
+
+
+def default_chunk_size(elem) -> int:
+    """Cells per block for the matrix element ``elem`` (anndata encoding): about :data:`BLOCK_VALUES` values.
+
+    Between 1,000 and :data:`MAX_BLOCK_CELLS` cells; a sparse matrix's values per cell are estimated from its first
+    2,000 rows (CSR) or its mean (CSC).
+    """
+    encoding = elem.attrs.get("encoding-type", "array")
+    if encoding in ("csr_matrix", "csc_matrix"):
+        n_obs = int(elem.attrs["shape"][0])
+        head = min(n_obs, 2_000)
+        if encoding == "csr_matrix":
+            per_cell = float(elem["indptr"][head]) / max(head, 1)
+        else:
+            per_cell = float(elem["data"].shape[0]) / max(n_obs, 1)
+    else:
+        per_cell = float(elem.shape[1]) if len(elem.shape) > 1 else 1.0
+    return int(min(MAX_BLOCK_CELLS, max(1_000, BLOCK_VALUES // max(per_cell, 1.0))))
 
 
 @contextlib.contextmanager
@@ -60,7 +82,9 @@ def _quiet(name: str) -> Iterator[None]:
 
 
 class _Atlas:
-    """An RNA-only AnnData on disk, read block of rows by block of rows; nothing per cell is read whole.
+    """An RNA-only AnnData on disk, read block of rows by block of rows.
+
+    Read whole: ``var``, and per cell only numbers (a sparse matrix's row pointers, the time and batch columns).
 
     A ``.zarr`` store is opened with :func:`anndata.experimental.read_lazy` (``load_annotation_index=False``).
     anndata's lazy reader reads an ``.h5ad``'s string arrays whole, its cell names among them (about 170 bytes
@@ -70,10 +94,10 @@ class _Atlas:
     from the ``obs`` index (a ``string-array`` or ``nullable-string-array`` of anndata's on-disk format).
     """
 
-    def __init__(self, path: Path, layer: str | None, columns: Sequence[str], chunk_size: int):
+    def __init__(self, path: Path, layer: str | None, columns: Sequence[str], chunk_size: int | None):
         import anndata as ad
 
-        self.layer, self.name, self._file, self._chunks = layer, path.name, None, (chunk_size, -1)
+        self.layer, self.name, self._file, self.chunk_size = layer, path.name, None, chunk_size
         if path.suffix == ".h5ad":
             import h5py
 
@@ -90,12 +114,17 @@ class _Atlas:
             self._check_layer(list(self.lazy.layers))
             root = zarr.open_group(path, mode="r")
             # one task per block (read_lazy's own chunks are 1,000 rows)
-            self.X = ad.experimental.read_elem_lazy(
-                root["X"] if layer is None else root["layers"][layer], chunks=self._chunks
-            )
+            self.X = self._lazy_matrix(root["X"] if layer is None else root["layers"][layer])
             self.var = self.lazy.var.to_memory()
         self.var.index = pd.Index(self.var.index.astype(str), name=None)
         self.n_obs = int(self.X.shape[0])
+
+    def _lazy_matrix(self, elem):
+        import anndata as ad
+
+        if self.chunk_size is None:
+            self.chunk_size = default_chunk_size(elem)
+        return ad.experimental.read_elem_lazy(elem, chunks=(self.chunk_size, -1))
 
     def _check_layer(self, layers: list[str]) -> None:
         if self.layer is not None and self.layer not in layers:
@@ -108,9 +137,7 @@ class _Atlas:
         import anndata as ad
 
         self._check_layer(list(f["layers"]) if "layers" in f else [])
-        self.X = ad.experimental.read_elem_lazy(
-            f["X"] if self.layer is None else f["layers"][self.layer], chunks=self._chunks
-        )
+        self.X = self._lazy_matrix(f["X"] if self.layer is None else f["layers"][self.layer])
         self.var = ad.io.read_elem(f["var"])
         obs = f["obs"]
         index = obs[obs.attrs["_index"]]
@@ -133,7 +160,7 @@ class _Atlas:
         else:
             names = np.asarray(self._names[start:stop], dtype=object)
             obs = pd.DataFrame({col: values[start:stop] for col, values in self._columns.items()}, index=names)
-        X = X.compute() if is_dask_array(X) else X
+        X = X.compute(scheduler="synchronous") if is_dask_array(X) else X
         obs.index = pd.Index(obs.index.astype(str), name=None)
         if self.layer is None:
             return ad.AnnData(X=X, obs=obs, var=self.var)
@@ -158,7 +185,7 @@ def predict_atlas(
     model_gene_ids: Sequence[str] | None = None,
     min_coverage: float = 0.5,
     batch_size: int = 1024,
-    chunk_size: int = 20_000,
+    chunk_size: int | None = None,
     key_added: str = _keys.PROTEIN,
     overwrite: bool = False,
 ) -> None:
@@ -202,7 +229,9 @@ def predict_atlas(
     %(harmonize)s
     %(batch_size)s
     chunk_size
-        Cells read from the atlas (and held in memory) at a time.
+        Cells read from the atlas at a time (two blocks are in memory: one predicted, the next being read).
+        ``None``: about 20 million stored values per block (non-zeros of a sparse matrix), at most 50,000 cells
+        (50,000 at 2,000 genes and 5 %% non-zeros; 20,000 at 20,000 genes; 1,000 for a dense 20,000-gene matrix).
     %(key_added)s
     overwrite
         Replace an existing ``out`` (only once the new one is complete).
@@ -243,7 +272,7 @@ def predict_atlas(
     target = check_store_path(out, overwrite=overwrite, caller=_CALLER)
     if target.resolve() == source.resolve():
         raise ValueError(f"{_CALLER}: `out` is the atlas itself ({source}); write the predictions elsewhere.")
-    for name, value in (("chunk_size", chunk_size), ("batch_size", batch_size)):
+    for name, value in (("chunk_size", 1 if chunk_size is None else chunk_size), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{_CALLER}: `{name}` must be a positive integer, got {value!r}.")
     model = check_model(model, _CALLER)
@@ -278,7 +307,8 @@ def predict_atlas(
             raise ValueError(f"{_CALLER}: the atlas {source} has no cells.")
         names = pd.Index(np.asarray(model.protein_names).astype(str))
         with announce_once():
-            blocks = _predicted_blocks(atlas, model, chunk_size, predict, match, source.name)
+            params["chunk_size"] = atlas.chunk_size  # resolved
+            blocks = _predicted_blocks(atlas, model, atlas.chunk_size, predict, match, source.name)
             # the first block before anything is written: gene, layer and time errors leave no file behind
             start, values, cells, inp = next(blocks)
             uns = portable(_meta(model, inp, params, list(names)))
@@ -296,6 +326,29 @@ def predict_atlas(
     log_added(_CALLER, [f"{target} ({atlas.n_obs} cells × {len(names)} proteins, streamed from {source.name})"])
 
 
+def _read_ahead(atlas: _Atlas, chunk_size: int) -> Iterator[tuple[int, int, AnnData]]:
+    """``(start, stop, block)`` of each block in order; the next block is read in a thread meanwhile.
+
+    Reading (decompression, h5py/zarr) and prediction (torch) release the GIL, so the two overlap: one block
+    more is held in memory.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    starts = list(range(0, atlas.n_obs, chunk_size))
+
+    def read(start: int) -> AnnData:
+        return atlas.block(start, min(start + chunk_size, atlas.n_obs))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmn-atlas-reader") as pool:
+        pending = pool.submit(read, starts[0])
+        for i, start in enumerate(starts):
+            block = pending.result()
+            if i + 1 < len(starts):
+                pending = pool.submit(read, starts[i + 1])
+            yield start, min(start + chunk_size, atlas.n_obs), block
+            del block
+
+
 def _predicted_blocks(
     atlas: _Atlas, model: CrossmodalNet, chunk_size: int, predict: dict, match: dict, name: str
 ) -> Iterator[tuple[int, np.ndarray, pd.Index, object]]:
@@ -310,9 +363,7 @@ def _predicted_blocks(
     where = "the atlas's " + ("X" if layer is None else f"layers[{layer!r}]")
     target_sum = query_normalization(atlas.X, model.rna_normalization, where, _CALLER)
     counts_model = (model.rna_normalization or {}).get("method") == "counts"
-    for start in range(0, atlas.n_obs, chunk_size):
-        stop = min(start + chunk_size, atlas.n_obs)
-        block = atlas.block(start, stop)
+    for start, stop, block in _read_ahead(atlas, chunk_size):
         X = get_layer(block, layer, "atlas")
         if target_sum is not None:  # row by row, as the in-memory path normalises a query's rows
             normalised = log_normalize_rows(X, target_sum)

@@ -414,9 +414,9 @@ def predict_protein(
     settings on ``mdata[rna_key]`` → ``mdata[protein_key]`` (the tutorial shortcut; it is logged and
     recorded as ``params['trained_here']``).
 
-    For an atlas larger than memory, open it backed (an ``.h5ad`` as
-    ``cmn.pp.to_mudata(anndata.read_h5ad(path, backed="r"))``, which costs far less memory per cell at 10⁶–10⁷
-    cells than ``mudata.read_h5mu(path, backed="r")``; docs page *Scale*) and pass
+    For an atlas larger than memory in an ``.h5ad`` or ``.zarr`` file, :func:`~crossmodalnet.tl.predict_atlas`
+    goes file to file without holding its cell names. An atlas already open backed (e.g.
+    ``mudata.read_h5mu(path, backed="r")``; docs page *Scale*) takes
     ``out="pred.zarr"`` (or ``".h5ad"``): the predictions are then written block by block to an on-disk
     AnnData and never held whole in memory; gene matching and normalisation of the atlas also run block
     by block. When the RNA matrix is a :class:`dask.array.Array` (e.g. from
