@@ -191,10 +191,10 @@ def predict_atlas(
 ) -> None:
     """Predict the proteins of every cell of an RNA-only atlas file into an on-disk AnnData, file to file.
 
-    The route for an atlas of 10⁶–10⁷ cells and more on one machine. The atlas is opened with
-    :func:`anndata.experimental.read_lazy` (``load_annotation_index=False``) and read ``chunk_size`` cells at a
-    time, cell names included: from a ``.zarr`` store memory stays flat in the number of cells (anndata's lazy
-    reader reads an ``.h5ad``'s plain string arrays whole, its cell names among them). Each block goes through
+    The route for an atlas of 10⁶–10⁷ cells and more on one machine. The atlas is read ``chunk_size`` cells at a
+    time, cell names included, so memory stays flat in the number of cells (a ``.zarr`` through
+    :func:`anndata.experimental.read_lazy`, an ``.h5ad`` through h5py, because anndata's lazy reader reads an
+    ``.h5ad``'s cell names whole; docs page *Scale*). Each block goes through
     the same steps as :func:`~crossmodalnet.tl.predict_protein` in memory (gene matching, normalisation of
     raw counts, time and batch from the block's ``obs``), and its predictions and cell names are written to
     ``out`` before the next block is read. The result equals ``cmn.tl.predict_protein(atlas, model)`` on
@@ -276,19 +276,6 @@ def predict_atlas(
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{_CALLER}: `{name}` must be a positive integer, got {value!r}.")
     model = check_model(model, _CALLER)
-    params = {
-        "path": str(source),
-        "time": time,
-        "batch": batch,
-        "allow_extrapolation": allow_extrapolation,
-        "interpolation": interpolation,
-        "gene_id_column": gene_id_column,
-        "min_coverage": min_coverage,
-        "batch_size": batch_size,
-        "chunk_size": chunk_size,
-        "key_added": key_added,
-        "out": str(target),
-    }
     predict = {
         "time": time,
         "batch": batch,
@@ -299,6 +286,14 @@ def predict_atlas(
     match = {"gene_id_column": gene_id_column, "model_gene_ids": model_gene_ids, "min_coverage": min_coverage}
     columns = [c for c in (model.get_setup_arg("time_key"), model.get_setup_arg("batch_key")) if c is not None]
     atlas = _Atlas(source, model.get_setup_arg("rna_layer"), columns, chunk_size)
+    params = {
+        "path": str(source),
+        **predict,
+        **{k: v for k, v in match.items() if k != "model_gene_ids"},
+        "chunk_size": atlas.chunk_size,  # resolved
+        "key_added": key_added,
+        "out": str(target),
+    }
     # each block's AnnData and MuData hold reference cycles, collected after the block; frozen, the objects that
     # exist now (the model, the user's session) are not scanned by those collections
     gc.freeze()
@@ -307,8 +302,7 @@ def predict_atlas(
             raise ValueError(f"{_CALLER}: the atlas {source} has no cells.")
         names = pd.Index(np.asarray(model.protein_names).astype(str))
         with announce_once():
-            params["chunk_size"] = atlas.chunk_size  # resolved
-            blocks = _predicted_blocks(atlas, model, atlas.chunk_size, predict, match, source.name)
+            blocks = _predicted_blocks(atlas, model, predict, match)
             # the first block before anything is written: gene, layer and time errors leave no file behind
             start, values, cells, inp = next(blocks)
             uns = portable(_meta(model, inp, params, list(names)))
@@ -326,7 +320,7 @@ def predict_atlas(
     log_added(_CALLER, [f"{target} ({atlas.n_obs} cells × {len(names)} proteins, streamed from {source.name})"])
 
 
-def _read_ahead(atlas: _Atlas, chunk_size: int) -> Iterator[tuple[int, int, AnnData]]:
+def _read_ahead(atlas: _Atlas) -> Iterator[tuple[int, int, AnnData]]:
     """``(start, stop, block)`` of each block in order; the next block is read in a thread meanwhile.
 
     Reading (decompression, h5py/zarr) and prediction (torch) release the GIL, so the two overlap: one block
@@ -334,6 +328,7 @@ def _read_ahead(atlas: _Atlas, chunk_size: int) -> Iterator[tuple[int, int, AnnD
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    chunk_size = atlas.chunk_size
     starts = list(range(0, atlas.n_obs, chunk_size))
 
     def read(start: int) -> AnnData:
@@ -350,9 +345,9 @@ def _read_ahead(atlas: _Atlas, chunk_size: int) -> Iterator[tuple[int, int, AnnD
 
 
 def _predicted_blocks(
-    atlas: _Atlas, model: CrossmodalNet, chunk_size: int, predict: dict, match: dict, name: str
+    atlas: _Atlas, model: CrossmodalNet, predict: dict, match: dict
 ) -> Iterator[tuple[int, np.ndarray, pd.Index, object]]:
-    """``(first row, predictions, cell names, model input)`` of each block of ``chunk_size`` cells, in order.
+    """``(first row, predictions, cell names, model input)`` of each block of the atlas, in order.
 
     Each block takes the in-memory path of :func:`~crossmodalnet.tl.predict_protein`. Whether the atlas holds
     raw counts is decided once, from its first rows, as that path decides for a whole query.
@@ -363,7 +358,7 @@ def _predicted_blocks(
     where = "the atlas's " + ("X" if layer is None else f"layers[{layer!r}]")
     target_sum = query_normalization(atlas.X, model.rna_normalization, where, _CALLER)
     counts_model = (model.rna_normalization or {}).get("method") == "counts"
-    for start, stop, block in _read_ahead(atlas, chunk_size):
+    for start, stop, block in _read_ahead(atlas):
         X = get_layer(block, layer, "atlas")
         if target_sum is not None:  # row by row, as the in-memory path normalises a query's rows
             normalised = log_normalize_rows(X, target_sum)
@@ -373,7 +368,7 @@ def _predicted_blocks(
                 block.layers[layer] = normalised
         elif not counts_model and looks_like_counts(X[:2000]):
             raise ValueError(
-                f"{_CALLER}: cells {start}-{stop - 1} of {name} look like raw counts, unlike the atlas's first "
+                f"{_CALLER}: cells {start}-{stop - 1} of {atlas.name} look like raw counts, unlike the atlas's first "
                 "cells: its rows are not all normalised the same way. Normalise the whole atlas one way (e.g. "
                 "`cmn.pp.log_normalize`) and write it again."
             )
