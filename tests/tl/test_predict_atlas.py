@@ -97,6 +97,18 @@ def test_time_and_batch_come_from_the_atlas_or_the_arguments(model, tmp_path):
     assert not np.allclose(own, fixed)  # the cells' own time points and batches were used before
 
 
+@pytest.mark.parametrize("source", [".h5ad", ".zarr"])
+def test_a_model_on_a_layer_reads_that_layer(model, tmp_path, monkeypatch, source):
+    adata = _atlas(model)
+    want = _in_memory(model, adata)
+    adata.layers["lognorm"] = adata.X.copy()
+    adata.X = sparse.csr_matrix(adata.shape, dtype=np.float32)  # zeros: X must not be read
+    path = _write(adata, tmp_path / f"atlas{source}")
+    monkeypatch.setitem(model.adata_manager.registry["setup_args"], "rna_layer", "lognorm")
+    cmn.tl.predict_atlas(path, model, out=tmp_path / "pred.zarr", chunk_size=CHUNK)
+    np.testing.assert_array_equal(_read(tmp_path / "pred.zarr").X, want.to_numpy(dtype=np.float32))
+
+
 def test_bad_input_fails_before_writing(model, tmp_path, monkeypatch):
     adata = _atlas(model)
     path = _write(adata, tmp_path / "atlas.h5ad")
