@@ -59,7 +59,7 @@ FIELDS = (
 )
 
 
-def _model(mdata, seed: int, model_kwargs: dict, max_epochs: int | None):
+def _model(mdata, seed: int, model_kwargs: dict, max_epochs: int | None, train_kwargs: dict):
     import scvi
     import torch
 
@@ -76,6 +76,7 @@ def _model(mdata, seed: int, model_kwargs: dict, max_epochs: int | None):
         enable_progress_bar=False,
         enable_model_summary=False,
         disentangle_epochs=0,
+        **train_kwargs,
     )
     return model, time.perf_counter() - start
 
@@ -96,7 +97,8 @@ def run(args: argparse.Namespace) -> dict:
     subset = np.asarray(json.loads(args.proteins), dtype=np.int64)
     model_kwargs = json.loads(args.model_kwargs)
     # LightGBM needs the default's split and linear-path genes only: one epoch fits them
-    model, fit_s = _model(mdata, args.seed, model_kwargs, args.max_epochs if args.method == "default" else 1)
+    max_epochs = args.max_epochs if args.method == "default" else 1
+    model, fit_s = _model(mdata, args.seed, model_kwargs, max_epochs, json.loads(args.train_kwargs))
     test = np.sort(np.asarray(model.test_indices, dtype=np.int64))
     true = model._registered_dense(REGISTRY_KEYS.PROTEIN_KEY, test).astype(np.float64)
     row = {
@@ -107,6 +109,7 @@ def run(args: argparse.Namespace) -> dict:
         "method": args.method,
         "label": args.label or args.method,
         "model_kwargs": args.model_kwargs if args.method == "default" else "",
+        "train_kwargs": args.train_kwargs if args.method == "default" else "",
         "test_cells": int(test.size),
         "proteins": args.proteins,
     }
@@ -153,6 +156,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--method", choices=("default", "lightgbm"), default="default")
     parser.add_argument("--model-kwargs", default="{}", help="JSON of CrossmodalNet arguments (--method default)")
+    parser.add_argument("--train-kwargs", default="{}", help="JSON of CrossmodalNet.train arguments (--method default)")
     parser.add_argument("--label", default="", help="name of the configuration in the CSV")
     parser.add_argument("--proteins", default=json.dumps(list(range(0, 50, 5))), help="JSON list of protein positions")
     parser.add_argument("--max-epochs", type=int, default=None, help="cap on the default's epochs (a smoke test)")

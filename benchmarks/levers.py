@@ -70,6 +70,7 @@ _NUMERIC_PARTS = (
     ("lr", "train", "lr", float),
     ("wd", "train", "weight_decay", float),
     ("patience", "train", "early_stopping_patience", int),
+    ("ema", "train", "ema_decay", float),
 )
 """Parts of a combined lever (``"screen512+bs512"``) that set one number: prefix, where it goes, argument, type."""
 ENSEMBLE_OFFSETS = (0, 1000, 2000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anndata as ad
+import lightning.pytorch as pl
 import mudata as md
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ from crossmodalnet.model._presets import (
     resolve_input_reduction,
     train_settings,
 )
-from crossmodalnet.train import FaderGradNormPlan
+from crossmodalnet.train import AveragedWeights, FaderGradNormPlan
 
 TRAIN = {"accelerator": "cpu", "enable_progress_bar": False, "disentangle_epochs": 0}
 
@@ -60,15 +61,18 @@ def test_rule():
     # an explicit choice is kept, whatever the size
     assert resolve_input_reduction("default", None, 10**6, 20_000) is None
     assert resolve_input_reduction("default", "svd", 100, 200) == "svd"
-    large_settings = {"reduce_lr_on_plateau": True, "disentangle_tolerance": 0.002, "early_stopping_min_delta": 0.0005}
+    large_settings = {
+        "reduce_lr_on_plateau": True,
+        "ema_decay": 0.999,
+        "disentangle_tolerance": 0.002,
+        "early_stopping_min_delta": 0.0005,
+    }
     assert LARGE_REFERENCE_TRAIN == large_settings
     small, large = train_settings("default", 19_999), train_settings("default", 20_000)
     assert small == TRAIN_PRESETS["default"]
-    assert (small["reduce_lr_on_plateau"], small["disentangle_tolerance"], small["early_stopping_min_delta"]) == (
-        False,
-        0.01,
-        0.0,
-    )
+    keys = ("reduce_lr_on_plateau", "ema_decay", "disentangle_tolerance", "early_stopping_min_delta")
+    assert tuple(small[k] for k in keys) == (False, 0.0, 0.01, 0.0)
+    assert TRAIN_PRESETS["paper"]["ema_decay"] == 0.0
     assert large == {**TRAIN_PRESETS["default"], **large_settings}
     assert train_settings("paper", 10**6) == TRAIN_PRESETS["paper"]
     # the linear path's stand-in for all genes, when they are out of its closed form's reach
@@ -138,7 +142,10 @@ def test_large_reference_trains_with_the_schedule_and_reloads(small_large_refere
     model = CrossmodalNet(small_large_reference, n_latent=8)
     assert (model.module.input_reduction, model.module.n_features) == ("screen", 24 if wide else 16)
     assert model.init_params_["non_kwargs"]["n_input_features"] == (24 if wide else 16)  # saved resolved
-    model.train(max_epochs=40, batch_size=64, early_stopping_patience=30, **{**TRAIN, "disentangle_epochs": 2})
+    # without the weight average, which barely moves in the 120 steps of this 200-cell set
+    model.train(
+        max_epochs=40, batch_size=64, early_stopping_patience=30, ema_decay=0.0, **{**TRAIN, "disentangle_epochs": 2}
+    )
     assert model.split_["disentangle"]["tolerance"] == 0.002  # the large reference's tolerance
     lr = model.history_["lr"]["lr"].to_numpy()
     assert lr[0] == pytest.approx(1e-3)
@@ -153,6 +160,29 @@ def test_large_reference_trains_with_the_schedule_and_reloads(small_large_refere
     for k, v in model.module.state_dict().items():
         assert torch.equal(v, loaded.module.state_dict()[k]), k
     np.testing.assert_array_equal(model.predict_protein().to_numpy(), loaded.predict_protein().to_numpy())
+
+
+class _Callbacks(pl.Callback):
+    """The trainer's callbacks, recorded when training starts."""
+
+    def on_train_start(self, trainer, _pl_module):
+        self.callbacks = list(trainer.callbacks)
+
+
+def _averages(model) -> list[float]:
+    """Decays of the weight averages the model's next one-epoch ``train()`` runs with."""
+    recorder = _Callbacks()
+    model.train(max_epochs=1, batch_size=64, callbacks=[recorder], **TRAIN)
+    return [c.decay for c in recorder.callbacks if isinstance(c, AveragedWeights)]
+
+
+def test_weight_average_from_the_bound_with_the_default_preset(small_large_reference):
+    assert _averages(CrossmodalNet(small_large_reference, n_latent=8)) == [0.999]
+    assert _averages(CrossmodalNet(small_large_reference, n_latent=8, preset="paper")) == []
+
+
+def test_no_weight_average_below_the_bound(setup_mdata):
+    assert _averages(CrossmodalNet(setup_mdata, n_latent=8)) == []
 
 
 @pytest.mark.parametrize("preset", ["default", "paper"])

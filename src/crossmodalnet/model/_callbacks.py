@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from scvi.train._callbacks import LoudEarlyStopping
 
-from crossmodalnet.train import RestoreBestWeights
+from crossmodalnet.train import AveragedWeights, RestoreBestWeights
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,15 +37,18 @@ class TrainingCallbacksMixin:
         patience: int,
         min_delta: float,
         monitor: str,
+        ema_decay: float,
         trainer_kwargs: dict[str, Any],
     ) -> tuple[list, RestoreBestWeights]:
         """The callbacks of one ``train`` call (after the user's) and its restoration callback.
 
         Without validation cells, the validation loop is switched off in ``trainer_kwargs`` (Lightning
-        refuses an empty validation loader).
+        refuses an empty validation loader). The weight average (``ema_decay > 0``) comes last: the
+        restoration snapshots the averaged weights before the average swaps the trained ones back.
         """
         callbacks = list(trainer_kwargs.pop("callbacks", []))
         restore = RestoreBestWeights(monitor=monitor, mode="max")
+        average = [AveragedWeights(ema_decay)] if ema_decay > 0 else []
         if val_idx.size == 0:
             trainer_kwargs["limit_val_batches"] = 0
             if early_stopping:
@@ -54,7 +57,7 @@ class TrainingCallbacksMixin:
                     UserWarning,
                     stacklevel=3,
                 )
-            return callbacks, restore
+            return callbacks + average, restore
         if continued or self.module.linear_path:
             # The current weights compete with every new epoch: continued training never ends below them,
             # and a first training with a linear path never ends below its ridge-only start.
@@ -65,7 +68,7 @@ class TrainingCallbacksMixin:
             callbacks.append(
                 _EarlyStopping(monitor=monitor, min_delta=min_delta, patience=patience, mode="max", warmup_epochs=0)
             )
-        return callbacks, restore
+        return callbacks + average, restore
 
     def _log_training(self, n_epochs: int, max_epochs: int, restore: RestoreBestWeights, monitor: str) -> None:
         """Record the kept epoch in ``split_`` and log one summary line."""

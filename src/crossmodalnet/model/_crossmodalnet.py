@@ -486,6 +486,7 @@ class CrossmodalNet(
         gradnorm_alpha: float | None = None,
         input_group_lasso: float | None = None,
         reduce_lr_on_plateau: bool | None = None,
+        ema_decay: float | None = None,
         disentangle_epochs: int | None = None,
         disentangle_tolerance: float | None = None,
         disentangle_kwargs: dict | None = None,
@@ -566,6 +567,13 @@ class CrossmodalNet(
             ``lr_min``); the learning rate of each epoch is ``model.history_["lr"]``. ``None`` takes the
             preset's choice: on with the ``"default"`` preset for a large reference (at least 20,000
             registered cells), off otherwise and with ``"paper"`` (docs page *Scale*, "Large references").
+        ema_decay
+            Validate and keep an exponential moving average of the weights instead of the weights themselves
+            (``average ← ema_decay · average + (1 − ema_decay) · weights`` after each training step;
+            Lightning's :class:`~lightning.pytorch.callbacks.EMAWeightAveraging`): early stopping, the
+            learning-rate schedule and best-epoch restoration then judge the average, and the model keeps
+            the best epoch's average. 0 is no averaging. ``None`` takes the preset's choice: 0.999 (an
+            average over about 1,000 steps) with the ``"default"`` preset for a large reference, 0 otherwise.
         disentangle_epochs
             Epochs of the disentangling phase after best-epoch restoration: the encoder alone trains
             with MLP2, the embeddings and the linear path frozen, on the prediction loss plus the
@@ -621,6 +629,9 @@ class CrossmodalNet(
             early_stopping_patience = train_defaults["early_stopping_patience"]
         if early_stopping_min_delta is None:
             early_stopping_min_delta = train_defaults["early_stopping_min_delta"]
+        ema_decay = train_defaults["ema_decay"] if ema_decay is None else ema_decay
+        if not (is_nonnegative_number(ema_decay) and ema_decay < 1):
+            raise ValueError(f"`ema_decay` must be a number in [0, 1) (0: no weight averaging), got {ema_decay!r}.")
         if not is_nonnegative_number(early_stopping_min_delta):
             raise ValueError(
                 f"`early_stopping_min_delta` must be a finite number >= 0 (a gain in validation Pearson r), "
@@ -700,6 +711,7 @@ class CrossmodalNet(
             patience=early_stopping_patience,
             min_delta=float(early_stopping_min_delta),
             monitor=early_stopping_monitor,
+            ema_decay=float(ema_decay),
             trainer_kwargs=trainer_kwargs,
         )
         n_batches = int(np.ceil(train_idx.size / batch_size))

@@ -13,9 +13,10 @@ from crossmodalnet.nn import (
 
 from ._disentangle import disentangle_encoder
 from ._gradnorm import GradNormStep, gradnorm_loss, gradnorm_step, renormalize_weights
-from ._plan import FaderGradNormPlan, RestoreBestWeights, is_discriminator_step
+from ._plan import AveragedWeights, FaderGradNormPlan, RestoreBestWeights, is_discriminator_step
 
 __all__ = [
+    "AveragedWeights",
     "FaderGradNormPlan",
     "GradNormStep",
     "RestoreBestWeights",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from scvi.train import TrainingPlan
 
 from crossmodalnet._constants import REGISTRY_KEYS
@@ -383,6 +384,41 @@ class FaderGradNormPlan(TrainingPlan):
             if torch.isfinite(metric):
                 self.lr_scheduler_.step(float(metric))
             self.log("lr", float(self.lr_scheduler_.optimizer.param_groups[0]["lr"]), sync_dist=False)
+
+
+class AveragedWeights(EMAWeightAveraging):
+    """An exponential moving average of the weights (Lightning's :class:`~lightning.pytorch.callbacks.EMAWeightAveraging`), validated in place of them.
+
+    Validation runs on the averaged weights, so early stopping, the learning-rate schedule and
+    :class:`RestoreBestWeights` (listed before this callback) judge and keep the average. Unlike Lightning's
+    callback, the trained weights come back at the end of the validation loop rather than of its epoch, so the
+    restoration snapshots the average that was validated; and at the end of training the average is copied into
+    the model only when nothing was validated (otherwise the restoration decides which weights stay).
+
+    Parameters
+    ----------
+    decay
+        Weight of the average at each step: ``average ← decay · average + (1 − decay) · weights``.
+    """
+
+    def __init__(self, decay: float):
+        super().__init__(decay=decay)
+        self.decay = decay
+        self.validated = False
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Keep the averaged weights until the validation loop ends."""
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Swap the trained weights back in."""
+        if self._average_model is not None:
+            self._swap_models(pl_module)
+            self.validated = self.validated or not trainer.sanity_checking
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Copy the average into the model when no validation chose the weights."""
+        if not self.validated:
+            super().on_train_end(trainer, pl_module)
 
 
 class RestoreBestWeights(pl.Callback):
