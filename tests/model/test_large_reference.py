@@ -170,14 +170,14 @@ class _Callbacks(pl.Callback):
 
 
 def _averages(model) -> list[float]:
-    """Decays of the weight averages the model's next one-epoch ``train()`` runs with."""
+    """Decay and update interval of the weight averages the model's next one-epoch ``train()`` runs with."""
     recorder = _Callbacks()
     model.train(max_epochs=1, batch_size=64, callbacks=[recorder], **TRAIN)
-    return [c.decay for c in recorder.callbacks if isinstance(c, AveragedWeights)]
+    return [(c.decay, c.every_n_steps) for c in recorder.callbacks if isinstance(c, AveragedWeights)]
 
 
 def test_weight_average_from_the_bound_with_the_default_preset(small_large_reference):
-    assert _averages(CrossmodalNet(small_large_reference, n_latent=8)) == [0.999]
+    assert _averages(CrossmodalNet(small_large_reference, n_latent=8)) == [(0.999, 4)]
     assert _averages(CrossmodalNet(small_large_reference, n_latent=8, preset="paper")) == []
 
 

@@ -81,10 +81,12 @@ def _fit(callbacks, *, validate: bool = True, epochs: int = 3) -> _Toy:
     return toy
 
 
-def _ema(trained: list[torch.Tensor]) -> list[torch.Tensor]:
+def _ema(trained: list[torch.Tensor], every: int = 1) -> list[torch.Tensor]:
+    """The average after each step: updated after steps 1, 1 + every, 1 + 2 every, ... with DECAY ** every."""
     average, out = trained[0], [trained[0]]
-    for w in trained[1:]:
-        average = DECAY * average + (1 - DECAY) * w
+    for step, w in enumerate(trained[1:], start=1):
+        if step % every == 0:
+            average = DECAY**every * average + (1 - DECAY**every) * w
         out.append(average)
     return out
 
@@ -101,6 +103,15 @@ def test_validation_sees_the_average_and_training_resumes_from_the_trained_weigh
     # each epoch after the first starts from the last trained weights, not from their average
     for epoch, resumed in enumerate(recorder.resumed):
         torch.testing.assert_close(resumed, recorder.trained[(epoch + 1) * steps - 1])
+
+
+def test_an_update_every_n_steps_takes_the_decay_of_n_steps():
+    recorder = _Recorder()
+    _fit([recorder, AveragedWeights(DECAY, every_n_steps=3)])
+    averages = _ema(recorder.trained, every=3)
+    for epoch, validated in enumerate(recorder.validated):
+        torch.testing.assert_close(validated, averages[(epoch + 1) * 4 - 1])
+    assert not torch.allclose(recorder.validated[-1], _ema(recorder.trained)[-1])
 
 
 def test_restoration_keeps_the_validated_average():

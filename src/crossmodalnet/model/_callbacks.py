@@ -10,6 +10,8 @@ from scvi.train._callbacks import LoudEarlyStopping
 
 from crossmodalnet.train import AveragedWeights, RestoreBestWeights
 
+from ._presets import EMA_EVERY_N_STEPS
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -48,7 +50,7 @@ class TrainingCallbacksMixin:
         """
         callbacks = list(trainer_kwargs.pop("callbacks", []))
         restore = RestoreBestWeights(monitor=monitor, mode="max")
-        average = [AveragedWeights(ema_decay)] if ema_decay > 0 else []
+        average = [AveragedWeights(ema_decay, every_n_steps=EMA_EVERY_N_STEPS)] if ema_decay > 0 else []
         if val_idx.size == 0:
             trainer_kwargs["limit_val_batches"] = 0
             if early_stopping:

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.callbacks import WeightAveraging
 from scvi.train import TrainingPlan
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from crossmodalnet._constants import REGISTRY_KEYS
 from crossmodalnet._metrics import pearson_per_cell, pearson_per_protein
@@ -386,25 +387,36 @@ class FaderGradNormPlan(TrainingPlan):
             self.log("lr", float(self.lr_scheduler_.optimizer.param_groups[0]["lr"]), sync_dist=False)
 
 
-class AveragedWeights(EMAWeightAveraging):
-    """An exponential moving average of the weights (Lightning's :class:`~lightning.pytorch.callbacks.EMAWeightAveraging`), validated in place of them.
+class AveragedWeights(WeightAveraging):
+    """An exponential moving average of the weights, validated in place of them (Lightning's :class:`~lightning.pytorch.callbacks.WeightAveraging`).
 
-    Validation runs on the averaged weights, so early stopping, the learning-rate schedule and
-    :class:`RestoreBestWeights` (listed before this callback) judge and keep the average. Unlike Lightning's
-    callback, the trained weights come back at the end of the validation loop rather than of its epoch, so the
-    restoration snapshots the average that was validated; and at the end of training the average is copied into
-    the model only when nothing was validated (otherwise the restoration decides which weights stay).
+    The average is updated after every ``every_n_steps``-th training step, with torch's in-place multi-tensor
+    update (:func:`torch.optim.swa_utils.get_ema_multi_avg_fn`) and the decay of that many steps, ``decay **
+    every_n_steps``, so it spans the same steps as an update after each step. Validation runs on the averaged
+    weights, so early stopping, the learning-rate schedule and :class:`RestoreBestWeights` (listed before this
+    callback) judge and keep the average. Unlike Lightning's callback, the trained weights come back at the end of
+    the validation loop rather than of its epoch, so the restoration snapshots the average that was validated;
+    and at the end of training the average is copied into the model only when nothing was validated (otherwise
+    the restoration decides which weights stay).
 
     Parameters
     ----------
     decay
-        Weight of the average at each step: ``average ← decay · average + (1 − decay) · weights``.
+        Weight of the average per training step: ``average ← decay · average + (1 − decay) · weights``.
+    every_n_steps
+        Steps between updates. An update touches every weight and buffer of the model (2.2 million numbers at
+        20,000 genes); after each step it slowed a 100,000 × 20,000 epoch from 0.93× to 0.72× the throughput of a
+        bare torch loop.
     """
 
-    def __init__(self, decay: float):
-        super().__init__(decay=decay)
-        self.decay = decay
+    def __init__(self, decay: float, every_n_steps: int = 1):
+        super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay**every_n_steps))
+        self.decay, self.every_n_steps = decay, int(every_n_steps)
         self.validated = False
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        """After every ``every_n_steps``-th optimiser step (counted from the first), never at an epoch's end."""
+        return step_idx is not None and step_idx % self.every_n_steps == 0
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Keep the averaged weights until the validation loop ends."""
