@@ -50,6 +50,7 @@ ALL_METHODS = {
     "default_all_genes": "CrossmodalNet (previous default: linear path on all genes)",
     "default_phase_epochs": "CrossmodalNet (default before: disentangling phase of 25 whole epochs)",
     "default_full_input": "CrossmodalNet (default before: networks on all genes, constant learning rate)",
+    "default_no_average": "CrossmodalNet (default before: no weight average)",
     "ridge": "Ridge",
     "lightgbm": "LightGBM",
     "mlp_mse": "MLP+MSE",
@@ -761,6 +762,7 @@ def scale_lead() -> str:
         kind, _, n = network_input.partition(" ")
         job += f"; networks on {n} screened genes" if kind == "screen" else f"; networks on {network_input}"
         job += ", learning rate reduced on plateaus" if r.get("lr_schedule") == "True" else ""
+        job += ", weight average" if _f(r.get("ema_decay", "")) else ""
         body.append(
             [
                 job,

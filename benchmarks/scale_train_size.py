@@ -347,6 +347,7 @@ def main(argv=None) -> dict:
     import torch
 
     from crossmodalnet.model import CrossmodalNet
+    from crossmodalnet.model._presets import train_settings
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -477,6 +478,8 @@ def main(argv=None) -> dict:
             else f"{model.module.input_reduction} {model.module.n_features}"
         ),
         "lr_schedule": "lr" in (model.history_ or {}),
+        # the preset's weight average for this reference (train() is called without ema_decay)
+        "ema_decay": train_settings(model.preset, model.summary_stats["n_cells"])["ema_decay"],
         **after,
     }
     # the bare loop runs the same layer shapes as the model (its input reduction included)

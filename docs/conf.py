@@ -193,6 +193,8 @@ nitpick_ignore = [
     ("py:class", "annbatch.DatasetCollection"),
     ("py:class", "annbatch.Loader"),
     ("py:meth", "annbatch.DatasetCollection.add_adatas"),
+    # Lightning's WeightAveraging (inherited by `crossmodalnet.train.AveragedWeights`) names torch's class bare.
+    ("py:class", "AveragedModel"),
     # The torch module behind the model is not part of the documented API (users reach it as
     # ``model.module``); functions that take it name it in their signatures.
     ("py:class", "crossmodalnet.module._module.CrossmodalModule"),

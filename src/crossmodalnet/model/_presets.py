@@ -67,7 +67,7 @@ LARGE_REFERENCE_TRAIN: dict[str, object] = {
 }
 """What the ``"default"`` preset's training settings change to on a large reference (:func:`is_large_reference`):
 the learning rate is reduced on plateaus, an exponential moving average of the weights (decay 0.999, about 1,000
-steps) is validated and kept in their place (on the generated 100,000 × 2,000 reference, +0.0009 to +0.0011 test
+steps) is validated and kept in their place (on the generated 100,000 × 2,000 reference, +0.0009 to +0.0013 test
 per-protein r on three seeds; docs page *Scale*, "Large references"), the disentangling phase is kept only if it costs at most 0.002 of
 validation per-protein r (a validation set of 1,000 cells or more measures that; the 0.01 of small sets absorbs
 the noise of a few dozen validation cells), and early stopping counts a gain only from 0.0005 of validation r
