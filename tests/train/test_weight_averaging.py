@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import scvi
 import torch
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, TensorDataset
 
 from crossmodalnet.model import CrossmodalNet
+from crossmodalnet.model._presets import EMA_EVERY_N_STEPS
 from crossmodalnet.train import AveragedWeights, RestoreBestWeights
 
 pytestmark = [
@@ -157,6 +159,35 @@ def test_a_model_keeps_the_best_validated_average_deterministically(setup_mdata)
     for key, value in _state(averaged).items():
         assert torch.equal(value, _state(again)[key]), key
     assert any(not torch.equal(v, _state(plain)[k]) for k, v in _state(averaged).items())
+
+
+class _OptimizerSteps(pl.Callback):
+    """Lightning's optimiser step count after each mini-batch."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_end(self, trainer, *_args):
+        self.steps.append(trainer.global_step)
+
+
+def test_a_model_updates_its_average_every_4_mini_batches(monkeypatch):
+    import crossmodalnet as cmn
+
+    mdata = cmn.datasets.synthetic_cite(n_obs=1000, n_genes=100, n_proteins=10)
+    cmn.pp.log_normalize(mdata)
+    cmn.pp.clr(mdata)
+    CrossmodalNet.setup_mudata(mdata, time_key="time")
+    calls, steps = [], _OptimizerSteps()
+    update = AveragedModel.update_parameters
+    monkeypatch.setattr(AveragedModel, "update_parameters", lambda self, model: calls.append(1) or update(self, model))
+    model = CrossmodalNet(mdata, n_latent=8)
+    model.train(max_epochs=2, batch_size=64, ema_decay=0.9, callbacks=[steps], **TRAIN)
+    # the training plan takes one or two optimiser steps per mini-batch (Lightning's step count)...
+    assert set(np.diff(steps.steps)) == {1, 2}
+    # ...and the average is updated after mini-batches 1, 5, 9, ...
+    assert EMA_EVERY_N_STEPS == 4
+    assert len(calls) == int(np.ceil(len(steps.steps) / 4))
 
 
 @pytest.mark.parametrize("decay", [1.0, -0.1, float("nan"), "0.9", True])

@@ -569,8 +569,8 @@ class CrossmodalNet(
             registered cells), off otherwise and with ``"paper"`` (docs page *Scale*, "Large references").
         ema_decay
             Validate and keep an exponential moving average of the weights instead of the weights themselves
-            (``average ← ema_decay · average + (1 − ema_decay) · weights`` after each training step;
-            Lightning's :class:`~lightning.pytorch.callbacks.WeightAveraging`): early stopping, the
+            (``average ← ema_decay · average + (1 − ema_decay) · weights`` per training step, applied every
+            4 steps as ``ema_decay⁴``; Lightning's :class:`~lightning.pytorch.callbacks.WeightAveraging`): early stopping, the
             learning-rate schedule and best-epoch restoration then judge the average, and the model keeps
             the best epoch's average. 0 is no averaging. ``None`` takes the preset's choice: 0.999 (an
             average over about 1,000 steps) with the ``"default"`` preset for a large reference, 0 otherwise.

@@ -404,7 +404,7 @@ class AveragedWeights(WeightAveraging):
     decay
         Weight of the average per training step: ``average ← decay · average + (1 − decay) · weights``.
     every_n_steps
-        Steps between updates. An update touches every weight and buffer of the model (2.2 million numbers at
+        Training steps (mini-batches) between updates. An update touches every weight and buffer of the model (2.2 million numbers at
         20,000 genes); after each step it slowed a 100,000 × 20,000 epoch from 0.93× to 0.72× the throughput of a
         bare torch loop.
     """
@@ -413,10 +413,20 @@ class AveragedWeights(WeightAveraging):
         super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay**every_n_steps))
         self.decay, self.every_n_steps = decay, int(every_n_steps)
         self.validated = False
+        self._steps = 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        """Count the training step (a mini-batch), then update the average if it is due."""
+        self._steps += 1
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
-        """After every ``every_n_steps``-th optimiser step (counted from the first), never at an epoch's end."""
-        return step_idx is not None and step_idx % self.every_n_steps == 0
+        """After the first training step and every ``every_n_steps``-th after it, never at an epoch's end.
+
+        Steps are mini-batches: Lightning's ``step_idx`` counts optimiser steps, and the training plan takes one
+        to three of them per mini-batch (the networks, the discriminators, the GradNorm weights).
+        """
+        return step_idx is not None and (self._steps - 1) % self.every_n_steps == 0
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Keep the averaged weights until the validation loop ends."""
