@@ -69,6 +69,7 @@ def test_paper_preset_is_table_s1(setup_mdata):
         "disentangle_kwargs": {},
         "disentangle_tolerance": 0.01,
         "reduce_lr_on_plateau": False,
+        "ema_decay": 0.0,  # the weights themselves are validated and kept, not an average
     }
     assert defaults["lr"] == 1e-3
     assert defaults["weight_decay"] == 5e-6
