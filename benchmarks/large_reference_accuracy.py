@@ -109,7 +109,6 @@ def run(args: argparse.Namespace) -> dict:
         "method": args.method,
         "label": args.label or args.method,
         "model_kwargs": args.model_kwargs if args.method == "default" else "",
-        "train_kwargs": args.train_kwargs if args.method == "default" else "",
         "test_cells": int(test.size),
         "proteins": args.proteins,
     }

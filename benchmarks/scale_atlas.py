@@ -14,12 +14,12 @@ process; each worker's own peak is recorded from the workers):
   ``cmn.tl.predict_protein(atlas, model, batch_size=..., out=<tmp>.zarr)``; the call's cells/s and the
   process's wall time (model load, file open, prediction, write) are recorded.
 - ``store_h5ad``: the same query written as an RNA-only ``.h5ad`` (``--query-format h5ad``), opened with
-  ``cmn.pp.to_mudata(anndata.read_h5ad(path, backed="r"))`` (what ``crossmodalnet predict`` does with an
-  ``.h5ad``): mudata's backed ``read_h5mu`` builds per-cell maps for the whole file (measured: +875 MB and
+  ``cmn.pp.to_mudata(anndata.read_h5ad(path, backed="r"))`` (what ``crossmodalnet predict`` did with an
+  ``.h5ad`` before ``predict_atlas``): mudata's backed ``read_h5mu`` builds per-cell maps for the whole file (measured: +875 MB and
   73 s at 2M cells, against +333 MB and 4 s for this route).
 - ``file_h5ad``, ``file_zarr``: ``cmn.tl.predict_atlas(path, model, out=<tmp>.zarr, batch_size=...)`` on the query file itself
-  (``--query-format h5ad`` or ``zarr``; ``--file-cells``): read with ``anndata.experimental.read_lazy``
-  block by block, file to file (what ``crossmodalnet predict`` does with an ``.h5ad``).
+  (``--query-format h5ad`` or ``zarr``; ``--file-cells``): opened as an h5py or zarr group and read block by
+  block, cell names included, file to file (what ``crossmodalnet predict`` does with an ``.h5ad``).
 - ``memory``: ``mudata.read_h5mu(path)`` (RNA in memory) then ``model.predict_protein(atlas)``: the
   in-memory rate the streamed path is compared with (only where it fits: ``--memory-cells``).
 - ``dask``: a ``LocalCluster(n_workers=k, threads_per_worker=1, processes=True)``; the RNA matrix
