@@ -20,6 +20,8 @@ process; each worker's own peak is recorded from the workers):
 - ``file_h5ad``, ``file_zarr``: ``cmn.tl.predict_atlas(path, model, out=<tmp>.zarr, batch_size=...)`` on the query file itself
   (``--query-format h5ad`` or ``zarr``; ``--file-cells``): opened as an h5py or zarr group and read block by
   block, cell names included, file to file (what ``crossmodalnet predict`` does with an ``.h5ad``).
+- ``file_h5ad_uncertainty``, ``file_zarr_uncertainty`` (``--uncertainty``): the same with ``uncertainty=True``,
+  the spread and the 90 % interval written into the store's ``layers`` block by block.
 - ``memory``: ``mudata.read_h5mu(path)`` (RNA in memory) then ``model.predict_protein(atlas)``: the
   in-memory rate the streamed path is compared with (only where it fits: ``--memory-cells``).
 - ``dask``: a ``LocalCluster(n_workers=k, threads_per_worker=1, processes=True)``; the RNA matrix
@@ -87,7 +89,10 @@ def _worker(job: dict) -> dict:
             atlas.mod["rna"].file.close()
     elif job["mode"].startswith("file"):
         t0 = time.perf_counter()
-        cmn.tl.predict_atlas(job["path"], model, out=out, batch_size=job["batch_size"], overwrite=True)
+        uncertainty = job["mode"].endswith("_uncertainty")
+        cmn.tl.predict_atlas(
+            job["path"], model, out=out, batch_size=job["batch_size"], overwrite=True, uncertainty=uncertainty
+        )
         record["seconds"] = time.perf_counter() - t0
         n = int(job["cells"])
     elif job["mode"] == "memory":
@@ -195,6 +200,9 @@ def main(argv=None) -> pd.DataFrame:
         "with zarr there are no store rows",
     )
     parser.add_argument("--file-cells", default="", help="sizes of the file-to-file runs (h5ad or zarr queries)")
+    parser.add_argument(
+        "--uncertainty", action="store_true", help="the file-to-file runs write intervals too (uncertainty=True)"
+    )
     parser.add_argument("--memory-cells", default="1000000", help="sizes of the in-memory baseline")
     parser.add_argument("--dask-cells", default="1000000", help="sizes of the dask runs")
     parser.add_argument("--dask-workers", default="1,2")
@@ -242,7 +250,7 @@ def main(argv=None) -> pd.DataFrame:
     for n in sp._ints(args.cells):
         jobs.append({"mode": store_mode, "cells": n})
     for n in sp._ints(args.file_cells):
-        jobs.append({"mode": f"file_{args.query_format}", "cells": n})
+        jobs.append({"mode": f"file_{args.query_format}" + ("_uncertainty" if args.uncertainty else ""), "cells": n})
     for n in sp._ints(args.dask_cells):
         for k in sp._ints(args.dask_workers):
             jobs.append({"mode": "dask", "cells": n, "workers": k})

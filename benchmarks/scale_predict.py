@@ -165,6 +165,7 @@ def _model_spec(args) -> dict:
         "epochs": args.epochs,
         "seed": args.seed,
         "n_latent": "default",
+        "uncertainty_calibrated": True,
     }
 
 
@@ -197,6 +198,7 @@ def _ensure_model(args, data_dir: Path) -> Path:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
+    model.calibrate_uncertainty()  # saved with the model: intervals of a query need no training data
     model.save(model_dir, overwrite=True)
     _write_json(model_dir.with_suffix(".json"), spec)
     print(f"trained {model} in {time.perf_counter() - t0:.1f} s → {model_dir}", flush=True)

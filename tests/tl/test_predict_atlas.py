@@ -190,3 +190,123 @@ def test_default_block_holds_about_twenty_million_values(tmp_path, suffix):
     assert default_chunk_size(f["layers/csc"]) == MAX_BLOCK_CELLS
     assert default_chunk_size(g["X"]) == 1_000  # a dense 25,000-gene matrix: 800, at least 1,000
     assert default_chunk_size(g["layers/csr"]) == 4_000  # 5,000 non-zeros per cell
+
+
+# --- uncertainty, block by block ------------------------------------------------------------------------------------
+def _layer_names(adata: ad.AnnData) -> list[str]:
+    return sorted(k for k in adata.layers.keys() if k is not None)  # newer anndata lists X as the layer None
+
+
+def _in_memory_intervals(model, adata: ad.AnnData, **kwargs) -> dict[str, np.ndarray]:
+    mdata = cmn.pp.to_mudata(adata.copy())
+    cmn.tl.predict_protein(mdata, model, batch_size=BATCH, uncertainty=True, **kwargs)
+    slots = {
+        "mean": "cmn_protein",
+        "std": "cmn_protein_std",
+        "lower": "cmn_protein_lower",
+        "upper": "cmn_protein_upper",
+    }
+    out = {name: mdata.obsm[slot].to_numpy(dtype=np.float32) for name, slot in slots.items()}
+    out["record"] = mdata.uns["cmn_protein"]["uncertainty"]
+    return out
+
+
+@pytest.mark.parametrize(("out", "other_genes"), [(".zarr", False), (".h5ad", True)])
+def test_atlas_intervals_of_one_block_equal_in_memory(model, tmp_path, out, other_genes):
+    # with genes missing, the imputation spread and the multiplier's factor for them are exercised too
+    genes = list(model.adata["rna"].var_names[::-1][:25]) if other_genes else None
+    adata = _atlas(model, genes=genes)
+    want = _in_memory_intervals(model, adata, rng=3, level=0.8)
+    path = _write(adata, tmp_path / "atlas.zarr")
+    target = tmp_path / f"pred{out}"
+    cmn.tl.predict_atlas(path, model, out=target, batch_size=BATCH, chunk_size=500, uncertainty=True, rng=3, level=0.8)
+    got = _read(target)
+    np.testing.assert_array_equal(got.X, want["mean"])
+    assert _layer_names(got) == ["lower", "std", "upper"]
+    for name in ("std", "lower", "upper"):
+        assert got.layers[name].dtype == np.float32
+        np.testing.assert_array_equal(got.layers[name], want[name])
+    assert (got.layers["std"] > 0).all()
+    record, expected = got.uns["cmn_protein"]["uncertainty"], want["record"]
+    assert record["n_missing_genes"] == (5 if other_genes else 0) == expected["n_missing_genes"]
+    for key in ("level", "method", "calibration", "n_calibration_cells"):
+        assert record[key] == expected[key]
+    np.testing.assert_array_equal(record["multipliers"], expected["multipliers"])
+    np.testing.assert_array_equal(record["levels"], expected["levels"])
+    params = got.uns["cmn_protein"]["params"]
+    assert (params["uncertainty"], params["level"], params["rng"]) == (True, 0.8, 3)
+
+
+def test_atlas_intervals_block_by_block(model, tmp_path):
+    adata = _atlas(model)
+    path = _write(adata, tmp_path / "atlas.h5ad")
+    whole = _in_memory_intervals(model, adata, rng=3)
+    cmn.tl.predict_atlas(
+        path, model, out=tmp_path / "a.zarr", batch_size=BATCH, chunk_size=CHUNK, uncertainty=True, rng=3
+    )
+    got = _read(tmp_path / "a.zarr")
+    # the predictions are the in-memory ones; the spread is drawn per block, so it is another draw of the same spread
+    np.testing.assert_array_equal(got.X, _in_memory(model, adata).to_numpy(np.float32))
+    np.testing.assert_array_equal(got.X, whole["mean"])
+    ratio = np.log(got.layers["std"] / whole["std"])
+    assert np.median(np.abs(ratio)) < 0.2, np.median(np.abs(ratio))
+    assert not np.array_equal(got.layers["std"][CHUNK:], whole["std"][CHUNK:])  # later blocks: their own seeds
+    record = got.uns["cmn_protein"]["uncertainty"]
+    k = np.asarray(record["multipliers"])[list(record["levels"]).index(0.9)]
+    np.testing.assert_allclose(got.layers["lower"], got.X - k * got.layers["std"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.layers["upper"], got.X + k * got.layers["std"], rtol=1e-5, atol=1e-5)
+    # the same file, seed and blocks give the same file; another seed other intervals around the same predictions
+    cmn.tl.predict_atlas(
+        path, model, out=tmp_path / "b.h5ad", batch_size=BATCH, chunk_size=CHUNK, uncertainty=True, rng=3
+    )
+    cmn.tl.predict_atlas(
+        path, model, out=tmp_path / "c.zarr", batch_size=BATCH, chunk_size=CHUNK, uncertainty=True, rng=4
+    )
+    again, other = _read(tmp_path / "b.h5ad"), _read(tmp_path / "c.zarr")
+    for name in ("std", "lower", "upper"):
+        np.testing.assert_array_equal(again.layers[name], got.layers[name])
+    np.testing.assert_array_equal(other.X, got.X)
+    assert not np.array_equal(other.layers["std"], got.layers["std"])
+
+
+def test_atlas_uncertainty_errors_come_before_writing(model, tmp_path):
+    from crossmodalnet.model import CrossmodalNet
+
+    path = _write(_atlas(model), tmp_path / "atlas.h5ad")
+    target = tmp_path / "pred.zarr"
+    with pytest.raises(ValueError, match="`level` must be a number strictly between 0 and 1"):
+        cmn.tl.predict_atlas(path, model, out=target, uncertainty=True, level=1.5)
+    state = model.uncertainty_
+    try:
+        model.uncertainty_ = None
+        model.save(tmp_path / "m", overwrite=True)
+    finally:
+        model.uncertainty_ = state
+    loaded = CrossmodalNet.load(tmp_path / "m")  # no training data to calibrate on
+    with pytest.raises(ValueError, match="needs a calibrated model.*calibrate_uncertainty"):
+        cmn.tl.predict_atlas(path, loaded, out=target, uncertainty=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas.h5ad", "m"]
+    cmn.tl.predict_atlas(path, loaded, out=target)  # without uncertainty it predicts
+    assert _layer_names(_read(target)) == []
+
+
+def test_atlas_intervals_calibrate_missing_genes_once(model, tmp_path, monkeypatch):
+    adata = _atlas(model, genes=list(model.adata["rna"].var_names[::-1][:25]))
+    path = _write(adata, tmp_path / "atlas.h5ad")
+    calls = []
+    factor = type(model)._missing_gene_factor
+
+    def counted(self, missing_genes, **kwargs):
+        calls.append((list(missing_genes), kwargs["seed"]))
+        return factor(self, missing_genes, **kwargs)
+
+    monkeypatch.setattr(type(model), "_missing_gene_factor", counted)
+    cmn.tl.predict_atlas(path, model, out=tmp_path / "pred.zarr", chunk_size=CHUNK, uncertainty=True, rng=5)
+    got = _read(tmp_path / "pred.zarr")
+    # four blocks, one multiplier for the 5 missing genes, from `rng` itself as in memory
+    assert len(calls) == 1
+    assert sorted(calls[0][0]) == sorted(set(model.adata["rna"].var_names) - set(adata.var_names))
+    assert calls[0][1] == 5
+    assert got.uns["cmn_protein"]["uncertainty"]["n_missing_genes"] == 5
+    assert np.isfinite(got.layers["std"]).all()
+    assert (got.layers["std"] > 0).all()

@@ -829,9 +829,10 @@ class CrossmodalNet(
             if return_uncertainty:
                 if self._rna_is_dask(self._resolve_mdata(mdata)):
                     raise ValueError(
-                        "`return_uncertainty=True` is not supported for a dask RNA matrix: its calibration needs "
-                        "the whole query in memory. Predict without uncertainty (a dask array), or pass an "
-                        "in-memory or backed (`mudata.read_h5mu(path, backed='r')`) MuData."
+                        "`return_uncertainty=True` is not supported for a dask RNA matrix. Predict without "
+                        "uncertainty (a dask array), pass an in-memory or backed (`mudata.read_h5mu(path, "
+                        "backed='r')`) MuData, or, for an atlas file, use `cmn.tl.predict_atlas(path, model, "
+                        "out=..., uncertainty=True)`, which writes the intervals block by block."
                     )
                 return self._predict_with_uncertainty(
                     mdata,

@@ -759,6 +759,50 @@ class UncertaintyMixin:
             )
         return k
 
+    def _uncertainty_calibrated(self) -> bool:
+        """Whether :attr:`uncertainty_` holds a calibration of the current weights."""
+        state = self.uncertainty_
+        return not (
+            state is None or state.get("n_epochs") != self._n_epochs_trained() or "reference_prediction" not in state
+        )
+
+    def _ensure_calibrated(self, *, batch_size: int) -> None:
+        """Calibrate the uncertainty on the validation cells unless a calibration of the current weights exists."""
+        if not self._uncertainty_calibrated():
+            if self.adata is None:
+                raise ValueError(
+                    "The model's uncertainty is not calibrated: call `model.calibrate_uncertainty()` with the "
+                    "training data attached (before saving), or `calibrate_uncertainty(mdata, indices=...)` on "
+                    "held-out cells with observed proteins."
+                )
+            logger.info("calibrating the uncertainty on the model's validation cells")
+            self.calibrate_uncertainty(batch_size=batch_size)
+
+    def _missing_gene_factor(
+        self,
+        missing_genes: Sequence[str],
+        *,
+        level: float,
+        calibration: str,
+        n_imputations: int,
+        seed: int,
+        **kwargs,
+    ) -> np.ndarray | None:
+        """Factor (per protein) of the spread of a query that lacks ``missing_genes``, or ``None``.
+
+        The calibration cells with the same genes zeroed give the interval's multiplier; its ratio to the
+        model's multiplier is folded into the spread, so that ``std`` carries the extra uncertainty and the
+        multiplier stays the model's. ``None`` (logged) when the calibration cells are not available.
+        """
+        scores = self._missing_gene_scores(missing_genes, n_imputations=n_imputations, seed=seed, **kwargs)
+        if scores is None:
+            logger.warning(
+                "the model's training data is not attached: intervals of a query with missing genes are "
+                "widened by the imputation spread but not recalibrated for the missing genes"
+            )
+            return None
+        return self._multiplier(level, calibration, scores=scores) / self._multiplier(level, calibration)
+
     def _predict_with_uncertainty(
         self,
         mdata: MuData | None,
@@ -770,9 +814,15 @@ class UncertaintyMixin:
         rng: int | np.random.Generator | None,
         time: object,
         allow_extrapolation: bool,
+        missing_factor: np.ndarray | None = None,
         **kwargs,
     ) -> ProteinUncertainty:
-        """The body of ``predict_protein(..., return_uncertainty=True)``."""
+        """The body of ``predict_protein(..., return_uncertainty=True)``.
+
+        ``missing_factor``: the factor of :meth:`_missing_gene_factor`, computed once by a caller that predicts
+        a query block by block (:func:`~crossmodalnet.tl.predict_atlas`); ``None`` computes it here for
+        ``missing_genes``.
+        """
         level = check_level(level)
         if calibration not in _CALIBRATIONS:
             raise ValueError(f"`calibration` must be one of {_CALIBRATIONS}, got {calibration!r}.")
@@ -782,17 +832,7 @@ class UncertaintyMixin:
             raise TypeError("`missing_genes` must be a sequence of gene names, not one string.")
         self._check_if_trained(warn=False)
         mdata = self._resolve_mdata(mdata)
-        state = self.uncertainty_
-        if state is None or state.get("n_epochs") != self._n_epochs_trained() or "reference_prediction" not in state:
-            if self.adata is None:
-                raise ValueError(
-                    "The model's uncertainty is not calibrated: call `model.calibrate_uncertainty()` with the "
-                    "training data attached (before saving), or `calibrate_uncertainty(mdata, indices=...)` on "
-                    "held-out cells with observed proteins."
-                )
-            logger.info("calibrating the uncertainty on the model's validation cells")
-            self.calibrate_uncertainty(batch_size=kwargs.get("batch_size", 1024))
-            state = self.uncertainty_
+        self._ensure_calibrated(batch_size=kwargs.get("batch_size", 1024))
         seed = _seed_of(rng)
         pred, std = self._spread(
             mdata,
@@ -804,17 +844,12 @@ class UncertaintyMixin:
             **kwargs,
         )
         k = self._multiplier(level, calibration)
-        if missing_genes is not None and len(missing_genes):
-            scores = self._missing_gene_scores(missing_genes, n_imputations=n_imputations, seed=seed, **kwargs)
-            if scores is None:
-                logger.warning(
-                    "the model's training data is not attached: intervals of a query with missing genes are "
-                    "widened by the imputation spread but not recalibrated for the missing genes"
-                )
-            else:
-                # the calibration cells with the same genes missing give the multiplier; it is folded into
-                # the spread, so that `std` carries the extra uncertainty and `k` stays that of the model
-                std = std * (self._multiplier(level, calibration, scores=scores) / k)
+        if missing_factor is None and missing_genes is not None and len(missing_genes):
+            missing_factor = self._missing_gene_factor(
+                missing_genes, level=level, calibration=calibration, n_imputations=n_imputations, seed=seed, **kwargs
+            )
+        if missing_factor is not None:
+            std = std * missing_factor
         index, columns = mdata.obs_names.copy(), self.protein_names.copy()
 
         def frame(values: np.ndarray) -> pd.DataFrame:

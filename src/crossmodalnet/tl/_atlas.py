@@ -18,6 +18,7 @@ from crossmodalnet import _keys
 from crossmodalnet._docs import docs
 from crossmodalnet._utils import (
     announce_once,
+    check_level,
     get_layer,
     is_dask_array,
     log_normalize_rows,
@@ -25,7 +26,7 @@ from crossmodalnet._utils import (
     query_normalization,
 )
 
-from ._predict import _meta
+from ._predict import _meta, uncertainty_settings
 from ._store import check_store_path, write_named_blocks
 from ._utils import check_model, log_added, model_input, portable
 
@@ -178,6 +179,9 @@ def predict_atlas(
     min_coverage: float = 0.5,
     batch_size: int = 1024,
     chunk_size: int | None = None,
+    uncertainty: bool = False,
+    level: float = 0.9,
+    rng: int | np.random.Generator | None = 0,
     key_added: str = _keys.PROTEIN,
     overwrite: bool = False,
 ) -> None:
@@ -206,7 +210,9 @@ def predict_atlas(
         The ``.zarr`` or ``.h5ad`` file to write: an AnnData with the predictions (cells × proteins,
         float32) in ``X``, the atlas's cell names as ``obs_names``, the model's protein names as
         ``var_names`` and the metadata :func:`~crossmodalnet.tl.predict_protein` records in
-        ``uns[key_added]`` (``params``, ``model``, ``protein_names``, ``coverage``, ``genes``). It is written
+        ``uns[key_added]`` (``params``, ``model``, ``protein_names``, ``coverage``, ``genes``; with
+        ``uncertainty``, ``uncertainty``: ``level``, ``method``, ``calibration``, ``n_calibration_cells``,
+        ``n_calibration_cells_per_protein``, ``levels``, ``multipliers``, ``n_missing_genes``). It is written
         to a temporary path beside ``out`` and renamed at the end, so an error leaves nothing at ``out``.
     time
         Predict every cell at this time point instead of its own ``obs`` value (needed if the atlas's
@@ -224,6 +230,21 @@ def predict_atlas(
         Cells read from the atlas at a time (two blocks are in memory: one predicted, the next being read).
         ``None``: about 20 million stored values per block (non-zeros of a sparse matrix), at most 50,000 cells
         (50,000 at 2,000 genes and 5 %% non-zeros; 20,000 at 20,000 genes; 1,000 for a dense 20,000-gene matrix).
+    uncertainty
+        Also write the spread and the central ``level`` interval of every predicted value into ``layers``
+        (``"std"``, ``"lower"``, ``"upper"``), block by block, as
+        :func:`~crossmodalnet.tl.predict_protein` does with ``uncertainty=True`` in memory: calibrated on the model's
+        validation cells (calibrated first if the model has not been; that needs its training data), model
+        genes the atlas lacks imputed from the training cells' values, the interval's multiplier for them
+        computed once. Each block draws its own MC-dropout masks and imputations: the first block from
+        ``rng``, the next from ``rng`` and the block's first cell, so the intervals equal the in-memory
+        ones for an atlas of one block and are otherwise other draws of the same spread (the same file,
+        ``rng`` and ``chunk_size`` give the same file). It costs ``1 + n_samples`` predictions per cell (the
+        calibration's MC-dropout passes: 31 by default), more with missing genes or an interpolated time point.
+    level
+        With ``uncertainty``: nominal coverage of the interval.
+    rng
+        With ``uncertainty``: seed or :class:`numpy.random.Generator` of the MC-dropout masks and imputations.
     %(key_added)s
     overwrite
         Replace an existing ``out`` (only once the new one is complete).
@@ -236,7 +257,8 @@ def predict_atlas(
     ------
     ValueError
         If ``path`` or ``out`` is not an ``.h5ad``/``.zarr``, if ``chunk_size`` or ``batch_size`` is not a
-        positive integer, or if the atlas's blocks disagree on whether they hold raw counts (normalise
+        positive integer, if ``level`` is not between 0 and 1 (with ``uncertainty``), if the model's
+        uncertainty is not calibrated and its training data is not attached, or if the atlas's blocks disagree on whether they hold raw counts (normalise
         the whole atlas one way first).
     FileNotFoundError
         If ``path`` does not exist.
@@ -249,6 +271,10 @@ def predict_atlas(
     --------
     >>> cmn.tl.predict_atlas("atlas.h5ad", model, out="atlas_proteins.zarr", time=3)
     >>> proteins = anndata.read_zarr("atlas_proteins.zarr")
+
+    With 90%% intervals in ``proteins.layers["lower"]`` and ``proteins.layers["upper"]``:
+
+    >>> cmn.tl.predict_atlas("atlas.h5ad", model, out="atlas_proteins.zarr", uncertainty=True, level=0.9)
 
     From the shell: ``crossmodalnet predict MODEL atlas.h5ad --out atlas_proteins.zarr``.
     """
@@ -267,7 +293,15 @@ def predict_atlas(
     for name, value in (("chunk_size", 1 if chunk_size is None else chunk_size), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{_CALLER}: `{name}` must be a positive integer, got {value!r}.")
+    if uncertainty:
+        check_level(level)
     model = check_model(model, _CALLER)
+    if uncertainty and model.adata is None and not model._uncertainty_calibrated():
+        raise ValueError(
+            f"{_CALLER}: `uncertainty=True` needs a calibrated model: call `model.calibrate_uncertainty()` with the "
+            "training data attached (before saving), or `calibrate_uncertainty(mdata, indices=...)` on held-out "
+            "cells with observed proteins."
+        )
     predict = {
         "time": time,
         "batch": batch,
@@ -283,9 +317,13 @@ def predict_atlas(
         **predict,
         **{k: v for k, v in match.items() if k != "model_gene_ids"},
         "chunk_size": atlas.chunk_size,  # resolved
+        "uncertainty": uncertainty,
+        "level": level if uncertainty else None,
+        "rng": rng if uncertainty and isinstance(rng, int) else None,
         "key_added": key_added,
         "out": str(target),
     }
+    intervals = _Intervals(model, level, rng, predict) if uncertainty else None
     # each block's AnnData and MuData hold reference cycles, collected after the block; frozen, the objects that
     # exist now (the model, the user's session) are not scanned by those collections
     gc.freeze()
@@ -294,17 +332,20 @@ def predict_atlas(
             raise ValueError(f"{_CALLER}: the atlas {source} has no cells.")
         names = pd.Index(np.asarray(model.protein_names).astype(str))
         with announce_once():
-            blocks = _predicted_blocks(atlas, model, predict, match)
+            blocks = _predicted_blocks(atlas, model, predict, match, intervals)
             # the first block before anything is written: gene, layer and time errors leave no file behind
-            start, values, cells, inp = next(blocks)
-            uns = portable(_meta(model, inp, params, list(names)))
+            first = next(blocks)
+            meta = _meta(model, first[-1], params, list(names))
+            if intervals is not None:
+                meta["uncertainty"] = intervals.record
             write_named_blocks(
                 target,
-                itertools.chain([(start, values, cells)], (b[:3] for b in blocks)),
+                (b[:4] for b in itertools.chain([first], blocks)),
                 n_obs=atlas.n_obs,
                 var_names=names,
-                uns={key_added: uns},
+                uns={key_added: portable(meta)},
                 chunk_rows=batch_size,
+                layers=_Intervals.LAYERS if intervals is not None else (),
             )
     finally:
         gc.unfreeze()
@@ -336,13 +377,73 @@ def _read_ahead(atlas: _Atlas) -> Iterator[tuple[int, int, AnnData]]:
             del block
 
 
+class _Intervals:
+    """The uncertainty of :func:`predict_atlas`'s blocks: one calibration, one seed per block.
+
+    What :func:`~crossmodalnet.tl.predict_protein` computes once for a whole query (the calibration, the
+    multiplier's factor for missing genes, the metadata record) is computed on the first block; each block
+    then gets its spread and interval with its own seed.
+    """
+
+    LAYERS = ("std", "lower", "upper")
+
+    def __init__(self, model: CrossmodalNet, level: float, rng, predict: dict):
+        from crossmodalnet.model._uncertainty import _seed_of
+
+        self.model, self.level, self.seed, self.predict = model, float(level), _seed_of(rng), predict
+        self.missing: list[str] | None = None
+        self.factor: np.ndarray | None = None
+        self.record: dict | None = None
+
+    def block_seed(self, start: int) -> int:
+        """``rng`` itself for the block at row 0 (so one block equals the in-memory call), else a derived seed."""
+        if start == 0:
+            return self.seed
+        return int(np.random.SeedSequence([self.seed % 2**64, start]).generate_state(1, np.uint64)[0] >> 2)
+
+    def start(self, inp) -> None:
+        """Calibrate if needed, then the missing genes' factor and the record, from the first block's input."""
+        model, kwargs = self.model, {k: self.predict[k] for k in ("batch", "batch_size", "interpolation")}
+        model._ensure_calibrated(batch_size=self.predict["batch_size"])
+        self.missing = [] if inp.genes is None else [str(g) for g in inp.genes["filled_genes"]]
+        if self.missing:
+            factor = model._missing_gene_factor(
+                self.missing, level=self.level, calibration="auto", n_imputations=10, seed=self.seed, **kwargs
+            )
+            # ones: the same spread without recalibration, and no warning per block
+            self.factor = np.ones(model.n_proteins) if factor is None else factor
+        calibration = model._resolve_calibration("auto")
+        self.record = uncertainty_settings(model, self.level, calibration, len(self.missing))
+
+    def __call__(self, mdata, start: int, cells: pd.Index) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Predictions and ``{layer: values}`` of a block's cells (in the order of ``cells``)."""
+        predict = dict(self.predict)
+        time, allow_extrapolation = predict.pop("time"), predict.pop("allow_extrapolation")
+        unc = self.model._predict_with_uncertainty(
+            mdata,
+            level=self.level,
+            calibration="auto",
+            missing_genes=self.missing,
+            n_imputations=10,
+            rng=self.block_seed(start),
+            time=time,
+            allow_extrapolation=allow_extrapolation,
+            missing_factor=self.factor,
+            **predict,
+        )
+        frames = {"mean": unc.mean, "std": unc.std, "lower": unc.lower, "upper": unc.upper}
+        values = {k: v.reindex(cells).to_numpy(dtype=np.float32) for k, v in frames.items()}
+        return values.pop("mean"), values
+
+
 def _predicted_blocks(
-    atlas: _Atlas, model: CrossmodalNet, predict: dict, match: dict
-) -> Iterator[tuple[int, np.ndarray, pd.Index, object]]:
-    """``(first row, predictions, cell names, model input)`` of each block of the atlas, in order.
+    atlas: _Atlas, model: CrossmodalNet, predict: dict, match: dict, intervals: _Intervals | None = None
+) -> Iterator[tuple[int, np.ndarray, pd.Index, dict[str, np.ndarray], object]]:
+    """``(first row, predictions, cell names, {layer: values}, model input)`` of each block of the atlas, in order.
 
     Each block takes the in-memory path of :func:`~crossmodalnet.tl.predict_protein`. Whether the atlas holds
-    raw counts is decided once, from its first rows, as that path decides for a whole query.
+    raw counts is decided once, from its first rows, as that path decides for a whole query. With
+    ``intervals``, the layers hold the spread and the interval's bounds; otherwise they are empty.
     """
     import crossmodalnet as cmn
 
@@ -367,7 +468,13 @@ def _predicted_blocks(
         mdata = cmn.pp.to_mudata(block, rna_key=rna_key)
         with contextlib.nullcontext() if start == 0 else _quiet(_MATCHING_LOGGER):  # the matching is logged once
             inp = model_input(mdata, model, rna_key=rna_key, caller=_CALLER, **match)
-        pred = model.predict_protein(inp.mdata, **predict).reindex(mdata.obs_names)
-        yield start, pred.to_numpy(dtype=np.float32), mdata.obs_names, inp
-        del block, mdata, inp, pred
+        if intervals is None:
+            pred = model.predict_protein(inp.mdata, **predict).reindex(mdata.obs_names)
+            values, layers = pred.to_numpy(dtype=np.float32), {}
+        else:
+            if start == 0:
+                intervals.start(inp)
+            values, layers = intervals(inp.mdata, start, mdata.obs_names)
+        yield start, values, mdata.obs_names, layers, inp
+        del block, mdata, inp, values, layers
         gc.collect()  # free the block's reference cycles before the next block

@@ -219,6 +219,29 @@ def _frame_like(values: pd.DataFrame, pred: pd.DataFrame) -> pd.DataFrame:
 _LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
+def uncertainty_settings(model: CrossmodalNet, level: float, calibration: str, n_missing_genes: int) -> dict:
+    """The part of the ``uncertainty`` record that does not depend on the query's cells.
+
+    ``level``, ``method``, ``calibration``, the calibration cells (in all and per protein), the ``multipliers``
+    of a grid of ``levels`` and ``n_missing_genes``.
+    """
+    levels = sorted({*_LEVELS, float(level)})
+    state = model.uncertainty_
+    return {
+        "level": float(level),
+        "method": str(state["method"]),
+        "calibration": calibration,
+        "n_calibration_cells": int(state["n_cells"]),
+        # cells that measured each protein (fewer than n_calibration_cells where panels differ)
+        "n_calibration_cells_per_protein": np.asarray(
+            state.get("n_cells_per_protein", np.full(model.n_proteins, state["n_cells"])), dtype=np.int64
+        ),
+        "levels": np.asarray(levels),
+        "multipliers": np.vstack([model._multiplier(lv, calibration) for lv in levels]),
+        "n_missing_genes": int(n_missing_genes),
+    }
+
+
 def uncertainty_record(
     model: CrossmodalNet,
     unc,
@@ -231,23 +254,7 @@ def uncertainty_record(
     training_cells: pd.Index | None = None,
 ) -> dict:
     """The ``uncertainty`` record of ``.uns[key_added]``: level, multipliers of a grid of levels, observed calibration."""
-    levels = sorted({*_LEVELS, float(unc.level)})
-    calibration = unc.calibration
-    multipliers = np.vstack([model._multiplier(lv, calibration) for lv in levels])
-    record = {
-        "level": float(unc.level),
-        "method": str(model.uncertainty_["method"]),
-        "calibration": calibration,
-        "n_calibration_cells": int(model.uncertainty_["n_cells"]),
-        # cells that measured each protein (fewer than n_calibration_cells where panels differ)
-        "n_calibration_cells_per_protein": np.asarray(
-            model.uncertainty_.get("n_cells_per_protein", np.full(model.n_proteins, model.uncertainty_["n_cells"])),
-            dtype=np.int64,
-        ),
-        "levels": np.asarray(levels),
-        "multipliers": multipliers,
-        "n_missing_genes": int(n_missing_genes),
-    }
+    record = uncertainty_settings(model, unc.level, unc.calibration, n_missing_genes)
     pred = None
     cells = bounds["std"].index[bounds["std"].notna().all(axis=1).to_numpy()]
     if test_cells is not None:
@@ -491,8 +498,9 @@ def predict_protein(
         :func:`anndata.read_h5ad` (``backed="r"``). It is written to a temporary path beside ``out`` and
         renamed at the end, so an error leaves nothing at ``out``. With a dask RNA matrix, a ``.zarr`` is
         written by the workers (on a cluster, ``out`` must be on a filesystem they all see); an ``.h5ad``
-        by this process, from blocks computed on the workers. Not with ``uncertainty`` (its calibration
-        reads the whole query) or ``add_to``; no ``metrics`` are computed.
+        by this process, from blocks computed on the workers. Not with ``uncertainty`` (for an atlas file,
+        :func:`~crossmodalnet.tl.predict_atlas` writes intervals block by block) or ``add_to``; no ``metrics``
+        are computed.
     overwrite
         With ``out``: replace an existing file (only once the new one is complete).
     %(copy)s
@@ -560,9 +568,9 @@ def predict_protein(
         path = check_store_path(out, overwrite=overwrite, caller=_CALLER)
         if uncertainty:
             raise ValueError(
-                f"{_CALLER}: `uncertainty=True` cannot be written to `out`: calibrating the spread of a query reads "
-                "it whole (MC-dropout passes and gene imputations over all cells). Predict the store without "
-                "uncertainty, and uncertainty for a subset in memory (`mdata[cells].copy()`)."
+                f"{_CALLER}: `uncertainty=True` cannot be written to `out` from an open MuData. For an atlas in an "
+                "'.h5ad' or '.zarr' file, `cmn.tl.predict_atlas(path, model, out=..., uncertainty=True)` writes the "
+                "intervals block by block; otherwise predict uncertainty for a subset in memory (`mdata[cells].copy()`)."
             )
         if add_to is not None:
             raise ValueError(f"{_CALLER}: `add_to` writes into `mdata` in memory; it cannot be combined with `out`.")
@@ -598,8 +606,9 @@ def predict_protein(
         )
     if dask_input and uncertainty:
         raise ValueError(
-            f"{_CALLER}: `uncertainty=True` is not supported for a dask RNA matrix: calibrating the spread of a query "
-            "reads it whole. Predict without uncertainty, or pass an in-memory or backed MuData."
+            f"{_CALLER}: `uncertainty=True` is not supported for a dask RNA matrix. Predict without uncertainty, pass "
+            "an in-memory or backed MuData, or, for an atlas file, use `cmn.tl.predict_atlas(path, model, out=..., "
+            "uncertainty=True)`, which writes the intervals block by block."
         )
     # on-disk and dask matrices are matched and normalised block by block, never copied whole
     streamed = not uncertainty and (

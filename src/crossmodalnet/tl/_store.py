@@ -22,7 +22,7 @@ import pandas as pd
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Sequence
 
     import dask.array as da
 
@@ -88,11 +88,12 @@ def _skeleton(obs_names: pd.Index, var_names: pd.Index, uns: dict):
 
 
 @contextlib.contextmanager
-def _open_x(tmp: Path, n_obs: int, n_vars: int, chunk_rows: int, *, names: bool = False):
+def _open_x(tmp: Path, n_obs: int, n_vars: int, chunk_rows: int, *, names: bool = False, layers: Sequence[str] = ()):
     """Create the empty ``X`` (anndata encoding, float32, chunked by rows) of the skeleton at ``tmp``; yield it.
 
     With ``names``, the skeleton's (empty) ``obs`` index is replaced by a resizable string array of ``n_obs``
-    rows too, and ``(X, index)`` is yielded: the caller fills both block by block.
+    rows too, ``layers`` get arrays shaped like ``X``, and ``(X, index, {layer: array})`` is yielded: the
+    caller fills them block by block.
     """
     from anndata.io import write_elem
 
@@ -102,8 +103,9 @@ def _open_x(tmp: Path, n_obs: int, n_vars: int, chunk_rows: int, *, names: bool 
         import h5py
 
         with h5py.File(tmp, "r+") as f:
-            write_elem(f, "X", empty, dataset_kwargs={"maxshape": (None, n_vars), "chunks": chunks})
-            f["X"].resize((n_obs, n_vars))
+            for parent, key in ((f, "X"), *((f["layers"], name) for name in (layers if names else ()))):
+                write_elem(parent, key, empty, dataset_kwargs={"maxshape": (None, n_vars), "chunks": chunks})
+                parent[key].resize((n_obs, n_vars))
             if not names:
                 yield f["X"]
                 return
@@ -111,18 +113,19 @@ def _open_x(tmp: Path, n_obs: int, n_vars: int, chunk_rows: int, *, names: bool 
             kwargs = {"maxshape": (None,), "chunks": chunks[:1]}
             write_elem(f["obs"], "_index", np.array([], dtype=object), dataset_kwargs=kwargs)
             f["obs/_index"].resize((n_obs,))
-            yield f["X"], f["obs/_index"]
+            yield f["X"], f["obs/_index"], {name: f[f"layers/{name}"] for name in layers}
         return
     import zarr
 
     group = zarr.open_group(tmp, mode="r+", use_consolidated=False)
-    write_elem(group, "X", empty, dataset_kwargs={"chunks": chunks})
-    group["X"].resize((n_obs, n_vars))
+    for parent, key in ((group, "X"), *((group["layers"], name) for name in (layers if names else ()))):
+        write_elem(parent, key, empty, dataset_kwargs={"chunks": chunks})
+        parent[key].resize((n_obs, n_vars))
     if names:
         del group["obs/_index"]
         write_elem(group["obs"], "_index", np.array([], dtype=object), dataset_kwargs={"chunks": chunks[:1]})
         group["obs/_index"].resize((n_obs,))
-        yield group["X"], group["obs/_index"]
+        yield group["X"], group["obs/_index"], {name: group[f"layers/{name}"] for name in layers}
     else:
         yield group["X"]
     with warnings.catch_warnings():  # zarr 3 warns that consolidated metadata is not in its format's spec
@@ -158,27 +161,34 @@ def write_blocks(
 
 def write_named_blocks(
     path: Path,
-    blocks: Iterable[tuple[int, np.ndarray, pd.Index]],
+    blocks: Iterable[tuple[int, np.ndarray, pd.Index, dict[str, np.ndarray]]],
     *,
     n_obs: int,
     var_names: pd.Index,
     uns: dict,
     chunk_rows: int,
+    layers: Sequence[str] = (),
 ) -> int:
-    """:func:`write_blocks` whose cell names come with the blocks: ``(first row, rows × vars array, names)``.
+    """:func:`write_blocks` whose cell names come with the blocks: ``(first row, rows × vars array, names, layers)``.
 
     No index of all ``n_obs`` cell names is ever built: each block's names are written into ``obs``'s
-    index (an anndata string array, resized to ``n_obs`` rows) beside its rows of ``X``.
+    index (an anndata string array, resized to ``n_obs`` rows) beside its rows of ``X``, and its arrays of
+    ``layers`` (a dict with every name of ``layers``; empty without them) beside them in ``layers``.
     """
     written = 0
     with _staged(path) as tmp:
         _write_skeleton(tmp, _skeleton(pd.Index([], dtype=str), var_names, uns))
-        with _open_x(tmp, n_obs, len(var_names), chunk_rows, names=True) as (X, index):
-            for start, block, names in blocks:
+        with _open_x(tmp, n_obs, len(var_names), chunk_rows, names=True, layers=layers) as (X, index, targets):
+            for start, block, names, extra in blocks:
+                rows = slice(start, start + block.shape[0])
                 if len(names) != block.shape[0]:
                     raise RuntimeError(f"a block of {block.shape[0]} rows came with {len(names)} cell names")
-                X[start : start + block.shape[0]] = np.asarray(block, dtype=np.float32)
-                index[start : start + block.shape[0]] = np.asarray(names, dtype=object)
+                if set(extra) != set(targets):
+                    raise RuntimeError(f"a block came with layers {sorted(extra)}, not {sorted(targets)}")
+                X[rows] = np.asarray(block, dtype=np.float32)
+                for name, values in extra.items():
+                    targets[name][rows] = np.asarray(values, dtype=np.float32)
+                index[rows] = np.asarray(names, dtype=object)
                 written += block.shape[0]
         if written != n_obs:
             raise RuntimeError(f"wrote {written} of {n_obs} rows to {path}; the store was not kept")
