@@ -258,8 +258,8 @@ def predict_atlas(
     ValueError
         If ``path`` or ``out`` is not an ``.h5ad``/``.zarr``, if ``chunk_size`` or ``batch_size`` is not a
         positive integer, if ``level`` is not between 0 and 1 (with ``uncertainty``), if the model's
-        uncertainty is not calibrated and its training data is not attached, or if the atlas's blocks disagree on whether they hold raw counts (normalise
-        the whole atlas one way first).
+        uncertainty is not calibrated and its training data is not attached, or if the atlas's blocks
+        disagree on whether they hold raw counts (normalise the whole atlas one way first).
     FileNotFoundError
         If ``path`` does not exist.
     FileExistsError
