@@ -266,3 +266,42 @@ def test_predict_refuses_unknown_output_extension(h5mu, saved_model, tmp_path, c
     assert ".zarr" in err
     assert ".h5ad" in err
     assert not (tmp_path / name).exists()
+
+
+def test_predict_uncertainty_from_a_model_trained_on_the_cli(h5mu, saved_model, tmp_path, capsys):
+    """`crossmodalnet train` saves the calibration; `predict --uncertainty LEVEL` writes intervals from it."""
+    import anndata as ad
+
+    model_dir = tmp_path / "model"
+    args = ["-q", "train", str(h5mu), "--out", str(model_dir), "--time-key", "time", "--n-latent", "8"]
+    assert main([*args, "--max-epochs", "2"]) == 0
+    rna = md.read_h5mu(h5mu)["rna"]
+    rna.obs["time"] = md.read_h5mu(h5mu).obs["time"].to_numpy()
+    rna.write_h5ad(tmp_path / "atlas.h5ad")
+    atlas = str(tmp_path / "atlas.h5ad")
+    store, h5mu_out = tmp_path / "pred.zarr", tmp_path / "pred.h5mu"
+    assert main(["-q", "predict", str(model_dir), atlas, "--out", str(store), "--uncertainty", "0.8"]) == 0
+    assert main(["-q", "predict", str(model_dir), str(h5mu), "--out", str(h5mu_out), "--uncertainty", "0.8"]) == 0
+    got, mem = ad.read_zarr(store), md.read_h5mu(h5mu_out)
+    assert sorted(k for k in got.layers.keys() if k is not None) == ["lower", "std", "upper"]
+    assert got.uns["cmn_protein"]["uncertainty"]["level"] == 0.8
+    assert mem.uns["cmn_protein"]["uncertainty"]["level"] == 0.8
+    # one block: the file's intervals are the in-memory ones
+    np.testing.assert_array_equal(got.layers["upper"], mem.obsm["cmn_protein_upper"].to_numpy(np.float32))
+    assert (got.layers["upper"] > got.X).all()
+    capsys.readouterr()
+    # refused before anything is written
+    refusals = {
+        "between 0 and 1": [atlas, "--out", str(tmp_path / "a.zarr"), "--uncertainty", "1.5"],
+        "not a .csv": [atlas, "--out", str(tmp_path / "a.csv"), "--uncertainty", "0.9"],
+        "write the RNA modality to an .h5ad": [str(h5mu), "--out", str(tmp_path / "a.zarr"), "--uncertainty", "0.9"],
+    }
+    for message, rest in refusals.items():
+        assert main(["-q", "predict", str(model_dir), *rest]) == 2
+        assert message in capsys.readouterr().err
+    # a model saved without its calibration (the fixture saves it right after training)
+    assert (
+        main(["-q", "predict", str(saved_model), atlas, "--out", str(tmp_path / "a.zarr"), "--uncertainty", "0.9"]) == 2
+    )
+    assert "needs a calibrated model" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas.h5ad", "model", "pred.h5mu", "pred.zarr"]

@@ -138,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--min-coverage", type=float, default=0.5, help="minimum fraction of model genes found")
     predict.add_argument("--batch-size", type=int, default=4096, help="cells read and predicted at a time")
+    predict.add_argument(
+        "--uncertainty",
+        type=float,
+        default=None,
+        metavar="LEVEL",
+        help="also write the spread and the central LEVEL interval (e.g. 0.9) of every value: layers std, lower, "
+        "upper of a .zarr/.h5ad written from an .h5ad atlas, or .obsm of an .h5mu; needs a model saved with its "
+        "calibration (`crossmodalnet train` saves it)",
+    )
     predict.add_argument("--overwrite", action="store_true")
     predict.set_defaults(func=_lazy("predict"))
     _add_benchmark_parser(sub)

@@ -122,6 +122,10 @@ def train(args: argparse.Namespace) -> int:
         accelerator=args.accelerator,
         **({"enable_progress_bar": False} if args.quiet else {}),  # otherwise: only on a terminal
     )
+    try:  # saved with the model, so that `crossmodalnet predict --uncertainty` needs no training data
+        model.calibrate_uncertainty()
+    except ValueError as err:  # no held-out cells with observed proteins
+        logger.warning("saved without an uncertainty calibration: %s", err)
     model.save(out, overwrite=args.overwrite)
     cmn.tl.predict_protein(mdata, model, rna_key=args.rna_key, protein_key=args.protein_key)
     metrics = mdata.uns[_keys.Keys(_keys.PROTEIN).uns].get("metrics")
@@ -176,9 +180,21 @@ def predict(args: argparse.Namespace) -> int:
         raise CLIError(f"unsupported output {out.name}: --out must end in one of {choices}")
     if out.exists() and not args.overwrite:
         raise CLIError(f"{out} already exists; pass --overwrite to replace it")
+    streamed = out.suffix in (".zarr", ".h5ad")
+    level = args.uncertainty
+    if level is not None:
+        if not 0.0 < level < 1.0:
+            raise CLIError(f"--uncertainty takes the interval's level, between 0 and 1 (e.g. 0.9); got {level}")
+        if out.suffix == ".csv":
+            raise CLIError("--uncertainty writes intervals into a .zarr/.h5ad (layers) or an .h5mu (.obsm), not a .csv")
+        if streamed and Path(args.input).suffix != ".h5ad":
+            raise CLIError(
+                "--uncertainty into a .zarr/.h5ad store reads an RNA-only .h5ad atlas (block by block); write the "
+                "RNA modality to an .h5ad first, or use --out PRED.h5mu"
+            )
+    uncertainty = {"uncertainty": level is not None, **({"level": level} if level is not None else {})}
     model_dir = Path(args.model)
     model = CrossmodalNet.load(model_dir)
-    streamed = out.suffix in (".zarr", ".h5ad")
     if streamed and Path(args.input).suffix == ".h5ad":  # file to file: memory flat in the atlas's cells
         if not Path(args.input).exists():
             raise CLIError(f"input file not found: {args.input}")
@@ -192,6 +208,7 @@ def predict(args: argparse.Namespace) -> int:
             min_coverage=args.min_coverage,
             batch_size=args.batch_size,
             overwrite=args.overwrite,
+            **uncertainty,
         )
         n_obs, uns = _store_summary(out)
         coverage = uns[_keys.PROTEIN].get("coverage")
@@ -216,7 +233,7 @@ def predict(args: argparse.Namespace) -> int:
         extra = f"; gene coverage {coverage:.1%}" if isinstance(coverage, float) else ""
         print(f"predicted {model.n_proteins} proteins for {mdata.n_obs} cells{extra}; wrote {out}")
         return 0
-    cmn.tl.predict_protein(mdata, model, **kwargs)
+    cmn.tl.predict_protein(mdata, model, **kwargs, **uncertainty)
     keys = _keys.Keys(_keys.PROTEIN)
     pred = mdata.obsm[keys.obsm]
     out.parent.mkdir(parents=True, exist_ok=True)
