@@ -77,6 +77,18 @@ def _known_errors(func):
     return wrapper
 
 
+def _save_calibrated(model, path: Path, *, overwrite: bool) -> None:
+    """Calibrate the model's uncertainty on its validation cells, then save it (calibration included).
+
+    So that ``crossmodalnet predict --uncertainty`` works from the saved folder alone, without training data.
+    """
+    try:
+        model.calibrate_uncertainty()
+    except ValueError as err:  # no held-out cells with observed proteins
+        logger.warning("saved without an uncertainty calibration: %s", err)
+    model.save(path, overwrite=overwrite)
+
+
 @_known_errors
 def train(args: argparse.Namespace) -> int:
     """``crossmodalnet train``: fit a model on a CITE-seq ``.h5mu`` and save it."""
@@ -122,11 +134,7 @@ def train(args: argparse.Namespace) -> int:
         accelerator=args.accelerator,
         **({"enable_progress_bar": False} if args.quiet else {}),  # otherwise: only on a terminal
     )
-    try:  # saved with the model, so that `crossmodalnet predict --uncertainty` needs no training data
-        model.calibrate_uncertainty()
-    except ValueError as err:  # no held-out cells with observed proteins
-        logger.warning("saved without an uncertainty calibration: %s", err)
-    model.save(out, overwrite=args.overwrite)
+    _save_calibrated(model, out, overwrite=args.overwrite)
     cmn.tl.predict_protein(mdata, model, rna_key=args.rna_key, protein_key=args.protein_key)
     metrics = mdata.uns[_keys.Keys(_keys.PROTEIN).uns].get("metrics")
     scores = (
@@ -315,7 +323,7 @@ def demo(args: argparse.Namespace) -> int:
     cmn.pl.training_history(model, save=out / "training_history.png", show=False)
     cmn.tl.saliency(mdata, model, proteins=top[:1])
     cmn.pl.saliency_ranking(mdata, proteins=top[0], save=out / "saliency_top_genes.png", show=False)
-    model.save(out / "model", overwrite=True)
+    _save_calibrated(model, out / "model", overwrite=True)
     print(
         f"{what}\ntest cells: {len(test)}  per-protein Pearson {m['pearson_protein']:.3f}  "
         f"per-cell Pearson {m['pearson_cell']:.3f}  MSE {m['mse']:.4f}\nwrote {out}/"
