@@ -730,6 +730,21 @@ def _atlas_ok(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     return sorted(ok, key=lambda r: (_rank(list(ATLAS_PATHS), r["mode"]), _f(r["cells"]) or 0, _f(r["workers"]) or 0))
 
 
+def _lead_atlas_rows(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The prediction rows of the lead table: without intervals (31 passes per cell: the full table has them).
+
+    The in-memory rows of a run that measured only intervals are their ratio's reference, so they stay with them.
+    """
+    interval_runs = {r.get("commit") for r in rows if r["mode"].endswith("_uncertainty")}
+    plain_runs = {r.get("commit") for r in rows if r["mode"] != "memory" and not r["mode"].endswith("_uncertainty")}
+    reference_only = interval_runs - plain_runs
+    return [
+        r
+        for r in rows
+        if not r["mode"].endswith("_uncertainty") and not (r["mode"] == "memory" and r.get("commit") in reference_only)
+    ]
+
+
 def _memory_rate(rows: list[dict[str, str]], r: dict[str, str]) -> float | None:
     """In-memory cells/s of the same run (commit) as ``r``, else of the newest in-memory row."""
     mem = [x for x in rows if x["mode"] == "memory" and (x.get("status") or "ok") == "ok"]
@@ -746,8 +761,7 @@ def _bare_rate(r: dict) -> str:
 def scale_lead() -> str:
     train = _train_ok(read("scale_train.csv"))
     atlas_all = read("scale_atlas.csv")
-    # prediction with intervals makes 31 passes per cell: its rows are in the full table, not the lead
-    atlas = [r for r in _atlas_ok(atlas_all) if not r["mode"].endswith("_uncertainty")]
+    atlas = _atlas_ok(_lead_atlas_rows(atlas_all))
     head = ["job", "cells × genes", "peak RSS (GB)", "time", "rate"]
     body = []
     for r in train:
