@@ -269,19 +269,16 @@ def test_atlas_intervals_block_by_block(model, tmp_path):
     assert not np.array_equal(other.layers["std"], got.layers["std"])
 
 
-def test_atlas_uncertainty_errors_come_before_writing(model, tmp_path):
+def test_atlas_uncertainty_errors_come_before_writing(model, tmp_path, monkeypatch):
     from crossmodalnet.model import CrossmodalNet
 
     path = _write(_atlas(model), tmp_path / "atlas.h5ad")
     target = tmp_path / "pred.zarr"
     with pytest.raises(ValueError, match="`level` must be a number strictly between 0 and 1"):
         cmn.tl.predict_atlas(path, model, out=target, uncertainty=True, level=1.5)
-    state = model.uncertainty_
-    try:
-        model.uncertainty_ = None
+    with monkeypatch.context() as m:  # saved without a calibration
+        m.setattr(model, "uncertainty_", None)
         model.save(tmp_path / "m", overwrite=True)
-    finally:
-        model.uncertainty_ = state
     loaded = CrossmodalNet.load(tmp_path / "m")  # no training data to calibrate on
     with pytest.raises(ValueError, match="needs a calibrated model.*calibrate_uncertainty"):
         cmn.tl.predict_atlas(path, loaded, out=target, uncertainty=True)
