@@ -596,6 +596,15 @@ def resolve_seed(rng: int | np.random.Generator | None) -> int | None:
     return int(rng)
 
 
+def seed_of(rng: int | np.random.Generator | None) -> int:
+    """An integer seed from ``rng``: the integer itself, a draw from a generator, or a fresh one for ``None``."""
+    if isinstance(rng, np.random.Generator):
+        return int(rng.integers(2**62))
+    if rng is None:
+        return int(np.random.default_rng().integers(2**62))
+    return int(rng)
+
+
 def check_level(level: float) -> float:
     """Return ``level`` as a float, or raise a :class:`ValueError` unless it lies strictly between 0 and 1."""
     if isinstance(level, bool) or not isinstance(level, int | float) or not 0.0 < float(level) < 1.0:

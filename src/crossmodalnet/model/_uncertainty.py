@@ -20,7 +20,7 @@ from scipy import sparse
 from torch import nn
 
 from crossmodalnet._streaming import RnaInput
-from crossmodalnet._utils import check_level, get_layer, get_modality, resolve_obs_column
+from crossmodalnet._utils import check_level, get_layer, get_modality, resolve_obs_column, seed_of
 
 from ._docstrings import docs
 
@@ -130,14 +130,6 @@ def calibration_scores(err: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray,
         scale = np.where(n_per_protein >= _MIN_CELLS_PER_PROTEIN, own, pooled)
     scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
     return scale, err / (scale * spread), n_per_protein
-
-
-def _seed_of(rng: int | np.random.Generator | None) -> int:
-    if isinstance(rng, np.random.Generator):
-        return int(rng.integers(2**62))
-    if rng is None:
-        return int(np.random.default_rng().integers(2**62))
-    return int(rng)
 
 
 class FilledColumns:
@@ -299,7 +291,7 @@ class UncertaintyMixin:
         sub = self._cell_subset(mdata, indices)
         observed = self._observed_proteins(mdata, sub.obs_names)
         kept = mdata.obs_names.get_indexer(sub.obs_names)  # the positions of the cells with RNA
-        seed = _seed_of(rng)
+        seed = seed_of(rng)
         pred, s_mc = self._mc_spread(
             sub, n_samples=n_samples, dropout_rate=dropout_rate, seed=seed, batch_size=batch_size
         )
@@ -833,7 +825,7 @@ class UncertaintyMixin:
         self._check_if_trained(warn=False)
         mdata = self._resolve_mdata(mdata)
         self._ensure_calibrated(batch_size=kwargs.get("batch_size", 1024))
-        seed = _seed_of(rng)
+        seed = seed_of(rng)
         pred, std = self._spread(
             mdata,
             missing_genes=missing_genes,

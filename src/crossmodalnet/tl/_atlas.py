@@ -24,6 +24,7 @@ from crossmodalnet._utils import (
     log_normalize_rows,
     looks_like_counts,
     query_normalization,
+    seed_of,
 )
 
 from ._predict import _meta, uncertainty_settings
@@ -388,9 +389,7 @@ class _Intervals:
     LAYERS = ("std", "lower", "upper")
 
     def __init__(self, model: CrossmodalNet, level: float, rng, predict: dict):
-        from crossmodalnet.model._uncertainty import _seed_of
-
-        self.model, self.level, self.seed, self.predict = model, float(level), _seed_of(rng), predict
+        self.model, self.level, self.seed, self.predict = model, float(level), seed_of(rng), predict
         self.missing: list[str] | None = None
         self.factor: np.ndarray | None = None
         self.record: dict | None = None
