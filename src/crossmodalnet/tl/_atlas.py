@@ -387,6 +387,7 @@ class _Intervals:
     """
 
     LAYERS = ("std", "lower", "upper")
+    CALIBRATION, N_IMPUTATIONS = "auto", 10  # the defaults of `CrossmodalNet.predict_protein`, as in memory
 
     def __init__(self, model: CrossmodalNet, level: float, rng, predict: dict):
         self.model, self.level, self.seed, self.predict = model, float(level), seed_of(rng), predict
@@ -407,11 +408,16 @@ class _Intervals:
         self.missing = [] if inp.genes is None else [str(g) for g in inp.genes["filled_genes"]]
         if self.missing:
             factor = model._missing_gene_factor(
-                self.missing, level=self.level, calibration="auto", n_imputations=10, seed=self.seed, **kwargs
+                self.missing,
+                level=self.level,
+                calibration=self.CALIBRATION,
+                n_imputations=self.N_IMPUTATIONS,
+                seed=self.seed,
+                **kwargs,
             )
             # ones: the same spread without recalibration, and no warning per block
             self.factor = np.ones(model.n_proteins) if factor is None else factor
-        calibration = model._resolve_calibration("auto")
+        calibration = model._resolve_calibration(self.CALIBRATION)
         self.record = uncertainty_settings(model, self.level, calibration, len(self.missing))
 
     def __call__(self, mdata, start: int, cells: pd.Index) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -421,9 +427,9 @@ class _Intervals:
         unc = self.model._predict_with_uncertainty(
             mdata,
             level=self.level,
-            calibration="auto",
+            calibration=self.CALIBRATION,
             missing_genes=self.missing,
-            n_imputations=10,
+            n_imputations=self.N_IMPUTATIONS,
             rng=self.block_seed(start),
             time=time,
             allow_extrapolation=allow_extrapolation,
