@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -106,3 +109,19 @@ def _crossmodalnet_logs_reach_caplog():
     log.propagate = True
     yield
     log.propagate = before
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """A loader of the scripts in ``benchmarks/``: ``load_benchmark("levers")`` imports ``levers.py`` as a module."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"{name}_script", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

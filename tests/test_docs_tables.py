@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -14,11 +13,8 @@ DOCS = ROOT / "docs"
 
 
 @pytest.fixture(scope="module")
-def make_tables():
-    spec = importlib.util.spec_from_file_location("make_tables", ROOT / "benchmarks" / "make_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def make_tables(load_benchmark):
+    return load_benchmark("make_tables")
 
 
 @pytest.fixture

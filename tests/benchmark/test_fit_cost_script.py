@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 import pandas as pd
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "fit_cost.py"
 
-
-def test_fit_cost_times_each_variant_per_repeat(tmp_path):
-    spec = importlib.util.spec_from_file_location("fit_cost_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_fit_cost_times_each_variant_per_repeat(tmp_path, load_benchmark):
+    module = load_benchmark("fit_cost")
     args = argparse.Namespace(out=str(tmp_path), data="synthetic:quick", seed=0, repeats=2, max_epochs=2, data_dir=None)
     df = module.run(args)
     assert list(df["variant"]) == ["paper", "default", "default_no_phase"] * 2
@@ -29,10 +23,8 @@ def test_fit_cost_times_each_variant_per_repeat(tmp_path):
     assert summary.count("\n| ") == 3  # header and two repeats
 
 
-def test_fit_cost_times_the_cell_state_term_when_asked(tmp_path):
-    spec = importlib.util.spec_from_file_location("fit_cost_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_fit_cost_times_the_cell_state_term_when_asked(tmp_path, load_benchmark):
+    module = load_benchmark("fit_cost")
     assert list(module.variants()) == ["paper", "default", "default_no_phase"]
     state = module.variants(10.0)["default_state"]
     assert state == ({}, {"disentangle_kwargs": {"state_weight": 10.0}})

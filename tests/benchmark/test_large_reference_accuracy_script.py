@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import sparse
 
 from crossmodalnet.model._linear import LINEAR_ALPHA_GRID, fit_ridge_by_time
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "large_reference_accuracy.py"
-
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("large_reference_accuracy_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_benchmark):
+    return load_benchmark("large_reference_accuracy")
 
 
 @pytest.fixture(scope="module")

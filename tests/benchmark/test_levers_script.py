@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "levers.py"
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @pytest.fixture(scope="module")
-def levers():
-    spec = importlib.util.spec_from_file_location("levers_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def levers(load_benchmark):
+    return load_benchmark("levers")
 
 
 def _args(out: Path, **kw) -> argparse.Namespace:

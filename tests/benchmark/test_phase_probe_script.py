@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "phase_probe.py"
 
-
-def test_phase_probe_rows(tmp_path):
-    spec = importlib.util.spec_from_file_location("phase_probe_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_phase_probe_rows(tmp_path, load_benchmark):
+    module = load_benchmark("phase_probe")
     args = argparse.Namespace(out=str(tmp_path), size="quick", seeds="0", epochs="0,2", max_epochs=2)
     df = module.run(args)
     assert list(df["disentangle_epochs"]) == [0, 2]
@@ -34,20 +28,16 @@ def test_phase_probe_rows(tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "phase_probe.csv"), df, check_dtype=False)
 
 
-def test_phase_probe_state_weight(tmp_path):
-    spec = importlib.util.spec_from_file_location("phase_probe_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_phase_probe_state_weight(tmp_path, load_benchmark):
+    module = load_benchmark("phase_probe")
     args = argparse.Namespace(out=str(tmp_path), size="quick", seeds="0", epochs="2", max_epochs=2, state_weight=0.0)
     df = module.run(args)
     assert df.loc[0, "state_weight"] == 0.0
     assert df.loc[0, "state_fit"] == "ratio"  # the default fit
 
 
-def test_phase_probe_state_fit(tmp_path):
-    spec = importlib.util.spec_from_file_location("phase_probe_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_phase_probe_state_fit(tmp_path, load_benchmark):
+    module = load_benchmark("phase_probe")
     args = argparse.Namespace(
         out=str(tmp_path), size="quick", seeds="0", epochs="0,2", max_epochs=2, state_fit="interval"
     )
@@ -57,13 +47,11 @@ def test_phase_probe_state_fit(tmp_path):
     assert df.loc[1, "state_weight"] == 10.0  # the preset's weight stays
 
 
-def test_phase_probe_asw_is_the_rescaled_silhouette():
+def test_phase_probe_asw_is_the_rescaled_silhouette(load_benchmark):
     """The script's ASW is scib-metrics' ``silhouette_label`` definition, (mean silhouette + 1) / 2, by hand here."""
     from scipy.spatial.distance import cdist
 
-    spec = importlib.util.spec_from_file_location("phase_probe_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("phase_probe")
     rng = np.random.default_rng(0)
     labels = np.repeat(["a", "b", "c"], 30)
     x = rng.normal(size=(90, 4)) + 2.0 * (labels[:, None] == np.array(["a", "b", "c", "a"])[None, :])

@@ -464,7 +464,7 @@ def test_conditional_phase_keeps_cell_states_where_their_proportions_drift_with_
 
 
 @pytest.mark.slow
-def test_default_phase_hides_a_pure_nuisance_batch():
+def test_default_phase_hides_a_pure_nuisance_batch(load_benchmark):
     """Planted batches that do not change the state mix: the default basal latent reads them near chance.
 
     Runs seeds 0 and 1 of ``benchmarks/nuisance_probe.py`` (1,200 cells × 500 genes; time and batch registered) and
@@ -474,13 +474,7 @@ def test_default_phase_hides_a_pure_nuisance_batch():
     0.361 on the cell states alone (chance 0.333); time probe 0.539 with the default, 0.867 without the phase.
     Seed 1, 2 threads: default 0.332 (torch 2.13) and 0.368 (torch 2.5.1), without the phase 0.463 and 0.422.
     """
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "nuisance_probe.py"
-    spec = importlib.util.spec_from_file_location("nuisance_probe_script", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("nuisance_probe")
     # also the default without its cell-state term ("state_*")
     rows = pd.DataFrame([module.run_seed(seed, state_weight=0.0) for seed in (0, 1)])
     row = rows.mean(numeric_only=True)
