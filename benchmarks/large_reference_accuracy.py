@@ -154,7 +154,7 @@ def ridge_all_genes(X, Y, t, n_time, train, validation, *, chunk: int = 2048, se
     errors: dict[int, float] = {}
     weights: dict[int, np.ndarray] = {}
 
-    def solve(i: int) -> float:
+    def solve(i: int) -> None:
         if i not in errors:
             buffer[...] = gram
             buffer.flat[:: n_genes + 1] += grid[i] * scale
@@ -166,15 +166,10 @@ def ridge_all_genes(X, Y, t, n_time, train, validation, *, chunk: int = 2048, se
                 rows = validation[start : start + chunk]
                 sse += float(np.sum((X[rows] @ W + intercept[t[rows]] - Y[rows]) ** 2))
             errors[i], weights[i] = sse, W
-        return errors[i]
 
-    if search == "full":
-        candidates = range(grid.size)
-        for i in candidates:
-            solve(i)
-    else:
-        for i in range(0, grid.size, 4):
-            solve(i)
+    for i in range(0, grid.size, 1 if search == "full" else 4):
+        solve(i)
+    if search == "refine":
         for step in (2, 1):
             best = min(errors, key=errors.get)
             for i in (best - step, best + step):
